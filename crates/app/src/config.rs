@@ -1,0 +1,294 @@
+//! Typed configuration from the environment, checked at start: a bad value
+//! stops the process with an error that names the variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_web::http::header::HeaderName;
+use domain::identity::{LoginId, Password};
+use infra::auth::JwtSecret;
+use thiserror::Error;
+
+/// A variable that is set but unusable.
+#[derive(Debug, Error)]
+#[error("invalid {var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+fn invalid(var: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        message: message.into(),
+    }
+}
+
+/// How log lines are written (to standard error; standard output is kept for
+/// the service's own JSON-line output such as coupon notices).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// The admin account ensured at start-up.
+#[derive(Debug, Clone)]
+pub struct AdminBootstrap {
+    pub login_id: LoginId,
+    pub password: Password,
+}
+
+/// Everything the service reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub redis_url: String,
+    pub http_addr: SocketAddr,
+    /// `None` means a random per-process secret (logged as a warning).
+    pub jwt_secret: Option<JwtSecret>,
+    pub jwt_ttl: Duration,
+    pub admin: Option<AdminBootstrap>,
+    pub trusted_user_header: Option<HeaderName>,
+    pub log_filter: String,
+    pub log_format: LogFormat,
+    pub db_pool_size: usize,
+    pub redis_pool_size: usize,
+    /// Bounds connecting to and waiting for Postgres and Redis.
+    pub dependency_timeout: Duration,
+    pub statement_timeout: Duration,
+    /// How long start-up keeps retrying an unreachable Postgres.
+    pub startup_timeout: Duration,
+    pub redis_key_prefix: String,
+    pub workers: usize,
+    pub shutdown_timeout: Duration,
+    pub json_body_limit: usize,
+}
+
+impl Config {
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first unusable variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup`, so tests need not touch the
+    /// process environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first unusable variable.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+
+        let database_url = get("DATABASE_URL")
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/points_commerce".to_owned());
+        if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
+            return Err(invalid("DATABASE_URL", "must be a postgres:// URL"));
+        }
+        let redis_url = get("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
+        if !redis_url.starts_with("redis://") && !redis_url.starts_with("rediss://") {
+            return Err(invalid("REDIS_URL", "must be a redis:// URL"));
+        }
+        let http_addr = get("APP_HTTP_ADDR")
+            .unwrap_or_else(|| "0.0.0.0:8080".to_owned())
+            .parse()
+            .map_err(|_| invalid("APP_HTTP_ADDR", "must be host:port, e.g. 0.0.0.0:8080"))?;
+        let jwt_secret = get("APP_JWT_SECRET")
+            .map(|s| JwtSecret::new(s.into_bytes()))
+            .transpose()
+            .map_err(|e| invalid("APP_JWT_SECRET", e.to_string()))?;
+        let jwt_ttl = duration(&get, "APP_JWT_TTL", "1h")?;
+        if jwt_ttl < Duration::from_secs(60) || jwt_ttl > Duration::from_secs(30 * 24 * 3600) {
+            return Err(invalid("APP_JWT_TTL", "must be between 1m and 30d"));
+        }
+        let admin = match (get("APP_ADMIN_LOGIN_ID"), lookup("APP_ADMIN_PASSWORD")) {
+            (None, None) => None,
+            (Some(login), Some(password)) => Some(AdminBootstrap {
+                login_id: LoginId::parse(&login)
+                    .map_err(|e| invalid("APP_ADMIN_LOGIN_ID", e.to_string()))?,
+                password: Password::parse(&password)
+                    .map_err(|e| invalid("APP_ADMIN_PASSWORD", e.to_string()))?,
+            }),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "APP_ADMIN_PASSWORD",
+                    "must be set with APP_ADMIN_LOGIN_ID",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "APP_ADMIN_LOGIN_ID",
+                    "must be set with APP_ADMIN_PASSWORD",
+                ));
+            }
+        };
+        let trusted_user_header = get("APP_TRUSTED_USER_HEADER")
+            .map(|h| HeaderName::try_from(h.trim()))
+            .transpose()
+            .map_err(|_| invalid("APP_TRUSTED_USER_HEADER", "must be a valid header name"))?;
+        let log_format = match get("APP_LOG_FORMAT").as_deref().unwrap_or("json") {
+            "json" => LogFormat::Json,
+            "text" | "pretty" => LogFormat::Text,
+            _ => return Err(invalid("APP_LOG_FORMAT", "must be json or text")),
+        };
+        let default_workers = std::thread::available_parallelism().map_or(2, usize::from);
+
+        Ok(Self {
+            database_url,
+            redis_url,
+            http_addr,
+            jwt_secret,
+            jwt_ttl,
+            admin,
+            trusted_user_header,
+            log_filter: get("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
+            log_format,
+            db_pool_size: number(&get, "APP_DB_POOL_SIZE", 16, 1..=1000)?,
+            redis_pool_size: number(&get, "APP_REDIS_POOL_SIZE", 16, 1..=1000)?,
+            dependency_timeout: duration(&get, "APP_DEPENDENCY_TIMEOUT", "2s")?,
+            statement_timeout: duration(&get, "APP_STATEMENT_TIMEOUT", "5s")?,
+            startup_timeout: duration(&get, "APP_STARTUP_TIMEOUT", "30s")?,
+            redis_key_prefix: get("APP_REDIS_KEY_PREFIX").unwrap_or_default(),
+            workers: number(&get, "APP_WORKERS", default_workers, 1..=256)?,
+            shutdown_timeout: duration(&get, "APP_SHUTDOWN_TIMEOUT", "30s")?,
+            json_body_limit: number(
+                &get,
+                "APP_JSON_BODY_LIMIT",
+                64 * 1024,
+                1024..=16 * 1024 * 1024,
+            )?,
+        })
+    }
+}
+
+/// A duration as humantime (`90s`, `15m`, `1h`) or plain seconds.
+fn duration(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    let raw = get(var).unwrap_or_else(|| default.to_owned());
+    let parsed = match raw.trim().parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(raw.trim())
+            .map_err(|_| invalid(var, "must be a duration such as 30s, 15m or 1h"))?,
+    };
+    if parsed.is_zero() {
+        return Err(invalid(var, "must be greater than zero"));
+    }
+    Ok(parsed)
+}
+
+fn number(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<usize, ConfigError> {
+    let value = match get(var) {
+        None => default,
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|_| invalid(var, "must be a whole number"))?,
+    };
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(
+            var,
+            format!("must be between {} and {}", range.start(), range.end()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_work_on_a_fresh_machine() {
+        let c = config(&[]).expect("defaults are valid");
+        assert_eq!(c.http_addr.port(), 8080);
+        assert!(c.database_url.starts_with("postgres://"));
+        assert_eq!(c.redis_url, "redis://127.0.0.1:6379");
+        assert!(c.jwt_secret.is_none());
+        assert_eq!(c.jwt_ttl, Duration::from_secs(3600));
+        assert!(c.admin.is_none() && c.trusted_user_header.is_none());
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused_by_name() {
+        let err = config(&[("APP_JWT_SECRET", "too-short")]).expect_err("refused");
+        assert_eq!(err.var, "APP_JWT_SECRET");
+        assert!(err.to_string().contains("at least 32 bytes"));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("APP_HTTP_ADDR", "not-an-address"),
+            ("APP_JWT_TTL", "forever"),
+            ("DATABASE_URL", "mysql://x"),
+            ("REDIS_URL", "http://x"),
+            ("APP_TRUSTED_USER_HEADER", "bad header"),
+            ("APP_LOG_FORMAT", "xml"),
+            ("APP_DB_POOL_SIZE", "0"),
+        ] {
+            let err = config(&[(var, value)]).expect_err(var);
+            assert_eq!(err.var, var, "{var}={value}");
+        }
+    }
+
+    #[test]
+    fn admin_credentials_come_in_pairs_and_are_validated() {
+        assert_eq!(
+            config(&[("APP_ADMIN_LOGIN_ID", "admin")])
+                .expect_err("half")
+                .var,
+            "APP_ADMIN_PASSWORD"
+        );
+        assert_eq!(
+            config(&[
+                ("APP_ADMIN_LOGIN_ID", "admin"),
+                ("APP_ADMIN_PASSWORD", "short")
+            ])
+            .expect_err("weak")
+            .var,
+            "APP_ADMIN_PASSWORD"
+        );
+        let c = config(&[
+            ("APP_ADMIN_LOGIN_ID", "admin"),
+            ("APP_ADMIN_PASSWORD", "long enough"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.admin.map(|a| a.login_id.as_str().to_owned()),
+            Some("admin".into())
+        );
+    }
+
+    #[test]
+    fn durations_take_humantime_or_seconds() {
+        assert_eq!(
+            config(&[("APP_JWT_TTL", "15m")]).expect("valid").jwt_ttl,
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            config(&[("APP_JWT_TTL", "120")]).expect("valid").jwt_ttl,
+            Duration::from_secs(120)
+        );
+    }
+}

@@ -1,0 +1,66 @@
+//! `app`: serve the API (the default), or run one maintenance command.
+
+use std::process::ExitCode;
+
+use app::{Application, Config, shutdown_signal, telemetry};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "app",
+    version,
+    about = "Points, orders, coupons and investments service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API until SIGINT or SIGTERM (the default).
+    Serve,
+    /// Create the database if needed, apply pending migrations, and exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&config.log_filter, config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => {
+                Application::build(config)
+                    .await?
+                    .run_until_stopped(shutdown_signal())
+                    .await
+            }
+            Command::Migrate => app::migrate(&config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "exiting on error");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

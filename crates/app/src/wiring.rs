@@ -1,0 +1,82 @@
+//! Composition root: the only place that knows every adapter and use case.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use application::identity::{Authenticate, BootstrapAdmin, SignIn, SignUp, UserQueries};
+use domain::clock::Clock;
+use domain::health::HealthProbe;
+use domain::identity::{PasswordHasher, TokenService, UserRepository};
+use infra::auth::{Argon2Hasher, JwtSecret, JwtTokenService};
+use infra::clock::SystemClock;
+use infra::postgres::{self, PgPoolSettings, PgUserRepository, PostgresProbe};
+use infra::redis::{self, RedisPoolSettings, RedisProbe};
+use web::{AuthContext, IdentityApi, JsonLimit, Readiness, WebState};
+
+use crate::config::Config;
+
+pub(crate) async fn build_state(config: &Config) -> anyhow::Result<WebState> {
+    let pg = postgres::connect_pool(&PgPoolSettings {
+        url: config.database_url.clone(),
+        max_size: config.db_pool_size,
+        timeout: config.dependency_timeout,
+        statement_timeout: config.statement_timeout,
+    })?;
+    let redis_pool = redis::connect_pool(&RedisPoolSettings {
+        url: config.redis_url.clone(),
+        max_size: config.redis_pool_size,
+        timeout: config.dependency_timeout,
+    })?;
+
+    let secret = config.jwt_secret.clone().unwrap_or_else(|| {
+        tracing::warn!(
+            "APP_JWT_SECRET is not set: using a random per-process secret; tokens die with \
+             this process and other instances will not accept them"
+        );
+        JwtSecret::random()
+    });
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let users: Arc<dyn UserRepository> = Arc::new(PgUserRepository::new(pg.clone()));
+    let hasher: Arc<dyn PasswordHasher> = Arc::new(Argon2Hasher::new(config.workers.max(2)));
+    let tokens: Arc<dyn TokenService> = Arc::new(JwtTokenService::new(&secret, config.jwt_ttl));
+
+    if let Some(admin) = &config.admin {
+        BootstrapAdmin::new(Arc::clone(&users), Arc::clone(&hasher))
+            .execute(&admin.login_id, &admin.password)
+            .await
+            .context("ensuring the admin account from APP_ADMIN_LOGIN_ID")?;
+    }
+
+    let probes: Vec<Arc<dyn HealthProbe>> = vec![
+        Arc::new(PostgresProbe::new(pg)),
+        Arc::new(RedisProbe::new(redis_pool)),
+    ];
+    Ok(WebState {
+        identity: IdentityApi {
+            sign_up: Arc::new(SignUp::new(
+                Arc::clone(&users),
+                Arc::clone(&hasher),
+                Arc::clone(&tokens),
+                Arc::clone(&clock),
+            )),
+            sign_in: Arc::new(SignIn::new(
+                Arc::clone(&users),
+                Arc::clone(&hasher),
+                Arc::clone(&tokens),
+                Arc::clone(&clock),
+            )),
+            users: Arc::new(UserQueries::new(Arc::clone(&users))),
+        },
+        auth: AuthContext {
+            authenticate: Arc::new(Authenticate::new(users, tokens, clock)),
+            trusted_user_header: config.trusted_user_header.clone(),
+        },
+        readiness: Readiness {
+            probes,
+            timeout: config
+                .dependency_timeout
+                .min(std::time::Duration::from_secs(1)),
+        },
+        json_limit: JsonLimit(config.json_body_limit),
+    })
+}

@@ -1,0 +1,170 @@
+//! Sign in: check a login id and password, hand out an access token.
+//!
+//! An unknown login id and a wrong password get the same answer and take the
+//! same time (the hasher checks a dummy hash), so sign-in cannot be used to
+//! find out which login ids exist.
+
+use std::sync::Arc;
+
+use domain::clock::Clock;
+use domain::error::Unavailable;
+use domain::identity::{Caller, LoginId, Password, PasswordHasher, TokenService, UserRepository};
+use thiserror::Error;
+
+use super::AuthSession;
+
+#[derive(Debug, Clone)]
+pub struct SignInCommand {
+    pub login_id: LoginId,
+    pub password: Password,
+}
+
+#[derive(Debug, Error)]
+pub enum SignInError {
+    /// Unknown login id, wrong password, or a user who has no password.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// The sign-in use case.
+pub struct SignIn {
+    users: Arc<dyn UserRepository>,
+    hasher: Arc<dyn PasswordHasher>,
+    tokens: Arc<dyn TokenService>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for SignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignIn")
+    }
+}
+
+impl SignIn {
+    pub fn new(
+        users: Arc<dyn UserRepository>,
+        hasher: Arc<dyn PasswordHasher>,
+        tokens: Arc<dyn TokenService>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            users,
+            hasher,
+            tokens,
+            clock,
+        }
+    }
+
+    /// # Errors
+    /// [`SignInError::InvalidCredentials`] for an unknown login, a wrong
+    /// password, or a gateway-provisioned user without password;
+    /// [`SignInError::Unavailable`] when a backing service fails.
+    #[tracing::instrument(name = "sign_in", skip_all, fields(login_id = %cmd.login_id))]
+    pub async fn execute(&self, cmd: SignInCommand) -> Result<AuthSession, SignInError> {
+        let found = self.users.find_credentials(&cmd.login_id).await?;
+        let hash = found.as_ref().and_then(|c| c.password_hash.clone());
+        // Always run the hasher, even without a hash, so timing reveals nothing.
+        let matches = self.hasher.verify(&cmd.password, hash).await?;
+        match found {
+            Some(credentials) if matches && credentials.password_hash.is_some() => {
+                let user = credentials.user;
+                let token = self.tokens.issue(&Caller::from(&user), self.clock.now());
+                Ok(AuthSession { user, token })
+            }
+            _ => Err(SignInError::InvalidCredentials),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::identity::{
+        MockPasswordHasher, MockTokenService, MockUserRepository, PasswordHash, Role,
+        UserCredentials,
+    };
+
+    use super::*;
+    use crate::identity::fixtures;
+
+    fn command(password: &str) -> SignInCommand {
+        SignInCommand {
+            login_id: LoginId::parse("alice").expect("valid"),
+            password: Password::parse(password).expect("valid"),
+        }
+    }
+
+    fn users_with(hash: Option<&'static str>) -> MockUserRepository {
+        let mut users = MockUserRepository::new();
+        users.expect_find_credentials().returning(move |login| {
+            Ok(Some(UserCredentials {
+                user: fixtures::user(3, login.as_str(), Role::User),
+                password_hash: hash.map(|h| PasswordHash::from_phc(h.to_owned())),
+            }))
+        });
+        users
+    }
+
+    /// A hasher that accepts exactly "right password" against "$hash".
+    fn hasher() -> MockPasswordHasher {
+        let mut hasher = MockPasswordHasher::new();
+        hasher.expect_verify().times(1).returning(|pw, hash| {
+            Ok(hash.as_ref().map(PasswordHash::as_str) == Some("$hash")
+                && pw.expose() == "right password")
+        });
+        hasher
+    }
+
+    fn tokens() -> MockTokenService {
+        let mut tokens = MockTokenService::new();
+        tokens
+            .expect_issue()
+            .returning(|_, _| fixtures::token("jwt"));
+        tokens
+    }
+
+    fn use_case(users: MockUserRepository) -> SignIn {
+        SignIn::new(
+            Arc::new(users),
+            Arc::new(hasher()),
+            Arc::new(tokens()),
+            Arc::new(fixtures::clock()),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_right_password_gets_a_token() {
+        let session = use_case(users_with(Some("$hash")))
+            .execute(command("right password"))
+            .await
+            .expect("signed in");
+        assert_eq!(session.user.id.get(), 3);
+        assert_eq!(session.token.token, "jwt");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_password_is_invalid_credentials() {
+        let result = use_case(users_with(Some("$hash")))
+            .execute(command("wrong password"))
+            .await;
+        assert!(matches!(result, Err(SignInError::InvalidCredentials)));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_login_is_invalid_credentials_after_a_dummy_check() {
+        let mut users = MockUserRepository::new();
+        users.expect_find_credentials().returning(|_| Ok(None));
+        // `hasher()` expects exactly one verify call: the dummy check runs.
+        let result = use_case(users).execute(command("right password")).await;
+        assert!(matches!(result, Err(SignInError::InvalidCredentials)));
+    }
+
+    #[tokio::test]
+    async fn a_user_without_password_cannot_sign_in() {
+        let result = use_case(users_with(None))
+            .execute(command("right password"))
+            .await;
+        assert!(matches!(result, Err(SignInError::InvalidCredentials)));
+    }
+}

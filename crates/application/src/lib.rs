@@ -1,0 +1,8 @@
+//! Use cases: the business steps of each context, written against the ports
+//! of `domain` only. Nothing here knows about HTTP, SQL or Redis; every use
+//! case is unit-tested with mockall mocks of its ports.
+//!
+//! One module per context (same names as in `domain`, `infra` and `web`), one
+//! file per use case with its own command, result and error types.
+
+pub mod identity;

@@ -1,0 +1,18 @@
+//! The heart of the service: entities, value objects, domain errors and the
+//! port traits that adapters implement.
+//!
+//! This crate does no I/O and depends on no I/O crate (no tokio, diesel, redis
+//! or actix): `cargo tree -p domain` proves it. Each business context is one
+//! module here and a module of the same name in `application`, `infra` and
+//! `web`, so one feature is one folder name to grep.
+//!
+//! - [`identity`]: users, roles, login ids, passwords and access tokens.
+//! - [`clock`]: the [`Clock`](clock::Clock) port; time is never read directly.
+//! - [`health`]: the readiness probe port for backing services.
+//! - [`error`]: the one error every port may return when a backing service fails.
+
+pub mod clock;
+pub mod error;
+pub mod health;
+pub mod identity;
+pub mod paging;

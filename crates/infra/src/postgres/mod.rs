@@ -1,0 +1,13 @@
+//! Postgres, the source of truth: the connection pool, database creation,
+//! embedded migrations, and one repository module per context.
+
+mod error;
+mod health;
+mod identity;
+mod pool;
+mod schema;
+
+pub use error::unavailable;
+pub use health::PostgresProbe;
+pub use identity::PgUserRepository;
+pub use pool::{MIGRATIONS, PgPool, PgPoolSettings, connect_pool, ensure_database, run_migrations};

@@ -1,0 +1,153 @@
+//! Start-up plumbing for Postgres: create the database when it is missing,
+//! run the embedded migrations (one instance at a time), build the pool.
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use diesel::QueryableByName;
+use diesel::sql_types::{Bool, Text};
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use futures_util::FutureExt as _;
+use url::Url;
+
+/// The SQL migrations of `migrations/`, compiled into the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+
+/// Advisory lock key that serialises migrations across instances ("migrate" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x6d69_6772_6174_65;
+
+/// The pool every Postgres adapter shares.
+pub type PgPool = Pool<AsyncPgConnection>;
+
+/// How the pool connects and how long anyone waits for it.
+#[derive(Debug, Clone)]
+pub struct PgPoolSettings {
+    pub url: String,
+    pub max_size: usize,
+    /// Bounds connecting, waiting for a free connection and recycling one each.
+    pub timeout: Duration,
+    /// Server-side limit for any single statement.
+    pub statement_timeout: Duration,
+}
+
+/// Builds the pool. Connections are opened lazily, so this succeeds while
+/// Postgres is down; requests then answer 503 until it is back.
+///
+/// # Errors
+/// When the settings are unusable.
+pub fn connect_pool(settings: &PgPoolSettings) -> anyhow::Result<PgPool> {
+    let statement_timeout_ms = settings.statement_timeout.as_millis();
+    let connect_timeout = settings.timeout;
+    let mut config = ManagerConfig::<AsyncPgConnection>::default();
+    config.custom_setup = Box::new(move |url| {
+        async move {
+            let mut conn = tokio::time::timeout(connect_timeout, AsyncPgConnection::establish(url))
+                .await
+                .map_err(|_| {
+                    diesel::ConnectionError::BadConnection("connect timed out".to_owned())
+                })??;
+            diesel::sql_query(format!("SET statement_timeout = {statement_timeout_ms}"))
+                .execute(&mut conn)
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        }
+        .boxed()
+    });
+    let manager = AsyncDieselConnectionManager::new_with_config(settings.url.clone(), config);
+    Pool::builder(manager)
+        .max_size(settings.max_size)
+        .wait_timeout(Some(settings.timeout))
+        .create_timeout(Some(settings.timeout))
+        .recycle_timeout(Some(settings.timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .context("building the Postgres pool")
+}
+
+#[derive(QueryableByName)]
+struct Exists {
+    #[diesel(sql_type = Bool)]
+    exists: bool,
+}
+
+/// Creates the database named in `url` when it does not exist yet, through the
+/// server's `postgres` maintenance database. Safe to race: a concurrent
+/// creation by another instance counts as success.
+///
+/// # Errors
+/// When the server cannot be reached or refuses the creation.
+pub async fn ensure_database(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let parsed = Url::parse(url).context("DATABASE_URL is not a valid URL")?;
+    let name = parsed.path().trim_start_matches('/').to_owned();
+    if name.is_empty() {
+        return Err(anyhow!("DATABASE_URL names no database"));
+    }
+    let mut maintenance = parsed.clone();
+    maintenance.set_path("/postgres");
+    let mut conn =
+        tokio::time::timeout(timeout, AsyncPgConnection::establish(maintenance.as_str()))
+            .await
+            .map_err(|_| anyhow!("connecting to Postgres timed out after {timeout:?}"))?
+            .context("connecting to the Postgres maintenance database")?;
+    let found =
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
+            .bind::<Text, _>(&name)
+            .get_result::<Exists>(&mut conn)
+            .await
+            .context("looking up the database")?;
+    if found.exists {
+        return Ok(());
+    }
+    let quoted = name.replace('"', "\"\"");
+    match diesel::sql_query(format!("CREATE DATABASE \"{quoted}\""))
+        .execute(&mut conn)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(database = %name, "created database");
+            Ok(())
+        }
+        // Another instance created it between our check and our CREATE.
+        Err(diesel::result::Error::DatabaseError(_, info))
+            if info.message().contains("already exists") =>
+        {
+            Ok(())
+        }
+        Err(err) => Err(err).context("creating the database"),
+    }
+}
+
+/// Runs the pending embedded migrations, holding a Postgres advisory lock so
+/// that instances starting together apply each migration once.
+///
+/// # Errors
+/// When Postgres cannot be reached or a migration fails.
+pub async fn run_migrations(url: &str) -> anyhow::Result<()> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        type Wrapper = AsyncConnectionWrapper<AsyncPgConnection>;
+        let mut conn = <Wrapper as diesel::Connection>::establish(&url)
+            .context("connecting to Postgres for migrations")?;
+        let lock = diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"));
+        diesel::RunQueryDsl::execute(lock, &mut conn).context("taking the migration lock")?;
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map(|done| done.len())
+            .map_err(|e| anyhow!("running migrations: {e}"));
+        // The lock dies with the connection anyway; unlock to be tidy.
+        let unlock = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"));
+        let _ = diesel::RunQueryDsl::execute(unlock, &mut conn);
+        let applied = applied?;
+        if applied > 0 {
+            tracing::info!(applied, "applied migrations");
+        }
+        Ok(())
+    })
+    .await
+    .context("migration task panicked")?
+}

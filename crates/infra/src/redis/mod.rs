@@ -1,0 +1,119 @@
+//! Redis, the fast path: the connection pool, the readiness probe and the key
+//! namespace. Nothing here is a source of truth; every value can be rebuilt
+//! from Postgres.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use domain::error::Unavailable;
+use domain::health::HealthProbe;
+
+pub use deadpool_redis::Pool as RedisPool;
+
+/// Wraps any Redis-side failure (pool, connection, command) as `Unavailable`.
+pub fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Unavailable {
+    let err = err.into();
+    tracing::warn!(error = %err, "redis operation failed");
+    Unavailable::new("redis", err)
+}
+
+/// How the pool connects and how long anyone waits for it.
+#[derive(Debug, Clone)]
+pub struct RedisPoolSettings {
+    pub url: String,
+    pub max_size: usize,
+    /// Bounds connecting, waiting for a free connection and recycling one each.
+    pub timeout: Duration,
+}
+
+/// Builds the pool. Connections are opened lazily, so this succeeds while
+/// Redis is down.
+///
+/// # Errors
+/// When the URL is unusable.
+pub fn connect_pool(settings: &RedisPoolSettings) -> anyhow::Result<Pool> {
+    let mut config = Config::from_url(settings.url.clone());
+    config.pool = Some(PoolConfig {
+        max_size: settings.max_size,
+        timeouts: Timeouts {
+            wait: Some(settings.timeout),
+            create: Some(settings.timeout),
+            recycle: Some(settings.timeout),
+        },
+        ..PoolConfig::default()
+    });
+    config
+        .create_pool(Some(Runtime::Tokio1))
+        .context("building the Redis pool")
+}
+
+/// The key namespace of one deployment (or one test): every key this service
+/// writes starts with the prefix, so tests can share one Redis server.
+#[derive(Debug, Clone, Default)]
+pub struct RedisKeys {
+    prefix: String,
+}
+
+impl RedisKeys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The full key for `name`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+/// Readiness probe: one `PING` through the pool.
+#[derive(Clone)]
+pub struct RedisProbe {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for RedisProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisProbe")
+    }
+}
+
+impl RedisProbe {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+}
+
+#[async_trait]
+impl HealthProbe for RedisProbe {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn check(&self) -> Result<(), Unavailable> {
+        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        let _: String = deadpool_redis::redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RedisKeys;
+
+    #[test]
+    fn keys_carry_the_prefix() {
+        assert_eq!(RedisKeys::new("t:1:").key("stock:7"), "t:1:stock:7");
+        assert_eq!(RedisKeys::default().key("stock:7"), "stock:7");
+    }
+}

@@ -1,0 +1,95 @@
+//! The one place where use-case errors become HTTP answers: every variant of
+//! every use-case error maps to a status and a stable `code` here.
+//!
+//! `Unavailable` is logged with its cause and answered `503` with no internals.
+
+use application::identity::{AuthenticateError, ProfileError, SignInError, SignUpError};
+use domain::error::Unavailable;
+use domain::identity::TokenError;
+use domain::paging::PageRequestError;
+
+use crate::problem::ApiError;
+
+impl From<Unavailable> for ApiError {
+    fn from(err: Unavailable) -> Self {
+        let cause = std::error::Error::source(&err).map(ToString::to_string);
+        tracing::warn!(
+            service = err.service(),
+            cause = cause.as_deref().unwrap_or(""),
+            "answering 503"
+        );
+        ApiError::unavailable(err.service())
+    }
+}
+
+impl From<PageRequestError> for ApiError {
+    fn from(err: PageRequestError) -> Self {
+        match err {
+            PageRequestError::Size { .. } => ApiError::invalid_field("size", err),
+            PageRequestError::Page => ApiError::invalid_field("page", err),
+        }
+    }
+}
+
+// ---- identity ----
+
+impl From<SignUpError> for ApiError {
+    fn from(err: SignUpError) -> Self {
+        match err {
+            SignUpError::LoginIdTaken => ApiError::conflict(
+                "LOGIN_ID_TAKEN",
+                "Login id taken",
+                "this login id is already taken",
+            ),
+            SignUpError::Unavailable(u) => u.into(),
+        }
+    }
+}
+
+impl From<SignInError> for ApiError {
+    fn from(err: SignInError) -> Self {
+        match err {
+            SignInError::InvalidCredentials => invalid_credentials(),
+            SignInError::Unavailable(u) => u.into(),
+        }
+    }
+}
+
+/// `401 INVALID_CREDENTIALS`: the same answer for an unknown login and a wrong password.
+pub(crate) fn invalid_credentials() -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::UNAUTHORIZED,
+        "INVALID_CREDENTIALS",
+        "Invalid credentials",
+        "login id or password is wrong",
+    )
+}
+
+impl From<AuthenticateError> for ApiError {
+    fn from(err: AuthenticateError) -> Self {
+        match err {
+            AuthenticateError::Token(TokenError::Expired) => {
+                ApiError::unauthenticated("the access token has expired")
+            }
+            AuthenticateError::Token(TokenError::Malformed | TokenError::Invalid) => {
+                ApiError::unauthenticated("the access token is invalid")
+            }
+            AuthenticateError::InvalidGatewayIdentity => {
+                ApiError::unauthenticated("the gateway user header is not a valid login id")
+            }
+            AuthenticateError::Unavailable(u) => u.into(),
+        }
+    }
+}
+
+impl From<ProfileError> for ApiError {
+    fn from(err: ProfileError) -> Self {
+        match err {
+            // A valid token for a user that no longer exists proves nothing.
+            ProfileError::NotFound => {
+                ApiError::unauthenticated("the user of this token no longer exists")
+            }
+            ProfileError::Unavailable(u) => u.into(),
+        }
+    }
+}

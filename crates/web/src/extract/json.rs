@@ -1,0 +1,161 @@
+//! `Json<T>`: a JSON body extractor whose errors name the offending field.
+//!
+//! actix's own `web::Json` reports "Json deserialize error" without saying
+//! where; clients need `items[2].quantity: invalid type …`. This one reads the
+//! body up to a limit (413 beyond it), then deserializes through
+//! `serde_path_to_error` so every 400 names the field.
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::web::BytesMut;
+use actix_web::{FromRequest, HttpRequest};
+use futures_util::StreamExt as _;
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
+
+use crate::problem::ApiError;
+
+/// The largest JSON body accepted, in bytes. Put it in the app data to change
+/// the default of 64 KiB.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonLimit(pub usize);
+
+impl Default for JsonLimit {
+    fn default() -> Self {
+        Self(64 * 1024)
+    }
+}
+
+/// A deserialized JSON body.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req.app_data::<JsonLimit>().copied().unwrap_or_default().0;
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase);
+        let declared_len = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if let Some(ct) = content_type {
+                let essence = ct.split(';').next().unwrap_or("").trim().to_owned();
+                if essence != "application/json" && !essence.ends_with("+json") {
+                    return Err(ApiError::new(
+                        actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "UNSUPPORTED_MEDIA_TYPE",
+                        "Unsupported media type",
+                        "the body must be application/json",
+                    ));
+                }
+            }
+            if declared_len.is_some_and(|len| len > limit) {
+                return Err(ApiError::payload_too_large(limit));
+            }
+            let mut body = BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk
+                    .map_err(|_| ApiError::validation("the request body could not be read"))?;
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::payload_too_large(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            parse(&body).map(Json)
+        })
+    }
+}
+
+/// Deserializes `body`, naming the field that failed.
+///
+/// # Errors
+/// `400 VALIDATION_FAILED` with the JSON path of the problem in `detail` and `field`.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::validation("a JSON body is required"));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::validation(format!(
+                "malformed JSON at line {} column {}",
+                inner.line(),
+                inner.column()
+            ))
+        } else if path == "." {
+            // Missing fields are reported at the parent: serde names them in the message.
+            ApiError::validation(strip_position(&inner.to_string()))
+        } else {
+            ApiError::invalid_field(&path, strip_position(&inner.to_string()))
+        }
+    })?;
+    de.end()
+        .map_err(|_| ApiError::validation("unexpected data after the JSON value"))?;
+    Ok(value)
+}
+
+/// serde_json appends " at line L column C", which means nothing to a client
+/// that sent one line of JSON.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct Order {
+        login_id: String,
+        items: Vec<Item>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Item {
+        quantity: u32,
+    }
+
+    fn detail(body: &str) -> String {
+        let err = parse::<Order>(body.as_bytes()).expect_err("must fail");
+        assert_eq!(err.code(), "VALIDATION_FAILED");
+        err.to_string()
+    }
+
+    #[test]
+    fn names_the_field_with_the_wrong_type() {
+        let d = detail(r#"{"loginId":"a","items":[{"quantity":"x"}]}"#);
+        assert!(d.contains("items[0].quantity"), "{d}");
+    }
+
+    #[test]
+    fn names_a_missing_field() {
+        let d = detail(r#"{"items":[]}"#);
+        assert!(d.contains("missing field `loginId`"), "{d}");
+    }
+
+    #[test]
+    fn reports_malformed_json_and_trailing_garbage() {
+        assert!(detail(r#"{"loginId": "#).contains("malformed JSON"));
+        assert!(detail(r#"{"loginId":"a","items":[]} extra"#).contains("unexpected data"));
+    }
+}

@@ -1,0 +1,9 @@
+//! Request extractors that answer problems, not actix's plain-text errors.
+
+mod auth;
+mod json;
+mod page;
+
+pub use auth::{AdminUser, AuthContext, AuthUser};
+pub use json::{Json, JsonLimit};
+pub use page::PageParams;

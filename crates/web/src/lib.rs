@@ -1,0 +1,71 @@
+//! The HTTP edge on actix-web: routes, extractors, problem+json errors and
+//! the request-id/access-log middleware.
+//!
+//! Handlers are thin: they turn a request into a validated command
+//! (`try_into_domain`), call one use case from `application`, and turn the
+//! result into JSON. Error mapping lives in [`errors`], the error shape in
+//! [`problem`]. `app` builds a [`WebState`] and serves [`app`].
+
+pub mod edge;
+pub mod errors;
+pub mod extract;
+pub mod problem;
+pub mod routes;
+
+use actix_web::body::BoxBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpRequest, HttpResponse, web};
+
+pub use extract::{AuthContext, JsonLimit};
+pub use routes::health::Readiness;
+pub use routes::identity::IdentityApi;
+
+use crate::problem::ApiError;
+
+/// Everything the routes need, cloned into each actix worker.
+#[derive(Debug, Clone)]
+pub struct WebState {
+    pub identity: IdentityApi,
+    pub auth: AuthContext,
+    pub readiness: Readiness,
+    pub json_limit: JsonLimit,
+}
+
+/// The complete application: state, routes, middleware and the problem
+/// answers for unknown routes and unreadable paths or queries.
+pub fn app(
+    state: WebState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(state.identity))
+        .app_data(web::Data::new(state.auth))
+        .app_data(web::Data::new(state.readiness))
+        .app_data(state.json_limit)
+        .app_data(web::PathConfig::default().error_handler(|err, _| {
+            ApiError::validation(format!("invalid path parameter: {err}")).into()
+        }))
+        .app_data(web::QueryConfig::default().error_handler(|err, _| {
+            ApiError::validation(format!("invalid query string: {err}")).into()
+        }))
+        .app_data(web::PayloadConfig::new(state.json_limit.0))
+        .configure(routes::health::routes)
+        .service(web::scope("/api/v1").configure(routes::identity::routes))
+        .default_service(web::to(not_found))
+        .wrap(from_fn(edge::edge))
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found(
+        "NOT_FOUND",
+        format!("no route for {} {}", req.method(), req.path()),
+    ))
+}

@@ -1,0 +1,258 @@
+//! RFC 9457 problem details: the one shape of every error this service sends.
+//!
+//! `ApiError` is what handlers and extractors return. It carries the HTTP
+//! status, the stable UPPER_SNAKE `code` that clients switch on, a short
+//! `title`, a human `detail`, and optional extra members (`productId`, …).
+//! It never carries internals: causes are logged, not sent.
+
+use actix_web::body::BoxBody;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{Map, Value, json};
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error answer: status, stable code, and a safe, human detail.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    detail: String,
+    extra: Map<String, Value>,
+    headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            title,
+            detail: detail.into(),
+            extra: Map::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a member to the problem body (for example `productId`).
+    #[must_use]
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// Adds a response header (for example `WWW-Authenticate`).
+    #[must_use]
+    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// `400 VALIDATION_FAILED` naming the offending field.
+    pub fn invalid_field(field: &str, message: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+            "Validation failed",
+            format!("{field}: {message}"),
+        )
+        .with("field", field)
+    }
+
+    /// `400 VALIDATION_FAILED` for a body or parameter that cannot be read.
+    pub fn validation(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+            "Validation failed",
+            detail,
+        )
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "Payload too large",
+            format!("the request body must not exceed {limit} bytes"),
+        )
+    }
+
+    pub fn unauthenticated(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Unauthenticated",
+            detail,
+        )
+        .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+    }
+
+    pub fn forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "Forbidden",
+            "this endpoint is for administrators",
+        )
+    }
+
+    pub fn not_found(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, "Not found", detail)
+    }
+
+    pub fn conflict(code: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, title, detail)
+    }
+
+    /// `503 SERVICE_UNAVAILABLE`: a backing service failed; retry later.
+    pub fn unavailable(service: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "Service unavailable",
+            format!("a backing service ({service}) is unavailable; retry later"),
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+    }
+
+    /// `500 INTERNAL_ERROR`: a bug. The cause is logged by the caller.
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "Internal error",
+            "the request could not be completed",
+        )
+    }
+
+    /// The generic problem for a status that no handler described (unknown
+    /// routes, wrong methods, actix's own refusals).
+    pub fn from_status(status: StatusCode) -> Self {
+        let (code, title, detail) = match status {
+            StatusCode::NOT_FOUND => ("NOT_FOUND", "Not found", "no such resource"),
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "METHOD_NOT_ALLOWED",
+                "Method not allowed",
+                "this resource does not accept that method",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => (
+                "PAYLOAD_TOO_LARGE",
+                "Payload too large",
+                "the request is too large",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "UNSUPPORTED_MEDIA_TYPE",
+                "Unsupported media type",
+                "this content type is not accepted here",
+            ),
+            StatusCode::UNAUTHORIZED => (
+                "UNAUTHENTICATED",
+                "Unauthenticated",
+                "authentication is required",
+            ),
+            StatusCode::FORBIDDEN => ("FORBIDDEN", "Forbidden", "not allowed"),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                ("SERVICE_UNAVAILABLE", "Service unavailable", "retry later")
+            }
+            s if s.is_server_error() => (
+                "INTERNAL_ERROR",
+                "Internal error",
+                "the request could not be completed",
+            ),
+            s if s == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+                || s == StatusCode::URI_TOO_LONG =>
+            {
+                (
+                    "REQUEST_TOO_LARGE",
+                    "Request too large",
+                    "the request line or headers are too large",
+                )
+            }
+            _ => (
+                "BAD_REQUEST",
+                "Bad request",
+                "the request could not be understood",
+            ),
+        };
+        Self::new(status, code, title, detail)
+    }
+
+    fn body(&self) -> Value {
+        let mut body = json!({
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "code": self.code,
+            "detail": self.detail,
+        });
+        if let Value::Object(map) = &mut body {
+            for (k, v) in &self.extra {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        body
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.detail)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse<BoxBody> {
+        let mut res = HttpResponse::build(self.status);
+        res.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
+        for (name, value) in &self.headers {
+            res.insert_header((name.clone(), value.clone()));
+        }
+        res.body(self.body().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::to_bytes;
+
+    use super::*;
+
+    #[actix_web::test]
+    async fn renders_rfc9457_with_code_and_extra_members() {
+        let err = ApiError::conflict("OUT_OF_STOCK", "Out of stock", "product 7 is sold out")
+            .with("productId", 7);
+
+        let res = err.error_response();
+
+        assert_eq!(res.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            res.headers()
+                .get(header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+            Some(PROBLEM_JSON.as_bytes())
+        );
+        let body: Value =
+            serde_json::from_slice(&to_bytes(res.into_body()).await.expect("body")).expect("json");
+        assert_eq!(body["status"], 409);
+        assert_eq!(body["code"], "OUT_OF_STOCK");
+        assert_eq!(body["productId"], 7);
+        assert_eq!(body["detail"], "product 7 is sold out");
+    }
+}
