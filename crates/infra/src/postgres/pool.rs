@@ -18,7 +18,7 @@ use url::Url;
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 
 /// Advisory lock key that serialises migrations across instances ("migrate" in ASCII).
-const MIGRATION_LOCK_KEY: i64 = 0x6d69_6772_6174_65;
+const MIGRATION_LOCK_KEY: i64 = 0x006d_6967_7261_7465;
 
 /// The pool every Postgres adapter shares.
 pub type PgPool = Pool<AsyncPgConnection>;
@@ -112,9 +112,12 @@ pub async fn ensure_database(url: &str, timeout: Duration) -> anyhow::Result<()>
             tracing::info!(database = %name, "created database");
             Ok(())
         }
-        // Another instance created it between our check and our CREATE.
-        Err(diesel::result::Error::DatabaseError(_, info))
-            if info.message().contains("already exists") =>
+        // Another instance created it between our check and our CREATE: Postgres
+        // says "already exists" or, when the two commits race, reports a unique
+        // violation on its own catalogue.
+        Err(diesel::result::Error::DatabaseError(kind, info))
+            if info.message().contains("already exists")
+                || matches!(kind, diesel::result::DatabaseErrorKind::UniqueViolation) =>
         {
             Ok(())
         }

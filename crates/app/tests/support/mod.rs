@@ -1,0 +1,218 @@
+//! Starts the real application on port 0 with its own database and Redis
+//! prefix, and talks to it over HTTP.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use app::{Application, Config};
+use serde_json::{Value, json};
+use testkit::{TestDb, TestRedis};
+use tokio::sync::oneshot;
+
+/// The JWT secret every test app uses, so tests can forge tokens on purpose.
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
+pub const ADMIN_LOGIN: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "admin-password";
+
+/// Knobs for one test app; the defaults suit most tests.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    pub trusted_user_header: Option<String>,
+    /// Reach the test database through this address (a `TcpProxy`).
+    pub postgres_via: Option<std::net::SocketAddr>,
+    /// Reach Redis through this address (a `TcpProxy`).
+    pub redis_via: Option<std::net::SocketAddr>,
+    pub extra: Vec<(String, String)>,
+}
+
+/// A running app and what it runs against.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: TestDb,
+    pub redis: TestRedis,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> Self {
+        let db = TestDb::create().await;
+        let redis = TestRedis::create().await;
+        let mut vars: HashMap<String, String> = HashMap::from([
+            (
+                "DATABASE_URL".into(),
+                options
+                    .postgres_via
+                    .map_or_else(|| db.url.clone(), |a| db.url_via(a)),
+            ),
+            (
+                "REDIS_URL".into(),
+                options
+                    .redis_via
+                    .map_or_else(|| redis.url.clone(), |a| redis.url_via(a)),
+            ),
+            ("APP_HTTP_ADDR".into(), "127.0.0.1:0".into()),
+            ("APP_JWT_SECRET".into(), JWT_SECRET.into()),
+            ("APP_ADMIN_LOGIN_ID".into(), ADMIN_LOGIN.into()),
+            ("APP_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
+            ("APP_REDIS_KEY_PREFIX".into(), redis.prefix.clone()),
+            ("APP_WORKERS".into(), "2".into()),
+            ("APP_DB_POOL_SIZE".into(), "8".into()),
+            ("APP_SHUTDOWN_TIMEOUT".into(), "5s".into()),
+        ]);
+        if let Some(header) = &options.trusted_user_header {
+            vars.insert("APP_TRUSTED_USER_HEADER".into(), header.clone());
+        }
+        for (k, v) in options.extra {
+            vars.insert(k, v);
+        }
+        let config =
+            Config::from_lookup(|name| vars.get(name).cloned()).expect("test config is valid");
+        let application = Application::build(config).await.expect("app builds");
+        let base = format!("http://127.0.0.1:{}", application.port());
+        let (tx, rx) = oneshot::channel();
+        let server = tokio::spawn(application.run_until_stopped(async {
+            let _ = rx.await;
+        }));
+        Self {
+            base,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("client"),
+            db,
+            redis,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        Reply::from(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> Reply {
+        let mut req = self.http.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        Reply::from(req.send().await.expect("request sent")).await
+    }
+
+    /// Signs up `login` with a valid password and returns the token.
+    pub async fn sign_up(&self, login: &str) -> String {
+        let reply = self
+            .post(
+                "/api/v1/auth/signup",
+                &json!({"loginId": login, "password": "password-123"}),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, 201, "sign-up of {login}: {}", reply.body);
+        reply.body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Signs in the bootstrap admin and returns the token.
+    pub async fn admin_token(&self) -> String {
+        let reply = self
+            .post(
+                "/api/v1/auth/signin",
+                &json!({"loginId": ADMIN_LOGIN, "password": ADMIN_PASSWORD}),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, 200, "admin sign-in: {}", reply.body);
+        reply.body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.server.take() {
+            Some(server) => server.await.expect("server task"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub async fn from(res: reqwest::Response) -> Self {
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body read");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an RFC 9457 problem with this status and code, and no internals.
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "body: {}",
+            self.text
+        );
+        assert_eq!(self.body["code"], code, "body: {}", self.text);
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["title"].is_string() && self.body["detail"].is_string());
+        let lower = self.text.to_lowercase();
+        for leak in [
+            "panicked",
+            "backtrace",
+            "diesel",
+            "select ",
+            "sqlstate",
+            "src/",
+        ] {
+            assert!(
+                !lower.contains(leak),
+                "problem leaks internals ({leak}): {}",
+                self.text
+            );
+        }
+    }
+}
