@@ -37,7 +37,10 @@ pub(crate) async fn build_state(config: &Config) -> anyhow::Result<WebState> {
     });
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let users: Arc<dyn UserRepository> = Arc::new(PgUserRepository::new(pg.clone()));
-    let hasher: Arc<dyn PasswordHasher> = Arc::new(Argon2Hasher::new(config.workers.max(2)));
+    let hasher: Arc<dyn PasswordHasher> = Arc::new(Argon2Hasher::new(
+        config.workers.max(2),
+        config.dependency_timeout * 2,
+    ));
     let tokens: Arc<dyn TokenService> = Arc::new(JwtTokenService::new(&secret, config.jwt_ttl));
 
     if let Some(admin) = &config.admin {

@@ -173,7 +173,17 @@ async fn malformed_json_is_a_400_problem() {
 }
 
 #[tokio::test]
-async fn an_oversize_body_is_refused_without_reading_it_all() {
+async fn a_body_that_is_not_an_object_is_400_without_internal_names() {
+    let app = TestApp::spawn().await;
+    let reply = app
+        .post("/api/v1/auth/signup", &json!(["loginId", "password"]), None)
+        .await;
+    reply.assert_problem(400, "VALIDATION_FAILED");
+    assert_eq!(reply.body["detail"], "the body must be a JSON object");
+}
+
+#[tokio::test]
+async fn an_oversize_body_is_refused() {
     let app = TestApp::spawn().await;
     let huge = format!(
         r#"{{"loginId":"eve","password":"long-enough","name":"{}"}}"#,
@@ -403,17 +413,20 @@ async fn the_gateway_header_provisions_a_user_when_the_mode_is_on() {
         .await;
     sign_in.assert_problem(401, "INVALID_CREDENTIALS");
 
-    // The gateway grants no admin rights.
-    let admin_route = app
-        .http
-        .get(app.url("/api/v1/admin/users"))
-        .header("X-USER-ID", "gateway-user")
-        .send()
-        .await
-        .expect("sent");
-    support::Reply::from(admin_route)
-        .await
-        .assert_problem(403, "FORBIDDEN");
+    // The gateway grants no admin rights, not even for an admin's login id:
+    // admin rights need a token.
+    for login in ["gateway-user", support::ADMIN_LOGIN] {
+        let admin_route = app
+            .http
+            .get(app.url("/api/v1/admin/users"))
+            .header("X-USER-ID", login)
+            .send()
+            .await
+            .expect("sent");
+        support::Reply::from(admin_route)
+            .await
+            .assert_problem(403, "FORBIDDEN");
+    }
 
     let invalid = app
         .http

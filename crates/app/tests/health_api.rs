@@ -98,3 +98,67 @@ async fn readiness_follows_postgres_and_redis_going_away_and_coming_back() {
     let back = wait_for_ready_status(&app, 200, Duration::from_secs(10)).await;
     assert_eq!(back.status, 200, "{}", back.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_dependency_gets_503_in_bounded_time_not_a_hang() {
+    let services = testkit::services().await;
+    let pg = TcpProxy::start(target_of(&services.postgres_url)).await;
+    let redis = TcpProxy::start(target_of(&services.redis_url)).await;
+    let app = TestApp::spawn_with(Options {
+        postgres_via: Some(pg.addr()),
+        redis_via: Some(redis.addr()),
+        extra: vec![
+            ("APP_DEPENDENCY_TIMEOUT".into(), "1s".into()),
+            ("APP_STATEMENT_TIMEOUT".into(), "1s".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    app.sign_up("before-the-hang").await;
+
+    // Postgres stops answering but keeps every connection open.
+    pg.stall();
+    let started = Instant::now();
+    let ready = app.get("/health/ready", None).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "readiness took {:?}",
+        started.elapsed()
+    );
+    ready.assert_problem(503, "SERVICE_UNAVAILABLE");
+    assert_eq!(ready.body["checks"]["postgres"], "DOWN");
+    assert_eq!(ready.header("retry-after"), Some("1"));
+
+    let started = Instant::now();
+    let me = app
+        .post(
+            "/api/v1/auth/signin",
+            &json!({"loginId": "before-the-hang", "password": "password-123"}),
+            None,
+        )
+        .await;
+    me.assert_problem(503, "SERVICE_UNAVAILABLE");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "sign-in took {:?}",
+        started.elapsed()
+    );
+
+    pg.restore();
+    let back = wait_for_ready_status(&app, 200, Duration::from_secs(15)).await;
+    assert_eq!(back.status, 200, "{}", back.text);
+
+    redis.stall();
+    let started = Instant::now();
+    let ready = app.get("/health/ready", None).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "readiness took {:?}",
+        started.elapsed()
+    );
+    ready.assert_problem(503, "SERVICE_UNAVAILABLE");
+    assert_eq!(ready.body["checks"]["redis"], "DOWN");
+    redis.restore();
+    let back = wait_for_ready_status(&app, 200, Duration::from_secs(15)).await;
+    assert_eq!(back.status, 200, "{}", back.text);
+}

@@ -113,32 +113,35 @@ async fn find_redis() -> String {
     );
 }
 
-/// Containers live as long as the test process; leaking them into a static is
-/// deliberate (testcontainers' reaper removes them when the process ends).
+/// One reusable container per service, shared by every test process and run:
+/// testcontainers finds it again by its configuration instead of starting a
+/// new one, so nothing piles up. Remove it with `docker rm -f` when done.
 async fn start_postgres_container() -> anyhow::Result<String> {
-    use testcontainers::ImageExt as _;
     use testcontainers::runners::AsyncRunner as _;
+    use testcontainers::{ImageExt as _, ReuseDirective};
     let container = testcontainers_modules::postgres::Postgres::default()
         .with_tag("16-alpine")
+        .with_reuse(ReuseDirective::Always)
         .start()
         .await?;
     let port = container.get_host_port_ipv4(5432).await?;
     let host = container.get_host().await?;
-    Box::leak(Box::new(container));
+    drop(container); // reused containers outlive their handle
     Ok(format!(
         "postgres://postgres:postgres@{host}:{port}/postgres"
     ))
 }
 
 async fn start_redis_container() -> anyhow::Result<String> {
-    use testcontainers::ImageExt as _;
     use testcontainers::runners::AsyncRunner as _;
+    use testcontainers::{ImageExt as _, ReuseDirective};
     let container = testcontainers_modules::redis::Redis::default()
         .with_tag("7-alpine")
+        .with_reuse(ReuseDirective::Always)
         .start()
         .await?;
     let port = container.get_host_port_ipv4(6379).await?;
     let host = container.get_host().await?;
-    Box::leak(Box::new(container));
+    drop(container); // reused containers outlive their handle
     Ok(format!("redis://{host}:{port}"))
 }

@@ -9,8 +9,9 @@
 //! - [`TestDb`]: a fresh database per test, cloned from a migrated template
 //!   (built once per migration set, under an advisory lock), dropped after.
 //! - [`TestRedis`]: a fresh key prefix per test, its keys deleted after.
-//! - [`TcpProxy`]: a proxy in front of a service that a test can cut and
-//!   restore, to see how the service behaves when a dependency goes away.
+//! - [`TcpProxy`]: a proxy in front of a service that a test can cut, stall
+//!   and restore, to see how the service behaves when a dependency goes away
+//!   or hangs.
 
 mod discovery;
 mod postgres;

@@ -1,5 +1,6 @@
-//! A TCP proxy a test can cut and restore: a stand-in for a dependency that
-//! goes down and comes back, without touching the shared services.
+//! A TCP proxy a test can cut, stall and restore: a stand-in for a dependency
+//! that goes down, or hangs, and comes back, without touching the shared
+//! services.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,12 +8,22 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-/// Forwards connections to `target` while up; when cut, closes every open
-/// connection and refuses new ones (accepts and closes at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Forward bytes both ways.
+    Up,
+    /// Close every connection, refuse new ones: a stopped server.
+    Cut,
+    /// Keep connections open but forward nothing: a hung server or a network
+    /// partition, the case only timeouts can handle.
+    Stalled,
+}
+
+/// Forwards connections to a target, until told otherwise.
 #[derive(Debug)]
 pub struct TcpProxy {
     addr: SocketAddr,
-    up: Arc<watch::Sender<bool>>,
+    mode: Arc<watch::Sender<Mode>>,
     accept_loop: tokio::task::JoinHandle<()>,
 }
 
@@ -26,30 +37,44 @@ impl TcpProxy {
             .await
             .expect("binding the proxy");
         let addr = listener.local_addr().expect("proxy address");
-        let (up, _) = watch::channel(true);
-        let up = Arc::new(up);
-        let state = Arc::clone(&up);
+        let (mode, _) = watch::channel(Mode::Up);
+        let mode = Arc::new(mode);
+        let state = Arc::clone(&mode);
         let accept_loop = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                if !*state.borrow() {
-                    drop(inbound);
-                    continue;
-                }
-                let mut down = state.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = down.wait_for(|up| !*up) => {}
+                let mut changes = state.subscribe();
+                let now = *changes.borrow_and_update();
+                match now {
+                    Mode::Cut => drop(inbound),
+                    Mode::Stalled => {
+                        // Hold the socket silently until the mode changes.
+                        tokio::spawn(async move {
+                            let _ = changes.changed().await;
+                            drop(inbound);
+                        });
                     }
-                });
+                    Mode::Up => {
+                        tokio::spawn(async move {
+                            let Ok(mut outbound) = TcpStream::connect(target).await else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
+                                _ = changes.wait_for(|m| *m != Mode::Up) => {}
+                            }
+                            // Stalled: keep both ends open and silent until the
+                            // mode changes again, then close.
+                            if *changes.borrow() == Mode::Stalled {
+                                let _ = changes.changed().await;
+                            }
+                        });
+                    }
+                }
             }
         });
         Self {
             addr,
-            up,
+            mode,
             accept_loop,
         }
     }
@@ -59,14 +84,19 @@ impl TcpProxy {
         self.addr
     }
 
-    /// The dependency "goes down": open connections are closed, new ones refused.
+    /// The dependency stops: open connections are closed, new ones refused.
     pub fn cut(&self) {
-        self.up.send_replace(false);
+        self.mode.send_replace(Mode::Cut);
     }
 
-    /// The dependency "comes back".
+    /// The dependency hangs: connections stay open but nothing is answered.
+    pub fn stall(&self) {
+        self.mode.send_replace(Mode::Stalled);
+    }
+
+    /// The dependency comes back (connections held by a stall are closed).
     pub fn restore(&self) {
-        self.up.send_replace(true);
+        self.mode.send_replace(Mode::Up);
     }
 }
 

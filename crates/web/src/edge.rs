@@ -6,15 +6,19 @@
 //! - turns any error answer that is not yet a problem (unknown routes, wrong
 //!   methods, actix's own refusals, errors raised by inner middleware) into
 //!   `application/problem+json`;
+//! - answers a handler panic with a 500 problem instead of a dropped connection;
 //! - logs one line per request with method, route, status and latency.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage as _, ResponseError as _};
+use futures_util::FutureExt as _;
 use tracing::Instrument as _;
 
 use crate::problem::{ApiError, PROBLEM_JSON};
@@ -47,21 +51,33 @@ pub async fn edge(
     let span =
         tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
 
-    let res = match next.call(req).instrument(span.clone()).await {
-        Ok(res) => res.map_into_boxed_body(),
+    let outcome = AssertUnwindSafe(next.call(req).instrument(span.clone()))
+        .catch_unwind()
+        .await;
+    let res = match outcome {
+        Ok(Ok(res)) => res.map_into_boxed_body(),
         // Only an inner middleware can fail here (handlers and extractors
         // answer with responses). The request is gone, so answer through an
         // error whose response is already the problem, with our request id.
-        Err(err) => {
+        Ok(Err(err)) => {
             let status = err.as_response_error().status_code();
             span.in_scope(|| tracing::error!(status = status.as_u16(), error = %err, "request failed in middleware"));
-            let mut problem = ApiError::from_status(status).error_response();
-            if let Ok(value) = HeaderValue::from_str(&id) {
-                problem.headers_mut().insert(X_REQUEST_ID, value);
-            }
-            return Err(
-                actix_web::error::InternalError::from_response(err.to_string(), problem).into(),
-            );
+            return Err(problem_error(status, &id, err.to_string()));
+        }
+        // A bug panicked while serving this request: answer 500 like any
+        // other error instead of dropping the connection, and log it.
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            span.in_scope(|| tracing::error!(panic = %message, "request handler panicked"));
+            return Err(problem_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &id,
+                "handler panicked".to_owned(),
+            ));
         }
     };
     let mut res = if needs_problem_body(&res) {
@@ -89,6 +105,15 @@ pub async fn edge(
     Ok(res)
 }
 
+/// An error whose response is the problem for `status`, carrying the request id.
+fn problem_error(status: StatusCode, id: &str, cause: String) -> actix_web::Error {
+    let mut problem = ApiError::from_status(status).error_response();
+    if let Ok(value) = HeaderValue::from_str(id) {
+        problem.headers_mut().insert(X_REQUEST_ID, value);
+    }
+    actix_web::error::InternalError::from_response(cause, problem).into()
+}
+
 fn needs_problem_body(res: &ServiceResponse<BoxBody>) -> bool {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -111,4 +136,77 @@ fn into_problem(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
         problem.headers_mut().insert(header::ALLOW, allow);
     }
     ServiceResponse::new(req, problem)
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::middleware::from_fn;
+    use actix_web::{App, HttpResponse, test, web};
+
+    use super::*;
+
+    #[actix_web::test]
+    async fn a_panicking_handler_answers_a_500_problem_with_the_request_id() {
+        let app = test::init_service(App::new().wrap(from_fn(edge)).route(
+            "/boom",
+            web::get().to(|| async {
+                if true {
+                    panic!("a bug");
+                }
+                HttpResponse::Ok().finish()
+            }),
+        ))
+        .await;
+        let req = test::TestRequest::get()
+            .uri("/boom")
+            .insert_header(("x-request-id", "req-1"))
+            .to_request();
+
+        let err = test::try_call_service(&app, req)
+            .await
+            .expect_err("answered as an error");
+        let res = err.error_response();
+
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            res.headers()
+                .get(header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+            Some(PROBLEM_JSON.as_bytes())
+        );
+        assert_eq!(
+            res.headers().get(X_REQUEST_ID).map(|v| v.as_bytes()),
+            Some(&b"req-1"[..])
+        );
+        let body = actix_web::body::to_bytes(res.into_body())
+            .await
+            .expect("body");
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.contains("INTERNAL_ERROR") && !text.contains("a bug"),
+            "{text}"
+        );
+    }
+
+    #[actix_web::test]
+    async fn plain_error_responses_become_problems() {
+        let app = test::init_service(App::new().wrap(from_fn(edge)).route(
+            "/teapot",
+            web::get().to(|| async { HttpResponse::ImATeapot().body("short and stout") }),
+        ))
+        .await;
+
+        let res =
+            test::call_service(&app, test::TestRequest::get().uri("/teapot").to_request()).await;
+
+        assert_eq!(res.status().as_u16(), 418);
+        assert_eq!(
+            res.headers()
+                .get(header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+            Some(PROBLEM_JSON.as_bytes())
+        );
+        let body = test::read_body(res).await;
+        assert!(!String::from_utf8_lossy(&body).contains("stout"));
+    }
 }

@@ -56,6 +56,13 @@ pub fn app(
         .app_data(web::QueryConfig::default().error_handler(|err, _| {
             ApiError::validation(format!("invalid query string: {err}")).into()
         }))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(state.json_limit.0)
+                .error_handler(|err, _| {
+                    ApiError::validation(format!("invalid JSON body: {err}")).into()
+                }),
+        )
         .app_data(web::PayloadConfig::new(state.json_limit.0))
         .configure(routes::health::routes)
         .service(web::scope("/api/v1").configure(routes::identity::routes))

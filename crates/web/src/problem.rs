@@ -181,6 +181,11 @@ impl ApiError {
                     "the request line or headers are too large",
                 )
             }
+            StatusCode::BAD_REQUEST => (
+                "VALIDATION_FAILED",
+                "Validation failed",
+                "the request could not be understood",
+            ),
             _ => (
                 "BAD_REQUEST",
                 "Bad request",

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use domain::clock::Clock;
 use domain::error::Unavailable;
-use domain::identity::{Caller, LoginId, TokenError, TokenService, UserRepository};
+use domain::identity::{Caller, LoginId, Role, TokenError, TokenService, UserRepository};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -55,7 +55,9 @@ impl Authenticate {
     }
 
     /// The caller a trusted gateway vouches for, provisioned (role USER, no
-    /// password) on first sight.
+    /// password) on first sight. A gateway caller always acts as a USER, even
+    /// when the login id belongs to an admin: admin rights need a token, so
+    /// a header cannot grant them.
     ///
     /// # Errors
     /// [`AuthenticateError::InvalidGatewayIdentity`] when the value is not a
@@ -64,13 +66,16 @@ impl Authenticate {
         let login_id =
             LoginId::parse(login_id).map_err(|_| AuthenticateError::InvalidGatewayIdentity)?;
         let user = self.users.find_or_provision(&login_id).await?;
-        Ok(Caller::from(&user))
+        Ok(Caller {
+            role: Role::User,
+            ..Caller::from(&user)
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use domain::identity::{MockTokenService, MockUserRepository, Role};
+    use domain::identity::{MockTokenService, MockUserRepository};
 
     use super::*;
     use crate::identity::fixtures;
@@ -131,6 +136,23 @@ mod tests {
         let caller = auth.gateway("gw-user").await.expect("provisioned");
 
         assert_eq!((caller.user_id.get(), caller.role), (9, Role::User));
+    }
+
+    #[tokio::test]
+    async fn the_gateway_never_grants_admin_rights() {
+        let mut users = MockUserRepository::new();
+        users
+            .expect_find_or_provision()
+            .returning(|login| Ok(fixtures::user(1, login.as_str(), Role::Admin)));
+        let auth = Authenticate::new(
+            Arc::new(users),
+            Arc::new(MockTokenService::new()),
+            Arc::new(fixtures::clock()),
+        );
+
+        let caller = auth.gateway("admin").await.expect("known user");
+
+        assert_eq!((caller.user_id.get(), caller.role), (1, Role::User));
     }
 
     #[tokio::test]

@@ -161,10 +161,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_user_without_password_cannot_sign_in() {
-        let result = use_case(users_with(None))
-            .execute(command("right password"))
-            .await;
+    async fn a_user_without_password_cannot_sign_in_even_if_the_hasher_says_yes() {
+        let mut hasher = MockPasswordHasher::new();
+        hasher.expect_verify().times(1).returning(|_, _| Ok(true));
+        let use_case = SignIn::new(
+            Arc::new(users_with(None)),
+            Arc::new(hasher),
+            Arc::new(tokens()),
+            Arc::new(fixtures::clock()),
+        );
+
+        let result = use_case.execute(command("right password")).await;
+
         assert!(matches!(result, Err(SignInError::InvalidCredentials)));
     }
 }

@@ -7,6 +7,7 @@
 //! memory or starving request handling.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash as Phc;
@@ -21,18 +22,21 @@ const SERVICE: &str = "password-hasher";
 #[derive(Debug, Clone)]
 pub struct Argon2Hasher {
     permits: Arc<Semaphore>,
+    /// How long a hash may wait for a permit before the request gets a 503.
+    max_wait: Duration,
     /// A hash of a random password, checked when a login is unknown so that it
     /// costs as much time as a wrong password.
     dummy: Arc<str>,
 }
 
 impl Argon2Hasher {
-    /// `concurrency` hashes may run at once (at least one).
+    /// `concurrency` hashes may run at once (at least one); a hash waits at
+    /// most `max_wait` for its turn.
     ///
     /// # Panics
     /// When argon2 cannot hash at all (no OS randomness), which would make
     /// every sign-up fail: better to refuse to start.
-    pub fn new(concurrency: usize) -> Self {
+    pub fn new(concurrency: usize, max_wait: Duration) -> Self {
         let random: [u8; 32] = rand::random();
         let dummy = Argon2::default()
             .hash_password(&random)
@@ -40,6 +44,7 @@ impl Argon2Hasher {
             .to_string();
         Self {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            max_wait,
             dummy: dummy.into(),
         }
     }
@@ -48,14 +53,18 @@ impl Argon2Hasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Unavailable> {
-        let _permit = self
-            .permits
-            .acquire()
+        let permit = tokio::time::timeout(self.max_wait, Arc::clone(&self.permits).acquire_owned())
             .await
+            .map_err(|_| Unavailable::new(SERVICE, "too many password hashes queued"))?
             .map_err(|e| Unavailable::new(SERVICE, e))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| Unavailable::new(SERVICE, e))
+        // The permit moves into the blocking task: if the request is cancelled
+        // the hash still runs to the end, and still counts against the limit.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|e| Unavailable::new(SERVICE, e))
     }
 }
 
@@ -102,7 +111,7 @@ mod tests {
 
     #[tokio::test]
     async fn verifies_the_right_password_only() {
-        let hasher = Argon2Hasher::new(2);
+        let hasher = Argon2Hasher::new(2, Duration::from_secs(5));
         let right = Password::parse("correct horse battery").expect("valid");
         let wrong = Password::parse("correct horse battery!").expect("valid");
 
@@ -121,7 +130,7 @@ mod tests {
 
     #[tokio::test]
     async fn salts_every_hash() {
-        let hasher = Argon2Hasher::new(1);
+        let hasher = Argon2Hasher::new(1, Duration::from_secs(5));
         let pw = Password::parse("same password").expect("valid");
         let a = hasher.hash(&pw).await.expect("hashed");
         let b = hasher.hash(&pw).await.expect("hashed");
@@ -129,8 +138,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_full_queue_is_unavailable_instead_of_waiting_forever() {
+        let hasher = Argon2Hasher::new(1, Duration::from_millis(1));
+        let held = Arc::clone(&hasher.permits)
+            .acquire_owned()
+            .await
+            .expect("permit");
+        let pw = Password::parse("whatever-password").expect("valid");
+
+        let result = hasher.hash(&pw).await;
+
+        assert_eq!(
+            result.expect_err("queue is full").service(),
+            "password-hasher"
+        );
+        drop(held);
+        assert!(hasher.hash(&pw).await.is_ok());
+    }
+
+    #[tokio::test]
     async fn no_hash_never_matches() {
-        let hasher = Argon2Hasher::new(1);
+        let hasher = Argon2Hasher::new(1, Duration::from_secs(5));
         let pw = Password::parse("whatever-password").expect("valid");
         assert!(!hasher.verify(&pw, None).await.expect("ran"));
         let garbage = PasswordHash::from_phc("not a phc string".into());

@@ -6,11 +6,11 @@ use diesel_async::RunQueryDsl;
 use domain::error::Unavailable;
 use domain::health::HealthProbe;
 
-use super::{PgPool, unavailable};
+use super::{Postgres, unavailable};
 
 #[derive(Clone)]
 pub struct PostgresProbe {
-    pool: PgPool,
+    db: Postgres,
 }
 
 impl std::fmt::Debug for PostgresProbe {
@@ -20,8 +20,8 @@ impl std::fmt::Debug for PostgresProbe {
 }
 
 impl PostgresProbe {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(db: Postgres) -> Self {
+        Self { db }
     }
 }
 
@@ -32,11 +32,15 @@ impl HealthProbe for PostgresProbe {
     }
 
     async fn check(&self) -> Result<(), Unavailable> {
-        let mut conn = self.pool.get().await.map_err(unavailable)?;
-        diesel::select(diesel::dsl::sql::<Integer>("1"))
-            .get_result::<i32>(&mut conn)
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                diesel::select(diesel::dsl::sql::<Integer>("1"))
+                    .get_result::<i32>(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(())
+            })
             .await
-            .map_err(unavailable)?;
-        Ok(())
     }
 }

@@ -12,11 +12,11 @@ use domain::identity::{
 use domain::paging::{Page, PageRequest};
 
 use super::schema::users;
-use super::{PgPool, error::is_unique_violation, unavailable};
+use super::{Postgres, error::is_unique_violation, unavailable};
 
 #[derive(Clone)]
 pub struct PgUserRepository {
-    pool: PgPool,
+    db: Postgres,
 }
 
 impl std::fmt::Debug for PgUserRepository {
@@ -26,8 +26,8 @@ impl std::fmt::Debug for PgUserRepository {
 }
 
 impl PgUserRepository {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(db: Postgres) -> Self {
+        Self { db }
     }
 }
 
@@ -78,92 +78,104 @@ impl UserRow {
 #[async_trait]
 impl UserRepository for PgUserRepository {
     async fn create(&self, user: NewUser) -> Result<User, CreateUserError> {
-        let mut conn = self.pool.get().await.map_err(unavailable)?;
-        let row = diesel::insert_into(users::table)
-            .values(NewUserRow {
-                login_id: user.login_id.as_str(),
-                name: user.name.as_str(),
-                password_hash: user.password_hash.as_ref().map(PasswordHash::as_str),
-                role: user.role.as_str(),
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                let row = diesel::insert_into(users::table)
+                    .values(NewUserRow {
+                        login_id: user.login_id.as_str(),
+                        name: user.name.as_str(),
+                        password_hash: user.password_hash.as_ref().map(PasswordHash::as_str),
+                        role: user.role.as_str(),
+                    })
+                    .returning(UserRow::as_returning())
+                    .get_result(&mut conn)
+                    .await
+                    .map_err(|e| {
+                        if is_unique_violation(&e, "users_login_id_key") {
+                            CreateUserError::LoginIdTaken
+                        } else {
+                            CreateUserError::Unavailable(unavailable(e))
+                        }
+                    })?;
+                Ok(row.into_user()?)
             })
-            .returning(UserRow::as_returning())
-            .get_result(&mut conn)
             .await
-            .map_err(|e| {
-                if is_unique_violation(&e, "users_login_id_key") {
-                    CreateUserError::LoginIdTaken
-                } else {
-                    CreateUserError::Unavailable(unavailable(e))
-                }
-            })?;
-        Ok(row.into_user()?)
     }
 
     async fn find_credentials(
         &self,
         login_id: &LoginId,
     ) -> Result<Option<UserCredentials>, Unavailable> {
-        let mut conn = self.pool.get().await.map_err(unavailable)?;
-        users::table
-            .filter(users::login_id.eq(login_id.as_str()))
-            .select(UserRow::as_select())
-            .first(&mut conn)
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                by_login(login_id)
+                    .first(&mut conn)
+                    .await
+                    .optional()
+                    .map_err(unavailable)?
+                    .map(UserRow::into_credentials)
+                    .transpose()
+            })
             .await
-            .optional()
-            .map_err(unavailable)?
-            .map(UserRow::into_credentials)
-            .transpose()
     }
 
     async fn find_by_id(&self, id: UserId) -> Result<Option<User>, Unavailable> {
-        let mut conn = self.pool.get().await.map_err(unavailable)?;
-        users::table
-            .find(id.get())
-            .select(UserRow::as_select())
-            .first(&mut conn)
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                users::table
+                    .find(id.get())
+                    .select(UserRow::as_select())
+                    .first(&mut conn)
+                    .await
+                    .optional()
+                    .map_err(unavailable)?
+                    .map(UserRow::into_user)
+                    .transpose()
+            })
             .await
-            .optional()
-            .map_err(unavailable)?
-            .map(UserRow::into_user)
-            .transpose()
     }
 
     async fn find_or_provision(&self, login_id: &LoginId) -> Result<User, Unavailable> {
-        let mut conn = self.pool.get().await.map_err(unavailable)?;
-        let by_login = || {
-            users::table
-                .filter(users::login_id.eq(login_id.as_str()))
-                .select(UserRow::as_select())
-        };
-        // The common case is a known user: a read, no write, no row lock.
-        if let Some(row) = by_login()
-            .first(&mut conn)
-            .await
-            .optional()
-            .map_err(unavailable)?
-        {
-            return row.into_user();
-        }
-        let inserted = diesel::insert_into(users::table)
-            .values(NewUserRow {
-                login_id: login_id.as_str(),
-                name: login_id.as_str(),
-                password_hash: None,
-                role: Role::User.as_str(),
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                // The common case is a known user: a read, no write, no row lock.
+                if let Some(row) = by_login(login_id)
+                    .first(&mut conn)
+                    .await
+                    .optional()
+                    .map_err(unavailable)?
+                {
+                    return row.into_user();
+                }
+                let inserted = diesel::insert_into(users::table)
+                    .values(NewUserRow {
+                        login_id: login_id.as_str(),
+                        name: login_id.as_str(),
+                        password_hash: None,
+                        role: Role::User.as_str(),
+                    })
+                    .on_conflict(users::login_id)
+                    .do_nothing()
+                    .returning(UserRow::as_returning())
+                    .get_result(&mut conn)
+                    .await
+                    .optional()
+                    .map_err(unavailable)?;
+                let row = match inserted {
+                    Some(row) => row,
+                    // A concurrent request provisioned it first.
+                    None => by_login(login_id)
+                        .first(&mut conn)
+                        .await
+                        .map_err(unavailable)?,
+                };
+                row.into_user()
             })
-            .on_conflict(users::login_id)
-            .do_nothing()
-            .returning(UserRow::as_returning())
-            .get_result(&mut conn)
             .await
-            .optional()
-            .map_err(unavailable)?;
-        let row = match inserted {
-            Some(row) => row,
-            // A concurrent request provisioned it first.
-            None => by_login().first(&mut conn).await.map_err(unavailable)?,
-        };
-        row.into_user()
     }
 
     async fn upsert_admin(
@@ -171,50 +183,70 @@ impl UserRepository for PgUserRepository {
         login_id: &LoginId,
         hash: &PasswordHash,
     ) -> Result<User, Unavailable> {
-        let mut conn = self.pool.get().await.map_err(unavailable)?;
-        diesel::insert_into(users::table)
-            .values(NewUserRow {
-                login_id: login_id.as_str(),
-                name: login_id.as_str(),
-                password_hash: Some(hash.as_str()),
-                role: Role::Admin.as_str(),
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                diesel::insert_into(users::table)
+                    .values(NewUserRow {
+                        login_id: login_id.as_str(),
+                        name: login_id.as_str(),
+                        password_hash: Some(hash.as_str()),
+                        role: Role::Admin.as_str(),
+                    })
+                    .on_conflict(users::login_id)
+                    .do_update()
+                    .set((
+                        users::role.eq(Role::Admin.as_str()),
+                        users::password_hash.eq(hash.as_str()),
+                        users::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .returning(UserRow::as_returning())
+                    .get_result(&mut conn)
+                    .await
+                    .map_err(unavailable)?
+                    .into_user()
             })
-            .on_conflict(users::login_id)
-            .do_update()
-            .set((
-                users::role.eq(Role::Admin.as_str()),
-                users::password_hash.eq(hash.as_str()),
-                users::updated_at.eq(diesel::dsl::now),
-            ))
-            .returning(UserRow::as_returning())
-            .get_result(&mut conn)
             .await
-            .map_err(unavailable)?
-            .into_user()
     }
 
     async fn list(&self, page: PageRequest) -> Result<Page<User>, Unavailable> {
-        let mut conn = self.pool.get().await.map_err(unavailable)?;
-        let total: i64 = users::table
-            .count()
-            .get_result(&mut conn)
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                let total: i64 = users::table
+                    .count()
+                    .get_result(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                let rows = users::table
+                    .order(users::id.asc())
+                    .offset(page.offset())
+                    .limit(page.limit())
+                    .select(UserRow::as_select())
+                    .load(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(Page {
+                    items: rows
+                        .into_iter()
+                        .map(UserRow::into_user)
+                        .collect::<Result<_, _>>()?,
+                    request: page,
+                    total_count: u64::try_from(total).unwrap_or(0),
+                })
+            })
             .await
-            .map_err(unavailable)?;
-        let rows = users::table
-            .order(users::id.asc())
-            .offset(page.offset())
-            .limit(page.limit())
-            .select(UserRow::as_select())
-            .load(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(Page {
-            items: rows
-                .into_iter()
-                .map(UserRow::into_user)
-                .collect::<Result<_, _>>()?,
-            request: page,
-            total_count: u64::try_from(total).unwrap_or(0),
-        })
     }
+}
+
+/// The user row with this login id.
+fn by_login(
+    login_id: &LoginId,
+) -> diesel::dsl::Select<
+    diesel::dsl::Filter<users::table, diesel::dsl::Eq<users::login_id, &str>>,
+    diesel::dsl::AsSelect<UserRow, diesel::pg::Pg>,
+> {
+    users::table
+        .filter(users::login_id.eq(login_id.as_str()))
+        .select(UserRow::as_select())
 }

@@ -1,12 +1,14 @@
 //! Postgres, the source of truth: the connection pool, database creation,
 //! embedded migrations, and one repository module per context.
 
+mod db;
 mod error;
 mod health;
 mod identity;
 mod pool;
 mod schema;
 
+pub use db::Postgres;
 pub use error::unavailable;
 pub use health::PostgresProbe;
 pub use identity::PgUserRepository;

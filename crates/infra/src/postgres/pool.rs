@@ -14,6 +14,8 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt as _;
 use url::Url;
 
+use super::Postgres;
+
 /// The SQL migrations of `migrations/`, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 
@@ -35,11 +37,12 @@ pub struct PgPoolSettings {
 }
 
 /// Builds the pool. Connections are opened lazily, so this succeeds while
-/// Postgres is down; requests then answer 503 until it is back.
+/// Postgres is down; requests then answer 503 until it is back. One operation
+/// may take the pool timeout (to get a connection) plus the statement timeout.
 ///
 /// # Errors
 /// When the settings are unusable.
-pub fn connect_pool(settings: &PgPoolSettings) -> anyhow::Result<PgPool> {
+pub fn connect_pool(settings: &PgPoolSettings) -> anyhow::Result<Postgres> {
     let statement_timeout_ms = settings.statement_timeout.as_millis();
     let connect_timeout = settings.timeout;
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
@@ -59,14 +62,18 @@ pub fn connect_pool(settings: &PgPoolSettings) -> anyhow::Result<PgPool> {
         .boxed()
     });
     let manager = AsyncDieselConnectionManager::new_with_config(settings.url.clone(), config);
-    Pool::builder(manager)
+    let pool = Pool::builder(manager)
         .max_size(settings.max_size)
         .wait_timeout(Some(settings.timeout))
         .create_timeout(Some(settings.timeout))
         .recycle_timeout(Some(settings.timeout))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
-        .context("building the Postgres pool")
+        .context("building the Postgres pool")?;
+    Ok(Postgres::new(
+        pool,
+        settings.timeout + settings.statement_timeout,
+    ))
 }
 
 #[derive(QueryableByName)]
@@ -86,6 +93,11 @@ pub async fn ensure_database(url: &str, timeout: Duration) -> anyhow::Result<()>
     let name = parsed.path().trim_start_matches('/').to_owned();
     if name.is_empty() {
         return Err(anyhow!("DATABASE_URL names no database"));
+    }
+    // The usual case: it exists and we may connect to it. Managed Postgres
+    // often forbids connecting to the maintenance database, so try this first.
+    if let Ok(Ok(_)) = tokio::time::timeout(timeout, AsyncPgConnection::establish(url)).await {
+        return Ok(());
     }
     let mut maintenance = parsed.clone();
     maintenance.set_path("/postgres");

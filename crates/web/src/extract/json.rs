@@ -84,6 +84,15 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::validation("a JSON body is required"));
     }
+    // Every request body of this API is an object; serde would also accept an
+    // array for a struct, which no client means.
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+            return Err(ApiError::validation("the body must be a JSON object"));
+        }
+        _ => {}
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
@@ -95,10 +104,10 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
                 inner.column()
             ))
         } else if path == "." {
-            // Missing fields are reported at the parent: serde names them in the message.
-            ApiError::validation(strip_position(&inner.to_string()))
+            // Missing fields are reported at the parent: serde names them.
+            ApiError::validation(client_message(&inner.to_string()))
         } else {
-            ApiError::invalid_field(&path, strip_position(&inner.to_string()))
+            ApiError::invalid_field(&path, client_message(&inner.to_string()))
         }
     })?;
     de.end()
@@ -106,13 +115,27 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// serde_json appends " at line L column C", which means nothing to a client
-/// that sent one line of JSON.
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_owned(),
-        None => message.to_owned(),
+/// serde's message, made for a client: without serde_json's " at line L
+/// column C" suffix, and with our type names ("expected struct ItemBody")
+/// replaced by what the client should send ("expected an object").
+fn client_message(message: &str) -> String {
+    let message = match message.rfind(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    };
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find("struct ") {
+        out.push_str(&rest[..i]);
+        out.push_str("an object");
+        let after = &rest[i + "struct ".len()..];
+        let name_len = after
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        rest = &after[name_len..];
     }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -151,6 +174,25 @@ mod tests {
     fn names_a_missing_field() {
         let d = detail(r#"{"items":[]}"#);
         assert!(d.contains("missing field `loginId`"), "{d}");
+    }
+
+    #[test]
+    fn nested_type_errors_do_not_name_our_structs() {
+        let d = detail(r#"{"loginId":"a","items":["x"]}"#);
+        assert!(
+            d.contains("items[0]") && d.contains("expected an object"),
+            "{d}"
+        );
+        assert!(!d.contains("Item"), "{d}");
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_says_so_without_internal_names() {
+        for body in ["[]", r#"["a", []]"#, "42", r#""text""#, "null"] {
+            let d = detail(body);
+            assert!(d.contains("must be a JSON object"), "{body}: {d}");
+            assert!(!d.contains("Order"), "{body}: {d}");
+        }
     }
 
     #[test]

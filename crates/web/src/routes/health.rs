@@ -69,7 +69,10 @@ async fn ready(readiness: web::Data<Readiness>) -> Result<HttpResponse, ApiError
             "Not ready",
             format!("unavailable: {}", down.join(", ")),
         )
-        .with("status", 503)
-        .with("checks", json!(checks)))
+        .with("checks", json!(checks))
+        .with_header(
+            actix_web::http::header::RETRY_AFTER,
+            actix_web::http::header::HeaderValue::from_static("1"),
+        ))
     }
 }

@@ -1,0 +1,44 @@
+//! A query in flight when Postgres hangs ends in `Unavailable` within the
+//! operation timeout, instead of waiting for TCP to give up (minutes).
+
+use std::time::{Duration, Instant};
+
+use diesel::sql_types::Integer;
+use diesel_async::RunQueryDsl;
+use domain::error::Unavailable;
+use infra::postgres::{PgPoolSettings, connect_pool, unavailable};
+use testkit::{TcpProxy, TestDb, target_of};
+
+#[tokio::test]
+async fn a_query_in_flight_when_postgres_hangs_times_out() {
+    let db = TestDb::create().await;
+    let proxy = TcpProxy::start(target_of(&db.url)).await;
+    let pg = connect_pool(&PgPoolSettings {
+        url: db.url_via(proxy.addr()),
+        max_size: 2,
+        timeout: Duration::from_millis(500),
+        statement_timeout: Duration::from_millis(500),
+    })
+    .expect("pool");
+
+    let started = Instant::now();
+    let result: Result<i32, Unavailable> = pg
+        .timed(async {
+            let mut conn = pg.conn().await?;
+            // The server goes silent after we got our connection.
+            proxy.stall();
+            diesel::select(diesel::dsl::sql::<Integer>("1"))
+                .get_result::<i32>(&mut conn)
+                .await
+                .map_err(unavailable)
+        })
+        .await;
+
+    let err = result.expect_err("no answer can come");
+    assert_eq!(err.service(), "postgres");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?}, the operation timeout is 1 s"
+    );
+}
