@@ -239,13 +239,14 @@ impl UserRepository for PgUserRepository {
     }
 }
 
-/// The user row with this login id.
-fn by_login(
-    login_id: &LoginId,
-) -> diesel::dsl::Select<
-    diesel::dsl::Filter<users::table, diesel::dsl::Eq<users::login_id, &str>>,
+/// The query for the user row with a given login id.
+type ByLogin<'a> = diesel::dsl::Select<
+    diesel::dsl::Filter<users::table, diesel::dsl::Eq<users::login_id, &'a str>>,
     diesel::dsl::AsSelect<UserRow, diesel::pg::Pg>,
-> {
+>;
+
+/// The user row with this login id.
+fn by_login(login_id: &LoginId) -> ByLogin<'_> {
     users::table
         .filter(users::login_id.eq(login_id.as_str()))
         .select(UserRow::as_select())
