@@ -63,6 +63,8 @@ pub struct Config {
     pub workers: usize,
     pub shutdown_timeout: Duration,
     pub json_body_limit: usize,
+    /// How long idempotent responses are replayed (at least 24 h).
+    pub idempotency_retention: Duration,
 }
 
 impl Config {
@@ -133,6 +135,10 @@ impl Config {
             "text" | "pretty" => LogFormat::Text,
             _ => return Err(invalid("APP_LOG_FORMAT", "must be json or text")),
         };
+        let idempotency_retention = duration(&get, "APP_IDEMPOTENCY_RETENTION", "24h")?;
+        if idempotency_retention < Duration::from_secs(24 * 3600) {
+            return Err(invalid("APP_IDEMPOTENCY_RETENTION", "must be at least 24h"));
+        }
         let default_workers = std::thread::available_parallelism().map_or(2, usize::from);
 
         Ok(Self {
@@ -159,6 +165,7 @@ impl Config {
                 64 * 1024,
                 1024..=16 * 1024 * 1024,
             )?,
+            idempotency_retention,
         })
     }
 }
@@ -246,6 +253,7 @@ mod tests {
             ("APP_TRUSTED_USER_HEADER", "bad header"),
             ("APP_LOG_FORMAT", "xml"),
             ("APP_DB_POOL_SIZE", "0"),
+            ("APP_IDEMPOTENCY_RETENTION", "1h"),
         ] {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var, "{var}={value}");

@@ -4,6 +4,7 @@
 //! port 0.
 
 pub mod config;
+mod jobs;
 pub mod telemetry;
 mod wiring;
 
@@ -22,6 +23,7 @@ pub struct Application {
     port: u16,
     server: Server,
     handle: ServerHandle,
+    jobs: jobs::Jobs,
 }
 
 impl std::fmt::Debug for Application {
@@ -43,7 +45,9 @@ impl Application {
     /// fails, or the address cannot be bound.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         prepare_database(&config).await?;
-        let state = wiring::build_state(&config).await?;
+        let components = wiring::build(&config).await?;
+        let state = components.web;
+        let jobs = jobs::Jobs::start(components.idempotency_janitor);
 
         let listener = TcpListener::bind(config.http_addr)
             .with_context(|| format!("binding {}", config.http_addr))?;
@@ -61,6 +65,7 @@ impl Application {
             port,
             server,
             handle,
+            jobs,
         })
     }
 
@@ -81,6 +86,7 @@ impl Application {
         tracing::info!("shutting down: draining in-flight requests");
         handle.stop(true).await;
         server.await.context("server task panicked")??;
+        self.jobs.stop().await;
         tracing::info!("stopped");
         Ok(())
     }

@@ -4,18 +4,29 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use application::identity::{Authenticate, BootstrapAdmin, SignIn, SignUp, UserQueries};
+use application::points::{ChargePoints, PointsQueries};
 use domain::clock::Clock;
 use domain::health::HealthProbe;
 use domain::identity::{PasswordHasher, TokenService, UserRepository};
+use domain::points::PointsStore;
 use infra::auth::{Argon2Hasher, JwtSecret, JwtTokenService};
 use infra::clock::SystemClock;
-use infra::postgres::{self, PgPoolSettings, PgUserRepository, PostgresProbe};
+use infra::postgres::{
+    self, PgIdempotencyJanitor, PgPointsStore, PgPoolSettings, PgUserRepository, PostgresProbe,
+};
 use infra::redis::{self, RedisPoolSettings, RedisProbe};
-use web::{AuthContext, IdentityApi, JsonLimit, Readiness, WebState};
+use web::{AuthContext, IdentityApi, JsonLimit, PointsApi, Readiness, WebState};
 
 use crate::config::Config;
 
-pub(crate) async fn build_state(config: &Config) -> anyhow::Result<WebState> {
+/// What `wiring` hands to the application: the web state, and the pieces the
+/// background jobs run.
+pub(crate) struct Components {
+    pub web: WebState,
+    pub idempotency_janitor: PgIdempotencyJanitor,
+}
+
+pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
     let pg = postgres::connect_pool(&PgPoolSettings {
         url: config.database_url.clone(),
         max_size: config.db_pool_size,
@@ -50,11 +61,19 @@ pub(crate) async fn build_state(config: &Config) -> anyhow::Result<WebState> {
             .context("ensuring the admin account from APP_ADMIN_LOGIN_ID")?;
     }
 
+    let points: Arc<dyn PointsStore> =
+        Arc::new(PgPointsStore::new(pg.clone(), config.idempotency_retention));
+    let idempotency_janitor = PgIdempotencyJanitor::new(pg.clone(), config.idempotency_retention);
+
     let probes: Vec<Arc<dyn HealthProbe>> = vec![
         Arc::new(PostgresProbe::new(pg)),
         Arc::new(RedisProbe::new(redis_pool)),
     ];
-    Ok(WebState {
+    let web = WebState {
+        points: PointsApi {
+            charge: Arc::new(ChargePoints::new(Arc::clone(&points))),
+            queries: Arc::new(PointsQueries::new(points)),
+        },
         identity: IdentityApi {
             sign_up: Arc::new(SignUp::new(
                 Arc::clone(&users),
@@ -81,5 +100,9 @@ pub(crate) async fn build_state(config: &Config) -> anyhow::Result<WebState> {
                 .min(std::time::Duration::from_secs(1)),
         },
         json_limit: JsonLimit(config.json_body_limit),
+    };
+    Ok(Components {
+        web,
+        idempotency_janitor,
     })
 }

@@ -6,3 +6,4 @@
 //! file per use case with its own command, result and error types.
 
 pub mod identity;
+pub mod points;

@@ -93,3 +93,36 @@ impl From<ProfileError> for ApiError {
         }
     }
 }
+
+// ---- points ----
+
+impl From<application::points::ChargeRejected> for ApiError {
+    fn from(err: application::points::ChargeRejected) -> Self {
+        use application::points::ChargeRejected;
+        match err {
+            ChargeRejected::InvalidAmount(e) => ApiError::new(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "INVALID_CHARGE_AMOUNT",
+                "Invalid charge amount",
+                e.to_string(),
+            )
+            .with("field", "amount")
+            .with("min", e.min)
+            .with("max", e.max),
+            ChargeRejected::Unavailable(u) => u.into(),
+        }
+    }
+}
+
+impl From<domain::points::ChargeError> for ApiError {
+    fn from(err: domain::points::ChargeError) -> Self {
+        match err {
+            domain::points::ChargeError::BalanceLimitExceeded { max } => ApiError::conflict(
+                "BALANCE_LIMIT_EXCEEDED",
+                "Balance limit exceeded",
+                format!("the balance may not exceed {max} points"),
+            )
+            .with("maxBalance", max),
+        }
+    }
+}

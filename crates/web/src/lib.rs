@@ -20,6 +20,7 @@ use actix_web::{App, HttpRequest, HttpResponse, web};
 pub use extract::{AuthContext, JsonLimit};
 pub use routes::health::Readiness;
 pub use routes::identity::IdentityApi;
+pub use routes::points::PointsApi;
 
 use crate::problem::ApiError;
 
@@ -27,6 +28,7 @@ use crate::problem::ApiError;
 #[derive(Debug, Clone)]
 pub struct WebState {
     pub identity: IdentityApi,
+    pub points: PointsApi,
     pub auth: AuthContext,
     pub readiness: Readiness,
     pub json_limit: JsonLimit,
@@ -47,6 +49,7 @@ pub fn app(
 > {
     App::new()
         .app_data(web::Data::new(state.identity))
+        .app_data(web::Data::new(state.points))
         .app_data(web::Data::new(state.auth))
         .app_data(web::Data::new(state.readiness))
         .app_data(state.json_limit)
@@ -65,7 +68,11 @@ pub fn app(
         )
         .app_data(web::PayloadConfig::new(state.json_limit.0))
         .configure(routes::health::routes)
-        .service(web::scope("/api/v1").configure(routes::identity::routes))
+        .service(
+            web::scope("/api/v1")
+                .configure(routes::identity::routes)
+                .configure(routes::points::routes),
+        )
         .default_service(web::to(not_found))
         .wrap(from_fn(edge::edge))
 }

@@ -60,6 +60,23 @@ impl ApiError {
         self.code
     }
 
+    /// The same problem under another code and title.
+    #[must_use]
+    pub fn with_code(mut self, code: &'static str, title: &'static str) -> Self {
+        self.code = code;
+        self.title = title;
+        self
+    }
+
+    /// The problem as it is stored for an idempotent replay.
+    pub fn to_stored(&self) -> domain::idempotency::StoredResponse {
+        domain::idempotency::StoredResponse {
+            status: self.status.as_u16(),
+            content_type: PROBLEM_JSON.to_owned(),
+            body: self.body().to_string().into_bytes(),
+        }
+    }
+
     /// `400 VALIDATION_FAILED` naming the offending field.
     pub fn invalid_field(field: &str, message: impl std::fmt::Display) -> Self {
         Self::new(

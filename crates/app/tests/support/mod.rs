@@ -140,6 +140,34 @@ impl TestApp {
         reply.body["token"].as_str().unwrap().to_owned()
     }
 
+    /// POSTs `body` with an `Idempotency-Key`.
+    pub async fn post_idempotent(&self, path: &str, key: &str, body: &Value, token: &str) -> Reply {
+        let req = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(body);
+        Reply::from(req.send().await.expect("request sent")).await
+    }
+
+    /// One `bigint` from a query on the test database (`SELECT … AS n`).
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        use diesel::QueryableByName;
+        use diesel_async::RunQueryDsl as _;
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = self.db.connect().await;
+        diesel::sql_query(sql)
+            .get_result::<N>(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .n
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {

@@ -4,7 +4,9 @@
 mod db;
 mod error;
 mod health;
+mod idempotency;
 mod identity;
+mod points;
 mod pool;
 mod schema;
 
@@ -12,4 +14,5 @@ pub use db::Postgres;
 pub use error::unavailable;
 pub use health::PostgresProbe;
 pub use identity::PgUserRepository;
+pub use points::{PgIdempotencyJanitor, PgPointsStore};
 pub use pool::{MIGRATIONS, PgPool, PgPoolSettings, connect_pool, ensure_database, run_migrations};

@@ -11,3 +11,35 @@ diesel::table! {
         updated_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    wallets (user_id) {
+        user_id -> Int8,
+        balance -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    point_ledger (id) {
+        id -> Int8,
+        user_id -> Int8,
+        kind -> Varchar,
+        amount -> Int8,
+        balance_after -> Int8,
+        order_id -> Nullable<Int8>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (user_id, key) {
+        user_id -> Int8,
+        key -> Varchar,
+        fingerprint -> Varchar,
+        response_status -> Int2,
+        response_content_type -> Varchar,
+        response_body -> Bytea,
+        created_at -> Timestamptz,
+    }
+}

@@ -35,45 +35,56 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req.app_data::<JsonLimit>().copied().unwrap_or_default().0;
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_ascii_lowercase);
-        let declared_len = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        let mut payload = payload.take();
-        Box::pin(async move {
-            if let Some(ct) = content_type {
-                let essence = ct.split(';').next().unwrap_or("").trim().to_owned();
-                if essence != "application/json" && !essence.ends_with("+json") {
-                    return Err(ApiError::new(
-                        actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "UNSUPPORTED_MEDIA_TYPE",
-                        "Unsupported media type",
-                        "the body must be application/json",
-                    ));
-                }
+        let body = read_body(req, payload);
+        Box::pin(async move { parse(&body.await?).map(Json) })
+    }
+}
+
+/// Reads a JSON request body: checks the content type (415 for anything but
+/// JSON; none at all is accepted), and refuses bodies over the [`JsonLimit`]
+/// with 413, from `Content-Length` when given, else while reading.
+pub(crate) fn read_body(
+    req: &HttpRequest,
+    payload: &mut Payload,
+) -> LocalBoxFuture<'static, Result<BytesMut, ApiError>> {
+    let limit = req.app_data::<JsonLimit>().copied().unwrap_or_default().0;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let declared_len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut payload = payload.take();
+    Box::pin(async move {
+        if let Some(ct) = content_type {
+            let essence = ct.split(';').next().unwrap_or("").trim().to_owned();
+            if essence != "application/json" && !essence.ends_with("+json") {
+                return Err(ApiError::new(
+                    actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UNSUPPORTED_MEDIA_TYPE",
+                    "Unsupported media type",
+                    "the body must be application/json",
+                ));
             }
-            if declared_len.is_some_and(|len| len > limit) {
+        }
+        if declared_len.is_some_and(|len| len > limit) {
+            return Err(ApiError::payload_too_large(limit));
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|_| ApiError::validation("the request body could not be read"))?;
+            if body.len() + chunk.len() > limit {
                 return Err(ApiError::payload_too_large(limit));
             }
-            let mut body = BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk
-                    .map_err(|_| ApiError::validation("the request body could not be read"))?;
-                if body.len() + chunk.len() > limit {
-                    return Err(ApiError::payload_too_large(limit));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            parse(&body).map(Json)
-        })
-    }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    })
 }
 
 /// Deserializes `body`, naming the field that failed.

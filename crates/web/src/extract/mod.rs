@@ -1,9 +1,11 @@
 //! Request extractors that answer problems, not actix's plain-text errors.
 
 mod auth;
+mod idempotency;
 mod json;
 mod page;
 
 pub use auth::{AdminUser, AuthContext, AuthUser};
+pub use idempotency::{IdempotentJson, render, respond};
 pub use json::{Json, JsonLimit};
 pub use page::PageParams;

@@ -2,6 +2,7 @@
 
 pub mod health;
 pub mod identity;
+pub mod points;
 
 use domain::paging::Page;
 use serde::Serialize;

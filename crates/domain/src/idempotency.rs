@@ -1,0 +1,133 @@
+//! Idempotent money writes, the way Stripe's API does them.
+//!
+//! A client sends an `Idempotency-Key` with a write. The first request with a
+//! key runs, and its response (success or business error) is stored in the
+//! same transaction as its effect. A later request with the same key and the
+//! same body gets the stored response again, and nothing runs twice. The same
+//! key with another body is refused, and so is a second request while the
+//! first one still runs. A failure of a backing service stores nothing, so a
+//! retry runs again. `docs/idempotency.md` tells the whole story.
+//!
+//! The response is stored as the exact bytes sent, so a replay is
+//! byte-identical. The rendering function that makes those bytes comes from
+//! the edge and runs inside the store's transaction: the store sees only
+//! opaque bytes, never HTTP types.
+
+use std::fmt;
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::identity::UserId;
+
+/// A client's idempotency key: 1..=128 visible ASCII characters, scoped to
+/// the user who sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("must be 1 to 128 visible ASCII characters")]
+pub struct InvalidIdempotencyKey;
+
+impl IdempotencyKey {
+    pub const MAX_LEN: usize = 128;
+
+    /// # Errors
+    /// [`InvalidIdempotencyKey`] when empty, too long, or holding anything but
+    /// visible ASCII (no spaces, no control characters).
+    pub fn parse(raw: &str) -> Result<Self, InvalidIdempotencyKey> {
+        let ok =
+            (1..=Self::MAX_LEN).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_graphic());
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidIdempotencyKey)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A digest of what a request asks for (method, path and canonical body), so
+/// that a reused key with another request is recognised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint(String);
+
+impl Fingerprint {
+    /// Wraps a digest computed by the edge (hex SHA-256 there).
+    pub fn new(digest: String) -> Self {
+        Self(digest)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A response exactly as it was first sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// Turns the outcome of an operation into the response to send and store.
+/// Runs inside the store's transaction, so it must be pure and quick.
+pub type Render<T, E> = Arc<dyn Fn(&Result<T, E>) -> StoredResponse + Send + Sync>;
+
+/// A write that must take effect at most once per key.
+pub struct IdempotentRequest<T, E> {
+    pub user_id: UserId,
+    pub key: IdempotencyKey,
+    pub fingerprint: Fingerprint,
+    pub render: Render<T, E>,
+}
+
+impl<T, E> fmt::Debug for IdempotentRequest<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdempotentRequest")
+            .field("user_id", &self.user_id)
+            .field("key", &self.key)
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What became of an idempotent request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotentOutcome {
+    /// It ran now (its effect, or its business refusal, is committed with this response).
+    Executed(StoredResponse),
+    /// It ran before with the same request: here is the same response again.
+    Replayed(StoredResponse),
+    /// The key was used before with another request.
+    KeyReused,
+    /// The first request with this key is still running.
+    InProgress,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_visible_ascii_up_to_128() {
+        assert!(IdempotencyKey::parse("a").is_ok());
+        assert!(IdempotencyKey::parse("order-2026-11-23_#1!~").is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(128)).is_ok());
+        assert_eq!(IdempotencyKey::parse(""), Err(InvalidIdempotencyKey));
+        assert_eq!(
+            IdempotencyKey::parse(&"k".repeat(129)),
+            Err(InvalidIdempotencyKey)
+        );
+        assert_eq!(
+            IdempotencyKey::parse("has space"),
+            Err(InvalidIdempotencyKey)
+        );
+        assert_eq!(IdempotencyKey::parse("tab\t"), Err(InvalidIdempotencyKey));
+        assert_eq!(IdempotencyKey::parse("키"), Err(InvalidIdempotencyKey));
+    }
+}

@@ -1,0 +1,250 @@
+//! The [`PointsStore`] on Postgres: wallets, their ledger, and idempotent charges.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::Int8;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use domain::error::Unavailable;
+use domain::idempotency::{IdempotentOutcome, IdempotentRequest};
+use domain::identity::UserId;
+use domain::money::Points;
+use domain::paging::{Page, PageRequest};
+use domain::points::{
+    ChargeAmount, ChargeError, ChargeReceipt, LedgerEntry, LedgerKind, MAX_BALANCE, PointsStore,
+    Wallet,
+};
+
+use super::idempotency::{self, Begin};
+use super::schema::{point_ledger, wallets};
+use super::{Postgres, unavailable};
+
+#[derive(Clone)]
+pub struct PgPointsStore {
+    db: Postgres,
+    /// How long a stored idempotent response is replayed.
+    retention: Duration,
+}
+
+impl std::fmt::Debug for PgPointsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgPointsStore")
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+impl PgPointsStore {
+    pub fn new(db: Postgres, retention: Duration) -> Self {
+        Self { db, retention }
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = point_ledger, check_for_backend(diesel::pg::Pg))]
+struct LedgerRow {
+    id: i64,
+    kind: String,
+    amount: i64,
+    balance_after: i64,
+    order_id: Option<i64>,
+    created_at: DateTime<Utc>,
+}
+
+impl LedgerRow {
+    fn into_entry(self) -> Result<LedgerEntry, Unavailable> {
+        let corrupt = || unavailable(format!("point_ledger row {} is invalid", self.id));
+        Ok(LedgerEntry {
+            id: self.id,
+            kind: LedgerKind::parse(&self.kind).ok_or_else(corrupt)?,
+            amount: Points::new(self.amount).ok_or_else(corrupt)?,
+            balance_after: Points::new(self.balance_after).ok_or_else(corrupt)?,
+            order_id: self.order_id,
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[derive(QueryableByName)]
+struct Balance {
+    #[diesel(sql_type = Int8)]
+    balance: i64,
+}
+
+/// Adds `amount` unless the balance would pass `max`; `None` when refused.
+/// One statement: creates the wallet on the first charge, and the guard in
+/// `WHERE` makes the check and the write one atomic step.
+async fn add_to_wallet(
+    conn: &mut diesel_async::AsyncPgConnection,
+    user_id: i64,
+    amount: i64,
+    max: i64,
+) -> QueryResult<Option<i64>> {
+    diesel::sql_query(
+        "INSERT INTO wallets (user_id, balance) VALUES ($1, $2) \
+         ON CONFLICT (user_id) DO UPDATE \
+            SET balance = wallets.balance + EXCLUDED.balance, updated_at = now() \
+          WHERE wallets.balance + EXCLUDED.balance <= $3 \
+         RETURNING balance",
+    )
+    .bind::<Int8, _>(user_id)
+    .bind::<Int8, _>(amount)
+    .bind::<Int8, _>(max)
+    .get_result::<Balance>(conn)
+    .await
+    .optional()
+    .map(|row| row.map(|b| b.balance))
+}
+
+#[async_trait]
+impl PointsStore for PgPointsStore {
+    async fn wallet(&self, user_id: UserId) -> Result<Wallet, Unavailable> {
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                let balance: Option<i64> = wallets::table
+                    .find(user_id.get())
+                    .select(wallets::balance)
+                    .first(&mut conn)
+                    .await
+                    .optional()
+                    .map_err(unavailable)?;
+                let balance = Points::new(balance.unwrap_or(0))
+                    .ok_or_else(|| unavailable(format!("wallet {user_id} is negative")))?;
+                Ok(Wallet { user_id, balance })
+            })
+            .await
+    }
+
+    async fn history(
+        &self,
+        user_id: UserId,
+        page: PageRequest,
+    ) -> Result<Page<LedgerEntry>, Unavailable> {
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                let mine = point_ledger::table.filter(point_ledger::user_id.eq(user_id.get()));
+                let total: i64 = mine
+                    .count()
+                    .get_result(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                let rows = mine
+                    .order(point_ledger::id.desc())
+                    .offset(page.offset())
+                    .limit(page.limit())
+                    .select(LedgerRow::as_select())
+                    .load(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(Page {
+                    items: rows
+                        .into_iter()
+                        .map(LedgerRow::into_entry)
+                        .collect::<Result<_, _>>()?,
+                    request: page,
+                    total_count: u64::try_from(total).unwrap_or(0),
+                })
+            })
+            .await
+    }
+
+    async fn charge(
+        &self,
+        amount: ChargeAmount,
+        request: IdempotentRequest<ChargeReceipt, ChargeError>,
+    ) -> Result<IdempotentOutcome, Unavailable> {
+        let retention = self.retention;
+        let request = &request;
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                conn.transaction(async |tx| {
+                    if let Begin::Decided(outcome) =
+                        idempotency::begin(tx, request, retention).await?
+                    {
+                        return Ok(outcome);
+                    }
+                    let user_id = request.user_id.get();
+                    let charged = amount.points();
+                    let result =
+                        match add_to_wallet(tx, user_id, charged.get(), MAX_BALANCE.get()).await? {
+                            None => Err(ChargeError::BalanceLimitExceeded {
+                                max: MAX_BALANCE.get(),
+                            }),
+                            Some(balance) => {
+                                diesel::insert_into(point_ledger::table)
+                                    .values((
+                                        point_ledger::user_id.eq(user_id),
+                                        point_ledger::kind.eq(LedgerKind::Charge.as_str()),
+                                        point_ledger::amount.eq(charged.get()),
+                                        point_ledger::balance_after.eq(balance),
+                                    ))
+                                    .execute(tx)
+                                    .await?;
+                                Ok(ChargeReceipt {
+                                    user_id: request.user_id,
+                                    balance: Points::new(balance).unwrap_or(Points::ZERO),
+                                    charged,
+                                })
+                            }
+                        };
+                    let response = (request.render)(&result);
+                    idempotency::finish(tx, request, &response).await?;
+                    Ok::<_, diesel::result::Error>(IdempotentOutcome::Executed(response))
+                })
+                .await
+                .map_err(unavailable)
+            })
+            .await
+    }
+}
+
+/// Purges idempotency records past their retention.
+#[derive(Clone)]
+pub struct PgIdempotencyJanitor {
+    db: Postgres,
+    retention: Duration,
+}
+
+impl std::fmt::Debug for PgIdempotencyJanitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgIdempotencyJanitor")
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+impl PgIdempotencyJanitor {
+    pub fn new(db: Postgres, retention: Duration) -> Self {
+        Self { db, retention }
+    }
+
+    /// Deletes every expired record, in batches so no statement runs long.
+    /// Returns how many were deleted.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when Postgres fails.
+    pub async fn purge(&self) -> Result<usize, Unavailable> {
+        const BATCH: i64 = 5_000;
+        let mut total = 0;
+        loop {
+            let deleted = self
+                .db
+                .timed(async {
+                    let mut conn = self.db.conn().await?;
+                    idempotency::purge_expired(&mut conn, self.retention, BATCH)
+                        .await
+                        .map_err(unavailable)
+                })
+                .await?;
+            total += deleted;
+            if i64::try_from(deleted).unwrap_or(0) < BATCH {
+                return Ok(total);
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+DROP TABLE idempotency_keys; DROP TABLE point_ledger; DROP TABLE wallets;
