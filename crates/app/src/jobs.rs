@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use infra::postgres::PgIdempotencyJanitor;
+use infra::postgres::PgIdempotencyStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -20,7 +20,7 @@ pub(crate) struct Jobs {
 }
 
 impl Jobs {
-    pub(crate) fn start(janitor: PgIdempotencyJanitor) -> Self {
+    pub(crate) fn start(janitor: PgIdempotencyStore) -> Self {
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![tokio::spawn(run_janitor(janitor, stopped))];
         Self { stop, tasks }
@@ -36,14 +36,18 @@ impl Jobs {
     }
 }
 
-async fn run_janitor(janitor: PgIdempotencyJanitor, mut stopped: watch::Receiver<bool>) {
+async fn run_janitor(janitor: PgIdempotencyStore, mut stopped: watch::Receiver<bool>) {
     let mut wait = JANITOR_FIRST_RUN;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stopped.wait_for(|s| *s) => return,
         }
-        match janitor.purge().await {
+        let purge = tokio::select! {
+            result = janitor.purge() => result,
+            _ = stopped.wait_for(|s| *s) => return,
+        };
+        match purge {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "purged expired idempotency records"),
             Err(err) => {

@@ -47,7 +47,7 @@ impl Application {
         prepare_database(&config).await?;
         let components = wiring::build(&config).await?;
         let state = components.web;
-        let jobs = jobs::Jobs::start(components.idempotency_janitor);
+        let jobs = jobs::Jobs::start(components.idempotency);
 
         let listener = TcpListener::bind(config.http_addr)
             .with_context(|| format!("binding {}", config.http_addr))?;

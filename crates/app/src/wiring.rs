@@ -12,7 +12,7 @@ use domain::points::PointsStore;
 use infra::auth::{Argon2Hasher, JwtSecret, JwtTokenService};
 use infra::clock::SystemClock;
 use infra::postgres::{
-    self, PgIdempotencyJanitor, PgPointsStore, PgPoolSettings, PgUserRepository, PostgresProbe,
+    self, PgIdempotencyStore, PgPointsStore, PgPoolSettings, PgUserRepository, PostgresProbe,
 };
 use infra::redis::{self, RedisPoolSettings, RedisProbe};
 use web::{AuthContext, IdentityApi, JsonLimit, PointsApi, Readiness, WebState};
@@ -23,7 +23,7 @@ use crate::config::Config;
 /// background jobs run.
 pub(crate) struct Components {
     pub web: WebState,
-    pub idempotency_janitor: PgIdempotencyJanitor,
+    pub idempotency: PgIdempotencyStore,
 }
 
 pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
@@ -63,7 +63,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
 
     let points: Arc<dyn PointsStore> =
         Arc::new(PgPointsStore::new(pg.clone(), config.idempotency_retention));
-    let idempotency_janitor = PgIdempotencyJanitor::new(pg.clone(), config.idempotency_retention);
+    let idempotency = PgIdempotencyStore::new(pg.clone(), config.idempotency_retention);
 
     let probes: Vec<Arc<dyn HealthProbe>> = vec![
         Arc::new(PostgresProbe::new(pg)),
@@ -71,7 +71,10 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
     ];
     let web = WebState {
         points: PointsApi {
-            charge: Arc::new(ChargePoints::new(Arc::clone(&points))),
+            charge: Arc::new(ChargePoints::new(
+                Arc::clone(&points),
+                Arc::new(idempotency.clone()),
+            )),
             queries: Arc::new(PointsQueries::new(points)),
         },
         identity: IdentityApi {
@@ -101,8 +104,5 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         },
         json_limit: JsonLimit(config.json_body_limit),
     };
-    Ok(Components {
-        web,
-        idempotency_janitor,
-    })
+    Ok(Components { web, idempotency })
 }

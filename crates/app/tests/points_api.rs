@@ -143,6 +143,61 @@ async fn amounts_outside_one_thousand_to_one_million_are_refused() {
 }
 
 #[tokio::test]
+async fn an_invalid_amount_is_a_business_answer_stored_under_its_key() {
+    let app = TestApp::spawn().await;
+    let token = app.sign_up("stored-400").await;
+
+    let first = app
+        .post_idempotent(CHARGE, "small", &json!({"amount": 999}), &token)
+        .await;
+    let again = app
+        .post_idempotent(CHARGE, "small", &json!({"amount": 999}), &token)
+        .await;
+    let other = app
+        .post_idempotent(CHARGE, "small", &json!({"amount": 5_000}), &token)
+        .await;
+
+    first.assert_problem(400, "INVALID_CHARGE_AMOUNT");
+    assert_eq!(
+        (again.status, again.text.as_str()),
+        (400, first.text.as_str())
+    );
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    other.assert_problem(422, "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(
+        app.get("/api/v1/points", Some(&token)).await.body["balance"],
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_key_with_bytes_outside_visible_ascii_is_invalid_not_missing() {
+    let app = TestApp::spawn().await;
+    let token = app.sign_up("utf8-key").await;
+    let key =
+        reqwest::header::HeaderValue::from_bytes("키-1".as_bytes()).expect("obs-text is allowed");
+
+    let reply = app
+        .http
+        .post(app.url(CHARGE))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", key)
+        .json(&json!({"amount": 5_000}))
+        .send()
+        .await
+        .expect("sent");
+
+    let reply = support::Reply::from(reply).await;
+    reply.assert_problem(400, "VALIDATION_FAILED");
+    assert!(
+        reply.body["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Idempotency-Key")
+    );
+}
+
+#[tokio::test]
 async fn a_replay_returns_the_same_bytes_and_charges_once() {
     let app = TestApp::spawn().await;
     let token = app.sign_up("replayer").await;
@@ -354,6 +409,90 @@ async fn two_hundred_concurrent_charges_sum_exactly() {
     );
 }
 
+/// Runs `sql` on `conn` (a connection the test holds open).
+async fn exec(conn: &mut diesel_async::AsyncPgConnection, sql: &str) {
+    use diesel_async::RunQueryDsl as _;
+    diesel::sql_query(sql)
+        .execute(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// Waits until a backend of the test database waits on a lock.
+async fn until_a_request_waits_on_a_lock(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app
+        .scalar(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+              WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await
+        < 1
+    {
+        assert!(Instant::now() < deadline, "no request reached the lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn spawn_charge(
+    app: &TestApp,
+    token: &str,
+    key: &str,
+    amount: i64,
+) -> tokio::task::JoinHandle<support::Reply> {
+    let http = app.http.clone();
+    let url = app.url(CHARGE);
+    let (token, key) = (token.to_owned(), key.to_owned());
+    tokio::spawn(async move {
+        let res = http
+            .post(url)
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&json!({"amount": amount}))
+            .send()
+            .await
+            .expect("sent");
+        support::Reply::from(res).await
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_request_while_the_first_runs_is_409_in_progress() {
+    let app = TestApp::spawn().await;
+    let token = app.sign_up("patient").await;
+    let id = user_id(&app, &token).await;
+    app.post_idempotent(CHARGE, "seed", &json!({"amount": 1_000}), &token)
+        .await;
+    // Hold the wallet row so the first request stays inside its transaction.
+    let mut blocker = app.db.connect().await;
+    exec(&mut blocker, "BEGIN").await;
+    exec(
+        &mut blocker,
+        &format!("SELECT 1 FROM wallets WHERE user_id = {id} FOR UPDATE"),
+    )
+    .await;
+    let first = spawn_charge(&app, &token, "slow", 2_000);
+    until_a_request_waits_on_a_lock(&app).await;
+
+    let second = app
+        .post_idempotent(CHARGE, "slow", &json!({"amount": 2_000}), &token)
+        .await;
+
+    second.assert_problem(409, "IDEMPOTENCY_IN_PROGRESS");
+    assert_eq!(second.header("retry-after"), Some("1"));
+    exec(&mut blocker, "ROLLBACK").await;
+    let first = first.await.expect("joined");
+    assert_eq!(
+        (first.status, first.body["balance"].as_i64()),
+        (200, Some(3_000))
+    );
+    let third = app
+        .post_idempotent(CHARGE, "slow", &json!({"amount": 2_000}), &token)
+        .await;
+    assert_eq!(third.header("idempotent-replayed"), Some("true"));
+    assert_eq!(third.text, first.text);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_lost_during_a_charge_is_503_and_leaves_nothing_half_written() {
     let services = testkit::services().await;
@@ -370,63 +509,42 @@ async fn postgres_lost_during_a_charge_is_503_and_leaves_nothing_half_written() 
         .await;
     assert_eq!(seed.status, 200);
 
-    // Hold the wallet row so the next charge is stuck inside its transaction.
+    // An uncommitted record for the same key (never visible to the charge's
+    // lookup) makes the charge wait at its very last statement: the wallet
+    // and the ledger are already written inside its transaction.
     let mut blocker = app.db.connect().await;
-    {
-        use diesel_async::RunQueryDsl as _;
-        diesel::sql_query("BEGIN")
-            .execute(&mut blocker)
-            .await
-            .expect("begin");
-        diesel::sql_query(format!(
-            "SELECT 1 FROM wallets WHERE user_id = {id} FOR UPDATE"
-        ))
-        .execute(&mut blocker)
-        .await
-        .expect("lock");
-    }
-    let charge = {
-        let http = app.http.clone();
-        let url = app.url(CHARGE);
-        let token = token.clone();
-        tokio::spawn(async move {
-            let res = http
-                .post(url)
-                .bearer_auth(token)
-                .header("Idempotency-Key", "doomed")
-                .json(&json!({"amount": 4_000}))
-                .send()
-                .await
-                .expect("sent");
-            support::Reply::from(res).await
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app
-        .scalar("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
-        .await
-        < 1
-    {
-        assert!(Instant::now() < deadline, "the charge never reached the wallet lock");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    exec(&mut blocker, "BEGIN").await;
+    exec(
+        &mut blocker,
+        &format!(
+            "INSERT INTO idempotency_keys (user_id, key, fingerprint, response_status, \
+             response_content_type, response_body) VALUES ({id}, 'doomed', 'x', 200, 'x', '')"
+        ),
+    )
+    .await;
+    let charge = spawn_charge(&app, &token, "doomed", 4_000);
+    until_a_request_waits_on_a_lock(&app).await;
 
-    // Postgres goes away mid-transaction.
+    // Postgres goes away before the charge commits.
     pg.cut();
+    let started = Instant::now();
     let reply = charge.await.expect("joined");
     reply.assert_problem(503, "SERVICE_UNAVAILABLE");
-    {
-        use diesel_async::RunQueryDsl as _;
-        diesel::sql_query("ROLLBACK")
-            .execute(&mut blocker)
-            .await
-            .expect("rollback");
-    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    exec(&mut blocker, "ROLLBACK").await;
     pg.restore();
 
     // Nothing of the lost charge was committed: not the balance, not the
     // ledger, not the idempotency record.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.scalar("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction'").await > 0 {
+        assert!(Instant::now() < deadline, "the lost transaction is still open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         app.scalar(&format!(
             "SELECT balance AS n FROM wallets WHERE user_id = {id}"
@@ -458,4 +576,8 @@ async fn postgres_lost_during_a_charge_is_503_and_leaves_nothing_half_written() 
     assert_eq!(retry.status, 200, "{}", retry.text);
     assert_eq!(retry.header("idempotent-replayed"), None);
     assert_eq!(retry.body["balance"], 5_000);
+    assert_eq!(
+        app.scalar("SELECT count(*) AS n FROM point_ledger").await,
+        2
+    );
 }

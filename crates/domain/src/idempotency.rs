@@ -109,6 +109,27 @@ pub enum IdempotentOutcome {
     InProgress,
 }
 
+/// The idempotency records themselves, for refusals that are decided before
+/// any effect runs (an amount outside the limits, say): they are stored and
+/// replayed like any other answer under the key.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait::async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Stores `response` under the key unless the key already has an answer
+    /// (then [`IdempotentOutcome::Replayed`] or [`IdempotentOutcome::KeyReused`])
+    /// or is in progress ([`IdempotentOutcome::InProgress`]).
+    ///
+    /// # Errors
+    /// [`Unavailable`](crate::error::Unavailable) when the store fails; nothing is stored.
+    async fn refuse(
+        &self,
+        user_id: UserId,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        response: StoredResponse,
+    ) -> Result<IdempotentOutcome, crate::error::Unavailable>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use domain::idempotency::{
 use domain::identity::{LoginId, NewUser, Role, UserId, UserName, UserRepository};
 use domain::points::{ChargeAmount, ChargeError, ChargeReceipt, PointsStore};
 use infra::postgres::{
-    PgIdempotencyJanitor, PgPointsStore, PgPoolSettings, PgUserRepository, Postgres, connect_pool,
+    PgIdempotencyStore, PgPointsStore, PgPoolSettings, PgUserRepository, Postgres, connect_pool,
 };
 use testkit::TestDb;
 
@@ -205,7 +205,7 @@ async fn the_janitor_purges_only_expired_records() {
     )
     .await;
 
-    let purged = PgIdempotencyJanitor::new(pg, DAY)
+    let purged = PgIdempotencyStore::new(pg, DAY)
         .purge()
         .await
         .expect("purged");

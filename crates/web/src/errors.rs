@@ -96,11 +96,10 @@ impl From<ProfileError> for ApiError {
 
 // ---- points ----
 
-impl From<application::points::ChargeRejected> for ApiError {
-    fn from(err: application::points::ChargeRejected) -> Self {
-        use application::points::ChargeRejected;
+impl From<domain::points::ChargeError> for ApiError {
+    fn from(err: domain::points::ChargeError) -> Self {
         match err {
-            ChargeRejected::InvalidAmount(e) => ApiError::new(
+            domain::points::ChargeError::InvalidAmount(e) => ApiError::new(
                 actix_web::http::StatusCode::BAD_REQUEST,
                 "INVALID_CHARGE_AMOUNT",
                 "Invalid charge amount",
@@ -109,14 +108,6 @@ impl From<application::points::ChargeRejected> for ApiError {
             .with("field", "amount")
             .with("min", e.min)
             .with("max", e.max),
-            ChargeRejected::Unavailable(u) => u.into(),
-        }
-    }
-}
-
-impl From<domain::points::ChargeError> for ApiError {
-    fn from(err: domain::points::ChargeError) -> Self {
-        match err {
             domain::points::ChargeError::BalanceLimitExceeded { max } => ApiError::conflict(
                 "BALANCE_LIMIT_EXCEEDED",
                 "Balance limit exceeded",

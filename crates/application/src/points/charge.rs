@@ -1,29 +1,20 @@
 //! Charge points: add a prepaid amount to the caller's balance, at most once
 //! per idempotency key.
 //!
-//! The amount is checked before anything runs (a refused amount is not stored
-//! under the key, as with Stripe's validation errors). The balance cap is
-//! enforced by the store's guarded update, because only the store sees the
-//! balance at the moment of the write; its refusal is stored and replayed.
+//! An amount outside the limits is refused without touching the balance, and
+//! the refusal is stored under the key like any business answer (API.md:
+//! every 4xx is replayed). The balance cap is enforced by the store's guarded
+//! update, because only the store sees the balance at the moment of the write.
 
 use std::sync::Arc;
 
 use domain::error::Unavailable;
-use domain::idempotency::{IdempotentOutcome, IdempotentRequest};
-use domain::points::{ChargeAmount, ChargeError, ChargeReceipt, InvalidChargeAmount, PointsStore};
-use thiserror::Error;
-
-/// Why a charge did not run at all.
-#[derive(Debug, Error)]
-pub enum ChargeRejected {
-    #[error(transparent)]
-    InvalidAmount(#[from] InvalidChargeAmount),
-    #[error(transparent)]
-    Unavailable(#[from] Unavailable),
-}
+use domain::idempotency::{IdempotencyStore, IdempotentOutcome, IdempotentRequest};
+use domain::points::{ChargeAmount, ChargeError, ChargeReceipt, PointsStore};
 
 pub struct ChargePoints {
     store: Arc<dyn PointsStore>,
+    idempotency: Arc<dyn IdempotencyStore>,
 }
 
 impl std::fmt::Debug for ChargePoints {
@@ -33,87 +24,113 @@ impl std::fmt::Debug for ChargePoints {
 }
 
 impl ChargePoints {
-    pub fn new(store: Arc<dyn PointsStore>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn PointsStore>, idempotency: Arc<dyn IdempotencyStore>) -> Self {
+        Self { store, idempotency }
     }
 
     /// # Errors
-    /// [`ChargeRejected::InvalidAmount`] outside 1,000..=1,000,000 (nothing
-    /// runs, nothing is stored); [`ChargeRejected::Unavailable`] when the store
-    /// fails (nothing is stored, a retry runs again).
+    /// [`Unavailable`] when a store fails; nothing is stored then, so a retry
+    /// with the same key runs again.
     #[tracing::instrument(name = "charge_points", skip_all, fields(user_id = %request.user_id, amount))]
     pub async fn execute(
         &self,
         amount: i64,
         request: IdempotentRequest<ChargeReceipt, ChargeError>,
-    ) -> Result<IdempotentOutcome, ChargeRejected> {
-        let amount = ChargeAmount::new(amount)?;
-        Ok(self.store.charge(amount, request).await?)
+    ) -> Result<IdempotentOutcome, Unavailable> {
+        match ChargeAmount::new(amount) {
+            Ok(amount) => self.store.charge(amount, request).await,
+            Err(invalid) => {
+                let response = (request.render)(&Err(ChargeError::InvalidAmount(invalid)));
+                self.idempotency
+                    .refuse(
+                        request.user_id,
+                        &request.key,
+                        &request.fingerprint,
+                        response,
+                    )
+                    .await
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use domain::idempotency::{Fingerprint, IdempotencyKey, StoredResponse};
+    use domain::idempotency::{Fingerprint, IdempotencyKey, MockIdempotencyStore, StoredResponse};
     use domain::identity::UserId;
-    use domain::money::Points;
-    use domain::points::{MAX_BALANCE, MockPointsStore};
+    use domain::points::MockPointsStore;
 
     use super::*;
 
-    /// Renders the outcome as "ok:<balance>" or "err:<cap>".
+    /// Renders "ok:<balance>" or the error's text, so tests can see which ran.
     fn request() -> IdempotentRequest<ChargeReceipt, ChargeError> {
         IdempotentRequest {
             user_id: UserId::new(1),
             key: IdempotencyKey::parse("k-1").expect("valid"),
             fingerprint: Fingerprint::new("f".into()),
-            render: Arc::new(|result| {
-                let body = match result {
-                    Ok(r) => format!("ok:{}", r.balance),
-                    Err(ChargeError::BalanceLimitExceeded { max }) => format!("err:{max}"),
-                };
-                StoredResponse {
-                    status: if result.is_ok() { 200 } else { 409 },
-                    content_type: "text/plain".into(),
-                    body: body.into_bytes(),
-                }
+            render: Arc::new(|result| StoredResponse {
+                status: if result.is_ok() { 200 } else { 400 },
+                content_type: "text/plain".into(),
+                body: match result {
+                    Ok(r) => format!("ok:{}", r.balance).into_bytes(),
+                    Err(e) => e.to_string().into_bytes(),
+                },
             }),
         }
     }
 
+    fn receipt_for(
+        amount: ChargeAmount,
+        req: &IdempotentRequest<ChargeReceipt, ChargeError>,
+    ) -> ChargeReceipt {
+        ChargeReceipt {
+            user_id: req.user_id,
+            balance: amount.points(),
+            charged: amount.points(),
+        }
+    }
+
     #[tokio::test]
-    async fn amounts_outside_the_limits_never_reach_the_store() {
+    async fn an_amount_outside_the_limits_is_refused_and_stored_without_touching_the_balance() {
         let mut store = MockPointsStore::new();
         store.expect_charge().never();
-        let use_case = ChargePoints::new(Arc::new(store));
+        let mut idempotency = MockIdempotencyStore::new();
+        idempotency
+            .expect_refuse()
+            .withf(|user, key, _, response| {
+                user.get() == 1
+                    && key.as_str() == "k-1"
+                    && response.status == 400
+                    && response.body == b"a charge must be between 1000 and 1000000 points"
+            })
+            .times(4)
+            .returning(|_, _, _, response| Ok(IdempotentOutcome::Executed(response)));
+        let use_case = ChargePoints::new(Arc::new(store), Arc::new(idempotency));
 
         for amount in [0, 999, 1_000_001, -1_000] {
-            let result = use_case.execute(amount, request()).await;
+            let outcome = use_case.execute(amount, request()).await.expect("answered");
             assert!(
-                matches!(result, Err(ChargeRejected::InvalidAmount(_))),
+                matches!(outcome, IdempotentOutcome::Executed(r) if r.status == 400),
                 "{amount}"
             );
         }
     }
 
     #[tokio::test]
-    async fn the_limits_themselves_are_accepted_and_charged() {
+    async fn the_limits_themselves_are_charged() {
         let mut store = MockPointsStore::new();
         store
             .expect_charge()
-            .withf(|amount, req| {
-                [1_000, 1_000_000].contains(&amount.points().get()) && req.key.as_str() == "k-1"
-            })
+            .withf(|amount, _| [1_000, 1_000_000].contains(&amount.points().get()))
             .times(2)
             .returning(|amount, req| {
-                let receipt = ChargeReceipt {
-                    user_id: req.user_id,
-                    balance: amount.points(),
-                    charged: amount.points(),
-                };
-                Ok(IdempotentOutcome::Executed((req.render)(&Ok(receipt))))
+                Ok(IdempotentOutcome::Executed((req.render)(&Ok(receipt_for(
+                    amount, &req,
+                )))))
             });
-        let use_case = ChargePoints::new(Arc::new(store));
+        let mut idempotency = MockIdempotencyStore::new();
+        idempotency.expect_refuse().never();
+        let use_case = ChargePoints::new(Arc::new(store), Arc::new(idempotency));
 
         for amount in [1_000, 1_000_000] {
             let outcome = use_case.execute(amount, request()).await.expect("charged");
@@ -125,39 +142,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refusal_at_the_cap_is_rendered_and_passed_on_for_replay() {
+    async fn the_store_decides_the_cap_and_its_outcome_is_passed_on() {
         let mut store = MockPointsStore::new();
-        store.expect_charge().returning(|_, req| {
-            let refusal = Err(ChargeError::BalanceLimitExceeded {
-                max: MAX_BALANCE.get(),
-            });
-            Ok(IdempotentOutcome::Executed((req.render)(&refusal)))
-        });
-        let use_case = ChargePoints::new(Arc::new(store));
+        store
+            .expect_charge()
+            .returning(|_, _| Ok(IdempotentOutcome::InProgress));
+        let use_case = ChargePoints::new(Arc::new(store), Arc::new(MockIdempotencyStore::new()));
 
-        let outcome = use_case.execute(5_000, request()).await.expect("ran");
+        let outcome = use_case.execute(5_000, request()).await.expect("answered");
 
-        assert_eq!(
-            outcome,
-            IdempotentOutcome::Executed(StoredResponse {
-                status: 409,
-                content_type: "text/plain".into(),
-                body: b"err:100000000".to_vec(),
-            })
-        );
-        assert_eq!(Points::new(100_000_000), Some(MAX_BALANCE));
+        assert_eq!(outcome, IdempotentOutcome::InProgress);
     }
 
     #[tokio::test]
-    async fn a_failing_store_is_unavailable_and_nothing_is_claimed() {
+    async fn a_failing_store_is_unavailable() {
         let mut store = MockPointsStore::new();
         store
             .expect_charge()
             .returning(|_, _| Err(Unavailable::new("postgres", "connection reset")));
-        let use_case = ChargePoints::new(Arc::new(store));
+        let use_case = ChargePoints::new(Arc::new(store), Arc::new(MockIdempotencyStore::new()));
 
         let result = use_case.execute(5_000, request()).await;
 
-        assert!(matches!(result, Err(ChargeRejected::Unavailable(u)) if u.service() == "postgres"));
+        assert!(matches!(result, Err(u) if u.service() == "postgres"));
     }
 }

@@ -2,7 +2,7 @@
 
 mod charge;
 
-pub use charge::{ChargePoints, ChargeRejected};
+pub use charge::ChargePoints;
 
 use std::sync::Arc;
 

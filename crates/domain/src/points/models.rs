@@ -16,7 +16,7 @@ pub const MAX_BALANCE: Points = match Points::new(100_000_000) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChargeAmount(Points);
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Error, PartialEq, Eq)]
 #[error("a charge must be between {min} and {max} points")]
 pub struct InvalidChargeAmount {
     pub min: i64,
@@ -59,10 +59,13 @@ pub struct ChargeReceipt {
     pub charged: Points,
 }
 
-/// Why a charge was refused after it started running (and so is stored for
-/// replay under its idempotency key).
+/// Why a charge was refused. Either way the refusal is stored under the
+/// idempotency key and replayed.
 #[derive(Debug, Clone, Copy, Error, PartialEq, Eq)]
 pub enum ChargeError {
+    /// The amount is outside 1,000..=1,000,000.
+    #[error(transparent)]
+    InvalidAmount(#[from] InvalidChargeAmount),
     /// The balance would exceed [`MAX_BALANCE`].
     #[error("the balance would exceed {max} points")]
     BalanceLimitExceeded { max: i64 },

@@ -9,8 +9,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use diesel_async::AsyncPgConnection;
+use std::ops::{Deref, DerefMut};
+
 use diesel_async::pooled_connection::deadpool::Object;
+use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
 use domain::error::Unavailable;
 
 use super::{PgPool, unavailable};
@@ -46,8 +48,12 @@ impl Postgres {
     ///
     /// # Errors
     /// [`Unavailable`] when none can be had in time.
-    pub async fn conn(&self) -> Result<Object<AsyncPgConnection>, Unavailable> {
-        self.pool.get().await.map_err(unavailable)
+    pub async fn conn(&self) -> Result<PgConn, Unavailable> {
+        self.pool
+            .get()
+            .await
+            .map(|c| PgConn(Some(c)))
+            .map_err(unavailable)
     }
 
     /// Runs one repository operation, giving up with [`Unavailable`] when it
@@ -64,6 +70,54 @@ impl Postgres {
             Ok(result) => result,
             Err(_) => {
                 Err(unavailable(format!("operation timed out after {:?}", self.op_timeout)).into())
+            }
+        }
+    }
+}
+
+/// A pooled connection that never goes back to the pool inside a transaction.
+///
+/// When a request's future is dropped halfway through a transaction (its
+/// client went away, or [`Postgres::timed`] gave up), a plain pooled
+/// connection would return to the pool with the transaction still open,
+/// holding its row locks and its idempotency key's lock until someone reused
+/// it. This wrapper closes such a connection instead, so the server rolls the
+/// transaction back and frees the locks at once. (Postgres'
+/// `idle_in_transaction_session_timeout`, set on every connection, bounds the
+/// case where the close cannot reach the server.)
+pub struct PgConn(Option<Object<AsyncPgConnection>>);
+
+impl Deref for PgConn {
+    type Target = Object<AsyncPgConnection>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0
+            .as_ref()
+            .expect("PgConn holds its connection until dropped")
+    }
+}
+
+impl DerefMut for PgConn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0
+            .as_mut()
+            .expect("PgConn holds its connection until dropped")
+    }
+}
+
+impl std::fmt::Debug for PgConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgConn")
+    }
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.0.take() {
+            let status = <AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::transaction_manager_status_mut(&mut conn);
+            if !matches!(status.transaction_depth(), Ok(None)) {
+                tracing::warn!("closing a connection dropped inside a transaction");
+                drop(Object::take(conn));
             }
         }
     }

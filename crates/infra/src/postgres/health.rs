@@ -36,7 +36,7 @@ impl HealthProbe for PostgresProbe {
             .timed(async {
                 let mut conn = self.db.conn().await?;
                 diesel::select(diesel::dsl::sql::<Integer>("1"))
-                    .get_result::<i32>(&mut conn)
+                    .get_result::<i32>(&mut *conn)
                     .await
                     .map_err(unavailable)?;
                 Ok(())

@@ -1,33 +1,165 @@
-//! The idempotency guard every money write runs inside its own transaction.
+//! The idempotency guard every money write runs inside: [`guarded`].
 //!
 //! ```text
 //! BEGIN
-//!   pg_try_advisory_xact_lock(user, key)   -- taken: another request with this key runs → InProgress
-//!   SELECT stored response                 -- fresh and same fingerprint → Replayed; other → KeyReused
-//!   … the write's effect …                 -- the caller's guarded statements
-//!   INSERT stored response                 -- same transaction as the effect
-//! COMMIT                                   -- lock released with the transaction
+//!   pg_try_advisory_xact_lock(user, key)  -- held by another transaction → InProgress
+//!   SELECT stored response                -- fresh: same fingerprint → Replayed, other → KeyReused
+//!   SAVEPOINT
+//!     … the effect …                      -- the caller's guarded statements
+//!   RELEASE, or ROLLBACK TO SAVEPOINT     -- a business refusal undoes the effect's partial writes
+//!   render the response                   -- a 5xx is never stored: the whole transaction rolls back
+//!   INSERT stored response                -- the primary key backs up the lock
+//! COMMIT                                  -- the lock is released with the transaction
 //! ```
 //!
-//! Because the lock is transaction-scoped, a crashed instance or a dropped
-//! connection releases it with the rollback: there is never a stale
-//! "in progress" row to clean up. The record and the effect commit together
-//! or not at all. A failure of Postgres rolls back both, so nothing is stored
-//! and a retry runs again.
+//! The record and the effect commit together or not at all. The lock is
+//! transaction-scoped, so a rolled-back or dead transaction frees it; a
+//! connection dropped mid-transaction is closed rather than pooled
+//! ([`PgConn`](super::PgConn)), and Postgres ends transactions left idle. The
+//! guard must be the first thing in its transaction, which must stay READ
+//! COMMITTED so the lookup sees rows committed before the lock was taken.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::QueryableByName;
 use diesel::sql_types::{Bool, Bytea, Double, Int2, Int8, Text};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use domain::idempotency::{IdempotentOutcome, IdempotentRequest, StoredResponse};
+use diesel_async::{AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, TransactionManager};
+use domain::error::Unavailable;
+use domain::idempotency::{
+    Fingerprint, IdempotencyKey, IdempotentOutcome, IdempotentRequest, StoredResponse,
+};
+use domain::identity::UserId;
 
-/// What the guard decided before the effect.
-pub(crate) enum Begin {
-    /// This request owns the key: run the effect, then [`finish`].
-    Proceed,
-    /// No effect may run; answer this.
-    Decided(IdempotentOutcome),
+use super::unavailable;
+
+type Tm = AnsiTransactionManager;
+
+/// An effect run under the guard: `Ok(Ok(_))` commits it, `Ok(Err(_))` is a
+/// business refusal (its writes are rolled back, its answer is stored),
+/// `Err(_)` is a database failure (nothing is stored).
+///
+/// The same shape as diesel-async's transaction callbacks: an async closure
+/// over the connection whose future is `Send`.
+pub(crate) trait Effect<'c, T, E>:
+    AsyncFnOnce(&'c mut AsyncPgConnection) -> diesel::QueryResult<Result<T, E>>
+    + FnOnce(&'c mut AsyncPgConnection) -> <Self as Effect<'c, T, E>>::Fut
+{
+    type Fut: Future<Output = diesel::QueryResult<Result<T, E>>> + Send;
+}
+
+impl<'c, F, Fut, T, E> Effect<'c, T, E> for F
+where
+    F: AsyncFnOnce(&'c mut AsyncPgConnection) -> diesel::QueryResult<Result<T, E>>
+        + FnOnce(&'c mut AsyncPgConnection) -> Fut,
+    Fut: Future<Output = diesel::QueryResult<Result<T, E>>> + Send,
+{
+    type Fut = Fut;
+}
+
+/// Runs `effect` at most once per (user, key), storing its rendered response
+/// in the same transaction. See the module documentation.
+///
+/// # Errors
+/// [`Unavailable`] when Postgres fails or the response would be a 5xx; then
+/// nothing was committed, so a retry runs again.
+pub(crate) async fn guarded<T, E, F>(
+    conn: &mut AsyncPgConnection,
+    request: &IdempotentRequest<T, E>,
+    retention: Duration,
+    effect: F,
+) -> Result<IdempotentOutcome, Unavailable>
+where
+    F: for<'c> Effect<'c, T, E>,
+{
+    Tm::begin_transaction(conn).await.map_err(unavailable)?;
+    let outcome = run(conn, request, retention, effect).await;
+    match outcome {
+        Ok(outcome) => {
+            if let Err(e) = Tm::commit_transaction(conn).await {
+                rollback_all(conn).await;
+                return Err(unavailable(e));
+            }
+            Ok(outcome)
+        }
+        Err(err) => {
+            rollback_all(conn).await;
+            Err(err)
+        }
+    }
+}
+
+async fn run<T, E, F>(
+    conn: &mut AsyncPgConnection,
+    request: &IdempotentRequest<T, E>,
+    retention: Duration,
+    effect: F,
+) -> Result<IdempotentOutcome, Unavailable>
+where
+    F: for<'c> Effect<'c, T, E>,
+{
+    if let Some(decided) = begin(conn, request, retention).await.map_err(unavailable)? {
+        return Ok(decided);
+    }
+    Tm::begin_transaction(conn).await.map_err(unavailable)?; // SAVEPOINT
+    let result = match effect(conn).await.map_err(unavailable)? {
+        Ok(value) => {
+            Tm::commit_transaction(conn).await.map_err(unavailable)?; // RELEASE SAVEPOINT
+            Ok(value)
+        }
+        Err(refusal) => {
+            Tm::rollback_transaction(conn).await.map_err(unavailable)?; // ROLLBACK TO SAVEPOINT
+            Err(refusal)
+        }
+    };
+    let response = (request.render)(&result);
+    if response.status >= 500 {
+        return Err(unavailable(format!(
+            "refusing to store a {} response under an idempotency key",
+            response.status
+        )));
+    }
+    finish(conn, request, &response)
+        .await
+        .map_err(unavailable)?;
+    Ok(IdempotentOutcome::Executed(response))
+}
+
+/// Rolls back every open level (savepoints, then the transaction).
+async fn rollback_all(conn: &mut AsyncPgConnection) {
+    while matches!(
+        Tm::transaction_manager_status_mut(conn).transaction_depth(),
+        Ok(Some(_))
+    ) {
+        if Tm::rollback_transaction(conn).await.is_err() {
+            // The connection is broken; `PgConn` will close it.
+            return;
+        }
+    }
+}
+
+/// Stores a refusal that was decided before any effect (an amount outside
+/// the limits, say), under the same guard: a replay, a reused key or a key in
+/// progress is answered as for any other write.
+///
+/// # Errors
+/// [`Unavailable`] when Postgres fails.
+pub(crate) async fn refuse(
+    conn: &mut AsyncPgConnection,
+    user_id: UserId,
+    key: &IdempotencyKey,
+    fingerprint: &Fingerprint,
+    response: StoredResponse,
+    retention: Duration,
+) -> Result<IdempotentOutcome, Unavailable> {
+    let request: IdempotentRequest<(), ()> = IdempotentRequest {
+        user_id,
+        key: key.clone(),
+        fingerprint: fingerprint.clone(),
+        render: Arc::new(move |_| response.clone()),
+    };
+    guarded(conn, &request, retention, async |_| Ok(Err(()))).await
 }
 
 #[derive(QueryableByName)]
@@ -50,13 +182,13 @@ struct StoredRow {
     fresh: bool,
 }
 
-/// Takes the key's lock and looks for a stored response. Call inside the
-/// transaction that will hold the effect.
-pub(crate) async fn begin<T, E>(
+/// Takes the key's lock and looks for a stored response: `Some` when no
+/// effect may run. An expired record is deleted, so the key starts afresh.
+async fn begin<T, E>(
     conn: &mut AsyncPgConnection,
     request: &IdempotentRequest<T, E>,
     retention: Duration,
-) -> diesel::QueryResult<Begin> {
+) -> diesel::QueryResult<Option<IdempotentOutcome>> {
     let user_id = request.user_id.get();
     let key = request.key.as_str();
     let lock =
@@ -65,7 +197,7 @@ pub(crate) async fn begin<T, E>(
             .get_result::<Locked>(conn)
             .await?;
     if !lock.locked {
-        return Ok(Begin::Decided(IdempotentOutcome::InProgress));
+        return Ok(Some(IdempotentOutcome::InProgress));
     }
     let stored = diesel::sql_query(
         "SELECT fingerprint, response_status, response_content_type, response_body, \
@@ -78,27 +210,32 @@ pub(crate) async fn begin<T, E>(
     .get_result::<StoredRow>(conn)
     .await;
     match stored {
-        Ok(row) if row.fresh => {
-            if row.fingerprint == request.fingerprint.as_str() {
-                Ok(Begin::Decided(IdempotentOutcome::Replayed(
-                    StoredResponse {
-                        status: u16::try_from(row.response_status).unwrap_or(500),
-                        content_type: row.response_content_type,
-                        body: row.response_body,
-                    },
-                )))
-            } else {
-                Ok(Begin::Decided(IdempotentOutcome::KeyReused))
-            }
+        Ok(row) if row.fresh => Ok(Some(if row.fingerprint == request.fingerprint.as_str() {
+            IdempotentOutcome::Replayed(StoredResponse {
+                status: u16::try_from(row.response_status).unwrap_or(500),
+                content_type: row.response_content_type,
+                body: row.response_body,
+            })
+        } else {
+            IdempotentOutcome::KeyReused
+        })),
+        Ok(_) => {
+            // Kept past the retention, not yet purged: a new request.
+            diesel::sql_query("DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2")
+                .bind::<Int8, _>(user_id)
+                .bind::<Text, _>(key)
+                .execute(conn)
+                .await?;
+            Ok(None)
         }
-        // Expired (kept past the retention, not yet purged): a new request.
-        Ok(_) | Err(diesel::result::Error::NotFound) => Ok(Begin::Proceed),
+        Err(diesel::result::Error::NotFound) => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// Stores the response of the request that ran, in the effect's transaction.
-pub(crate) async fn finish<T, E>(
+/// Stores the response. A plain INSERT: if the lock were ever bypassed, the
+/// primary key would fail the second writer and roll back its effect.
+async fn finish<T, E>(
     conn: &mut AsyncPgConnection,
     request: &IdempotentRequest<T, E>,
     response: &StoredResponse,
@@ -106,11 +243,7 @@ pub(crate) async fn finish<T, E>(
     diesel::sql_query(
         "INSERT INTO idempotency_keys \
              (user_id, key, fingerprint, response_status, response_content_type, response_body) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (user_id, key) DO UPDATE SET \
-             fingerprint = EXCLUDED.fingerprint, response_status = EXCLUDED.response_status, \
-             response_content_type = EXCLUDED.response_content_type, \
-             response_body = EXCLUDED.response_body, created_at = now()",
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind::<Int8, _>(request.user_id.get())
     .bind::<Text, _>(request.key.as_str())
@@ -139,4 +272,158 @@ pub(crate) async fn purge_expired(
     .bind::<Int8, _>(batch)
     .execute(conn)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use diesel_async::AsyncConnection as _;
+    use domain::idempotency::{IdempotencyKey, IdempotentOutcome};
+
+    use super::*;
+    use crate::postgres::{PgPoolSettings, Postgres, connect_pool};
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    async fn setup() -> (testkit::TestDb, Postgres, UserId) {
+        let db = testkit::TestDb::create().await;
+        let pg = connect_pool(&PgPoolSettings {
+            url: db.url.clone(),
+            max_size: 2,
+            timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+        })
+        .expect("pool");
+        let mut conn = pg.conn().await.expect("conn");
+        diesel::sql_query("INSERT INTO users (login_id, name) VALUES ('guard', 'guard')")
+            .execute(&mut *conn)
+            .await
+            .expect("user");
+        let id: i64 = diesel::select(diesel::dsl::sql::<Int8>("(SELECT id FROM users)"))
+            .get_result(&mut *conn)
+            .await
+            .expect("id");
+        (db, pg, UserId::new(id))
+    }
+
+    fn request(user_id: UserId, status_on_refusal: u16) -> IdempotentRequest<(), &'static str> {
+        IdempotentRequest {
+            user_id,
+            key: IdempotencyKey::parse("k").expect("valid"),
+            fingerprint: Fingerprint::new("f".into()),
+            render: Arc::new(move |result| StoredResponse {
+                status: if result.is_ok() {
+                    200
+                } else {
+                    status_on_refusal
+                },
+                content_type: "text/plain".into(),
+                body: format!("{result:?}").into_bytes(),
+            }),
+        }
+    }
+
+    async fn count(pg: &Postgres, sql: &str) -> i64 {
+        let mut conn = pg.conn().await.expect("conn");
+        diesel::select(diesel::dsl::sql::<Int8>(sql))
+            .get_result(&mut *conn)
+            .await
+            .expect(sql)
+    }
+
+    /// An effect that writes a wallet row, then refuses.
+    async fn write_then_refuse(
+        tx: &mut AsyncPgConnection,
+        user: UserId,
+    ) -> diesel::QueryResult<Result<(), &'static str>> {
+        diesel::sql_query("INSERT INTO wallets (user_id, balance) VALUES ($1, 500)")
+            .bind::<Int8, _>(user.get())
+            .execute(tx)
+            .await?;
+        Ok(Err("OUT_OF_STOCK"))
+    }
+
+    #[tokio::test]
+    async fn a_refusal_after_partial_writes_rolls_them_back_but_stores_its_answer() {
+        let (_db, pg, user) = setup().await;
+        let mut conn = pg.conn().await.expect("conn");
+
+        let outcome = guarded(&mut conn, &request(user, 409), DAY, async |tx| {
+            write_then_refuse(tx, user).await
+        })
+        .await
+        .expect("ran");
+
+        assert!(
+            matches!(outcome, IdempotentOutcome::Executed(ref r) if r.status == 409),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            count(&pg, "(SELECT count(*) FROM wallets)").await,
+            0,
+            "partial write rolled back"
+        );
+        assert_eq!(
+            count(
+                &pg,
+                "(SELECT count(*) FROM idempotency_keys WHERE response_status = 409)"
+            )
+            .await,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_5xx_answer_is_never_stored_and_its_effect_is_rolled_back() {
+        let (_db, pg, user) = setup().await;
+        let mut conn = pg.conn().await.expect("conn");
+
+        let result = guarded(&mut conn, &request(user, 503), DAY, async |tx| {
+            write_then_refuse(tx, user).await
+        })
+        .await;
+
+        assert!(result.is_err());
+        assert_eq!(count(&pg, "(SELECT count(*) FROM wallets)").await, 0);
+        assert_eq!(
+            count(&pg, "(SELECT count(*) FROM idempotency_keys)").await,
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_dropped_inside_a_transaction_frees_its_locks_at_once() {
+        let (db, pg, _user) = setup().await;
+        let mut conn = pg.conn().await.expect("conn");
+        Tm::begin_transaction(&mut **conn).await.expect("begin");
+        diesel::sql_query("SELECT pg_advisory_xact_lock(4242)")
+            .execute(&mut *conn)
+            .await
+            .expect("lock");
+
+        // What happens when a request's future is dropped mid-transaction.
+        drop(conn);
+
+        let mut other = AsyncPgConnection::establish(&db.url)
+            .await
+            .expect("connect");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let free: bool = diesel::select(diesel::dsl::sql::<Bool>("pg_try_advisory_lock(4242)"))
+                .get_result(&mut other)
+                .await
+                .expect("try");
+            if free {
+                break;
+            }
+            // Without the guard the lock stays held by an idle pooled
+            // connection until Postgres' idle-in-transaction timeout (10 s here).
+            assert!(
+                Instant::now() < deadline,
+                "the dropped transaction still holds its lock"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }

@@ -89,7 +89,7 @@ impl UserRepository for PgUserRepository {
                         role: user.role.as_str(),
                     })
                     .returning(UserRow::as_returning())
-                    .get_result(&mut conn)
+                    .get_result(&mut *conn)
                     .await
                     .map_err(|e| {
                         if is_unique_violation(&e, "users_login_id_key") {
@@ -111,7 +111,7 @@ impl UserRepository for PgUserRepository {
             .timed(async {
                 let mut conn = self.db.conn().await?;
                 by_login(login_id)
-                    .first(&mut conn)
+                    .first(&mut *conn)
                     .await
                     .optional()
                     .map_err(unavailable)?
@@ -128,7 +128,7 @@ impl UserRepository for PgUserRepository {
                 users::table
                     .find(id.get())
                     .select(UserRow::as_select())
-                    .first(&mut conn)
+                    .first(&mut *conn)
                     .await
                     .optional()
                     .map_err(unavailable)?
@@ -144,7 +144,7 @@ impl UserRepository for PgUserRepository {
                 let mut conn = self.db.conn().await?;
                 // The common case is a known user: a read, no write, no row lock.
                 if let Some(row) = by_login(login_id)
-                    .first(&mut conn)
+                    .first(&mut *conn)
                     .await
                     .optional()
                     .map_err(unavailable)?
@@ -161,7 +161,7 @@ impl UserRepository for PgUserRepository {
                     .on_conflict(users::login_id)
                     .do_nothing()
                     .returning(UserRow::as_returning())
-                    .get_result(&mut conn)
+                    .get_result(&mut *conn)
                     .await
                     .optional()
                     .map_err(unavailable)?;
@@ -169,7 +169,7 @@ impl UserRepository for PgUserRepository {
                     Some(row) => row,
                     // A concurrent request provisioned it first.
                     None => by_login(login_id)
-                        .first(&mut conn)
+                        .first(&mut *conn)
                         .await
                         .map_err(unavailable)?,
                 };
@@ -201,7 +201,7 @@ impl UserRepository for PgUserRepository {
                         users::updated_at.eq(diesel::dsl::now),
                     ))
                     .returning(UserRow::as_returning())
-                    .get_result(&mut conn)
+                    .get_result(&mut *conn)
                     .await
                     .map_err(unavailable)?
                     .into_user()
@@ -215,7 +215,7 @@ impl UserRepository for PgUserRepository {
                 let mut conn = self.db.conn().await?;
                 let total: i64 = users::table
                     .count()
-                    .get_result(&mut conn)
+                    .get_result(&mut *conn)
                     .await
                     .map_err(unavailable)?;
                 let rows = users::table
@@ -223,7 +223,7 @@ impl UserRepository for PgUserRepository {
                     .offset(page.offset())
                     .limit(page.limit())
                     .select(UserRow::as_select())
-                    .load(&mut conn)
+                    .load(&mut *conn)
                     .await
                     .map_err(unavailable)?;
                 Ok(Page {

@@ -10,9 +10,9 @@ mod points;
 mod pool;
 mod schema;
 
-pub use db::Postgres;
+pub use db::{PgConn, Postgres};
 pub use error::unavailable;
 pub use health::PostgresProbe;
 pub use identity::PgUserRepository;
-pub use points::{PgIdempotencyJanitor, PgPointsStore};
+pub use points::{PgIdempotencyStore, PgPointsStore};
 pub use pool::{MIGRATIONS, PgPool, PgPoolSettings, connect_pool, ensure_database, run_migrations};

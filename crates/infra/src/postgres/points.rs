@@ -6,9 +6,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::Int8;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use domain::error::Unavailable;
-use domain::idempotency::{IdempotentOutcome, IdempotentRequest};
+use domain::idempotency::{
+    Fingerprint, IdempotencyKey, IdempotencyStore, IdempotentOutcome, IdempotentRequest,
+    StoredResponse,
+};
 use domain::identity::UserId;
 use domain::money::Points;
 use domain::paging::{Page, PageRequest};
@@ -17,7 +20,7 @@ use domain::points::{
     Wallet,
 };
 
-use super::idempotency::{self, Begin};
+use super::idempotency;
 use super::schema::{point_ledger, wallets};
 use super::{Postgres, unavailable};
 
@@ -107,7 +110,7 @@ impl PointsStore for PgPointsStore {
                 let balance: Option<i64> = wallets::table
                     .find(user_id.get())
                     .select(wallets::balance)
-                    .first(&mut conn)
+                    .first(&mut *conn)
                     .await
                     .optional()
                     .map_err(unavailable)?;
@@ -129,7 +132,7 @@ impl PointsStore for PgPointsStore {
                 let mine = point_ledger::table.filter(point_ledger::user_id.eq(user_id.get()));
                 let total: i64 = mine
                     .count()
-                    .get_result(&mut conn)
+                    .get_result(&mut *conn)
                     .await
                     .map_err(unavailable)?;
                 let rows = mine
@@ -137,7 +140,7 @@ impl PointsStore for PgPointsStore {
                     .offset(page.offset())
                     .limit(page.limit())
                     .select(LedgerRow::as_select())
-                    .load(&mut conn)
+                    .load(&mut *conn)
                     .await
                     .map_err(unavailable)?;
                 Ok(Page {
@@ -157,68 +160,84 @@ impl PointsStore for PgPointsStore {
         amount: ChargeAmount,
         request: IdempotentRequest<ChargeReceipt, ChargeError>,
     ) -> Result<IdempotentOutcome, Unavailable> {
-        let retention = self.retention;
         let request = &request;
         self.db
             .timed(async {
                 let mut conn = self.db.conn().await?;
-                conn.transaction(async |tx| {
-                    if let Begin::Decided(outcome) =
-                        idempotency::begin(tx, request, retention).await?
-                    {
-                        return Ok(outcome);
-                    }
+                idempotency::guarded(&mut conn, request, self.retention, async |tx| {
                     let user_id = request.user_id.get();
                     let charged = amount.points();
-                    let result =
-                        match add_to_wallet(tx, user_id, charged.get(), MAX_BALANCE.get()).await? {
-                            None => Err(ChargeError::BalanceLimitExceeded {
-                                max: MAX_BALANCE.get(),
-                            }),
-                            Some(balance) => {
-                                diesel::insert_into(point_ledger::table)
-                                    .values((
-                                        point_ledger::user_id.eq(user_id),
-                                        point_ledger::kind.eq(LedgerKind::Charge.as_str()),
-                                        point_ledger::amount.eq(charged.get()),
-                                        point_ledger::balance_after.eq(balance),
-                                    ))
-                                    .execute(tx)
-                                    .await?;
-                                Ok(ChargeReceipt {
-                                    user_id: request.user_id,
-                                    balance: Points::new(balance).unwrap_or(Points::ZERO),
-                                    charged,
-                                })
-                            }
-                        };
-                    let response = (request.render)(&result);
-                    idempotency::finish(tx, request, &response).await?;
-                    Ok::<_, diesel::result::Error>(IdempotentOutcome::Executed(response))
+                    let Some(balance) =
+                        add_to_wallet(tx, user_id, charged.get(), MAX_BALANCE.get()).await?
+                    else {
+                        return Ok(Err(ChargeError::BalanceLimitExceeded {
+                            max: MAX_BALANCE.get(),
+                        }));
+                    };
+                    diesel::insert_into(point_ledger::table)
+                        .values((
+                            point_ledger::user_id.eq(user_id),
+                            point_ledger::kind.eq(LedgerKind::Charge.as_str()),
+                            point_ledger::amount.eq(charged.get()),
+                            point_ledger::balance_after.eq(balance),
+                        ))
+                        .execute(tx)
+                        .await?;
+                    Ok(Ok(ChargeReceipt {
+                        user_id: request.user_id,
+                        balance: Points::new(balance).unwrap_or(Points::ZERO),
+                        charged,
+                    }))
                 })
                 .await
-                .map_err(unavailable)
             })
             .await
     }
 }
 
-/// Purges idempotency records past their retention.
+/// The idempotency records: refusals decided before any effect, and the
+/// purge of records past their retention.
 #[derive(Clone)]
-pub struct PgIdempotencyJanitor {
+pub struct PgIdempotencyStore {
     db: Postgres,
     retention: Duration,
 }
 
-impl std::fmt::Debug for PgIdempotencyJanitor {
+impl std::fmt::Debug for PgIdempotencyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgIdempotencyJanitor")
+        f.debug_struct("PgIdempotencyStore")
             .field("retention", &self.retention)
             .finish()
     }
 }
 
-impl PgIdempotencyJanitor {
+#[async_trait]
+impl IdempotencyStore for PgIdempotencyStore {
+    async fn refuse(
+        &self,
+        user_id: UserId,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        response: StoredResponse,
+    ) -> Result<IdempotentOutcome, Unavailable> {
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                idempotency::refuse(
+                    &mut conn,
+                    user_id,
+                    key,
+                    fingerprint,
+                    response,
+                    self.retention,
+                )
+                .await
+            })
+            .await
+    }
+}
+
+impl PgIdempotencyStore {
     pub fn new(db: Postgres, retention: Duration) -> Self {
         Self { db, retention }
     }

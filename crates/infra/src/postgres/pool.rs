@@ -53,10 +53,18 @@ pub fn connect_pool(settings: &PgPoolSettings) -> anyhow::Result<Postgres> {
                 .map_err(|_| {
                     diesel::ConnectionError::BadConnection("connect timed out".to_owned())
                 })??;
-            diesel::sql_query(format!("SET statement_timeout = {statement_timeout_ms}"))
-                .execute(&mut conn)
-                .await
-                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            // A transaction left idle (its client vanished) is ended by the
+            // server, freeing its locks, after twice the statement timeout.
+            let idle_ms = statement_timeout_ms * 2;
+            for setting in [
+                format!("SET statement_timeout = {statement_timeout_ms}"),
+                format!("SET idle_in_transaction_session_timeout = {idle_ms}"),
+            ] {
+                diesel::sql_query(setting)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            }
             Ok(conn)
         }
         .boxed()

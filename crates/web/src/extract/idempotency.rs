@@ -61,11 +61,15 @@ fn idempotency_key(req: &HttpRequest) -> Result<IdempotencyKey, ApiError> {
     let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
         return Err(key_required());
     };
-    let text = value.to_str().unwrap_or("");
-    if text.is_empty() {
+    if value.is_empty() {
         return Err(key_required());
     }
-    IdempotencyKey::parse(text).map_err(|e| ApiError::invalid_field("Idempotency-Key", e))
+    // Bytes outside visible ASCII fail `to_str` or `parse`: invalid, not missing.
+    let invalid = |e: &dyn std::fmt::Display| ApiError::invalid_field("Idempotency-Key", e);
+    let text = value
+        .to_str()
+        .map_err(|_| invalid(&domain::idempotency::InvalidIdempotencyKey))?;
+    IdempotencyKey::parse(text).map_err(|e| invalid(&e))
 }
 
 fn key_required() -> ApiError {
