@@ -160,14 +160,13 @@ async fn malformed_json_is_a_400_problem() {
     let app = TestApp::spawn().await;
 
     let reply = app
-        .http
-        .post(app.url("/api/v1/auth/signup"))
-        .header("content-type", "application/json")
-        .body(r#"{"loginId": "eve", "password": "#)
-        .send()
-        .await
-        .expect("sent");
-    let reply = support::Reply::from(reply).await;
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/auth/signup",
+            &[("content-type", "application/json")],
+            Some(r#"{"loginId": "eve", "password": "#),
+        )
+        .await;
 
     reply.assert_problem(400, "VALIDATION_FAILED");
 }
@@ -191,14 +190,13 @@ async fn an_oversize_body_is_refused() {
     );
 
     let reply = app
-        .http
-        .post(app.url("/api/v1/auth/signup"))
-        .header("content-type", "application/json")
-        .body(huge)
-        .send()
-        .await
-        .expect("sent");
-    let reply = support::Reply::from(reply).await;
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/auth/signup",
+            &[("content-type", "application/json")],
+            Some(&huge),
+        )
+        .await;
 
     reply.assert_problem(413, "PAYLOAD_TOO_LARGE");
 }
@@ -207,16 +205,14 @@ async fn an_oversize_body_is_refused() {
 async fn a_non_json_content_type_is_415() {
     let app = TestApp::spawn().await;
     let reply = app
-        .http
-        .post(app.url("/api/v1/auth/signup"))
-        .header("content-type", "text/plain")
-        .body("loginId=eve")
-        .send()
-        .await
-        .expect("sent");
-    support::Reply::from(reply)
-        .await
-        .assert_problem(415, "UNSUPPORTED_MEDIA_TYPE");
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/auth/signup",
+            &[("content-type", "text/plain")],
+            Some("loginId=eve"),
+        )
+        .await;
+    reply.assert_problem(415, "UNSUPPORTED_MEDIA_TYPE");
 }
 
 #[tokio::test]
@@ -232,15 +228,14 @@ async fn a_malformed_authorization_header_is_401() {
     let app = TestApp::spawn().await;
     for value in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer not.a.jwt", "token"] {
         let reply = app
-            .http
-            .get(app.url("/api/v1/me"))
-            .header("authorization", value)
-            .send()
-            .await
-            .expect("sent");
-        support::Reply::from(reply)
-            .await
-            .assert_problem(401, "UNAUTHENTICATED");
+            .send(
+                reqwest::Method::GET,
+                "/api/v1/me",
+                &[("authorization", value)],
+                None,
+            )
+            .await;
+        reply.assert_problem(401, "UNAUTHENTICATED");
     }
 }
 
@@ -379,25 +374,25 @@ async fn the_gateway_header_provisions_a_user_when_the_mode_is_on() {
     .await;
 
     let first = app
-        .http
-        .get(app.url("/api/v1/me"))
-        .header("X-USER-ID", "gateway-user")
-        .send()
-        .await
-        .expect("sent");
-    let first = support::Reply::from(first).await;
+        .send(
+            reqwest::Method::GET,
+            "/api/v1/me",
+            &[("X-USER-ID", "gateway-user")],
+            None,
+        )
+        .await;
     assert_eq!(first.status, 200, "{}", first.text);
     assert_eq!(first.body["loginId"], "gateway-user");
     assert_eq!(first.body["role"], "USER");
 
     let again = app
-        .http
-        .get(app.url("/api/v1/me"))
-        .header("x-user-id", "gateway-user")
-        .send()
-        .await
-        .expect("sent");
-    let again = support::Reply::from(again).await;
+        .send(
+            reqwest::Method::GET,
+            "/api/v1/me",
+            &[("x-user-id", "gateway-user")],
+            None,
+        )
+        .await;
     assert_eq!(
         again.body["userId"], first.body["userId"],
         "same user on second sight"
@@ -417,27 +412,25 @@ async fn the_gateway_header_provisions_a_user_when_the_mode_is_on() {
     // admin rights need a token.
     for login in ["gateway-user", support::ADMIN_LOGIN] {
         let admin_route = app
-            .http
-            .get(app.url("/api/v1/admin/users"))
-            .header("X-USER-ID", login)
-            .send()
-            .await
-            .expect("sent");
-        support::Reply::from(admin_route)
-            .await
-            .assert_problem(403, "FORBIDDEN");
+            .send(
+                reqwest::Method::GET,
+                "/api/v1/admin/users",
+                &[("X-USER-ID", login)],
+                None,
+            )
+            .await;
+        admin_route.assert_problem(403, "FORBIDDEN");
     }
 
     let invalid = app
-        .http
-        .get(app.url("/api/v1/me"))
-        .header("X-USER-ID", "not a login id")
-        .send()
-        .await
-        .expect("sent");
-    support::Reply::from(invalid)
-        .await
-        .assert_problem(401, "UNAUTHENTICATED");
+        .send(
+            reqwest::Method::GET,
+            "/api/v1/me",
+            &[("X-USER-ID", "not a login id")],
+            None,
+        )
+        .await;
+    invalid.assert_problem(401, "UNAUTHENTICATED");
 }
 
 #[tokio::test]
@@ -445,16 +438,15 @@ async fn the_gateway_header_is_ignored_when_the_mode_is_off() {
     let app = TestApp::spawn().await;
 
     let reply = app
-        .http
-        .get(app.url("/api/v1/me"))
-        .header("X-USER-ID", "gateway-user")
-        .send()
-        .await
-        .expect("sent");
+        .send(
+            reqwest::Method::GET,
+            "/api/v1/me",
+            &[("X-USER-ID", "gateway-user")],
+            None,
+        )
+        .await;
 
-    support::Reply::from(reply)
-        .await
-        .assert_problem(401, "UNAUTHENTICATED");
+    reply.assert_problem(401, "UNAUTHENTICATED");
     let admin = app.admin_token().await;
     let users = app.get("/api/v1/admin/users", Some(&admin)).await;
     assert_eq!(users.body["totalCount"], 1, "nobody was provisioned");

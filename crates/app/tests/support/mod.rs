@@ -140,6 +140,25 @@ impl TestApp {
         reply.body["token"].as_str().unwrap().to_owned()
     }
 
+    /// Sends `method path` with extra headers and, when given, a raw body
+    /// (sent as is, with whatever `content-type` the headers say).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
+        let mut req = self.http.request(method, self.url(path));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        if let Some(body) = body {
+            req = req.body(body.to_owned());
+        }
+        Reply::from(req.send().await.expect("request sent")).await
+    }
+
     /// POSTs `body` with an `Idempotency-Key`.
     pub async fn post_idempotent(&self, path: &str, key: &str, body: &Value, token: &str) -> Reply {
         let req = self

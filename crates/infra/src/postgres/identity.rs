@@ -11,6 +11,7 @@ use domain::identity::{
 };
 use domain::paging::{Page, PageRequest};
 
+use super::paging::page_of;
 use super::schema::users;
 use super::{Postgres, error::is_unique_violation, unavailable};
 
@@ -226,14 +227,7 @@ impl UserRepository for PgUserRepository {
                     .load(&mut *conn)
                     .await
                     .map_err(unavailable)?;
-                Ok(Page {
-                    items: rows
-                        .into_iter()
-                        .map(UserRow::into_user)
-                        .collect::<Result<_, _>>()?,
-                    request: page,
-                    total_count: u64::try_from(total).unwrap_or(0),
-                })
+                page_of(rows, UserRow::into_user, page, total)
             })
             .await
     }

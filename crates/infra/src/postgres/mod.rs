@@ -6,6 +6,7 @@ mod error;
 mod health;
 mod idempotency;
 mod identity;
+mod paging;
 mod points;
 mod pool;
 mod schema;

@@ -21,6 +21,7 @@ use domain::points::{
 };
 
 use super::idempotency;
+use super::paging::page_of;
 use super::schema::{point_ledger, wallets};
 use super::{Postgres, unavailable};
 
@@ -143,14 +144,7 @@ impl PointsStore for PgPointsStore {
                     .load(&mut *conn)
                     .await
                     .map_err(unavailable)?;
-                Ok(Page {
-                    items: rows
-                        .into_iter()
-                        .map(LedgerRow::into_entry)
-                        .collect::<Result<_, _>>()?,
-                    request: page,
-                    total_count: u64::try_from(total).unwrap_or(0),
-                })
+                page_of(rows, LedgerRow::into_entry, page, total)
             })
             .await
     }
