@@ -3,19 +3,30 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use application::catalog::Catalog;
 use application::identity::{Authenticate, BootstrapAdmin, SignIn, SignUp, UserQueries};
+use application::ordering::{OrderQueries, PlaceOrder};
 use application::points::{ChargePoints, PointsQueries};
+use async_trait::async_trait;
+use domain::catalog::CatalogStore;
 use domain::clock::Clock;
+use domain::error::Unavailable;
 use domain::health::HealthProbe;
+use domain::identity::UserId;
 use domain::identity::{PasswordHasher, TokenService, UserRepository};
+use domain::money::Points;
+use domain::ordering::{CouponCode, CouponQuotes, OrderStore};
 use domain::points::PointsStore;
 use infra::auth::{Argon2Hasher, JwtSecret, JwtTokenService};
 use infra::clock::SystemClock;
 use infra::postgres::{
-    self, PgIdempotencyStore, PgPointsStore, PgPoolSettings, PgUserRepository, PostgresProbe,
+    self, PgCatalogStore, PgIdempotencyStore, PgOrderStore, PgPointsStore, PgPoolSettings,
+    PgUserRepository, PostgresProbe,
 };
 use infra::redis::{self, RedisPoolSettings, RedisProbe};
-use web::{AuthContext, IdentityApi, JsonLimit, PointsApi, Readiness, WebState};
+use web::{
+    AuthContext, CatalogApi, IdentityApi, JsonLimit, OrderingApi, PointsApi, Readiness, WebState,
+};
 
 use crate::config::Config;
 
@@ -64,12 +75,27 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
     let points: Arc<dyn PointsStore> =
         Arc::new(PgPointsStore::new(pg.clone(), config.idempotency_retention));
     let idempotency = PgIdempotencyStore::new(pg.clone(), config.idempotency_retention);
+    let catalog: Arc<dyn CatalogStore> = Arc::new(PgCatalogStore::new(pg.clone()));
+    let orders: Arc<dyn OrderStore> =
+        Arc::new(PgOrderStore::new(pg.clone(), config.idempotency_retention));
 
     let probes: Vec<Arc<dyn HealthProbe>> = vec![
         Arc::new(PostgresProbe::new(pg)),
         Arc::new(RedisProbe::new(redis_pool)),
     ];
     let web = WebState {
+        catalog: CatalogApi {
+            catalog: Arc::new(Catalog::new(Arc::clone(&catalog))),
+        },
+        ordering: OrderingApi {
+            place: Arc::new(PlaceOrder::new(
+                catalog,
+                Arc::new(NoCouponsYet),
+                Arc::clone(&orders),
+                Arc::new(idempotency.clone()),
+            )),
+            queries: Arc::new(OrderQueries::new(orders)),
+        },
         points: PointsApi {
             charge: Arc::new(ChargePoints::new(
                 Arc::clone(&points),
@@ -105,4 +131,21 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         json_limit: JsonLimit(config.json_body_limit),
     };
     Ok(Components { web, idempotency })
+}
+
+/// The coupon port until the coupons context exists (issue 5): there are no
+/// coupons, so every code is unknown and an order with one is refused with
+/// `COUPON_NOT_APPLICABLE`, which is the truth today.
+struct NoCouponsYet;
+
+#[async_trait]
+impl CouponQuotes for NoCouponsYet {
+    async fn quote(
+        &self,
+        _: UserId,
+        _: &CouponCode,
+        _: Points,
+    ) -> Result<Option<Points>, Unavailable> {
+        Ok(None)
+    }
 }

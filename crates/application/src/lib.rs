@@ -5,5 +5,7 @@
 //! One module per context (same names as in `domain`, `infra` and `web`), one
 //! file per use case with its own command, result and error types.
 
+pub mod catalog;
 pub mod identity;
+pub mod ordering;
 pub mod points;

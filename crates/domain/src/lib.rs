@@ -8,17 +8,21 @@
 //!
 //! - [`identity`]: users, roles, login ids, passwords and access tokens.
 //! - [`points`]: prepaid balances and their ledger.
+//! - [`catalog`]: products and their live stock.
+//! - [`ordering`]: pricing and placing orders.
 //! - [`idempotency`]: keys, fingerprints and stored responses of money writes.
 //! - [`money`]: the checked `Points` amount.
 //! - [`clock`]: the [`Clock`](clock::Clock) port; time is never read directly.
 //! - [`health`]: the readiness probe port for backing services.
 //! - [`error`]: the one error every port may return when a backing service fails.
 
+pub mod catalog;
 pub mod clock;
 pub mod error;
 pub mod health;
 pub mod idempotency;
 pub mod identity;
 pub mod money;
+pub mod ordering;
 pub mod paging;
 pub mod points;

@@ -117,3 +117,45 @@ impl From<domain::points::ChargeError> for ApiError {
         }
     }
 }
+
+// ---- catalogue and orders ----
+
+fn product_not_found(id: domain::catalog::ProductId) -> ApiError {
+    ApiError::not_found("PRODUCT_NOT_FOUND", format!("product {id} does not exist"))
+        .with("productId", id.get())
+}
+
+impl From<application::catalog::ProductError> for ApiError {
+    fn from(err: application::catalog::ProductError) -> Self {
+        match err {
+            application::catalog::ProductError::NotFound(id) => product_not_found(id),
+            application::catalog::ProductError::Unavailable(u) => u.into(),
+        }
+    }
+}
+
+impl From<domain::ordering::PlaceOrderError> for ApiError {
+    fn from(err: domain::ordering::PlaceOrderError) -> Self {
+        use domain::ordering::PlaceOrderError as E;
+        match err {
+            E::ProductNotFound { product_id } => product_not_found(product_id),
+            E::OutOfStock { product_id } => ApiError::conflict(
+                "OUT_OF_STOCK",
+                "Out of stock",
+                format!("product {product_id} does not have enough stock"),
+            )
+            .with("productId", product_id.get()),
+            E::InsufficientBalance => ApiError::conflict(
+                "INSUFFICIENT_BALANCE",
+                "Insufficient balance",
+                "the points balance is lower than the amount to pay",
+            ),
+            E::CouponNotApplicable => ApiError::conflict(
+                "COUPON_NOT_APPLICABLE",
+                "Coupon not applicable",
+                "the coupon is unknown, not yours, used, expired, or the order is below its minimum",
+            ),
+            E::TotalTooLarge => ApiError::invalid_field("items", "the order total is too large"),
+        }
+    }
+}

@@ -18,8 +18,10 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpResponse, web};
 
 pub use extract::{AuthContext, JsonLimit};
+pub use routes::catalog::CatalogApi;
 pub use routes::health::Readiness;
 pub use routes::identity::IdentityApi;
+pub use routes::ordering::OrderingApi;
 pub use routes::points::PointsApi;
 
 use crate::problem::ApiError;
@@ -29,6 +31,8 @@ use crate::problem::ApiError;
 pub struct WebState {
     pub identity: IdentityApi,
     pub points: PointsApi,
+    pub catalog: CatalogApi,
+    pub ordering: OrderingApi,
     pub auth: AuthContext,
     pub readiness: Readiness,
     pub json_limit: JsonLimit,
@@ -50,6 +54,8 @@ pub fn app(
     App::new()
         .app_data(web::Data::new(state.identity))
         .app_data(web::Data::new(state.points))
+        .app_data(web::Data::new(state.catalog))
+        .app_data(web::Data::new(state.ordering))
         .app_data(web::Data::new(state.auth))
         .app_data(web::Data::new(state.readiness))
         .app_data(state.json_limit)
@@ -71,7 +77,9 @@ pub fn app(
         .service(
             web::scope("/api/v1")
                 .configure(routes::identity::routes)
-                .configure(routes::points::routes),
+                .configure(routes::points::routes)
+                .configure(routes::catalog::routes)
+                .configure(routes::ordering::routes),
         )
         .default_service(web::to(not_found))
         .wrap(from_fn(edge::edge))

@@ -170,6 +170,34 @@ impl TestApp {
         Reply::from(req.send().await.expect("request sent")).await
     }
 
+    /// Creates a product as the admin and returns its id.
+    pub async fn create_product(&self, name: &str, price: i64, stock: i64) -> i64 {
+        let admin = self.admin_token().await;
+        let reply = self
+            .post(
+                "/api/v1/admin/products",
+                &json!({"name": name, "price": price, "stock": stock}),
+                Some(&admin),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "create product: {}", reply.text);
+        reply.body["id"].as_i64().unwrap()
+    }
+
+    /// Charges `amount` points to the token's user.
+    pub async fn charge(&self, token: &str, amount: i64) {
+        let key = format!("charge-{}", testkit_suffix());
+        let reply = self
+            .post_idempotent(
+                "/api/v1/points/charge",
+                &key,
+                &json!({"amount": amount}),
+                token,
+            )
+            .await;
+        assert_eq!(reply.status, 200, "charge: {}", reply.text);
+    }
+
     /// One `bigint` from a query on the test database (`SELECT … AS n`).
     pub async fn scalar(&self, sql: &str) -> i64 {
         use diesel::QueryableByName;
@@ -262,4 +290,15 @@ impl Reply {
             );
         }
     }
+}
+
+/// A unique suffix for keys and names within one test process.
+pub fn testkit_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }

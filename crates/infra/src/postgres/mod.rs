@@ -1,19 +1,23 @@
 //! Postgres, the source of truth: the connection pool, database creation,
 //! embedded migrations, and one repository module per context.
 
+mod catalog;
 mod db;
 mod error;
 mod health;
 mod idempotency;
 mod identity;
+mod ordering;
 mod paging;
 mod points;
 mod pool;
 mod schema;
 
+pub use catalog::PgCatalogStore;
 pub use db::{PgConn, Postgres};
 pub use error::unavailable;
 pub use health::PostgresProbe;
 pub use identity::PgUserRepository;
+pub use ordering::PgOrderStore;
 pub use points::{PgIdempotencyStore, PgPointsStore};
 pub use pool::{MIGRATIONS, PgPool, PgPoolSettings, connect_pool, ensure_database, run_migrations};

@@ -43,3 +43,41 @@ diesel::table! {
         created_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    products (id) {
+        id -> Int8,
+        name -> Varchar,
+        price -> Int8,
+        stock -> Int8,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    orders (id) {
+        id -> Int8,
+        user_id -> Int8,
+        status -> Varchar,
+        total_amount -> Int8,
+        discount_amount -> Int8,
+        paid_amount -> Int8,
+        coupon_code -> Nullable<Varchar>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    order_items (order_id, product_id) {
+        order_id -> Int8,
+        product_id -> Int8,
+        name -> Varchar,
+        quantity -> Int8,
+        unit_price -> Int8,
+        line_total -> Int8,
+    }
+}
+
+diesel::joinable!(order_items -> orders (order_id));
+diesel::allow_tables_to_appear_in_same_query!(orders, order_items, products);

@@ -1,7 +1,9 @@
 //! HTTP routes, one module per context, plus the operational endpoints.
 
+pub mod catalog;
 pub mod health;
 pub mod identity;
+pub mod ordering;
 pub mod points;
 
 use domain::paging::Page;

@@ -1,0 +1,412 @@
+//! Catalogue and orders over HTTP: every error code, all-or-nothing, no oversell.
+
+mod support;
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+use support::TestApp;
+
+const ORDERS: &str = "/api/v1/orders";
+
+fn items(lines: &[(i64, i64)]) -> Value {
+    json!({"items": lines.iter().map(|(p, q)| json!({"productId": p, "quantity": q})).collect::<Vec<_>>()})
+}
+
+#[tokio::test]
+async fn admins_manage_products_and_everyone_reads_them() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let user = app.sign_up("shopper").await;
+
+    let created = app
+        .post(
+            "/api/v1/admin/products",
+            &json!({"name": " Green tea ", "price": 1_500, "stock": 10}),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.body["id"].as_i64().expect("id");
+    assert_eq!(
+        created.body,
+        json!({"id": id, "name": "Green tea", "price": 1_500, "stock": 10})
+    );
+
+    let patched = app
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/admin/products/{id}"),
+            &[
+                ("authorization", &format!("Bearer {admin}")),
+                ("content-type", "application/json"),
+            ],
+            Some(r#"{"stock": 25}"#),
+        )
+        .await;
+    assert_eq!(
+        patched.body,
+        json!({"id": id, "name": "Green tea", "price": 1_500, "stock": 25}),
+        "{}",
+        patched.text
+    );
+
+    let detail = app
+        .get(&format!("/api/v1/products/{id}"), Some(&user))
+        .await;
+    assert_eq!(detail.body["stock"], 25);
+    let list = app.get("/api/v1/products?size=5", Some(&user)).await;
+    assert_eq!(
+        (
+            list.body["totalCount"].as_i64(),
+            list.body["items"][0]["id"].as_i64()
+        ),
+        (Some(1), Some(id))
+    );
+
+    app.post(
+        "/api/v1/admin/products",
+        &json!({"name": "x", "price": 1, "stock": 1}),
+        Some(&user),
+    )
+    .await
+    .assert_problem(403, "FORBIDDEN");
+    let missing = app.get("/api/v1/products/999999", Some(&user)).await;
+    missing.assert_problem(404, "PRODUCT_NOT_FOUND");
+    let patch_missing = app
+        .send(
+            reqwest::Method::PATCH,
+            "/api/v1/admin/products/999999",
+            &[
+                ("authorization", &format!("Bearer {admin}")),
+                ("content-type", "application/json"),
+            ],
+            Some(r#"{"price": 5}"#),
+        )
+        .await;
+    patch_missing.assert_problem(404, "PRODUCT_NOT_FOUND");
+    for (body, field) in [
+        (json!({"name": "", "price": 1, "stock": 1}), "name"),
+        (
+            json!({"name": "n".repeat(201), "price": 1, "stock": 1}),
+            "name",
+        ),
+        (json!({"name": "ok", "price": -1, "stock": 1}), "price"),
+        (json!({"name": "ok", "price": 1, "stock": -1}), "stock"),
+    ] {
+        let reply = app
+            .post("/api/v1/admin/products", &body, Some(&admin))
+            .await;
+        reply.assert_problem(400, "VALIDATION_FAILED");
+        assert!(
+            reply.body["detail"].as_str().unwrap_or("").contains(field),
+            "{}",
+            reply.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_order_takes_stock_and_points_and_is_listed_and_sent_as_an_event() {
+    let app = TestApp::spawn().await;
+    let tea = app.create_product("Tea", 1_500, 10).await;
+    let cup = app.create_product("Cup", 700, 5).await;
+    let token = app.sign_up("buyer").await;
+    app.charge(&token, 50_000).await;
+
+    let placed = app
+        .post_idempotent(ORDERS, "o-1", &items(&[(cup, 3), (tea, 2)]), &token)
+        .await;
+
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let order = &placed.body;
+    assert_eq!(order["status"], "PAID");
+    assert_eq!(order["totalAmount"], 5_100);
+    assert_eq!(
+        (
+            order["discountAmount"].as_i64(),
+            order["paidAmount"].as_i64()
+        ),
+        (Some(0), Some(5_100))
+    );
+    assert_eq!(order["couponCode"], Value::Null);
+    assert_eq!(
+        order["items"],
+        json!([
+            {"productId": tea, "name": "Tea", "quantity": 2, "unitPrice": 1_500, "lineTotal": 3_000},
+            {"productId": cup, "name": "Cup", "quantity": 3, "unitPrice": 700, "lineTotal": 2_100},
+        ])
+    );
+    let order_id = order["orderId"].as_i64().expect("orderId");
+
+    // A read that follows the order sees the decrement.
+    assert_eq!(
+        app.get(&format!("/api/v1/products/{tea}"), Some(&token))
+            .await
+            .body["stock"],
+        8
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/products/{cup}"), Some(&token))
+            .await
+            .body["stock"],
+        2
+    );
+    assert_eq!(
+        app.get("/api/v1/points", Some(&token)).await.body["balance"],
+        44_900
+    );
+    let history = app.get("/api/v1/points/history", Some(&token)).await;
+    assert_eq!(history.body["items"][0]["kind"], "PAYMENT");
+    assert_eq!(history.body["items"][0]["orderId"], order_id);
+    assert_eq!(history.body["items"][0]["balanceAfter"], 44_900);
+
+    let again = app
+        .post_idempotent(ORDERS, "o-2", &items(&[(tea, 1)]), &token)
+        .await;
+    let list = app.get(ORDERS, Some(&token)).await;
+    assert_eq!(list.body["totalCount"], 2);
+    assert_eq!(
+        list.body["items"][0]["orderId"], again.body["orderId"],
+        "newest first"
+    );
+    let one = app.get(&format!("{ORDERS}/{order_id}"), Some(&token)).await;
+    assert_eq!(one.body, placed.body);
+
+    let other = app.sign_up("stranger").await;
+    app.get(&format!("{ORDERS}/{order_id}"), Some(&other))
+        .await
+        .assert_problem(404, "ORDER_NOT_FOUND");
+    assert_eq!(app.get(ORDERS, Some(&other)).await.body["totalCount"], 0);
+
+    // The order.paid event was written with the order.
+    let mut conn = app.db.connect().await;
+    use diesel_async::RunQueryDsl as _;
+    #[derive(diesel::QueryableByName)]
+    struct Payload {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        payload: String,
+    }
+    let rows: Vec<Payload> = diesel::sql_query(format!(
+        "SELECT payload::text AS payload FROM outbox WHERE (payload->>'orderId')::bigint = {order_id}"
+    ))
+    .load(&mut conn)
+    .await
+    .expect("outbox");
+    assert_eq!(rows.len(), 1);
+    let event: Value = serde_json::from_str(&rows[0].payload).expect("json");
+    assert_eq!(event["type"], "order.paid");
+    assert_eq!(event["paidAmount"], 5_100);
+    assert_eq!(event["items"].as_array().map(Vec::len), Some(2));
+    assert!(event["eventId"].as_str().is_some_and(|id| id.len() == 36));
+}
+
+#[tokio::test]
+async fn an_order_is_all_or_nothing() {
+    let app = TestApp::spawn().await;
+    let tea = app.create_product("Tea", 1_000, 10).await;
+    let cup = app.create_product("Cup", 1_000, 2).await;
+    let token = app.sign_up("unlucky").await;
+    app.charge(&token, 9_000).await;
+
+    let short = app
+        .post_idempotent(
+            ORDERS,
+            "too-many-cups",
+            &items(&[(tea, 3), (cup, 3)]),
+            &token,
+        )
+        .await;
+
+    short.assert_problem(409, "OUT_OF_STOCK");
+    assert_eq!(short.body["productId"], cup);
+    // The tea taken before the cup ran out was given back, and nothing was paid.
+    assert_eq!(
+        app.get(&format!("/api/v1/products/{tea}"), Some(&token))
+            .await
+            .body["stock"],
+        10
+    );
+    assert_eq!(
+        app.get("/api/v1/points", Some(&token)).await.body["balance"],
+        9_000
+    );
+    assert_eq!(app.scalar("SELECT count(*) AS n FROM orders").await, 0);
+    assert_eq!(app.scalar("SELECT count(*) AS n FROM outbox").await, 0);
+
+    let poor = app
+        .post_idempotent(ORDERS, "too-dear", &items(&[(tea, 10)]), &token)
+        .await;
+    poor.assert_problem(409, "INSUFFICIENT_BALANCE");
+    assert_eq!(
+        app.get(&format!("/api/v1/products/{tea}"), Some(&token))
+            .await
+            .body["stock"],
+        10
+    );
+
+    // Refusals are stored and replayed like successes.
+    let replayed = app
+        .post_idempotent(
+            ORDERS,
+            "too-many-cups",
+            &items(&[(tea, 3), (cup, 3)]),
+            &token,
+        )
+        .await;
+    assert_eq!(
+        (replayed.status, replayed.text.as_str()),
+        (409, short.text.as_str())
+    );
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+}
+
+#[tokio::test]
+async fn every_refusal_of_an_order_has_its_code() {
+    let app = TestApp::spawn().await;
+    let tea = app.create_product("Tea", 1_000, 10).await;
+    let token = app.sign_up("picky").await;
+    app.charge(&token, 10_000).await;
+
+    let unknown = app
+        .post_idempotent(ORDERS, "u", &items(&[(tea, 1), (987_654, 1)]), &token)
+        .await;
+    unknown.assert_problem(404, "PRODUCT_NOT_FOUND");
+    assert_eq!(unknown.body["productId"], 987_654);
+
+    let coupon = app
+        .post_idempotent(
+            ORDERS,
+            "c",
+            &json!({"items": [{"productId": tea, "quantity": 1}], "couponCode": "NOSUCH-CODE"}),
+            &token,
+        )
+        .await;
+    coupon.assert_problem(409, "COUPON_NOT_APPLICABLE");
+
+    let many: Vec<(i64, i64)> = (1..=51).map(|i| (i, 1)).collect();
+    for (i, (body, field)) in [
+        (json!({"items": []}), "items"),
+        (items(&many), "items"),
+        (items(&[(tea, 0)]), "items[0].quantity"),
+        (items(&[(tea, 1_001)]), "items[0].quantity"),
+        (items(&[(tea, 1), (tea, 2)]), "items"),
+        (json!({"items": [{"productId": tea}]}), "quantity"),
+        (
+            json!({"items": [{"productId": tea, "quantity": 1}], "couponCode": "lower-case"}),
+            "couponCode",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let reply = app
+            .post_idempotent(ORDERS, &format!("v-{i}"), &body, &token)
+            .await;
+        reply.assert_problem(400, "VALIDATION_FAILED");
+        assert!(
+            reply.body["detail"].as_str().unwrap_or("").contains(field),
+            "{body}: {}",
+            reply.text
+        );
+    }
+    app.post(ORDERS, &items(&[(tea, 1)]), Some(&token))
+        .await
+        .assert_problem(400, "IDEMPOTENCY_KEY_REQUIRED");
+    app.post_idempotent(ORDERS, "anon", &items(&[(tea, 1)]), "not-a-token")
+        .await
+        .assert_problem(401, "UNAUTHENTICATED");
+    assert_eq!(
+        app.get(&format!("/api/v1/products/{tea}"), Some(&token))
+            .await
+            .body["stock"],
+        10
+    );
+    assert_eq!(
+        app.get("/api/v1/points", Some(&token)).await.body["balance"],
+        10_000
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_order_is_placed_once() {
+    let app = TestApp::spawn().await;
+    let tea = app.create_product("Tea", 1_000, 10).await;
+    let token = app.sign_up("twice").await;
+    app.charge(&token, 10_000).await;
+
+    let first = app
+        .post_idempotent(ORDERS, "same", &items(&[(tea, 2)]), &token)
+        .await;
+    let again = app
+        .post_idempotent(ORDERS, "same", &items(&[(tea, 2)]), &token)
+        .await;
+
+    assert_eq!((first.status, again.status), (201, 201));
+    assert_eq!(again.text, first.text);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(app.scalar("SELECT count(*) AS n FROM orders").await, 1);
+    assert_eq!(
+        app.get(&format!("/api/v1/products/{tea}"), Some(&token))
+            .await
+            .body["stock"],
+        8
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_concurrent_orders_for_ten_units_sell_exactly_ten() {
+    let app = TestApp::spawn().await;
+    let hot = app.create_product("Hot item", 1_000, 10).await;
+    let mut buyers = Vec::new();
+    for i in 0..20 {
+        let token = app.sign_up(&format!("rush-{i}")).await;
+        app.charge(&token, 100_000).await;
+        buyers.push(token);
+    }
+
+    let replies = join_all((0..100).map(|i| {
+        let token = buyers[i % buyers.len()].clone();
+        let app = &app;
+        async move {
+            app.post_idempotent(ORDERS, &format!("rush-{i}"), &items(&[(hot, 1)]), &token)
+                .await
+        }
+    }))
+    .await;
+
+    let paid = replies.iter().filter(|r| r.status == 201).count();
+    let sold_out = replies
+        .iter()
+        .filter(|r| r.status == 409 && r.body["code"] == "OUT_OF_STOCK")
+        .count();
+    assert_eq!(
+        (paid, sold_out),
+        (10, 90),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        app.scalar(&format!("SELECT stock AS n FROM products WHERE id = {hot}"))
+            .await,
+        0
+    );
+    assert_eq!(app.scalar("SELECT count(*) AS n FROM orders").await, 10);
+    assert_eq!(
+        app.scalar("SELECT count(*) AS n FROM point_ledger WHERE kind = 'PAYMENT'")
+            .await,
+        10
+    );
+    assert_eq!(
+        app.scalar(
+            "SELECT coalesce(sum(amount), 0)::bigint AS n FROM point_ledger WHERE kind = 'PAYMENT'"
+        )
+        .await,
+        10_000
+    );
+    assert_eq!(
+        app.scalar("SELECT sum(balance)::bigint AS n FROM wallets")
+            .await,
+        20 * 100_000 - 10_000
+    );
+    assert_eq!(app.scalar("SELECT count(*) AS n FROM outbox").await, 10);
+}

@@ -1,0 +1,42 @@
+//! What the catalogue use cases need from storage.
+
+use async_trait::async_trait;
+
+use super::models::{NewProduct, Product, ProductId, ProductPatch};
+use crate::error::Unavailable;
+use crate::paging::{Page, PageRequest};
+
+/// Products.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait CatalogStore: Send + Sync {
+    /// # Errors
+    /// [`Unavailable`] when the store fails.
+    async fn create(&self, product: NewProduct) -> Result<Product, Unavailable>;
+
+    /// Applies the patch; `None` when there is no such product.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails.
+    async fn update(
+        &self,
+        id: ProductId,
+        patch: ProductPatch,
+    ) -> Result<Option<Product>, Unavailable>;
+
+    /// # Errors
+    /// [`Unavailable`] when the store fails.
+    async fn get(&self, id: ProductId) -> Result<Option<Product>, Unavailable>;
+
+    /// The products with these ids that exist, in id order.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails.
+    async fn get_many(&self, ids: &[ProductId]) -> Result<Vec<Product>, Unavailable>;
+
+    /// Products ordered by id.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails.
+    async fn list(&self, page: PageRequest) -> Result<Page<Product>, Unavailable>;
+}
