@@ -10,7 +10,10 @@ use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use domain::error::Unavailable;
 use domain::health::HealthProbe;
 
+mod lock;
+
 pub use deadpool_redis::Pool as RedisPool;
+pub use lock::{Lease, RedisLock, forge_release_of, release_as};
 
 /// Wraps any Redis-side failure (pool, connection, command) as `Unavailable`.
 pub fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Unavailable {
