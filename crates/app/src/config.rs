@@ -65,6 +65,8 @@ pub struct Config {
     pub json_body_limit: usize,
     /// How long idempotent responses are replayed (at least 24 h).
     pub idempotency_retention: Duration,
+    /// Approximate cap on the order event stream's length.
+    pub events_max_len: usize,
 }
 
 impl Config {
@@ -166,6 +168,7 @@ impl Config {
                 1024..=16 * 1024 * 1024,
             )?,
             idempotency_retention,
+            events_max_len: number(&get, "APP_EVENTS_MAX_LEN", 1_000_000, 1_000..=100_000_000)?,
         })
     }
 }

@@ -1,17 +1,35 @@
 //! Background jobs of one instance, stopped with the server.
 //!
 //! - idempotency janitor: every hour, deletes idempotency records past their
-//!   retention. Every instance runs it; the DELETE is idempotent, so no lock
-//!   is needed.
+//!   retention. Every instance runs it; the DELETE is idempotent.
+//! - outbox relay: one active instance (the `outbox-relay` lock) polls the
+//!   outbox every 200 ms and appends pending events to the Redis stream,
+//!   backing off while Redis or Postgres is down. The others stand by and
+//!   take over within a few seconds when the holder dies.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use application::events::RelayOutbox;
 use infra::postgres::PgIdempotencyStore;
+use infra::redis::RedisLock;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 const JANITOR_FIRST_RUN: Duration = Duration::from_secs(60);
 const JANITOR_INTERVAL: Duration = Duration::from_secs(3600);
+/// How soon a committed event is in the stream, at most (plus one round trip).
+const RELAY_POLL: Duration = Duration::from_millis(200);
+const RELAY_LOCK_TTL: Duration = Duration::from_secs(6);
+const STANDBY_RETRY: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What the jobs need.
+pub(crate) struct JobDeps {
+    pub idempotency: PgIdempotencyStore,
+    pub relay: Arc<RelayOutbox>,
+    pub lock: RedisLock,
+}
 
 /// The running jobs and the switch that stops them.
 pub(crate) struct Jobs {
@@ -20,14 +38,17 @@ pub(crate) struct Jobs {
 }
 
 impl Jobs {
-    pub(crate) fn start(janitor: PgIdempotencyStore) -> Self {
+    pub(crate) fn start(deps: JobDeps) -> Self {
         let (stop, stopped) = watch::channel(false);
-        let tasks = vec![tokio::spawn(run_janitor(janitor, stopped))];
+        let tasks = vec![
+            tokio::spawn(run_janitor(deps.idempotency, stopped.clone())),
+            tokio::spawn(run_relay(deps.relay, deps.lock, stopped)),
+        ];
         Self { stop, tasks }
     }
 
     /// Asks every job to stop and waits for it (a job finishes its current
-    /// step first; each step is bounded by the Postgres operation timeout).
+    /// step first; each step is bounded by the dependency timeouts).
     pub(crate) async fn stop(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
@@ -36,12 +57,20 @@ impl Jobs {
     }
 }
 
+/// Sleeps for `wait`, or returns `true` early when asked to stop.
+async fn stop_requested(stopped: &mut watch::Receiver<bool>, wait: Duration) -> bool {
+    let stop = tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        _ = stopped.wait_for(|s| *s) => true,
+    };
+    stop || *stopped.borrow()
+}
+
 async fn run_janitor(janitor: PgIdempotencyStore, mut stopped: watch::Receiver<bool>) {
     let mut wait = JANITOR_FIRST_RUN;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stopped.wait_for(|s| *s) => return,
+        if stop_requested(&mut stopped, wait).await {
+            return;
         }
         let purge = tokio::select! {
             result = janitor.purge() => result,
@@ -55,5 +84,56 @@ async fn run_janitor(janitor: PgIdempotencyStore, mut stopped: watch::Receiver<b
             }
         }
         wait = JANITOR_INTERVAL;
+    }
+}
+
+async fn run_relay(relay: Arc<RelayOutbox>, lock: RedisLock, mut stopped: watch::Receiver<bool>) {
+    let mut backoff = RELAY_POLL;
+    loop {
+        // Standby until this instance holds the relay lock.
+        let lease = match lock.try_acquire("outbox-relay", RELAY_LOCK_TTL).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                if stop_requested(&mut stopped, STANDBY_RETRY).await {
+                    return;
+                }
+                continue;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "outbox relay cannot reach Redis; retrying");
+                if stop_requested(&mut stopped, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        tracing::info!("this instance now relays the outbox");
+        loop {
+            if lease.is_lost() {
+                tracing::warn!("outbox relay lock lost; standing by");
+                break;
+            }
+            let wait = match relay.relay_batch().await {
+                Ok(n) => {
+                    backoff = RELAY_POLL;
+                    if n == relay.batch() {
+                        Duration::ZERO
+                    } else {
+                        RELAY_POLL
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    wait
+                }
+            };
+            if stop_requested(&mut stopped, wait).await {
+                let _ = lease.release().await;
+                return;
+            }
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod config;
 mod jobs;
+mod tail;
 pub mod telemetry;
 mod wiring;
 
@@ -17,6 +18,7 @@ use actix_web::dev::{Server, ServerHandle};
 use anyhow::Context;
 
 pub use crate::config::Config;
+pub use crate::tail::events_tail;
 
 /// A built, bound, not yet running service.
 pub struct Application {
@@ -47,7 +49,7 @@ impl Application {
         prepare_database(&config).await?;
         let components = wiring::build(&config).await?;
         let state = components.web;
-        let jobs = jobs::Jobs::start(components.idempotency);
+        let jobs = jobs::Jobs::start(components.jobs);
 
         let listener = TcpListener::bind(config.http_addr)
             .with_context(|| format!("binding {}", config.http_addr))?;

@@ -22,6 +22,21 @@ enum Command {
     Serve,
     /// Create the database if needed, apply pending migrations, and exit.
     Migrate,
+    /// Work with the order event stream.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Print order events as they arrive, one JSON line each, until Ctrl-C.
+    Tail {
+        /// Start with the events already in the stream.
+        #[arg(long)]
+        from_start: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +68,17 @@ fn main() -> ExitCode {
                     .await
             }
             Command::Migrate => app::migrate(&config).await,
+            Command::Events {
+                command: EventsCommand::Tail { from_start },
+            } => {
+                app::events_tail(
+                    &config,
+                    from_start,
+                    &mut std::io::stdout(),
+                    shutdown_signal(),
+                )
+                .await
+            }
         }
     });
     match result {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use application::catalog::Catalog;
+use application::events::RelayOutbox;
 use application::identity::{Authenticate, BootstrapAdmin, SignIn, SignUp, UserQueries};
 use application::ordering::{OrderQueries, PlaceOrder};
 use application::points::{ChargePoints, PointsQueries};
@@ -20,10 +21,10 @@ use domain::points::PointsStore;
 use infra::auth::{Argon2Hasher, JwtSecret, JwtTokenService};
 use infra::clock::SystemClock;
 use infra::postgres::{
-    self, PgCatalogStore, PgIdempotencyStore, PgOrderStore, PgPointsStore, PgPoolSettings,
-    PgUserRepository, PostgresProbe,
+    self, PgCatalogStore, PgIdempotencyStore, PgOrderStore, PgOutbox, PgPointsStore,
+    PgPoolSettings, PgUserRepository, PostgresProbe,
 };
-use infra::redis::{self, RedisPoolSettings, RedisProbe};
+use infra::redis::{self, RedisEventStream, RedisKeys, RedisLock, RedisPoolSettings, RedisProbe};
 use web::{
     AuthContext, CatalogApi, IdentityApi, JsonLimit, OrderingApi, PointsApi, Readiness, WebState,
 };
@@ -34,7 +35,7 @@ use crate::config::Config;
 /// background jobs run.
 pub(crate) struct Components {
     pub web: WebState,
-    pub idempotency: PgIdempotencyStore,
+    pub jobs: crate::jobs::JobDeps,
 }
 
 pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
@@ -78,6 +79,18 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
     let catalog: Arc<dyn CatalogStore> = Arc::new(PgCatalogStore::new(pg.clone()));
     let orders: Arc<dyn OrderStore> =
         Arc::new(PgOrderStore::new(pg.clone(), config.idempotency_retention));
+
+    let keys = RedisKeys::new(config.redis_key_prefix.clone());
+    let relay = Arc::new(RelayOutbox::new(
+        Arc::new(PgOutbox::new(pg.clone())),
+        Arc::new(RedisEventStream::new(
+            redis_pool.clone(),
+            &keys,
+            config.events_max_len,
+        )),
+        500,
+    ));
+    let lock = RedisLock::new(redis_pool.clone(), keys);
 
     let probes: Vec<Arc<dyn HealthProbe>> = vec![
         Arc::new(PostgresProbe::new(pg)),
@@ -130,7 +143,14 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         },
         json_limit: JsonLimit(config.json_body_limit),
     };
-    Ok(Components { web, idempotency })
+    Ok(Components {
+        web,
+        jobs: crate::jobs::JobDeps {
+            idempotency,
+            relay,
+            lock,
+        },
+    })
 }
 
 /// The coupon port until the coupons context exists (issue 5): there are no

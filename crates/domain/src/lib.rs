@@ -19,6 +19,7 @@
 pub mod catalog;
 pub mod clock;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod idempotency;
 pub mod identity;

@@ -30,6 +30,8 @@ pub struct Options {
 /// A running app and what it runs against.
 pub struct TestApp {
     pub base: String,
+    /// The configuration the app was started with (for siblings and the binary).
+    pub vars: HashMap<String, String>,
     pub http: reqwest::Client,
     pub db: TestDb,
     pub redis: TestRedis,
@@ -43,8 +45,13 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: Options) -> Self {
+        Self::spawn_on(options, TestRedis::create().await).await
+    }
+
+    /// Like [`spawn_with`](Self::spawn_with), on a Redis prefix the test
+    /// prepared beforehand.
+    pub async fn spawn_on(options: Options, redis: TestRedis) -> Self {
         let db = TestDb::create().await;
-        let redis = TestRedis::create().await;
         let mut vars: HashMap<String, String> = HashMap::from([
             (
                 "DATABASE_URL".into(),
@@ -73,22 +80,27 @@ impl TestApp {
         for (k, v) in options.extra {
             vars.insert(k, v);
         }
-        let config =
-            Config::from_lookup(|name| vars.get(name).cloned()).expect("test config is valid");
-        let application = Application::build(config).await.expect("app builds");
-        let base = format!("http://127.0.0.1:{}", application.port());
-        let (tx, rx) = oneshot::channel();
-        let server = tokio::spawn(application.run_until_stopped(async {
-            let _ = rx.await;
-        }));
+        let (base, tx, server) = start(&vars).await;
         Self {
             base,
+            vars,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
                 .build()
                 .expect("client"),
             db,
             redis,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    /// Another instance of the same service: same database, same Redis
+    /// prefix, its own port. Stops when the returned handle is dropped.
+    pub async fn spawn_sibling(&self) -> Sibling {
+        let (base, tx, server) = start(&self.vars).await;
+        Sibling {
+            base,
             shutdown: Some(tx),
             server: Some(server),
         }
@@ -228,6 +240,50 @@ impl TestApp {
 }
 
 impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+type Started = (
+    String,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+);
+
+async fn start(vars: &HashMap<String, String>) -> Started {
+    let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("test config is valid");
+    let application = Application::build(config).await.expect("app builds");
+    let base = format!("http://127.0.0.1:{}", application.port());
+    let (tx, rx) = oneshot::channel();
+    let server = tokio::spawn(application.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    (base, tx, server)
+}
+
+/// A second instance started by [`TestApp::spawn_sibling`].
+pub struct Sibling {
+    pub base: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Sibling {
+    /// Stops it gracefully and waits.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for Sibling {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

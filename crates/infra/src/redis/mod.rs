@@ -11,9 +11,11 @@ use domain::error::Unavailable;
 use domain::health::HealthProbe;
 
 mod lock;
+mod stream;
 
 pub use deadpool_redis::Pool as RedisPool;
 pub use lock::{Lease, RedisLock, forge_release_of, release_as};
+pub use stream::{ORDER_EVENTS, RedisEventStream, StreamEntry};
 
 /// Wraps any Redis-side failure (pool, connection, command) as `Unavailable`.
 pub fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Unavailable {
