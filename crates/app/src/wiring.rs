@@ -16,6 +16,7 @@ use domain::health::HealthProbe;
 use domain::identity::UserId;
 use domain::identity::{PasswordHasher, TokenService, UserRepository};
 use domain::money::Points;
+use domain::ordering::StockGate;
 use domain::ordering::{CouponCode, CouponQuotes, OrderStore};
 use domain::points::PointsStore;
 use infra::auth::{Argon2Hasher, JwtSecret, JwtTokenService};
@@ -24,7 +25,9 @@ use infra::postgres::{
     self, PgCatalogStore, PgIdempotencyStore, PgOrderStore, PgOutbox, PgPointsStore,
     PgPoolSettings, PgUserRepository, PostgresProbe,
 };
-use infra::redis::{self, RedisEventStream, RedisKeys, RedisLock, RedisPoolSettings, RedisProbe};
+use infra::redis::{
+    self, RedisEventStream, RedisKeys, RedisLock, RedisPoolSettings, RedisProbe, RedisStockGate,
+};
 use web::{
     AuthContext, CatalogApi, IdentityApi, JsonLimit, OrderingApi, PointsApi, Readiness, WebState,
 };
@@ -81,6 +84,11 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         Arc::new(PgOrderStore::new(pg.clone(), config.idempotency_retention));
 
     let keys = RedisKeys::new(config.redis_key_prefix.clone());
+    let gate: Arc<dyn StockGate> = Arc::new(RedisStockGate::new(
+        redis_pool.clone(),
+        keys.clone(),
+        pg.clone(),
+    ));
     let relay = Arc::new(RelayOutbox::new(
         Arc::new(PgOutbox::new(pg.clone())),
         Arc::new(RedisEventStream::new(
@@ -98,7 +106,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
     ];
     let web = WebState {
         catalog: CatalogApi {
-            catalog: Arc::new(Catalog::new(Arc::clone(&catalog))),
+            catalog: Arc::new(Catalog::new(Arc::clone(&catalog), Arc::clone(&gate))),
         },
         ordering: OrderingApi {
             place: Arc::new(PlaceOrder::new(
@@ -106,6 +114,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
                 Arc::new(NoCouponsYet),
                 Arc::clone(&orders),
                 Arc::new(idempotency.clone()),
+                gate,
             )),
             queries: Arc::new(OrderQueries::new(orders)),
         },

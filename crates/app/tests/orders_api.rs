@@ -4,7 +4,8 @@ mod support;
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use support::TestApp;
+use support::{Options, TestApp};
+use testkit::{TcpProxy, target_of};
 
 const ORDERS: &str = "/api/v1/orders";
 
@@ -202,7 +203,17 @@ async fn an_order_takes_stock_and_points_and_is_listed_and_sent_as_an_event() {
 
 #[tokio::test]
 async fn an_order_is_all_or_nothing() {
-    let app = TestApp::spawn().await;
+    // Without the gate (Redis cut), so that Postgres itself takes the tea,
+    // runs out of cups, and must give the tea back.
+    let services = testkit::services().await;
+    let redis = TcpProxy::start(target_of(&services.redis_url)).await;
+    let app = TestApp::spawn_with(Options {
+        redis_via: Some(redis.addr()),
+        extra: vec![("APP_DEPENDENCY_TIMEOUT".into(), "500ms".into())],
+        ..Options::default()
+    })
+    .await;
+    redis.cut();
     let tea = app.create_product("Tea", 1_000, 10).await;
     let cup = app.create_product("Cup", 1_000, 2).await;
     let token = app.sign_up("unlucky").await;
@@ -353,38 +364,33 @@ async fn a_replayed_order_is_placed_once() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_hundred_concurrent_orders_for_ten_units_sell_exactly_ten() {
-    let app = TestApp::spawn().await;
-    let hot = app.create_product("Hot item", 1_000, 10).await;
+/// 100 orders by 20 buyers for one product with 10 units, all at once.
+/// Returns (paid, refused as out of stock).
+async fn rush(app: &TestApp, hot: i64) -> (usize, usize) {
     let mut buyers = Vec::new();
     for i in 0..20 {
         let token = app.sign_up(&format!("rush-{i}")).await;
         app.charge(&token, 100_000).await;
         buyers.push(token);
     }
-
     let replies = join_all((0..100).map(|i| {
         let token = buyers[i % buyers.len()].clone();
-        let app = &app;
         async move {
             app.post_idempotent(ORDERS, &format!("rush-{i}"), &items(&[(hot, 1)]), &token)
                 .await
         }
     }))
     .await;
-
     let paid = replies.iter().filter(|r| r.status == 201).count();
     let sold_out = replies
         .iter()
         .filter(|r| r.status == 409 && r.body["code"] == "OUT_OF_STOCK")
         .count();
-    assert_eq!(
-        (paid, sold_out),
-        (10, 90),
-        "{:?}",
-        replies.iter().map(|r| r.status).collect::<Vec<_>>()
-    );
+    (paid, sold_out)
+}
+
+/// What a sale must leave behind, gate or no gate.
+async fn assert_sold_exactly_ten(app: &TestApp, hot: i64) {
     assert_eq!(
         app.scalar(&format!("SELECT stock AS n FROM products WHERE id = {hot}"))
             .await,
@@ -409,4 +415,102 @@ async fn a_hundred_concurrent_orders_for_ten_units_sell_exactly_ten() {
         20 * 100_000 - 10_000
     );
     assert_eq!(app.scalar("SELECT count(*) AS n FROM outbox").await, 10);
+}
+
+async fn gate_counter(app: &TestApp, product: i64) -> Option<i64> {
+    let mut conn = app.redis.connect().await;
+    deadpool_redis::redis::cmd("GET")
+        .arg(format!("{}stock:{product}", app.redis.prefix))
+        .query_async(&mut conn)
+        .await
+        .expect("redis answers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_concurrent_orders_for_ten_units_sell_exactly_ten() {
+    let app = TestApp::spawn().await;
+    let hot = app.create_product("Hot item", 1_000, 10).await;
+
+    let (paid, sold_out) = rush(&app, hot).await;
+
+    assert_eq!((paid, sold_out), (10, 90));
+    assert_sold_exactly_ten(&app, hot).await;
+    // The gate refused the late 90 without a Postgres transaction: only the
+    // paid orders wrote an idempotency record.
+    assert_eq!(
+        app.scalar("SELECT count(*) AS n FROM idempotency_keys WHERE key LIKE 'rush-%'")
+            .await,
+        10
+    );
+    assert_eq!(gate_counter(&app, hot).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_redis_unreachable_postgres_alone_still_sells_exactly_ten() {
+    let services = testkit::services().await;
+    let redis = TcpProxy::start(target_of(&services.redis_url)).await;
+    let app = TestApp::spawn_with(Options {
+        redis_via: Some(redis.addr()),
+        extra: vec![("APP_DEPENDENCY_TIMEOUT".into(), "500ms".into())],
+        ..Options::default()
+    })
+    .await;
+    let hot = app.create_product("Hot item", 1_000, 10).await;
+    redis.cut();
+
+    let (paid, sold_out) = rush(&app, hot).await;
+
+    assert_eq!((paid, sold_out), (10, 90));
+    assert_sold_exactly_ten(&app, hot).await;
+    // Postgres refused the 90 itself, and stored each refusal.
+    assert_eq!(
+        app.scalar("SELECT count(*) AS n FROM idempotency_keys WHERE key LIKE 'rush-%'")
+            .await,
+        100
+    );
+}
+
+#[tokio::test]
+async fn an_admin_restock_reaches_the_gate_at_once() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let item = app.create_product("Rare", 1_000, 1).await;
+    let token = app.sign_up("collector").await;
+    app.charge(&token, 10_000).await;
+
+    assert_eq!(
+        app.post_idempotent(ORDERS, "a", &items(&[(item, 1)]), &token)
+            .await
+            .status,
+        201
+    );
+    app.post_idempotent(ORDERS, "b", &items(&[(item, 1)]), &token)
+        .await
+        .assert_problem(409, "OUT_OF_STOCK");
+    assert_eq!(gate_counter(&app, item).await, Some(0));
+
+    let restocked = app
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/admin/products/{item}"),
+            &[
+                ("authorization", &format!("Bearer {admin}")),
+                ("content-type", "application/json"),
+            ],
+            Some(r#"{"stock": 3}"#),
+        )
+        .await;
+    assert_eq!(restocked.status, 200, "{}", restocked.text);
+
+    assert_eq!(
+        app.post_idempotent(ORDERS, "c", &items(&[(item, 1)]), &token)
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        gate_counter(&app, item).await,
+        Some(2),
+        "rebuilt from Postgres, then taken"
+    );
 }

@@ -1,9 +1,13 @@
 //! Catalogue use cases: admins create and change products; anyone reads them.
+//!
+//! A change of stock is reflected by the order stock gate at once: the gate
+//! forgets the product, and rebuilds its counter from Postgres on the next order.
 
 use std::sync::Arc;
 
 use domain::catalog::{CatalogStore, NewProduct, Product, ProductId, ProductPatch};
 use domain::error::Unavailable;
+use domain::ordering::StockGate;
 use domain::paging::{Page, PageRequest};
 use thiserror::Error;
 
@@ -18,6 +22,7 @@ pub enum ProductError {
 /// Product management and reads.
 pub struct Catalog {
     store: Arc<dyn CatalogStore>,
+    gate: Arc<dyn StockGate>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -27,8 +32,8 @@ impl std::fmt::Debug for Catalog {
 }
 
 impl Catalog {
-    pub fn new(store: Arc<dyn CatalogStore>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn CatalogStore>, gate: Arc<dyn StockGate>) -> Self {
+        Self { store, gate }
     }
 
     /// # Errors
@@ -44,10 +49,17 @@ impl Catalog {
         id: ProductId,
         patch: ProductPatch,
     ) -> Result<Product, ProductError> {
-        self.store
+        let stock_changed = patch.stock.is_some();
+        let product = self
+            .store
             .update(id, patch)
             .await?
-            .ok_or(ProductError::NotFound(id))
+            .ok_or(ProductError::NotFound(id))?;
+        if stock_changed && let Err(err) = self.gate.forget(id).await {
+            // The counter may lag until it is rebuilt; Postgres still guards.
+            tracing::warn!(error = %err, product = %id, "could not reset the stock counter");
+        }
+        Ok(product)
     }
 
     /// # Errors
@@ -65,16 +77,54 @@ impl Catalog {
 
 #[cfg(test)]
 mod tests {
-    use domain::catalog::MockCatalogStore;
+    use domain::catalog::{MockCatalogStore, ProductName, Stock};
+    use domain::money::Points;
+    use domain::ordering::MockStockGate;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_stock_change_resets_the_gate_counter_and_other_changes_do_not() {
+        let mut store = MockCatalogStore::new();
+        store.expect_update().returning(|id, _| {
+            Ok(Some(Product {
+                id,
+                name: ProductName::parse("Tea").expect("valid"),
+                price: Points::ZERO,
+                stock: Stock::new(5).expect("valid"),
+            }))
+        });
+        let mut gate = MockStockGate::new();
+        gate.expect_forget()
+            .withf(|id| id.get() == 3)
+            .times(1)
+            .returning(|_| Ok(()));
+        let catalog = Catalog::new(Arc::new(store), Arc::new(gate));
+
+        let restock = ProductPatch {
+            stock: Some(Stock::new(5).expect("valid")),
+            ..ProductPatch::default()
+        };
+        catalog
+            .update(ProductId::new(3), restock)
+            .await
+            .expect("updated");
+        let rename = ProductPatch {
+            name: Some(ProductName::parse("Green tea").expect("valid")),
+            ..ProductPatch::default()
+        };
+        catalog
+            .update(ProductId::new(3), rename)
+            .await
+            .expect("updated");
+    }
 
     #[tokio::test]
     async fn an_unknown_product_is_not_found_on_read_and_on_update() {
         let mut store = MockCatalogStore::new();
         store.expect_get().returning(|_| Ok(None));
         store.expect_update().returning(|_, _| Ok(None));
-        let catalog = Catalog::new(Arc::new(store));
+        let catalog = Catalog::new(Arc::new(store), Arc::new(MockStockGate::new()));
 
         let read = catalog.get(ProductId::new(9)).await;
         let update = catalog

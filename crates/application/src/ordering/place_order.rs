@@ -2,9 +2,19 @@
 //! hand it to the order store, which takes stock, balance and coupon in one
 //! transaction under the idempotency key.
 //!
-//! Refusals found here (an unknown product, a coupon that does not apply)
-//! are stored under the key like the store's own refusals (out of stock,
-//! insufficient balance), so every answer to a key is replayed.
+//! In front of that transaction:
+//! 1. a key that already has an answer is answered from it (a replay must
+//!    not take stock from the gate);
+//! 2. the stock gate reserves every line, and refuses a sold-out product
+//!    without any Postgres transaction (that refusal is not stored: it is
+//!    decided again on a retry). With the gate down, orders go straight to
+//!    Postgres, which is the final guard either way;
+//! 3. a reservation is given back whenever the order does not commit, and a
+//!    product Postgres refused as out of stock is forgotten by the gate so
+//!    that its counter is rebuilt from the truth.
+//!
+//! Refusals found while pricing (an unknown product, a coupon that does not
+//! apply) are stored under the key like the store's own refusals.
 
 use std::sync::Arc;
 
@@ -13,8 +23,8 @@ use domain::error::Unavailable;
 use domain::idempotency::{IdempotencyStore, IdempotentOutcome, IdempotentRequest};
 use domain::identity::UserId;
 use domain::ordering::{
-    CouponCode, CouponQuotes, Order, OrderRequest, OrderStore, PlaceOrderError, PricedOrder,
-    price_lines, total_of,
+    CouponCode, CouponQuotes, GateDecision, Order, OrderRequest, OrderStore, PlaceOrderError,
+    Placement, PricedOrder, StockGate, price_lines, total_of,
 };
 
 /// A validated order request.
@@ -30,6 +40,7 @@ pub struct PlaceOrder {
     coupons: Arc<dyn CouponQuotes>,
     orders: Arc<dyn OrderStore>,
     idempotency: Arc<dyn IdempotencyStore>,
+    gate: Arc<dyn StockGate>,
 }
 
 impl std::fmt::Debug for PlaceOrder {
@@ -44,12 +55,14 @@ impl PlaceOrder {
         coupons: Arc<dyn CouponQuotes>,
         orders: Arc<dyn OrderStore>,
         idempotency: Arc<dyn IdempotencyStore>,
+        gate: Arc<dyn StockGate>,
     ) -> Self {
         Self {
             catalog,
             coupons,
             orders,
             idempotency,
+            gate,
         }
     }
 
@@ -61,18 +74,72 @@ impl PlaceOrder {
         cmd: PlaceOrderCommand,
         request: IdempotentRequest<Order, PlaceOrderError>,
     ) -> Result<IdempotentOutcome, Unavailable> {
-        match self.price(&cmd).await? {
+        if let Some(answered) = self
+            .idempotency
+            .lookup(request.user_id, &request.key, &request.fingerprint)
+            .await?
+        {
+            return Ok(answered);
+        }
+        let lines = cmd.items.lines().to_vec();
+        let reserved = match self.gate.reserve(&lines).await {
+            Ok(GateDecision::Reserved) => true,
+            Ok(GateDecision::SoldOut(product_id)) => {
+                let refusal = Err(PlaceOrderError::OutOfStock { product_id });
+                return Ok(IdempotentOutcome::Executed((request.render)(&refusal)));
+            }
+            Ok(GateDecision::Bypass) => false,
+            Err(err) => {
+                tracing::warn!(error = %err, "stock gate unavailable; Postgres decides alone");
+                false
+            }
+        };
+        let placed = self.place(&cmd, request).await;
+        if reserved {
+            self.settle(&cmd, &placed).await;
+        }
+        placed.map(|p| p.outcome)
+    }
+
+    /// Gives the reservation back unless the order committed.
+    async fn settle(&self, cmd: &PlaceOrderCommand, placed: &Result<Placement, Unavailable>) {
+        let ran = placed.as_ref().ok().and_then(|p| p.ran.as_ref());
+        if matches!(ran, Some(Ok(_))) {
+            return;
+        }
+        if let Err(err) = self.gate.release(cmd.items.lines()).await {
+            tracing::warn!(error = %err, "could not give a reservation back to the stock gate");
+        }
+        if let Some(Err(PlaceOrderError::OutOfStock { product_id })) = ran {
+            // The gate admitted what Postgres refused: rebuild it from Postgres.
+            if let Err(err) = self.gate.forget(*product_id).await {
+                tracing::warn!(error = %err, "could not reset a stock counter");
+            }
+        }
+    }
+
+    async fn place(
+        &self,
+        cmd: &PlaceOrderCommand,
+        request: IdempotentRequest<Order, PlaceOrderError>,
+    ) -> Result<Placement, Unavailable> {
+        match self.price(cmd).await? {
             Ok(priced) => self.orders.place(priced, request).await,
             Err(refusal) => {
-                let response = (request.render)(&Err(refusal));
-                self.idempotency
+                let response = (request.render)(&Err(refusal.clone()));
+                let outcome = self
+                    .idempotency
                     .refuse(
                         request.user_id,
                         &request.key,
                         &request.fingerprint,
                         response,
                     )
-                    .await
+                    .await?;
+                Ok(Placement {
+                    outcome,
+                    ran: Some(Err(refusal)),
+                })
             }
         }
     }
@@ -117,7 +184,7 @@ mod tests {
     use domain::catalog::{MockCatalogStore, Product, ProductId, ProductName, Stock};
     use domain::idempotency::{Fingerprint, IdempotencyKey, MockIdempotencyStore, StoredResponse};
     use domain::money::Points;
-    use domain::ordering::{MockCouponQuotes, MockOrderStore, OrderId, Quantity};
+    use domain::ordering::{MockCouponQuotes, MockOrderStore, MockStockGate, OrderId, Quantity};
 
     use super::*;
 
@@ -173,7 +240,27 @@ mod tests {
         catalog
     }
 
-    /// An order store that "places" the priced order and renders it.
+    /// No stored answers; refusals are stored (and counted by `times`).
+    fn idempotency(refusals: usize) -> MockIdempotencyStore {
+        let mut idempotency = MockIdempotencyStore::new();
+        idempotency.expect_lookup().returning(|_, _, _| Ok(None));
+        idempotency
+            .expect_refuse()
+            .times(refusals)
+            .returning(|_, _, _, r| Ok(IdempotentOutcome::Executed(r)));
+        idempotency
+    }
+
+    /// A gate that does not know the products: Postgres decides.
+    fn bypassing_gate() -> MockStockGate {
+        let mut gate = MockStockGate::new();
+        gate.expect_reserve()
+            .returning(|_| Ok(GateDecision::Bypass));
+        gate.expect_release().never();
+        gate
+    }
+
+    /// A store that places the priced order and renders it.
     fn placing_store() -> MockOrderStore {
         let mut orders = MockOrderStore::new();
         orders.expect_place().returning(|priced, req| {
@@ -187,9 +274,40 @@ mod tests {
                 coupon: priced.coupon,
                 created_at: Utc::now(),
             };
-            Ok(IdempotentOutcome::Executed((req.render)(&Ok(order))))
+            Ok(Placement {
+                outcome: IdempotentOutcome::Executed((req.render)(&Ok(order))),
+                ran: Some(Ok(OrderId::new(10))),
+            })
         });
         orders
+    }
+
+    /// A store that refuses with `refusal`.
+    fn refusing_store(refusal: PlaceOrderError) -> MockOrderStore {
+        let mut orders = MockOrderStore::new();
+        orders.expect_place().returning(move |_, req| {
+            Ok(Placement {
+                outcome: IdempotentOutcome::Executed((req.render)(&Err(refusal.clone()))),
+                ran: Some(Err(refusal.clone())),
+            })
+        });
+        orders
+    }
+
+    fn use_case(
+        catalog: MockCatalogStore,
+        coupons: MockCouponQuotes,
+        orders: MockOrderStore,
+        idempotency: MockIdempotencyStore,
+        gate: MockStockGate,
+    ) -> PlaceOrder {
+        PlaceOrder::new(
+            Arc::new(catalog),
+            Arc::new(coupons),
+            Arc::new(orders),
+            Arc::new(idempotency),
+            Arc::new(gate),
+        )
     }
 
     fn body(outcome: &IdempotentOutcome) -> String {
@@ -218,15 +336,21 @@ mod tests {
                         == [1, 2]
             })
             .times(1)
-            .returning(|_, _| Ok(IdempotentOutcome::InProgress));
-        let use_case = PlaceOrder::new(
-            Arc::new(catalog_with(vec![product(1, 1_500), product(2, 700)])),
-            Arc::new(MockCouponQuotes::new()),
-            Arc::new(orders),
-            Arc::new(MockIdempotencyStore::new()),
+            .returning(|_, _| {
+                Ok(Placement {
+                    outcome: IdempotentOutcome::InProgress,
+                    ran: None,
+                })
+            });
+        let place = use_case(
+            catalog_with(vec![product(1, 1_500), product(2, 700)]),
+            MockCouponQuotes::new(),
+            orders,
+            idempotency(0),
+            bypassing_gate(),
         );
 
-        let outcome = use_case
+        let outcome = place
             .execute(command(&[(2, 3), (1, 2)], None), request())
             .await
             .expect("ran");
@@ -238,22 +362,15 @@ mod tests {
     async fn an_unknown_product_is_refused_stored_and_never_placed() {
         let mut orders = MockOrderStore::new();
         orders.expect_place().never();
-        let mut idempotency = MockIdempotencyStore::new();
-        idempotency
-            .expect_refuse()
-            .withf(|_, key, _, response| {
-                key.as_str() == "o-1" && response.body == b"product 7 does not exist"
-            })
-            .times(1)
-            .returning(|_, _, _, r| Ok(IdempotentOutcome::Executed(r)));
-        let use_case = PlaceOrder::new(
-            Arc::new(catalog_with(vec![product(1, 100)])),
-            Arc::new(MockCouponQuotes::new()),
-            Arc::new(orders),
-            Arc::new(idempotency),
+        let place = use_case(
+            catalog_with(vec![product(1, 100)]),
+            MockCouponQuotes::new(),
+            orders,
+            idempotency(1),
+            bypassing_gate(),
         );
 
-        let outcome = use_case
+        let outcome = place
             .execute(command(&[(1, 1), (7, 1)], None), request())
             .await
             .expect("ran");
@@ -268,14 +385,15 @@ mod tests {
             .expect_quote()
             .withf(|_, code, total| code.as_str() == "SAVE-ALL" && total.get() == 1_000)
             .returning(|_, _, _| Ok(Some(Points::new(5_000).expect("valid"))));
-        let use_case = PlaceOrder::new(
-            Arc::new(catalog_with(vec![product(1, 1_000)])),
-            Arc::new(coupons),
-            Arc::new(placing_store()),
-            Arc::new(MockIdempotencyStore::new()),
+        let place = use_case(
+            catalog_with(vec![product(1, 1_000)]),
+            coupons,
+            placing_store(),
+            idempotency(0),
+            bypassing_gate(),
         );
 
-        let outcome = use_case
+        let outcome = place
             .execute(command(&[(1, 1)], Some("SAVE-ALL")), request())
             .await
             .expect("ran");
@@ -289,19 +407,15 @@ mod tests {
         coupons.expect_quote().returning(|_, _, _| Ok(None));
         let mut orders = MockOrderStore::new();
         orders.expect_place().never();
-        let mut idempotency = MockIdempotencyStore::new();
-        idempotency
-            .expect_refuse()
-            .times(1)
-            .returning(|_, _, _, r| Ok(IdempotentOutcome::Executed(r)));
-        let use_case = PlaceOrder::new(
-            Arc::new(catalog_with(vec![product(1, 1_000)])),
-            Arc::new(coupons),
-            Arc::new(orders),
-            Arc::new(idempotency),
+        let place = use_case(
+            catalog_with(vec![product(1, 1_000)]),
+            coupons,
+            orders,
+            idempotency(1),
+            bypassing_gate(),
         );
 
-        let outcome = use_case
+        let outcome = place
             .execute(command(&[(1, 1)], Some("NOPE-1234")), request())
             .await
             .expect("ran");
@@ -317,21 +431,15 @@ mod tests {
             },
             PlaceOrderError::InsufficientBalance,
         ] {
-            let mut orders = MockOrderStore::new();
-            let expected = refusal.clone();
-            orders.expect_place().returning(move |_, req| {
-                Ok(IdempotentOutcome::Executed((req.render)(&Err(
-                    expected.clone()
-                ))))
-            });
-            let use_case = PlaceOrder::new(
-                Arc::new(catalog_with(vec![product(1, 1_000)])),
-                Arc::new(MockCouponQuotes::new()),
-                Arc::new(orders),
-                Arc::new(MockIdempotencyStore::new()),
+            let place = use_case(
+                catalog_with(vec![product(1, 1_000)]),
+                MockCouponQuotes::new(),
+                refusing_store(refusal.clone()),
+                idempotency(0),
+                bypassing_gate(),
             );
 
-            let outcome = use_case
+            let outcome = place
                 .execute(command(&[(1, 1)], None), request())
                 .await
                 .expect("ran");
@@ -348,15 +456,175 @@ mod tests {
             .returning(|_| Err(Unavailable::new("postgres", "down")));
         let mut orders = MockOrderStore::new();
         orders.expect_place().never();
-        let use_case = PlaceOrder::new(
-            Arc::new(catalog),
-            Arc::new(MockCouponQuotes::new()),
-            Arc::new(orders),
-            Arc::new(MockIdempotencyStore::new()),
+        let place = use_case(
+            catalog,
+            MockCouponQuotes::new(),
+            orders,
+            idempotency(0),
+            bypassing_gate(),
         );
 
-        let result = use_case.execute(command(&[(1, 1)], None), request()).await;
+        let result = place.execute(command(&[(1, 1)], None), request()).await;
 
         assert!(result.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_product_sold_out_at_the_gate_touches_no_store() {
+        let mut catalog = MockCatalogStore::new();
+        catalog.expect_get_many().never();
+        let mut orders = MockOrderStore::new();
+        orders.expect_place().never();
+        let mut gate = MockStockGate::new();
+        gate.expect_reserve()
+            .returning(|_| Ok(GateDecision::SoldOut(ProductId::new(2))));
+        gate.expect_release().never();
+        let place = use_case(
+            catalog,
+            MockCouponQuotes::new(),
+            orders,
+            idempotency(0),
+            gate,
+        );
+
+        let outcome = place
+            .execute(command(&[(1, 1), (2, 1)], None), request())
+            .await
+            .expect("ran");
+
+        assert_eq!(body(&outcome), "product 2 does not have enough stock");
+    }
+
+    #[tokio::test]
+    async fn a_reservation_is_kept_when_the_order_commits() {
+        let mut gate = MockStockGate::new();
+        gate.expect_reserve()
+            .times(1)
+            .returning(|_| Ok(GateDecision::Reserved));
+        gate.expect_release().never();
+        gate.expect_forget().never();
+        let place = use_case(
+            catalog_with(vec![product(1, 1_000)]),
+            MockCouponQuotes::new(),
+            placing_store(),
+            idempotency(0),
+            gate,
+        );
+
+        let outcome = place
+            .execute(command(&[(1, 2)], None), request())
+            .await
+            .expect("ran");
+
+        assert_eq!(body(&outcome), "paid:2000");
+    }
+
+    #[tokio::test]
+    async fn a_reservation_is_given_back_and_the_counter_forgotten_when_postgres_refuses() {
+        let mut gate = MockStockGate::new();
+        gate.expect_reserve()
+            .returning(|_| Ok(GateDecision::Reserved));
+        gate.expect_release()
+            .withf(|lines| {
+                lines.len() == 1 && lines[0].0 == ProductId::new(1) && lines[0].1.get() == 2
+            })
+            .times(1)
+            .returning(|_| Ok(()));
+        gate.expect_forget()
+            .withf(|product| *product == ProductId::new(1))
+            .times(1)
+            .returning(|_| Ok(()));
+        let place = use_case(
+            catalog_with(vec![product(1, 1_000)]),
+            MockCouponQuotes::new(),
+            refusing_store(PlaceOrderError::OutOfStock {
+                product_id: ProductId::new(1),
+            }),
+            idempotency(0),
+            gate,
+        );
+
+        place
+            .execute(command(&[(1, 2)], None), request())
+            .await
+            .expect("ran");
+    }
+
+    #[tokio::test]
+    async fn a_reservation_is_given_back_when_the_balance_is_short_or_postgres_fails() {
+        for store in [refusing_store(PlaceOrderError::InsufficientBalance), {
+            let mut failing = MockOrderStore::new();
+            failing
+                .expect_place()
+                .returning(|_, _| Err(Unavailable::new("postgres", "down")));
+            failing
+        }] {
+            let mut gate = MockStockGate::new();
+            gate.expect_reserve()
+                .returning(|_| Ok(GateDecision::Reserved));
+            gate.expect_release().times(1).returning(|_| Ok(()));
+            gate.expect_forget().never();
+            let place = use_case(
+                catalog_with(vec![product(1, 1_000)]),
+                MockCouponQuotes::new(),
+                store,
+                idempotency(0),
+                gate,
+            );
+
+            let _ = place.execute(command(&[(1, 1)], None), request()).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_with_an_answer_is_replayed_without_the_gate_or_the_store() {
+        let mut idempotency = MockIdempotencyStore::new();
+        idempotency.expect_lookup().returning(|_, _, _| {
+            Ok(Some(IdempotentOutcome::Replayed(StoredResponse {
+                status: 201,
+                content_type: "text/plain".into(),
+                body: b"paid:1000".to_vec(),
+            })))
+        });
+        let mut gate = MockStockGate::new();
+        gate.expect_reserve().never();
+        let mut orders = MockOrderStore::new();
+        orders.expect_place().never();
+        let place = use_case(
+            MockCatalogStore::new(),
+            MockCouponQuotes::new(),
+            orders,
+            idempotency,
+            gate,
+        );
+
+        let outcome = place
+            .execute(command(&[(1, 1)], None), request())
+            .await
+            .expect("ran");
+
+        assert!(matches!(outcome, IdempotentOutcome::Replayed(_)));
+    }
+
+    #[tokio::test]
+    async fn with_the_gate_down_postgres_decides_alone() {
+        let mut gate = MockStockGate::new();
+        gate.expect_reserve()
+            .returning(|_| Err(Unavailable::new("redis", "connection refused")));
+        gate.expect_release().never();
+        let place = use_case(
+            catalog_with(vec![product(1, 1_000)]),
+            MockCouponQuotes::new(),
+            placing_store(),
+            idempotency(0),
+            gate,
+        );
+
+        let outcome = place
+            .execute(command(&[(1, 1)], None), request())
+            .await
+            .expect("ran");
+
+        assert_eq!(body(&outcome), "paid:1000");
     }
 }

@@ -2,12 +2,23 @@
 
 use async_trait::async_trait;
 
-use super::models::{CouponCode, Order, OrderId, PlaceOrderError, PricedOrder};
+use super::models::{CouponCode, Order, OrderId, PlaceOrderError, PricedOrder, Quantity};
+use crate::catalog::ProductId;
 use crate::error::Unavailable;
 use crate::idempotency::{IdempotentOutcome, IdempotentRequest};
 use crate::identity::UserId;
 use crate::money::Points;
 use crate::paging::{Page, PageRequest};
+
+/// What became of an order handed to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The answer, as for any idempotent write.
+    pub outcome: IdempotentOutcome,
+    /// What ran now: the placed order or its refusal. `None` when nothing ran
+    /// (a replay, a reused key, a key in progress).
+    pub ran: Option<Result<OrderId, PlaceOrderError>>,
+}
 
 /// Orders.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
@@ -26,7 +37,7 @@ pub trait OrderStore: Send + Sync {
         &self,
         order: PricedOrder,
         request: IdempotentRequest<Order, PlaceOrderError>,
-    ) -> Result<IdempotentOutcome, Unavailable>;
+    ) -> Result<Placement, Unavailable>;
 
     /// The caller's order; `None` for an unknown id or another user's order.
     ///
@@ -57,4 +68,43 @@ pub trait CouponQuotes: Send + Sync {
         code: &CouponCode,
         total: Points,
     ) -> Result<Option<Points>, Unavailable>;
+}
+
+/// What the stock gate decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateDecision {
+    /// Every line's quantity is reserved; give it back if the order fails.
+    Reserved,
+    /// This product has too little stock left: refuse without a transaction.
+    SoldOut(ProductId),
+    /// The gate cannot decide (a product it does not know): nothing was
+    /// reserved, let Postgres decide.
+    Bypass,
+}
+
+/// The fast path in front of the order transaction (Redis counters): it
+/// refuses the late majority of a sale without touching Postgres. Postgres
+/// stays the final guard, so the gate may err towards admitting.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait StockGate: Send + Sync {
+    /// Reserves every line at once, or nothing.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the gate's store fails (then nothing was reserved).
+    async fn reserve(&self, lines: &[(ProductId, Quantity)]) -> Result<GateDecision, Unavailable>;
+
+    /// Gives back a reservation whose order did not go through.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the gate's store fails.
+    async fn release(&self, lines: &[(ProductId, Quantity)]) -> Result<(), Unavailable>;
+
+    /// Drops what the gate knows about a product, so that its next
+    /// reservation starts again from Postgres (after an admin changed the
+    /// stock, or when Postgres refused what the gate admitted).
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the gate's store fails.
+    async fn forget(&self, product: ProductId) -> Result<(), Unavailable>;
 }

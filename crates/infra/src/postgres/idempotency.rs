@@ -58,6 +58,10 @@ where
     type Fut = Fut;
 }
 
+/// What [`guarded`] did: the answer, and the effect's own result when it ran
+/// now (`None` for a replay, a reused key or a key in progress).
+pub(crate) type Guarded<T, E> = (IdempotentOutcome, Option<Result<T, E>>);
+
 /// Runs `effect` at most once per (user, key), storing its rendered response
 /// in the same transaction. See the module documentation.
 ///
@@ -69,7 +73,7 @@ pub(crate) async fn guarded<T, E, F>(
     request: &IdempotentRequest<T, E>,
     retention: Duration,
     effect: F,
-) -> Result<IdempotentOutcome, Unavailable>
+) -> Result<Guarded<T, E>, Unavailable>
 where
     F: for<'c> Effect<'c, T, E>,
 {
@@ -95,12 +99,12 @@ async fn run<T, E, F>(
     request: &IdempotentRequest<T, E>,
     retention: Duration,
     effect: F,
-) -> Result<IdempotentOutcome, Unavailable>
+) -> Result<Guarded<T, E>, Unavailable>
 where
     F: for<'c> Effect<'c, T, E>,
 {
     if let Some(decided) = begin(conn, request, retention).await.map_err(unavailable)? {
-        return Ok(decided);
+        return Ok((decided, None));
     }
     Tm::begin_transaction(conn).await.map_err(unavailable)?; // SAVEPOINT
     let result = match effect(conn).await.map_err(unavailable)? {
@@ -123,7 +127,7 @@ where
     finish(conn, request, &response)
         .await
         .map_err(unavailable)?;
-    Ok(IdempotentOutcome::Executed(response))
+    Ok((IdempotentOutcome::Executed(response), Some(result)))
 }
 
 /// Rolls back every open level (savepoints, then the transaction).
@@ -159,7 +163,28 @@ pub(crate) async fn refuse(
         fingerprint: fingerprint.clone(),
         render: Arc::new(move |_| response.clone()),
     };
-    guarded(conn, &request, retention, async |_| Ok(Err(()))).await
+    let (outcome, _) = guarded(conn, &request, retention, async |_| Ok(Err(()))).await?;
+    Ok(outcome)
+}
+
+/// The key's fresh answer, if any, without taking the key's lock.
+///
+/// # Errors
+/// [`Unavailable`] when Postgres fails.
+pub(crate) async fn lookup(
+    conn: &mut AsyncPgConnection,
+    user_id: UserId,
+    key: &IdempotencyKey,
+    fingerprint: &Fingerprint,
+    retention: Duration,
+) -> Result<Option<IdempotentOutcome>, Unavailable> {
+    match stored(conn, user_id, key, retention)
+        .await
+        .map_err(unavailable)?
+    {
+        Some(row) if row.fresh => Ok(Some(row.into_outcome(fingerprint))),
+        _ => Ok(None),
+    }
 }
 
 #[derive(QueryableByName)]
@@ -199,27 +224,9 @@ async fn begin<T, E>(
     if !lock.locked {
         return Ok(Some(IdempotentOutcome::InProgress));
     }
-    let stored = diesel::sql_query(
-        "SELECT fingerprint, response_status, response_content_type, response_body, \
-                created_at > now() - make_interval(secs => $3) AS fresh \
-           FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-    )
-    .bind::<Int8, _>(user_id)
-    .bind::<Text, _>(key)
-    .bind::<Double, _>(retention.as_secs_f64())
-    .get_result::<StoredRow>(conn)
-    .await;
-    match stored {
-        Ok(row) if row.fresh => Ok(Some(if row.fingerprint == request.fingerprint.as_str() {
-            IdempotentOutcome::Replayed(StoredResponse {
-                status: u16::try_from(row.response_status).unwrap_or(500),
-                content_type: row.response_content_type,
-                body: row.response_body,
-            })
-        } else {
-            IdempotentOutcome::KeyReused
-        })),
-        Ok(_) => {
+    match stored(conn, request.user_id, &request.key, retention).await? {
+        Some(row) if row.fresh => Ok(Some(row.into_outcome(&request.fingerprint))),
+        Some(_) => {
             // Kept past the retention, not yet purged: a new request.
             diesel::sql_query("DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2")
                 .bind::<Int8, _>(user_id)
@@ -228,8 +235,42 @@ async fn begin<T, E>(
                 .await?;
             Ok(None)
         }
-        Err(diesel::result::Error::NotFound) => Ok(None),
-        Err(e) => Err(e),
+        None => Ok(None),
+    }
+}
+
+/// The stored answer for (user, key), fresh or not.
+async fn stored(
+    conn: &mut AsyncPgConnection,
+    user_id: UserId,
+    key: &IdempotencyKey,
+    retention: Duration,
+) -> diesel::QueryResult<Option<StoredRow>> {
+    use diesel::OptionalExtension as _;
+    diesel::sql_query(
+        "SELECT fingerprint, response_status, response_content_type, response_body, \
+                created_at > now() - make_interval(secs => $3) AS fresh \
+           FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+    )
+    .bind::<Int8, _>(user_id.get())
+    .bind::<Text, _>(key.as_str())
+    .bind::<Double, _>(retention.as_secs_f64())
+    .get_result::<StoredRow>(conn)
+    .await
+    .optional()
+}
+
+impl StoredRow {
+    fn into_outcome(self, fingerprint: &Fingerprint) -> IdempotentOutcome {
+        if self.fingerprint == fingerprint.as_str() {
+            IdempotentOutcome::Replayed(StoredResponse {
+                status: u16::try_from(self.response_status).unwrap_or(500),
+                content_type: self.response_content_type,
+                body: self.response_body,
+            })
+        } else {
+            IdempotentOutcome::KeyReused
+        }
     }
 }
 
@@ -349,7 +390,7 @@ mod tests {
         let (_db, pg, user) = setup().await;
         let mut conn = pg.conn().await.expect("conn");
 
-        let outcome = guarded(&mut conn, &request(user, 409), DAY, async |tx| {
+        let (outcome, _) = guarded(&mut conn, &request(user, 409), DAY, async |tx| {
             write_then_refuse(tx, user).await
         })
         .await

@@ -14,6 +14,9 @@ mod points;
 mod pool;
 mod schema;
 
+/// The products table, for adapters outside this module (the stock gate's rebuild).
+pub(crate) use schema::products as schema_products;
+
 pub use catalog::PgCatalogStore;
 pub use db::{PgConn, Postgres};
 pub use error::unavailable;

@@ -23,11 +23,12 @@ use diesel::sql_types::{Int8, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::catalog::{ProductId, ProductName};
 use domain::error::Unavailable;
-use domain::idempotency::{IdempotentOutcome, IdempotentRequest};
+use domain::idempotency::IdempotentRequest;
 use domain::identity::UserId;
 use domain::money::Points;
 use domain::ordering::{
-    CouponCode, Order, OrderId, OrderLine, OrderStore, PlaceOrderError, PricedOrder, Quantity,
+    CouponCode, Order, OrderId, OrderLine, OrderStore, PlaceOrderError, Placement, PricedOrder,
+    Quantity,
 };
 use domain::paging::{Page, PageRequest};
 use domain::points::LedgerKind;
@@ -267,15 +268,20 @@ impl OrderStore for PgOrderStore {
         &self,
         order: PricedOrder,
         request: IdempotentRequest<Order, PlaceOrderError>,
-    ) -> Result<IdempotentOutcome, Unavailable> {
+    ) -> Result<Placement, Unavailable> {
         let (order, request) = (&order, &request);
         self.db
             .timed(async {
                 let mut conn = self.db.conn().await?;
-                idempotency::guarded(&mut conn, request, self.retention, async |tx| {
-                    place_in(tx, order).await
+                let (outcome, ran) =
+                    idempotency::guarded(&mut conn, request, self.retention, async |tx| {
+                        place_in(tx, order).await
+                    })
+                    .await?;
+                Ok(Placement {
+                    outcome,
+                    ran: ran.map(|result| result.map(|order| order.id)),
                 })
-                .await
             })
             .await
     }

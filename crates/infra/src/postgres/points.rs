@@ -158,32 +158,34 @@ impl PointsStore for PgPointsStore {
         self.db
             .timed(async {
                 let mut conn = self.db.conn().await?;
-                idempotency::guarded(&mut conn, request, self.retention, async |tx| {
-                    let user_id = request.user_id.get();
-                    let charged = amount.points();
-                    let Some(balance) =
-                        add_to_wallet(tx, user_id, charged.get(), MAX_BALANCE.get()).await?
-                    else {
-                        return Ok(Err(ChargeError::BalanceLimitExceeded {
-                            max: MAX_BALANCE.get(),
-                        }));
-                    };
-                    diesel::insert_into(point_ledger::table)
-                        .values((
-                            point_ledger::user_id.eq(user_id),
-                            point_ledger::kind.eq(LedgerKind::Charge.as_str()),
-                            point_ledger::amount.eq(charged.get()),
-                            point_ledger::balance_after.eq(balance),
-                        ))
-                        .execute(tx)
-                        .await?;
-                    Ok(Ok(ChargeReceipt {
-                        user_id: request.user_id,
-                        balance: Points::new(balance).unwrap_or(Points::ZERO),
-                        charged,
-                    }))
-                })
-                .await
+                let (outcome, _) =
+                    idempotency::guarded(&mut conn, request, self.retention, async |tx| {
+                        let user_id = request.user_id.get();
+                        let charged = amount.points();
+                        let Some(balance) =
+                            add_to_wallet(tx, user_id, charged.get(), MAX_BALANCE.get()).await?
+                        else {
+                            return Ok(Err(ChargeError::BalanceLimitExceeded {
+                                max: MAX_BALANCE.get(),
+                            }));
+                        };
+                        diesel::insert_into(point_ledger::table)
+                            .values((
+                                point_ledger::user_id.eq(user_id),
+                                point_ledger::kind.eq(LedgerKind::Charge.as_str()),
+                                point_ledger::amount.eq(charged.get()),
+                                point_ledger::balance_after.eq(balance),
+                            ))
+                            .execute(tx)
+                            .await?;
+                        Ok(Ok(ChargeReceipt {
+                            user_id: request.user_id,
+                            balance: Points::new(balance).unwrap_or(Points::ZERO),
+                            charged,
+                        }))
+                    })
+                    .await?;
+                Ok(outcome)
             })
             .await
     }
@@ -226,6 +228,20 @@ impl IdempotencyStore for PgIdempotencyStore {
                     self.retention,
                 )
                 .await
+            })
+            .await
+    }
+
+    async fn lookup(
+        &self,
+        user_id: UserId,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+    ) -> Result<Option<IdempotentOutcome>, Unavailable> {
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                idempotency::lookup(&mut conn, user_id, key, fingerprint, self.retention).await
             })
             .await
     }

@@ -1,0 +1,216 @@
+//! The Redis stock gate: a counter per product (`stock:{id}`) in front of
+//! the order transaction.
+//!
+//! One Lua script checks every line of an order and then decrements them
+//! all, or none, atomically on the Redis server: a sold-out product is
+//! refused without a Postgres transaction. A missing counter (first order,
+//! Redis restarted, an admin changed the stock) is rebuilt from Postgres by
+//! one instance at a time (the `stock-rebuild:{id}` lock, `SET NX`).
+//!
+//! The counter may admit more than Postgres will sell (a rebuild while orders
+//! are in flight, a reservation given back after a rebuild), never fewer for
+//! long: Postgres' guarded decrement is the final word, and a product that
+//! Postgres refuses is forgotten here and rebuilt. In Redis Cluster, a
+//! multi-product order's keys live in different slots; the script would then
+//! reserve per product and give back the earlier ones on a refusal.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_redis::Pool;
+use deadpool_redis::redis::{Script, cmd};
+use diesel::OptionalExtension as _;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use domain::catalog::ProductId;
+use domain::error::Unavailable;
+use domain::ordering::{GateDecision, Quantity, StockGate};
+
+use super::{RedisKeys, RedisLock, unavailable};
+use crate::postgres::{Postgres, unavailable as pg_unavailable};
+
+/// `{-1, i}`: counter i is missing; `{0, i}`: counter i is too low;
+/// `{1, 0}`: every counter was decremented.
+const RESERVE: &str = r"
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then return {-1, i} end
+end
+for i = 1, #KEYS do
+  if tonumber(redis.call('GET', KEYS[i])) < tonumber(ARGV[i]) then return {0, i} end
+end
+for i = 1, #KEYS do
+  redis.call('DECRBY', KEYS[i], ARGV[i])
+end
+return {1, 0}";
+
+/// Gives back only to counters that still exist (a forgotten one is rebuilt
+/// from Postgres, which never lost those units).
+const RELEASE: &str = r"
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i]) end
+end
+return 1";
+
+static RESERVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE));
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
+
+#[derive(Clone)]
+pub struct RedisStockGate {
+    pool: Pool,
+    keys: RedisKeys,
+    lock: RedisLock,
+    pg: Postgres,
+}
+
+impl std::fmt::Debug for RedisStockGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStockGate")
+            .field("prefix", &self.keys.prefix())
+            .finish()
+    }
+}
+
+enum Rebuilt {
+    /// The counter exists now.
+    Ready,
+    /// Postgres has no such product.
+    Unknown,
+    /// Another instance is rebuilding it.
+    Busy,
+}
+
+impl RedisStockGate {
+    pub fn new(pool: Pool, keys: RedisKeys, pg: Postgres) -> Self {
+        let lock = RedisLock::new(pool.clone(), keys.clone());
+        Self {
+            pool,
+            keys,
+            lock,
+            pg,
+        }
+    }
+
+    fn key(&self, product: ProductId) -> String {
+        self.keys.key(&format!("stock:{product}"))
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, Unavailable> {
+        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        cmd("EXISTS")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Sets the counter from Postgres, one instance at a time. Requests that
+    /// arrive meanwhile wait for it (up to 2 s) rather than fall through to
+    /// Postgres: the first burst of a sale is when the gate matters most.
+    async fn rebuild(&self, product: ProductId) -> Result<Rebuilt, Unavailable> {
+        let key = self.key(product);
+        let Some(lease) = self
+            .lock
+            .acquire(
+                &format!("stock-rebuild:{product}"),
+                Duration::from_secs(5),
+                Duration::from_secs(2),
+            )
+            .await?
+        else {
+            return Ok(Rebuilt::Busy);
+        };
+        if self.exists(&key).await? {
+            let _ = lease.release().await;
+            return Ok(Rebuilt::Ready);
+        }
+        let stock = self
+            .pg
+            .timed(async {
+                use crate::postgres::schema_products as products;
+                let mut conn = self.pg.conn().await?;
+                products::table
+                    .find(product.get())
+                    .select(products::stock)
+                    .first::<i64>(&mut *conn)
+                    .await
+                    .optional()
+                    .map_err(pg_unavailable)
+            })
+            .await;
+        let result = match stock {
+            Ok(Some(stock)) => {
+                let mut conn = self.pool.get().await.map_err(unavailable)?;
+                let _: Option<String> = cmd("SET")
+                    .arg(&key)
+                    .arg(stock)
+                    .arg("NX")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(Rebuilt::Ready)
+            }
+            Ok(None) => Ok(Rebuilt::Unknown),
+            Err(e) => Err(e),
+        };
+        let _ = lease.release().await;
+        result
+    }
+}
+
+#[async_trait]
+impl StockGate for RedisStockGate {
+    async fn reserve(&self, lines: &[(ProductId, Quantity)]) -> Result<GateDecision, Unavailable> {
+        let keys: Vec<String> = lines.iter().map(|(p, _)| self.key(*p)).collect();
+        let quantities: Vec<i64> = lines.iter().map(|(_, q)| q.get()).collect();
+        // A few rounds at most: each round rebuilds one missing counter.
+        for _ in 0..=lines.len() {
+            let mut conn = self.pool.get().await.map_err(unavailable)?;
+            let mut script = RESERVE_SCRIPT.prepare_invoke();
+            for key in &keys {
+                script.key(key);
+            }
+            for q in &quantities {
+                script.arg(*q);
+            }
+            let (status, index): (i64, usize) =
+                script.invoke_async(&mut conn).await.map_err(unavailable)?;
+            drop(conn);
+            let product = index
+                .checked_sub(1)
+                .and_then(|i| lines.get(i))
+                .map(|(p, _)| *p);
+            match (status, product) {
+                (1, _) => return Ok(GateDecision::Reserved),
+                (0, Some(product)) => return Ok(GateDecision::SoldOut(product)),
+                (-1, Some(product)) => match self.rebuild(product).await? {
+                    Rebuilt::Ready => {}
+                    Rebuilt::Unknown | Rebuilt::Busy => return Ok(GateDecision::Bypass),
+                },
+                _ => return Ok(GateDecision::Bypass),
+            }
+        }
+        Ok(GateDecision::Bypass)
+    }
+
+    async fn release(&self, lines: &[(ProductId, Quantity)]) -> Result<(), Unavailable> {
+        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        let mut script = RELEASE_SCRIPT.prepare_invoke();
+        for (product, quantity) in lines {
+            script.key(self.key(*product));
+            script.arg(quantity.get());
+        }
+        let _: i64 = script.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn forget(&self, product: ProductId) -> Result<(), Unavailable> {
+        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        let _: i64 = cmd("DEL")
+            .arg(self.key(product))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
