@@ -6,13 +6,17 @@
 //!   outbox every 200 ms and appends pending events to the Redis stream,
 //!   backing off while Redis or Postgres is down. The others stand by and
 //!   take over within a few seconds when the holder dies.
+//! - sales ranking: every instance consumes the order stream in the
+//!   `popular` consumer group (each event goes to one consumer), counts each
+//!   event once, and every 30 s takes over events a dead consumer left
+//!   unacknowledged.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use application::events::RelayOutbox;
 use infra::postgres::PgIdempotencyStore;
-use infra::redis::RedisLock;
+use infra::redis::{RedisLock, RedisSalesRanking};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -29,6 +33,7 @@ pub(crate) struct JobDeps {
     pub idempotency: PgIdempotencyStore,
     pub relay: Arc<RelayOutbox>,
     pub lock: RedisLock,
+    pub ranking: RedisSalesRanking,
 }
 
 /// The running jobs and the switch that stops them.
@@ -42,7 +47,8 @@ impl Jobs {
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(run_janitor(deps.idempotency, stopped.clone())),
-            tokio::spawn(run_relay(deps.relay, deps.lock, stopped)),
+            tokio::spawn(run_relay(deps.relay, deps.lock, stopped.clone())),
+            tokio::spawn(run_ranking(deps.ranking, stopped)),
         ];
         Self { stop, tasks }
     }
@@ -133,6 +139,48 @@ async fn run_relay(relay: Arc<RelayOutbox>, lock: RedisLock, mut stopped: watch:
             if stop_requested(&mut stopped, wait).await {
                 let _ = lease.release().await;
                 return;
+            }
+        }
+    }
+}
+
+async fn run_ranking(ranking: RedisSalesRanking, mut stopped: watch::Receiver<bool>) {
+    let consumer = format!("app-{:08x}", rand::random::<u32>());
+    let mut backoff = RELAY_POLL;
+    let mut group_ready = false;
+    let mut last_claim = tokio::time::Instant::now();
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        let step = async {
+            if !group_ready {
+                ranking.ensure_group().await?;
+            }
+            if last_claim.elapsed() > Duration::from_secs(30) {
+                ranking.claim_stale(&consumer).await?;
+            }
+            ranking.consume(&consumer, 100).await
+        };
+        let result = tokio::select! {
+            result = step => result,
+            _ = stopped.wait_for(|s| *s) => return,
+        };
+        match result {
+            Ok(_) => {
+                group_ready = true;
+                backoff = RELAY_POLL;
+                if last_claim.elapsed() > Duration::from_secs(30) {
+                    last_claim = tokio::time::Instant::now();
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "sales ranking cannot read the order stream; retrying");
+                group_ready = false;
+                if stop_requested(&mut stopped, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use application::catalog::Catalog;
+use application::catalog::{Catalog, PopularProducts};
 use application::events::RelayOutbox;
 use application::identity::{Authenticate, BootstrapAdmin, SignIn, SignUp, UserQueries};
 use application::ordering::{OrderQueries, PlaceOrder};
@@ -23,10 +23,11 @@ use infra::auth::{Argon2Hasher, JwtSecret, JwtTokenService};
 use infra::clock::SystemClock;
 use infra::postgres::{
     self, PgCatalogStore, PgIdempotencyStore, PgOrderStore, PgOutbox, PgPointsStore,
-    PgPoolSettings, PgUserRepository, PostgresProbe,
+    PgPoolSettings, PgSalesRanking, PgUserRepository, PostgresProbe,
 };
 use infra::redis::{
-    self, RedisEventStream, RedisKeys, RedisLock, RedisPoolSettings, RedisProbe, RedisStockGate,
+    self, RedisEventStream, RedisKeys, RedisLock, RedisPoolSettings, RedisProbe, RedisSalesRanking,
+    RedisStockGate,
 };
 use web::{
     AuthContext, CatalogApi, IdentityApi, JsonLimit, OrderingApi, PointsApi, Readiness, WebState,
@@ -98,15 +99,21 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         )),
         500,
     ));
+    let ranking = RedisSalesRanking::new(redis_pool.clone(), keys.clone());
     let lock = RedisLock::new(redis_pool.clone(), keys);
 
     let probes: Vec<Arc<dyn HealthProbe>> = vec![
-        Arc::new(PostgresProbe::new(pg)),
+        Arc::new(PostgresProbe::new(pg.clone())),
         Arc::new(RedisProbe::new(redis_pool)),
     ];
     let web = WebState {
         catalog: CatalogApi {
             catalog: Arc::new(Catalog::new(Arc::clone(&catalog), Arc::clone(&gate))),
+            popular: Arc::new(PopularProducts::new(
+                Arc::new(ranking.clone()),
+                Arc::new(PgSalesRanking::new(pg.clone())),
+                Arc::clone(&catalog),
+            )),
         },
         ordering: OrderingApi {
             place: Arc::new(PlaceOrder::new(
@@ -158,6 +165,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
             idempotency,
             relay,
             lock,
+            ranking,
         },
     })
 }

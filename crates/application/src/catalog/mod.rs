@@ -3,6 +3,10 @@
 //! A change of stock is reflected by the order stock gate at once: the gate
 //! forgets the product, and rebuilds its counter from Postgres on the next order.
 
+mod popular;
+
+pub use popular::PopularProducts;
+
 use std::sync::Arc;
 
 use domain::catalog::{CatalogStore, NewProduct, Product, ProductId, ProductPatch};

@@ -4,7 +4,9 @@
 //! update in the order's transaction (`CHECK (stock >= 0)` behind it).
 
 pub mod models;
+pub mod popular;
 pub mod ports;
 
 pub use models::*;
+pub use popular::*;
 pub use ports::*;

@@ -12,6 +12,7 @@ mod outbox;
 mod paging;
 mod points;
 mod pool;
+mod popular;
 mod schema;
 
 /// The products table, for adapters outside this module (the stock gate's rebuild).
@@ -26,3 +27,4 @@ pub use ordering::PgOrderStore;
 pub use outbox::PgOutbox;
 pub use points::{PgIdempotencyStore, PgPointsStore};
 pub use pool::{MIGRATIONS, PgPool, PgPoolSettings, connect_pool, ensure_database, run_migrations};
+pub use popular::PgSalesRanking;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
-use application::catalog::Catalog;
+use application::catalog::{Catalog, PopularProducts};
 use domain::catalog::{NewProduct, Product, ProductId, ProductName, ProductPatch, Stock};
 use domain::money::Points;
 use serde::{Deserialize, Serialize};
@@ -16,10 +16,13 @@ use crate::routes::PageBody;
 #[derive(Debug, Clone)]
 pub struct CatalogApi {
     pub catalog: Arc<Catalog>,
+    pub popular: Arc<PopularProducts>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/products").route(web::get().to(list)))
+        // Before `/products/{id}`, which would take "popular" for an id.
+        .service(web::resource("/products/popular").route(web::get().to(popular)))
         .service(web::resource("/products/{id}").route(web::get().to(detail)))
         .service(web::resource("/admin/products").route(web::post().to(create)))
         .service(web::resource("/admin/products/{id}").route(web::patch().to(update)));
@@ -101,6 +104,29 @@ async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let page = api.catalog.list(page).await?;
     Ok(HttpResponse::Ok().json(PageBody::from_page(page, ProductBody::from)))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PopularBody {
+    id: i64,
+    name: String,
+    price: i64,
+    sold_quantity: i64,
+}
+
+async fn popular(api: web::Data<CatalogApi>, _caller: AuthUser) -> Result<HttpResponse, ApiError> {
+    let top = api.popular.get().await?;
+    let body: Vec<PopularBody> = top
+        .into_iter()
+        .map(|p| PopularBody {
+            id: p.product.id.get(),
+            name: p.product.name.as_str().to_owned(),
+            price: p.product.price.get(),
+            sold_quantity: p.sold,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(body))
 }
 
 async fn detail(
