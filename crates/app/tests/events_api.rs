@@ -33,10 +33,14 @@ async fn read_events(app: &TestApp, n: usize, within: Duration) -> Vec<StreamEnt
         let wait = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
-        let batch = stream
-            .read_after(&last, wait.min(Duration::from_millis(500)), 100)
+        let Ok(batch) = stream
+            .read_after(&last, wait.min(Duration::from_millis(200)), 100)
             .await
-            .expect("redis answers");
+        else {
+            // A loaded machine may miss a reply deadline: poll again.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
         if let Some(entry) = batch.last() {
             last = entry.id.clone();
         }

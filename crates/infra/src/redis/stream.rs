@@ -14,8 +14,9 @@ use redis::streams::{StreamReadOptions, StreamReadReply};
 
 use super::{RedisKeys, unavailable};
 
-/// The longest a blocking read waits, below redis-rs' 500 ms reply timeout.
-const MAX_BLOCK: Duration = Duration::from_millis(400);
+/// The longest a blocking read waits: well below redis-rs' 500 ms reply
+/// timeout, so a loaded server still answers in time.
+const MAX_BLOCK: Duration = Duration::from_millis(200);
 
 /// The stream's name, before the deployment's key prefix.
 pub const ORDER_EVENTS: &str = "events:orders";
@@ -59,7 +60,7 @@ impl RedisEventStream {
     }
 
     /// Entries after `last_id` (`"$"` for only new ones, `"0"` for all),
-    /// waiting up to `block` for the first. The wait is capped at 400 ms:
+    /// waiting up to `block` for the first. The wait is capped at 200 ms:
     /// pooled connections give up on a reply after 500 ms, so callers poll.
     ///
     /// # Errors
