@@ -158,7 +158,9 @@ async fn run_ranking(ranking: RedisSalesRanking, mut stopped: watch::Receiver<bo
                 ranking.ensure_group().await?;
             }
             if last_claim.elapsed() > Duration::from_secs(30) {
-                ranking.claim_stale(&consumer).await?;
+                ranking
+                    .claim_stale(&consumer, Duration::from_secs(60))
+                    .await?;
             }
             ranking.consume(&consumer, 100).await
         };

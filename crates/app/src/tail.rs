@@ -30,12 +30,23 @@ pub async fn events_tail(
         &RedisKeys::new(config.redis_key_prefix.clone()),
         config.events_max_len,
     );
-    let mut last = if from_start {
-        "0".to_owned()
-    } else {
-        "$".to_owned()
-    };
     tokio::pin!(stop);
+    let mut last = loop {
+        if from_start {
+            break "0".to_owned();
+        }
+        let newest = tokio::select! {
+            newest = stream.last_id() => newest,
+            () = &mut stop => return Ok(()),
+        };
+        match newest {
+            Ok(id) => break id,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the event stream; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
     loop {
         let read = tokio::select! {
             read = stream.read_after(&last, Duration::from_secs(2), 100) => read,

@@ -222,3 +222,44 @@ async fn only_the_lock_holder_relays_and_a_standby_takes_over() {
     let events = read_events(&app, 1, Duration::from_secs(5)).await;
     assert_eq!(events.len(), 1, "the standby took over");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_tail_follows_events_that_arrive_after_it_starts() {
+    let app = TestApp::spawn().await;
+    let (product, token) = shop(&app, 5).await;
+    let before = order(&app, &token, product, "before").await;
+    assert_eq!(read_events(&app, 1, Duration::from_secs(5)).await.len(), 1);
+
+    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_app"))
+        .args(["events", "tail"])
+        .env("REDIS_URL", &app.redis.url)
+        .env("APP_REDIS_KEY_PREFIX", &app.redis.prefix)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    let mut lines = BufReader::new(tail.stdout.take().expect("stdout")).lines();
+    // Give it time to start following, then order twice in quick succession.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let first = order(&app, &token, product, "after-1").await;
+    let second = order(&app, &token, product, "after-2").await;
+
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("a line within 10 s")
+            .expect("readable")
+            .expect("a line");
+        seen.push(serde_json::from_str::<Value>(&line).expect("JSON")["orderId"].clone());
+    }
+    let _ = tail.kill().await;
+
+    assert_eq!(seen, [first["orderId"].clone(), second["orderId"].clone()]);
+    assert!(
+        !seen.contains(&before["orderId"]),
+        "only events after the start"
+    );
+}

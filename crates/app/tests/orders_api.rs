@@ -435,12 +435,11 @@ async fn a_hundred_concurrent_orders_for_ten_units_sell_exactly_ten() {
 
     assert_eq!((paid, sold_out), (10, 90));
     assert_sold_exactly_ten(&app, hot).await;
-    // The gate refused the late 90 without a Postgres transaction: only the
-    // paid orders wrote an idempotency record.
+    // Every answer is stored under its key, the gate's refusals included.
     assert_eq!(
         app.scalar("SELECT count(*) AS n FROM idempotency_keys WHERE key LIKE 'rush-%'")
             .await,
-        10
+        100
     );
     assert_eq!(gate_counter(&app, hot).await, Some(0));
 }
@@ -512,5 +511,118 @@ async fn an_admin_restock_reaches_the_gate_at_once() {
         gate_counter(&app, item).await,
         Some(2),
         "rebuilt from Postgres, then taken"
+    );
+}
+
+#[tokio::test]
+async fn a_gate_refusal_names_the_product_and_is_replayed() {
+    let app = TestApp::spawn().await;
+    let item = app.create_product("Single", 1_000, 1).await;
+    let token = app.sign_up("late").await;
+    app.charge(&token, 10_000).await;
+    assert_eq!(
+        app.post_idempotent(ORDERS, "first", &items(&[(item, 1)]), &token)
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        gate_counter(&app, item).await,
+        Some(0),
+        "the gate knows it is sold out"
+    );
+
+    let refused = app
+        .post_idempotent(ORDERS, "second", &items(&[(item, 1)]), &token)
+        .await;
+    let replayed = app
+        .post_idempotent(ORDERS, "second", &items(&[(item, 1)]), &token)
+        .await;
+
+    refused.assert_problem(409, "OUT_OF_STOCK");
+    assert_eq!(refused.body["productId"], item);
+    assert_eq!(
+        (replayed.status, replayed.text.as_str()),
+        (409, refused.text.as_str())
+    );
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+    app.post_idempotent(ORDERS, "second", &items(&[(item, 2)]), &token)
+        .await
+        .assert_problem(422, "IDEMPOTENCY_KEY_REUSED");
+}
+
+#[tokio::test]
+async fn a_reservation_is_given_back_when_the_balance_is_short() {
+    let app = TestApp::spawn().await;
+    let item = app.create_product("Dear", 5_000, 3).await;
+    let token = app.sign_up("short").await;
+    app.charge(&token, 1_000).await;
+
+    app.post_idempotent(ORDERS, "too-dear", &items(&[(item, 2)]), &token)
+        .await
+        .assert_problem(409, "INSUFFICIENT_BALANCE");
+
+    assert_eq!(
+        gate_counter(&app, item).await,
+        Some(3),
+        "the gate got its 2 units back"
+    );
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT stock AS n FROM products WHERE id = {item}"
+        ))
+        .await,
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orders_taking_two_products_in_opposite_orders_never_deadlock() {
+    // Postgres alone (Redis cut), so every order takes its row locks there.
+    let services = testkit::services().await;
+    let redis = TcpProxy::start(target_of(&services.redis_url)).await;
+    let app = TestApp::spawn_with(Options {
+        redis_via: Some(redis.addr()),
+        ..Options::default()
+    })
+    .await;
+    redis.cut();
+    let a = app.create_product("A", 100, 1_000).await;
+    let b = app.create_product("B", 100, 1_000).await;
+    let mut buyers = Vec::new();
+    for i in 0..10 {
+        let token = app.sign_up(&format!("pair-{i}")).await;
+        app.charge(&token, 100_000).await;
+        buyers.push(token);
+    }
+
+    let replies = join_all((0..80).map(|i| {
+        let token = buyers[i % buyers.len()].clone();
+        // Half list A first, half B first: the store must lock in id order anyway.
+        let lines = if i % 2 == 0 {
+            [(a, 1), (b, 1)]
+        } else {
+            [(b, 1), (a, 1)]
+        };
+        let app = &app;
+        async move {
+            app.post_idempotent(ORDERS, &format!("pair-{i}"), &items(&lines), &token)
+                .await
+        }
+    }))
+    .await;
+
+    // A deadlock would abort a transaction (SQLSTATE 40P01) and answer 503.
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    assert_eq!(
+        app.scalar(&format!("SELECT stock AS n FROM products WHERE id = {a}"))
+            .await,
+        920
+    );
+    assert_eq!(
+        app.scalar(&format!("SELECT stock AS n FROM products WHERE id = {b}"))
+            .await,
+        920
     );
 }

@@ -68,6 +68,34 @@ fn ranking(body: &Value) -> Vec<(i64, i64)> {
         .unwrap_or_default()
 }
 
+/// Units of `product` counted by the Redis ranking this hour (not the SQL fallback).
+async fn redis_score(app: &TestApp, product: i64) -> Option<f64> {
+    let mut conn = app.redis.connect().await;
+    let bucket = format!(
+        "{}popular:h:{}",
+        app.redis.prefix,
+        chrono::Utc::now().format("%Y%m%d%H")
+    );
+    deadpool_redis::redis::cmd("ZSCORE")
+        .arg(bucket)
+        .arg(product)
+        .query_async(&mut conn)
+        .await
+        .expect("redis answers")
+}
+
+/// Polls until the Redis ranking counted `sold` units of `product`.
+async fn until_counted(app: &TestApp, product: i64, sold: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis_score(app, product).await != Some(sold) {
+        assert!(
+            Instant::now() < deadline,
+            "the consumer did not count product {product}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Polls `popular` until it shows `expected` or `within` passes.
 async fn popular_until(
     app: &TestApp,
@@ -92,7 +120,8 @@ async fn the_top_five_come_from_the_order_events() {
     let token = app.sign_up("browser").await;
     assert_eq!(app.get(POPULAR, Some(&token)).await.body, json!([]));
 
-    let (_, expected) = sell(&app).await;
+    let (ids, expected) = sell(&app).await;
+    until_counted(&app, ids[1], 5.0).await;
     let body = popular_until(&app, &token, &expected, Duration::from_secs(10)).await;
 
     assert_eq!(ranking(&body), expected);
@@ -112,12 +141,27 @@ async fn the_top_five_come_from_the_order_events() {
 async fn an_event_published_twice_is_counted_once() {
     let app = TestApp::spawn().await;
     let token = app.sign_up("browser").await;
-    let (_, expected) = sell(&app).await;
+    let (ids, expected) = sell(&app).await;
+    until_counted(&app, ids[1], 5.0).await;
     assert_eq!(
         ranking(&popular_until(&app, &token, &expected, Duration::from_secs(10)).await),
         expected
     );
 
+    // Every event is in the stream once.
+    let stream_len = || async {
+        let mut conn = app.redis.connect().await;
+        deadpool_redis::redis::cmd("XLEN")
+            .arg(format!("{}events:orders", app.redis.prefix))
+            .query_async::<i64>(&mut conn)
+            .await
+            .expect("redis")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stream_len().await < 6 {
+        assert!(Instant::now() < deadline, "not every event was published");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // As if the relay died after appending a batch but before marking it:
     // every event is published again.
     app.scalar(
@@ -146,6 +190,11 @@ async fn an_event_published_twice_is_counted_once() {
 
     let body = app.get(POPULAR, Some(&token)).await.body;
     assert_eq!(ranking(&body), expected, "duplicates did not count");
+    assert_eq!(
+        redis_score(&app, ids[1]).await,
+        Some(5.0),
+        "counted once in Redis"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

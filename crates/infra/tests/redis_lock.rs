@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use infra::redis::{
-    RedisKeys, RedisLock, RedisPoolSettings, connect_pool, forge_release_of, release_as,
+    RedisKeys, RedisLock, RedisPoolSettings, connect_pool, credentials_of, forge_release_of,
+    release_as,
 };
-use testkit::TestRedis;
+use testkit::{TcpProxy, TestRedis, target_of};
 
 fn lock(redis: &TestRedis) -> (RedisLock, deadpool_redis::Pool) {
     let pool = connect_pool(&RedisPoolSettings {
@@ -147,4 +148,62 @@ async fn a_held_lease_renews_itself_past_its_ttl() {
         "still ours"
     );
     assert!(lease.release().await.expect("redis"));
+}
+
+#[tokio::test]
+async fn a_holder_whose_lease_expired_cannot_release_the_next_holders_lock() {
+    let redis = TestRedis::create().await;
+    let (locks, pool) = lock(&redis);
+    let old = locks
+        .try_acquire("job", Duration::from_millis(200))
+        .await
+        .expect("redis")
+        .expect("free");
+    let (key, old_token) = credentials_of(&old);
+    drop(old); // stalls: no renewal
+    let new = locks
+        .acquire("job", Duration::from_secs(5), Duration::from_secs(2))
+        .await
+        .expect("redis")
+        .expect("taken over");
+
+    assert!(
+        !release_as(&pool, &key, &old_token).await.expect("redis"),
+        "the old holder's release is refused"
+    );
+    assert!(
+        locks
+            .try_acquire("job", Duration::from_secs(5))
+            .await
+            .expect("redis")
+            .is_none(),
+        "still the new holder's"
+    );
+    assert!(new.release().await.expect("redis"));
+}
+
+#[tokio::test]
+async fn a_lease_that_cannot_reach_redis_for_a_whole_ttl_reports_itself_lost() {
+    let redis = TestRedis::create().await;
+    let proxy = TcpProxy::start(target_of(&redis.url)).await;
+    let pool = connect_pool(&RedisPoolSettings {
+        url: format!("redis://{}", proxy.addr()),
+        max_size: 4,
+        timeout: Duration::from_millis(200),
+    })
+    .expect("pool");
+    let locks = RedisLock::new(pool, RedisKeys::new(redis.prefix.clone()));
+    let mut lease = locks
+        .try_acquire("fragile", Duration::from_millis(600))
+        .await
+        .expect("redis")
+        .expect("free");
+
+    proxy.cut();
+    let lost = tokio::time::timeout(Duration::from_secs(3), lease.lost()).await;
+
+    assert!(
+        lost.is_ok() && lease.is_lost(),
+        "the holder must stop its protected work"
+    );
 }

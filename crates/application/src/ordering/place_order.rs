@@ -6,9 +6,9 @@
 //! 1. a key that already has an answer is answered from it (a replay must
 //!    not take stock from the gate);
 //! 2. the stock gate reserves every line, and refuses a sold-out product
-//!    without any Postgres transaction (that refusal is not stored: it is
-//!    decided again on a retry). With the gate down, orders go straight to
-//!    Postgres, which is the final guard either way;
+//!    without taking stock or points in Postgres (the refusal is stored under
+//!    the key, one insert, like every business answer). With the gate down,
+//!    orders go straight to Postgres, which is the final guard either way;
 //! 3. a reservation is given back whenever the order does not commit, and a
 //!    product Postgres refused as out of stock is forgotten by the gate so
 //!    that its counter is rebuilt from the truth.
@@ -85,8 +85,18 @@ impl PlaceOrder {
         let reserved = match self.gate.reserve(&lines).await {
             Ok(GateDecision::Reserved) => true,
             Ok(GateDecision::SoldOut(product_id)) => {
-                let refusal = Err(PlaceOrderError::OutOfStock { product_id });
-                return Ok(IdempotentOutcome::Executed((request.render)(&refusal)));
+                // Stored like every business refusal (one insert, no stock or
+                // wallet transaction), so the key answers the same way again.
+                let response = (request.render)(&Err(PlaceOrderError::OutOfStock { product_id }));
+                return self
+                    .idempotency
+                    .refuse(
+                        request.user_id,
+                        &request.key,
+                        &request.fingerprint,
+                        response,
+                    )
+                    .await;
             }
             Ok(GateDecision::Bypass) => false,
             Err(err) => {
@@ -470,7 +480,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_product_sold_out_at_the_gate_touches_no_store() {
+    async fn a_product_sold_out_at_the_gate_is_stored_without_pricing_or_placing() {
         let mut catalog = MockCatalogStore::new();
         catalog.expect_get_many().never();
         let mut orders = MockOrderStore::new();
@@ -483,7 +493,7 @@ mod tests {
             catalog,
             MockCouponQuotes::new(),
             orders,
-            idempotency(0),
+            idempotency(1),
             gate,
         );
 

@@ -136,16 +136,22 @@ impl Lease {
             let (pool, key, token) = (pool.clone(), key.clone(), token.clone());
             async move {
                 let every = ttl / 3;
+                let mut renewed = tokio::time::Instant::now();
                 loop {
                     tokio::time::sleep(every).await;
                     match extend(&pool, &key, &token, ttl).await {
-                        Ok(true) => {}
+                        Ok(true) => renewed = tokio::time::Instant::now(),
                         // Someone else holds it now, or Redis lost it.
                         Ok(false) => {
                             let _ = lost_tx.send(true);
                             return;
                         }
-                        // Redis unreachable: keep trying until the TTL runs out.
+                        // Redis unreachable: once a whole TTL has passed without
+                        // a renewal the lock may have expired and been taken.
+                        Err(_) if renewed.elapsed() >= ttl => {
+                            let _ = lost_tx.send(true);
+                            return;
+                        }
                         Err(_) => {}
                     }
                 }
@@ -219,6 +225,12 @@ pub(crate) async fn release(pool: &Pool, key: &str, token: &str) -> Result<bool,
         .await
         .map_err(unavailable)?;
     Ok(done == 1)
+}
+
+/// For tests: a lease's key and real token, to act as its holder after it expired.
+#[doc(hidden)]
+pub fn credentials_of(lease: &Lease) -> (String, String) {
+    (lease.key.clone(), lease.token.clone())
 }
 
 /// For tests: a lease's key and token, to try releasing it as someone else.

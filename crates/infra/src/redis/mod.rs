@@ -16,7 +16,7 @@ mod stock_gate;
 mod stream;
 
 pub use deadpool_redis::Pool as RedisPool;
-pub use lock::{Lease, RedisLock, forge_release_of, release_as};
+pub use lock::{Lease, RedisLock, credentials_of, forge_release_of, release_as};
 pub use ranking::RedisSalesRanking;
 pub use stock_gate::RedisStockGate;
 pub use stream::{ORDER_EVENTS, RedisEventStream, StreamEntry};

@@ -62,6 +62,8 @@ impl std::fmt::Debug for RedisSalesRanking {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PaidEvent {
+    #[serde(rename = "type")]
+    kind: String,
     event_id: String,
     occurred_at: DateTime<Utc>,
     items: Vec<PaidItem>,
@@ -134,19 +136,23 @@ impl RedisSalesRanking {
         Ok(entries.len())
     }
 
-    /// Takes over events another consumer read but never acknowledged for a
-    /// minute (it died), and counts them. Returns how many.
+    /// Takes over events another consumer read but left unacknowledged for
+    /// `min_idle` (it died), and counts them. Returns how many.
     ///
     /// # Errors
     /// [`Unavailable`] when Redis fails.
-    pub async fn claim_stale(&self, consumer: &str) -> Result<usize, Unavailable> {
+    pub async fn claim_stale(
+        &self,
+        consumer: &str,
+        min_idle: std::time::Duration,
+    ) -> Result<usize, Unavailable> {
         let mut conn = self.pool.get().await.map_err(unavailable)?;
         let reply: StreamAutoClaimReply = redis::AsyncCommands::xautoclaim_options(
             &mut *conn,
             &self.stream,
             GROUP,
             consumer,
-            60_000,
+            usize::try_from(min_idle.as_millis()).unwrap_or(60_000),
             "0-0",
             StreamAutoClaimOptions::default().count(100),
         )
@@ -176,10 +182,13 @@ impl RedisSalesRanking {
     /// Adds one event's quantities unless its id was counted before.
     async fn count_once(&self, payload: &str) -> Result<bool, Unavailable> {
         let Ok(event) = serde_json::from_str::<PaidEvent>(payload) else {
-            // Not an order.paid event this consumer understands: skip it.
             tracing::warn!("skipping an unreadable event in the order stream");
             return Ok(false);
         };
+        if event.kind != "order.paid" {
+            // Other order events are not sales.
+            return Ok(false);
+        }
         let mut script = COUNT_ONCE_SCRIPT.prepare_invoke();
         script
             .key(self.keys.key(&format!("popular:seen:{}", event.event_id)))

@@ -7,10 +7,13 @@
 //! Redis restarted, an admin changed the stock) is rebuilt from Postgres by
 //! one instance at a time (the `stock-rebuild:{id}` lock, `SET NX`).
 //!
-//! The counter may admit more than Postgres will sell (a rebuild while orders
-//! are in flight, a reservation given back after a rebuild), never fewer for
-//! long: Postgres' guarded decrement is the final word, and a product that
-//! Postgres refuses is forgotten here and rebuilt. In Redis Cluster, a
+//! The counter may drift from Postgres: above it (a rebuild while orders are
+//! in flight, a reservation given back after a rebuild), which Postgres'
+//! guarded decrement absorbs; or below it (a reservation never given back
+//! because its request died, a rebuild racing an admin's restock), which
+//! would refuse sales Postgres could make. Every counter therefore lives at
+//! most [`COUNTER_TTL`] and is then rebuilt from Postgres, and a product that
+//! Postgres refuses is forgotten at once. In Redis Cluster, a
 //! multi-product order's keys live in different slots; the script would then
 //! reserve per product and give back the earlier ones on a refusal.
 
@@ -51,6 +54,10 @@ for i = 1, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i]) end
 end
 return 1";
+
+/// How long a counter lives before it is rebuilt from Postgres: bounds how
+/// long a drifted counter can refuse sales.
+pub const COUNTER_TTL: Duration = Duration::from_secs(30);
 
 static RESERVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE));
 static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
@@ -105,19 +112,22 @@ impl RedisStockGate {
     }
 
     /// Sets the counter from Postgres, one instance at a time. Requests that
-    /// arrive meanwhile wait for it (up to 2 s) rather than fall through to
-    /// Postgres: the first burst of a sale is when the gate matters most.
+    /// arrive meanwhile poll for the counter (up to 2 s) rather than fall
+    /// through to Postgres: the first burst of a sale is when the gate matters.
     async fn rebuild(&self, product: ProductId) -> Result<Rebuilt, Unavailable> {
         let key = self.key(product);
         let Some(lease) = self
             .lock
-            .acquire(
-                &format!("stock-rebuild:{product}"),
-                Duration::from_secs(5),
-                Duration::from_secs(2),
-            )
+            .try_acquire(&format!("stock-rebuild:{product}"), Duration::from_secs(5))
             .await?
         else {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while tokio::time::Instant::now() < deadline {
+                if self.exists(&key).await? {
+                    return Ok(Rebuilt::Ready);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             return Ok(Rebuilt::Busy);
         };
         if self.exists(&key).await? {
@@ -145,6 +155,8 @@ impl RedisStockGate {
                     .arg(&key)
                     .arg(stock)
                     .arg("NX")
+                    .arg("EX")
+                    .arg(COUNTER_TTL.as_secs())
                     .query_async(&mut conn)
                     .await
                     .map_err(unavailable)?;

@@ -59,7 +59,7 @@ impl RedisEventStream {
         &self.key
     }
 
-    /// Entries after `last_id` (`"$"` for only new ones, `"0"` for all),
+    /// Entries after `last_id` (`"0"` for all),
     /// waiting up to `block` for the first. The wait is capped at 200 ms:
     /// pooled connections give up on a reply after 500 ms, so callers poll.
     ///
@@ -88,6 +88,29 @@ impl RedisEventStream {
                 id: entry.id,
             })
             .collect())
+    }
+
+    /// The id of the newest entry (`"0-0"` for an empty stream), to follow
+    /// the stream from now on without missing entries between two reads, as
+    /// re-sending `$` would.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when Redis fails.
+    pub async fn last_id(&self) -> Result<String, Unavailable> {
+        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        let newest: Vec<(String, Vec<(String, String)>)> = cmd("XREVRANGE")
+            .arg(&self.key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(newest
+            .into_iter()
+            .next()
+            .map_or_else(|| "0-0".to_owned(), |(id, _)| id))
     }
 
     /// The number of entries in the stream.
