@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use application::catalog::{Catalog, PopularProducts};
+use application::coupon::Campaigns;
 use application::events::RelayOutbox;
 use application::identity::{Authenticate, BootstrapAdmin, SignIn, SignUp, UserQueries};
 use application::ordering::{OrderQueries, PlaceOrder};
@@ -22,7 +23,7 @@ use domain::points::PointsStore;
 use infra::auth::{Argon2Hasher, JwtSecret, JwtTokenService};
 use infra::clock::SystemClock;
 use infra::postgres::{
-    self, PgCatalogStore, PgIdempotencyStore, PgOrderStore, PgOutbox, PgPointsStore,
+    self, PgCatalogStore, PgCouponStore, PgIdempotencyStore, PgOrderStore, PgOutbox, PgPointsStore,
     PgPoolSettings, PgSalesRanking, PgUserRepository, PostgresProbe,
 };
 use infra::redis::{
@@ -30,7 +31,8 @@ use infra::redis::{
     RedisStockGate,
 };
 use web::{
-    AuthContext, CatalogApi, IdentityApi, JsonLimit, OrderingApi, PointsApi, Readiness, WebState,
+    AuthContext, CatalogApi, CouponApi, IdentityApi, JsonLimit, OrderingApi, PointsApi, Readiness,
+    WebState,
 };
 
 use crate::config::Config;
@@ -107,6 +109,12 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         Arc::new(RedisProbe::new(redis_pool)),
     ];
     let web = WebState {
+        coupon: CouponApi {
+            campaigns: Arc::new(Campaigns::new(
+                Arc::new(PgCouponStore::new(pg.clone())),
+                Arc::new(infra::codes::RandomCodes),
+            )),
+        },
         catalog: CatalogApi {
             catalog: Arc::new(Catalog::new(Arc::clone(&catalog), Arc::clone(&gate))),
             popular: Arc::new(PopularProducts::new(

@@ -6,6 +6,7 @@
 //! file per use case with its own command, result and error types.
 
 pub mod catalog;
+pub mod coupon;
 pub mod events;
 pub mod identity;
 pub mod ordering;

@@ -18,6 +18,7 @@
 
 pub mod catalog;
 pub mod clock;
+pub mod coupon;
 pub mod error;
 pub mod events;
 pub mod health;

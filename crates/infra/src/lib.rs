@@ -12,5 +12,6 @@
 
 pub mod auth;
 pub mod clock;
+pub mod codes;
 pub mod postgres;
 pub mod redis;

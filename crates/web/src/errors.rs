@@ -159,3 +159,17 @@ impl From<domain::ordering::PlaceOrderError> for ApiError {
         }
     }
 }
+
+// ---- coupons ----
+
+impl From<application::coupon::CampaignError> for ApiError {
+    fn from(err: application::coupon::CampaignError) -> Self {
+        match err {
+            application::coupon::CampaignError::NotFound(id) => ApiError::not_found(
+                "CAMPAIGN_NOT_FOUND",
+                format!("campaign {id} does not exist"),
+            ),
+            application::coupon::CampaignError::Unavailable(u) => u.into(),
+        }
+    }
+}

@@ -19,6 +19,7 @@ use actix_web::{App, HttpRequest, HttpResponse, web};
 
 pub use extract::{AuthContext, JsonLimit};
 pub use routes::catalog::CatalogApi;
+pub use routes::coupon::CouponApi;
 pub use routes::health::Readiness;
 pub use routes::identity::IdentityApi;
 pub use routes::ordering::OrderingApi;
@@ -33,6 +34,7 @@ pub struct WebState {
     pub points: PointsApi,
     pub catalog: CatalogApi,
     pub ordering: OrderingApi,
+    pub coupon: CouponApi,
     pub auth: AuthContext,
     pub readiness: Readiness,
     pub json_limit: JsonLimit,
@@ -56,6 +58,7 @@ pub fn app(
         .app_data(web::Data::new(state.points))
         .app_data(web::Data::new(state.catalog))
         .app_data(web::Data::new(state.ordering))
+        .app_data(web::Data::new(state.coupon))
         .app_data(web::Data::new(state.auth))
         .app_data(web::Data::new(state.readiness))
         .app_data(state.json_limit)
@@ -79,7 +82,8 @@ pub fn app(
                 .configure(routes::identity::routes)
                 .configure(routes::points::routes)
                 .configure(routes::catalog::routes)
-                .configure(routes::ordering::routes),
+                .configure(routes::ordering::routes)
+                .configure(routes::coupon::routes),
         )
         .default_service(web::to(not_found))
         .wrap(from_fn(edge::edge))

@@ -2,6 +2,7 @@
 //! embedded migrations, and one repository module per context.
 
 mod catalog;
+mod coupon;
 mod db;
 mod error;
 mod health;
@@ -19,6 +20,7 @@ mod schema;
 pub(crate) use schema::products as schema_products;
 
 pub use catalog::PgCatalogStore;
+pub use coupon::PgCouponStore;
 pub use db::{PgConn, Postgres};
 pub use error::unavailable;
 pub use health::PostgresProbe;

@@ -81,3 +81,18 @@ diesel::table! {
 
 diesel::joinable!(order_items -> orders (order_id));
 diesel::allow_tables_to_appear_in_same_query!(orders, order_items, products);
+
+diesel::table! {
+    coupon_campaigns (id) {
+        id -> Int8,
+        name -> Varchar,
+        discount_type -> Varchar,
+        discount_value -> Int8,
+        max_discount_amount -> Nullable<Int8>,
+        min_order_amount -> Int8,
+        valid_days -> Int4,
+        issue_starts_at -> Nullable<Timestamptz>,
+        issue_ends_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}

@@ -1,6 +1,7 @@
 //! HTTP routes, one module per context, plus the operational endpoints.
 
 pub mod catalog;
+pub mod coupon;
 pub mod health;
 pub mod identity;
 pub mod ordering;

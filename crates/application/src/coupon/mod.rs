@@ -1,0 +1,171 @@
+//! Coupon use cases: campaigns and their pools of codes.
+
+use std::sync::Arc;
+
+use domain::coupon::{
+    AddCodesError, Campaign, CampaignId, CampaignView, CodeCount, CodeGenerator, CouponStore,
+    NewCampaign,
+};
+use domain::error::Unavailable;
+use thiserror::Error;
+
+/// Codes are written in batches of this many, each its own short
+/// transaction: a million codes never sit in one transaction's memory.
+pub const CODE_BATCH: usize = 10_000;
+
+#[derive(Debug, Error)]
+pub enum CampaignError {
+    #[error("campaign {0} does not exist")]
+    NotFound(CampaignId),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+impl From<AddCodesError> for CampaignError {
+    fn from(err: AddCodesError) -> Self {
+        match err {
+            AddCodesError::CampaignNotFound(id) => Self::NotFound(id),
+            AddCodesError::Unavailable(u) => Self::Unavailable(u),
+        }
+    }
+}
+
+/// Campaign management.
+pub struct Campaigns {
+    store: Arc<dyn CouponStore>,
+    codes: Arc<dyn CodeGenerator>,
+}
+
+impl std::fmt::Debug for Campaigns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Campaigns")
+    }
+}
+
+impl Campaigns {
+    pub fn new(store: Arc<dyn CouponStore>, codes: Arc<dyn CodeGenerator>) -> Self {
+        Self { store, codes }
+    }
+
+    /// # Errors
+    /// [`Unavailable`] when the store fails.
+    pub async fn create(&self, campaign: NewCampaign) -> Result<Campaign, Unavailable> {
+        self.store.create_campaign(campaign).await
+    }
+
+    /// # Errors
+    /// [`CampaignError::NotFound`] for an unknown id.
+    pub async fn view(&self, id: CampaignId) -> Result<CampaignView, CampaignError> {
+        self.store
+            .campaign_view(id)
+            .await?
+            .ok_or(CampaignError::NotFound(id))
+    }
+
+    /// Adds exactly `count` new random codes to the pool. A code that collides
+    /// with an existing one is replaced by a fresh one, not reported.
+    ///
+    /// # Errors
+    /// [`CampaignError::NotFound`] for an unknown id; `Unavailable` when the
+    /// store fails (the codes of batches already written stay).
+    pub async fn generate(&self, id: CampaignId, count: CodeCount) -> Result<usize, CampaignError> {
+        let mut generated = 0;
+        let mut fruitless = 0;
+        while generated < count.get() {
+            let batch = (count.get() - generated).min(CODE_BATCH);
+            let added = self.store.add_codes(id, self.codes.generate(batch)).await?;
+            generated += added.inserted;
+            // 16 random base32 characters collide about once in 10^24; a
+            // batch that adds nothing three times over means a broken generator.
+            fruitless = if added.inserted == 0 {
+                fruitless + 1
+            } else {
+                0
+            };
+            if fruitless >= 3 {
+                return Err(CampaignError::Unavailable(Unavailable::new(
+                    "code-generator",
+                    "generated codes keep colliding",
+                )));
+            }
+        }
+        Ok(generated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::coupon::{AddedCodes, MockCodeGenerator, MockCouponStore};
+    use domain::ordering::CouponCode;
+
+    use super::*;
+
+    fn codes(n: usize) -> Vec<CouponCode> {
+        (0..n)
+            .map(|i| CouponCode::parse(&format!("CODE{i:012}")).expect("valid"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn writes_in_batches_and_replaces_collisions_until_the_count_is_reached() {
+        let mut generator = MockCodeGenerator::new();
+        generator.expect_generate().returning(codes);
+        let mut store = MockCouponStore::new();
+        let mut calls = 0;
+        store.expect_add_codes().returning(move |_, batch| {
+            calls += 1;
+            assert!(batch.len() <= CODE_BATCH, "batch of {}", batch.len());
+            // The first batch collides twice.
+            let duplicates = if calls == 1 { 2 } else { 0 };
+            Ok(AddedCodes {
+                inserted: batch.len() - duplicates,
+                duplicates,
+            })
+        });
+        let campaigns = Campaigns::new(Arc::new(store), Arc::new(generator));
+
+        let generated = campaigns
+            .generate(CampaignId::new(1), CodeCount::new(25_000).expect("valid"))
+            .await
+            .expect("generated");
+
+        assert_eq!(generated, 25_000);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_campaign_is_not_found() {
+        let mut generator = MockCodeGenerator::new();
+        generator.expect_generate().returning(codes);
+        let mut store = MockCouponStore::new();
+        store
+            .expect_add_codes()
+            .returning(|id, _| Err(AddCodesError::CampaignNotFound(id)));
+        let campaigns = Campaigns::new(Arc::new(store), Arc::new(generator));
+
+        let result = campaigns
+            .generate(CampaignId::new(9), CodeCount::new(5).expect("valid"))
+            .await;
+
+        assert!(matches!(result, Err(CampaignError::NotFound(id)) if id.get() == 9));
+    }
+
+    #[tokio::test]
+    async fn a_generator_that_only_collides_does_not_loop_forever() {
+        let mut generator = MockCodeGenerator::new();
+        generator.expect_generate().returning(codes);
+        let mut store = MockCouponStore::new();
+        store.expect_add_codes().times(3).returning(|_, batch| {
+            Ok(AddedCodes {
+                inserted: 0,
+                duplicates: batch.len(),
+            })
+        });
+        let campaigns = Campaigns::new(Arc::new(store), Arc::new(generator));
+
+        let result = campaigns
+            .generate(CampaignId::new(1), CodeCount::new(5).expect("valid"))
+            .await;
+
+        assert!(matches!(result, Err(CampaignError::Unavailable(_))));
+    }
+}

@@ -1,0 +1,157 @@
+//! Coupon campaigns: admins create them and fill their pools; anyone signed
+//! in sees a campaign and how many codes remain.
+
+use std::sync::Arc;
+
+use actix_web::{HttpResponse, web};
+use application::coupon::Campaigns;
+use chrono::{DateTime, Utc};
+use domain::coupon::{
+    Campaign, CampaignId, CampaignName, CampaignView, CodeCount, DiscountKind, DiscountRule,
+    InvalidCampaign, IssueWindow, NewCampaign, ValidDays,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::extract::{AdminUser, AuthUser, Json};
+use crate::problem::ApiError;
+
+/// The coupon use cases the routes call.
+#[derive(Debug, Clone)]
+pub struct CouponApi {
+    pub campaigns: Arc<Campaigns>,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/admin/coupon-campaigns").route(web::post().to(create)))
+        .service(
+            web::resource("/admin/coupon-campaigns/{id}/codes").route(web::post().to(generate)),
+        )
+        .service(web::resource("/coupon-campaigns/{id}").route(web::get().to(view)));
+}
+
+fn field(err: InvalidCampaign) -> ApiError {
+    ApiError::invalid_field(err.field, err.message)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CampaignBody {
+    name: String,
+    discount_type: String,
+    discount_value: i64,
+    max_discount_amount: Option<i64>,
+    #[serde(default)]
+    min_order_amount: i64,
+    valid_days: i64,
+    issue_starts_at: Option<DateTime<Utc>>,
+    issue_ends_at: Option<DateTime<Utc>>,
+}
+
+impl CampaignBody {
+    fn try_into_domain(self) -> Result<NewCampaign, ApiError> {
+        let kind = DiscountKind::parse(&self.discount_type)
+            .ok_or_else(|| ApiError::invalid_field("discountType", "must be AMOUNT or PERCENT"))?;
+        Ok(NewCampaign {
+            name: CampaignName::parse(&self.name).map_err(field)?,
+            rule: DiscountRule::new(
+                kind,
+                self.discount_value,
+                self.max_discount_amount,
+                self.min_order_amount,
+            )
+            .map_err(field)?,
+            valid_days: ValidDays::new(self.valid_days).map_err(field)?,
+            window: IssueWindow::new(self.issue_starts_at, self.issue_ends_at).map_err(field)?,
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CampaignJson {
+    id: i64,
+    name: String,
+    discount_type: &'static str,
+    discount_value: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_discount_amount: Option<i64>,
+    min_order_amount: i64,
+    valid_days: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issue_starts_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issue_ends_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Campaign> for CampaignJson {
+    fn from(c: &Campaign) -> Self {
+        Self {
+            id: c.id.get(),
+            name: c.name.as_str().to_owned(),
+            discount_type: c.rule.kind().as_str(),
+            discount_value: c.rule.value(),
+            max_discount_amount: c.rule.max().map(|m| m.get()),
+            min_order_amount: c.rule.min_order().get(),
+            valid_days: c.valid_days.get(),
+            issue_starts_at: c.window.starts_at,
+            issue_ends_at: c.window.ends_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CampaignViewJson {
+    #[serde(flatten)]
+    campaign: CampaignJson,
+    total_codes: i64,
+    issued_count: i64,
+    remaining_count: i64,
+}
+
+impl From<&CampaignView> for CampaignViewJson {
+    fn from(v: &CampaignView) -> Self {
+        Self {
+            campaign: CampaignJson::from(&v.campaign),
+            total_codes: v.total_codes,
+            issued_count: v.issued_count,
+            remaining_count: v.remaining(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CountBody {
+    count: i64,
+}
+
+async fn create(
+    api: web::Data<CouponApi>,
+    _admin: AdminUser,
+    Json(body): Json<CampaignBody>,
+) -> Result<HttpResponse, ApiError> {
+    let campaign = api.campaigns.create(body.try_into_domain()?).await?;
+    Ok(HttpResponse::Created().json(CampaignJson::from(&campaign)))
+}
+
+async fn view(
+    api: web::Data<CouponApi>,
+    _caller: AuthUser,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let view = api.campaigns.view(CampaignId::new(id.into_inner())).await?;
+    Ok(HttpResponse::Ok().json(CampaignViewJson::from(&view)))
+}
+
+async fn generate(
+    api: web::Data<CouponApi>,
+    _admin: AdminUser,
+    id: web::Path<i64>,
+    Json(body): Json<CountBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = CampaignId::new(id.into_inner());
+    let count = CodeCount::new(body.count).map_err(field)?;
+    let generated = api.campaigns.generate(id, count).await?;
+    Ok(HttpResponse::Created().json(json!({ "campaignId": id.get(), "generated": generated })))
+}

@@ -1,0 +1,1 @@
+DROP TABLE coupons; DROP TABLE coupon_campaigns;
