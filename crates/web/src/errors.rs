@@ -162,6 +162,12 @@ impl From<domain::ordering::PlaceOrderError> for ApiError {
 
 // ---- coupons ----
 
+impl From<domain::coupon::InvalidCampaign> for ApiError {
+    fn from(err: domain::coupon::InvalidCampaign) -> Self {
+        ApiError::invalid_field(err.field, err.message)
+    }
+}
+
 impl From<application::coupon::CampaignError> for ApiError {
     fn from(err: application::coupon::CampaignError) -> Self {
         match err {

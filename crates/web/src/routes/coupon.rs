@@ -8,7 +8,7 @@ use application::coupon::Campaigns;
 use chrono::{DateTime, Utc};
 use domain::coupon::{
     Campaign, CampaignId, CampaignName, CampaignView, CodeCount, DiscountKind, DiscountRule,
-    InvalidCampaign, IssueWindow, NewCampaign, ValidDays,
+    IssueWindow, NewCampaign, ValidDays,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -30,10 +30,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/coupon-campaigns/{id}").route(web::get().to(view)));
 }
 
-fn field(err: InvalidCampaign) -> ApiError {
-    ApiError::invalid_field(err.field, err.message)
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CampaignBody {
@@ -53,16 +49,17 @@ impl CampaignBody {
         let kind = DiscountKind::parse(&self.discount_type)
             .ok_or_else(|| ApiError::invalid_field("discountType", "must be AMOUNT or PERCENT"))?;
         Ok(NewCampaign {
-            name: CampaignName::parse(&self.name).map_err(field)?,
+            name: CampaignName::parse(&self.name).map_err(ApiError::from)?,
             rule: DiscountRule::new(
                 kind,
                 self.discount_value,
                 self.max_discount_amount,
                 self.min_order_amount,
             )
-            .map_err(field)?,
-            valid_days: ValidDays::new(self.valid_days).map_err(field)?,
-            window: IssueWindow::new(self.issue_starts_at, self.issue_ends_at).map_err(field)?,
+            .map_err(ApiError::from)?,
+            valid_days: ValidDays::new(self.valid_days).map_err(ApiError::from)?,
+            window: IssueWindow::new(self.issue_starts_at, self.issue_ends_at)
+                .map_err(ApiError::from)?,
         })
     }
 }
@@ -151,7 +148,7 @@ async fn generate(
     Json(body): Json<CountBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = CampaignId::new(id.into_inner());
-    let count = CodeCount::new(body.count).map_err(field)?;
+    let count = CodeCount::new(body.count).map_err(ApiError::from)?;
     let generated = api.campaigns.generate(id, count).await?;
     Ok(HttpResponse::Created().json(json!({ "campaignId": id.get(), "generated": generated })))
 }
