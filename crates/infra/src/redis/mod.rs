@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::{Pool, Runtime};
 use domain::error::Unavailable;
 use domain::health::HealthProbe;
 
@@ -38,23 +38,25 @@ pub struct RedisPoolSettings {
 }
 
 /// Builds the pool. Connections are opened lazily, so this succeeds while
-/// Redis is down.
+/// Redis is down. Connecting, waiting for a connection and each command's
+/// reply are all bounded by `settings.timeout` (redis-rs' own reply timeout
+/// would otherwise be a hidden 500 ms).
 ///
 /// # Errors
 /// When the URL is unusable.
 pub fn connect_pool(settings: &RedisPoolSettings) -> anyhow::Result<Pool> {
-    let mut config = Config::from_url(settings.url.clone());
-    config.pool = Some(PoolConfig {
-        max_size: settings.max_size,
-        timeouts: Timeouts {
-            wait: Some(settings.timeout),
-            create: Some(settings.timeout),
-            recycle: Some(settings.timeout),
-        },
-        ..PoolConfig::default()
-    });
-    config
-        .create_pool(Some(Runtime::Tokio1))
+    let connection = deadpool_redis::redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(settings.timeout))
+        .set_response_timeout(Some(settings.timeout));
+    let manager = deadpool_redis::Manager::new_with_config(settings.url.as_str(), connection)
+        .context("REDIS_URL is not a valid Redis URL")?;
+    Pool::builder(manager)
+        .max_size(settings.max_size)
+        .wait_timeout(Some(settings.timeout))
+        .create_timeout(Some(settings.timeout))
+        .recycle_timeout(Some(settings.timeout))
+        .runtime(Runtime::Tokio1)
+        .build()
         .context("building the Redis pool")
 }
 

@@ -14,8 +14,9 @@ use redis::streams::{StreamReadOptions, StreamReadReply};
 
 use super::{RedisKeys, unavailable};
 
-/// The longest a blocking read waits: well below redis-rs' 500 ms reply
-/// timeout, so a loaded server still answers in time.
+/// The longest a blocking read waits: well below the pool's reply timeout
+/// (`APP_DEPENDENCY_TIMEOUT`, at least 500 ms in tests), so a loaded server
+/// still answers in time.
 const MAX_BLOCK: Duration = Duration::from_millis(200);
 
 /// The stream's name, before the deployment's key prefix.
@@ -60,8 +61,8 @@ impl RedisEventStream {
     }
 
     /// Entries after `last_id` (`"0"` for all),
-    /// waiting up to `block` for the first. The wait is capped at 200 ms:
-    /// pooled connections give up on a reply after 500 ms, so callers poll.
+    /// waiting up to `block` for the first. The wait is capped at 200 ms,
+    /// below the pool's reply timeout, so callers poll.
     ///
     /// # Errors
     /// [`Unavailable`] when Redis fails.
