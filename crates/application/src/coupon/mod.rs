@@ -13,6 +13,10 @@ use thiserror::Error;
 /// transaction: a million codes never sit in one transaction's memory.
 pub const CODE_BATCH: usize = 10_000;
 
+/// Batches in flight at once: one being written while the next is drawn and
+/// sent, so random generation and Postgres' index work overlap.
+const IN_FLIGHT: usize = 2;
+
 #[derive(Debug, Error)]
 pub enum CampaignError {
     #[error("campaign {0} does not exist")]
@@ -69,12 +73,26 @@ impl Campaigns {
     /// [`CampaignError::NotFound`] for an unknown id; `Unavailable` when the
     /// store fails (the codes of batches already written stay).
     pub async fn generate(&self, id: CampaignId, count: CodeCount) -> Result<usize, CampaignError> {
+        use futures_util::stream::{FuturesUnordered, StreamExt as _};
+
         let mut generated = 0;
+        let mut requested = 0;
         let mut fruitless = 0;
-        while generated < count.get() {
-            let batch = (count.get() - generated).min(CODE_BATCH);
-            let added = self.store.add_codes(id, self.codes.generate(batch)).await?;
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            // Keep up to IN_FLIGHT batches going while codes are still missing.
+            while in_flight.len() < IN_FLIGHT && requested < count.get() {
+                let batch = (count.get() - requested).min(CODE_BATCH);
+                requested += batch;
+                in_flight.push(self.store.add_codes(id, self.codes.generate(batch)));
+            }
+            let Some(added) = in_flight.next().await else {
+                return Ok(generated);
+            };
+            let added = added?;
             generated += added.inserted;
+            // Collisions are replaced by asking for that many more codes.
+            requested -= added.duplicates;
             // 16 random base32 characters collide about once in 10^24; a
             // batch that adds nothing three times over means a broken generator.
             fruitless = if added.inserted == 0 {
@@ -89,7 +107,6 @@ impl Campaigns {
                 )));
             }
         }
-        Ok(generated)
     }
 }
 
