@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use application::catalog::{Catalog, PopularProducts};
-use application::coupon::Campaigns;
+use application::coupon::{Campaigns, Coupons};
 use application::events::RelayOutbox;
 use application::identity::{Authenticate, BootstrapAdmin, SignIn, SignUp, UserQueries};
 use application::ordering::{OrderQueries, PlaceOrder};
@@ -113,6 +113,10 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
             campaigns: Arc::new(Campaigns::new(
                 Arc::new(PgCouponStore::new(pg.clone())),
                 Arc::new(infra::codes::RandomCodes),
+            )),
+            coupons: Arc::new(Coupons::new(
+                Arc::new(PgCouponStore::new(pg.clone())),
+                Arc::clone(&clock),
             )),
         },
         catalog: CatalogApi {

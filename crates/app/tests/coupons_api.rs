@@ -142,3 +142,316 @@ async fn generation_counts_are_bounded_and_campaigns_must_exist() {
         .assert_problem(404, "CAMPAIGN_NOT_FOUND");
     assert_eq!(app.scalar("SELECT count(*) AS n FROM coupons").await, 0);
 }
+
+async fn campaign_with_codes(app: &TestApp, body: Value, codes: i64) -> i64 {
+    let admin = app.admin_token().await;
+    let id = app
+        .post("/api/v1/admin/coupon-campaigns", &body, Some(&admin))
+        .await
+        .body["id"]
+        .as_i64()
+        .expect("id");
+    let generated = app
+        .post(
+            &format!("/api/v1/admin/coupon-campaigns/{id}/codes"),
+            &json!({"count": codes}),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(generated.status, 201, "{}", generated.text);
+    id
+}
+
+#[tokio::test]
+async fn issue_list_use_and_cancel_a_coupon() {
+    let app = TestApp::spawn().await;
+    let id = campaign_with_codes(&app, campaign(), 3).await;
+    let token = app.sign_up("holder").await;
+
+    let issued = app
+        .post(
+            &format!("/api/v1/coupon-campaigns/{id}/issue"),
+            &json!({}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(issued.status, 201, "{}", issued.text);
+    let code = issued.body["code"].as_str().expect("code").to_owned();
+    assert_eq!(issued.body["status"], "ISSUED");
+    assert_eq!(issued.body["campaignId"], id);
+    assert_eq!(issued.body["campaignName"], "Winter sale");
+    let issued_at =
+        chrono::DateTime::parse_from_rfc3339(issued.body["issuedAt"].as_str().expect("issuedAt"))
+            .expect("rfc3339");
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(issued.body["expiresAt"].as_str().expect("expiresAt"))
+            .expect("rfc3339");
+    assert_eq!(expires_at - issued_at, chrono::Duration::days(7));
+
+    app.post(
+        &format!("/api/v1/coupon-campaigns/{id}/issue"),
+        &json!({}),
+        Some(&token),
+    )
+    .await
+    .assert_problem(409, "COUPON_ALREADY_ISSUED");
+    let view = app
+        .get(&format!("/api/v1/coupon-campaigns/{id}"), Some(&token))
+        .await;
+    assert_eq!(
+        (
+            view.body["issuedCount"].as_i64(),
+            view.body["remainingCount"].as_i64()
+        ),
+        (Some(1), Some(2))
+    );
+
+    let mine = app.get("/api/v1/coupons", Some(&token)).await;
+    assert_eq!(mine.body["totalCount"], 1);
+    assert_eq!(mine.body["items"][0]["code"], code.as_str());
+
+    let used = app
+        .post(
+            &format!("/api/v1/coupons/{code}/use"),
+            &json!({}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(
+        (used.status, used.body["status"].as_str()),
+        (200, Some("USED")),
+        "{}",
+        used.text
+    );
+    assert!(used.body["usedAt"].is_string());
+    app.post(
+        &format!("/api/v1/coupons/{code}/use"),
+        &json!({}),
+        Some(&token),
+    )
+    .await
+    .assert_problem(409, "COUPON_ALREADY_USED");
+    assert_eq!(
+        app.get("/api/v1/coupons?status=USED", Some(&token))
+            .await
+            .body["totalCount"],
+        1
+    );
+    assert_eq!(
+        app.get("/api/v1/coupons?status=ISSUED", Some(&token))
+            .await
+            .body["totalCount"],
+        0
+    );
+
+    let back = app
+        .post(
+            &format!("/api/v1/coupons/{code}/cancel-use"),
+            &json!({}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(
+        (back.status, back.body["status"].as_str()),
+        (200, Some("ISSUED")),
+        "{}",
+        back.text
+    );
+    app.post(
+        &format!("/api/v1/coupons/{code}/cancel-use"),
+        &json!({}),
+        Some(&token),
+    )
+    .await
+    .assert_problem(409, "COUPON_NOT_USED");
+
+    // Another user's code is not found, and neither is a code that cannot exist.
+    let stranger = app.sign_up("stranger").await;
+    app.post(
+        &format!("/api/v1/coupons/{code}/use"),
+        &json!({}),
+        Some(&stranger),
+    )
+    .await
+    .assert_problem(404, "COUPON_NOT_FOUND");
+    app.post(
+        "/api/v1/coupons/not-a-code/use",
+        &json!({}),
+        Some(&stranger),
+    )
+    .await
+    .assert_problem(404, "COUPON_NOT_FOUND");
+    app.get("/api/v1/coupons?status=LOST", Some(&token))
+        .await
+        .assert_problem(400, "VALIDATION_FAILED");
+}
+
+#[tokio::test]
+async fn an_expired_coupon_cannot_be_used_and_lists_as_expired() {
+    let app = TestApp::spawn().await;
+    let id = campaign_with_codes(&app, campaign(), 1).await;
+    let token = app.sign_up("late").await;
+    let code = app
+        .post(
+            &format!("/api/v1/coupon-campaigns/{id}/issue"),
+            &json!({}),
+            Some(&token),
+        )
+        .await
+        .body["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    app.scalar("WITH x AS (UPDATE coupons SET issued_at = now() - interval '8 days', expires_at = now() - interval '1 day' RETURNING 1) SELECT count(*) AS n FROM x").await;
+
+    app.post(
+        &format!("/api/v1/coupons/{code}/use"),
+        &json!({}),
+        Some(&token),
+    )
+    .await
+    .assert_problem(409, "COUPON_EXPIRED");
+    let expired = app
+        .get("/api/v1/coupons?status=EXPIRED", Some(&token))
+        .await;
+    assert_eq!(expired.body["items"][0]["status"], "EXPIRED");
+}
+
+#[tokio::test]
+async fn a_closed_window_and_an_empty_pool_are_refused() {
+    let app = TestApp::spawn().await;
+    let token = app.sign_up("eager").await;
+    let mut later = campaign();
+    later["issueStartsAt"] = json!("2099-01-01T00:00:00Z");
+    let not_yet = campaign_with_codes(&app, later, 1).await;
+    let mut over = campaign();
+    over["issueStartsAt"] = json!("2020-01-01T00:00:00Z");
+    over["issueEndsAt"] = json!("2020-02-01T00:00:00Z");
+    let ended = campaign_with_codes(&app, over, 1).await;
+    let tiny = campaign_with_codes(&app, campaign(), 1).await;
+    let first = app.sign_up("first").await;
+
+    for id in [not_yet, ended] {
+        app.post(
+            &format!("/api/v1/coupon-campaigns/{id}/issue"),
+            &json!({}),
+            Some(&token),
+        )
+        .await
+        .assert_problem(409, "CAMPAIGN_NOT_ACTIVE");
+    }
+    assert_eq!(
+        app.post(
+            &format!("/api/v1/coupon-campaigns/{tiny}/issue"),
+            &json!({}),
+            Some(&first)
+        )
+        .await
+        .status,
+        201
+    );
+    app.post(
+        &format!("/api/v1/coupon-campaigns/{tiny}/issue"),
+        &json!({}),
+        Some(&token),
+    )
+    .await
+    .assert_problem(409, "COUPON_SOLD_OUT");
+    app.post(
+        "/api/v1/coupon-campaigns/999999/issue",
+        &json!({}),
+        Some(&token),
+    )
+    .await
+    .assert_problem(404, "CAMPAIGN_NOT_FOUND");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hundred_attempts_by_a_hundred_users_on_a_pool_of_25() {
+    let app = TestApp::spawn_with(support::Options {
+        trusted_user_header: Some("X-USER-ID".into()),
+        ..support::Options::default()
+    })
+    .await;
+    let id = campaign_with_codes(&app, campaign(), 25).await;
+    let path = format!("/api/v1/coupon-campaigns/{id}/issue");
+
+    let replies = futures_util::future::join_all((0..300).map(|i| {
+        let user = format!("rusher-{}", i % 100);
+        let (app, path) = (&app, &path);
+        async move {
+            app.send(reqwest::Method::POST, path, &[("X-USER-ID", &user)], None)
+                .await
+        }
+    }))
+    .await;
+
+    let issued = replies.iter().filter(|r| r.status == 201).count();
+    let refused = replies
+        .iter()
+        .filter(|r| {
+            r.status == 409
+                && (r.body["code"] == "COUPON_SOLD_OUT"
+                    || r.body["code"] == "COUPON_ALREADY_ISSUED")
+        })
+        .count();
+    assert_eq!(
+        (issued, refused),
+        (25, 275),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT count(*) AS n FROM coupons WHERE campaign_id = {id} AND owner_id IS NOT NULL"
+        ))
+        .await,
+        25
+    );
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT count(DISTINCT owner_id) AS n FROM coupons WHERE campaign_id = {id}"
+        ))
+        .await,
+        25,
+        "nobody has two"
+    );
+    let codes: std::collections::HashSet<String> = replies
+        .iter()
+        .filter(|r| r.status == 201)
+        .filter_map(|r| r.body["code"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(codes.len(), 25, "25 distinct codes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_concurrent_uses_of_one_code_let_exactly_one_through() {
+    let app = TestApp::spawn().await;
+    let id = campaign_with_codes(&app, campaign(), 1).await;
+    let token = app.sign_up("double").await;
+    let code = app
+        .post(
+            &format!("/api/v1/coupon-campaigns/{id}/issue"),
+            &json!({}),
+            Some(&token),
+        )
+        .await
+        .body["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+
+    let path = format!("/api/v1/coupons/{code}/use");
+    let replies = futures_util::future::join_all(
+        (0..10).map(|_| async { app.post(&path, &json!({}), Some(&token)).await }),
+    )
+    .await;
+
+    assert_eq!(replies.iter().filter(|r| r.status == 200).count(), 1);
+    assert!(
+        replies
+            .iter()
+            .filter(|r| r.status != 200)
+            .all(|r| r.body["code"] == "COUPON_ALREADY_USED")
+    );
+}

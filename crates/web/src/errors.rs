@@ -179,3 +179,53 @@ impl From<application::coupon::CampaignError> for ApiError {
         }
     }
 }
+
+impl From<application::coupon::IssueCouponError> for ApiError {
+    fn from(err: application::coupon::IssueCouponError) -> Self {
+        use application::coupon::IssueCouponError as E;
+        match err {
+            E::CampaignNotFound(id) => ApiError::not_found(
+                "CAMPAIGN_NOT_FOUND",
+                format!("campaign {id} does not exist"),
+            ),
+            E::NotActive => ApiError::conflict(
+                "CAMPAIGN_NOT_ACTIVE",
+                "Campaign not active",
+                "the campaign is not issuing coupons now",
+            ),
+            E::SoldOut => ApiError::conflict(
+                "COUPON_SOLD_OUT",
+                "Coupons sold out",
+                "every coupon of the campaign is taken",
+            ),
+            E::AlreadyIssued => ApiError::conflict(
+                "COUPON_ALREADY_ISSUED",
+                "Coupon already issued",
+                "you already hold a coupon of this campaign",
+            ),
+            E::Unavailable(u) => u.into(),
+        }
+    }
+}
+
+impl From<domain::coupon::RedeemError> for ApiError {
+    fn from(err: domain::coupon::RedeemError) -> Self {
+        use domain::coupon::RedeemError as E;
+        match err {
+            E::NotFound => ApiError::not_found("COUPON_NOT_FOUND", "no such coupon of yours"),
+            E::AlreadyUsed => ApiError::conflict(
+                "COUPON_ALREADY_USED",
+                "Coupon already used",
+                "the coupon is already used",
+            ),
+            E::NotUsed => ApiError::conflict(
+                "COUPON_NOT_USED",
+                "Coupon not used",
+                "the coupon is not used",
+            ),
+            E::Expired => {
+                ApiError::conflict("COUPON_EXPIRED", "Coupon expired", "the coupon has expired")
+            }
+        }
+    }
+}

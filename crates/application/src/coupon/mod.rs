@@ -1,4 +1,9 @@
-//! Coupon use cases: campaigns and their pools of codes.
+//! Coupon use cases: campaigns and their pools of codes; issuing, listing,
+//! using and giving back coupons.
+
+mod issue;
+
+pub use issue::{Coupons, IssueCouponError};
 
 use std::sync::Arc;
 

@@ -3,9 +3,13 @@
 use async_trait::async_trait;
 use thiserror::Error;
 
-use super::models::{Campaign, CampaignId, CampaignView, NewCampaign};
+use chrono::{DateTime, Utc};
+
+use super::models::{Campaign, CampaignId, CampaignView, Coupon, CouponStatus, NewCampaign};
 use crate::error::Unavailable;
+use crate::identity::UserId;
 use crate::ordering::CouponCode;
+use crate::paging::{Page, PageRequest};
 
 /// What adding codes to a pool did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -21,6 +25,31 @@ pub enum AddCodesError {
     CampaignNotFound(CampaignId),
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
+}
+
+/// Why a code could not be issued.
+#[derive(Debug, Error)]
+pub enum IssueError {
+    #[error("no free code is left")]
+    SoldOut,
+    #[error("this user already holds a code of the campaign")]
+    AlreadyIssued,
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// Why a coupon could not be used or given back.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum RedeemError {
+    /// Unknown, or another user's.
+    #[error("no such coupon of yours")]
+    NotFound,
+    #[error("the coupon is already used")]
+    AlreadyUsed,
+    #[error("the coupon is not used")]
+    NotUsed,
+    #[error("the coupon has expired")]
+    Expired,
 }
 
 /// Campaigns and their pools of codes.
@@ -47,6 +76,61 @@ pub trait CouponStore: Send + Sync {
         campaign: CampaignId,
         codes: Vec<CouponCode>,
     ) -> Result<AddedCodes, AddCodesError>;
+
+    /// Hands the lowest free code of the campaign to `user`, valid until
+    /// `expires_at`. Concurrent calls never get the same code
+    /// (`FOR UPDATE SKIP LOCKED`) and a user never gets two (unique index).
+    ///
+    /// # Errors
+    /// [`IssueError::SoldOut`], [`IssueError::AlreadyIssued`], or `Unavailable`.
+    async fn issue(
+        &self,
+        campaign: &Campaign,
+        user: UserId,
+        issued_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Coupon, IssueError>;
+
+    /// The user's coupons by expiry, soonest first, optionally only those
+    /// with `status` at `now`.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails.
+    async fn mine(
+        &self,
+        user: UserId,
+        status: Option<CouponStatus>,
+        now: DateTime<Utc>,
+        page: PageRequest,
+    ) -> Result<Page<Coupon>, Unavailable>;
+
+    /// Marks the user's unexpired, unused coupon used at `now`, in one guarded
+    /// update: two concurrent uses never both succeed.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails; refusals are `Ok(Err(_))`.
+    async fn redeem(
+        &self,
+        user: UserId,
+        code: &CouponCode,
+        now: DateTime<Utc>,
+    ) -> Result<Result<Coupon, RedeemError>, Unavailable>;
+
+    /// Gives a used coupon back to its owner (unused again).
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails; refusals are `Ok(Err(_))`.
+    async fn cancel_redeem(
+        &self,
+        user: UserId,
+        code: &CouponCode,
+    ) -> Result<Result<Coupon, RedeemError>, Unavailable>;
+
+    /// The campaign, without its pool's counts.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails.
+    async fn campaign(&self, id: CampaignId) -> Result<Option<Campaign>, Unavailable>;
 }
 
 /// Fresh random codes: 16 characters of Crockford base32 from a CSPRNG.

@@ -4,13 +4,20 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Int8, Text};
+use diesel::sql_types::{Nullable, Timestamptz};
 use diesel_async::RunQueryDsl;
 use domain::coupon::{
-    AddCodesError, AddedCodes, Campaign, CampaignId, CampaignName, CampaignView, CouponStore,
-    DiscountKind, DiscountRule, IssueWindow, NewCampaign, ValidDays,
+    AddCodesError, AddedCodes, Campaign, CampaignId, CampaignName, CampaignView, Coupon,
+    CouponStatus, CouponStore, DiscountKind, DiscountRule, IssueError, IssueWindow, NewCampaign,
+    RedeemError, ValidDays,
 };
 use domain::error::Unavailable;
+use domain::identity::UserId;
 use domain::ordering::CouponCode;
+use domain::paging::{Page, PageRequest};
+
+use super::error::is_unique_violation;
+use super::paging::page_of;
 
 use super::schema::coupon_campaigns;
 use super::{Postgres, unavailable};
@@ -65,6 +72,87 @@ impl CampaignRow {
                 .map_err(|_| corrupt())?,
         })
     }
+}
+
+/// A coupon row joined with its campaign.
+#[derive(QueryableByName)]
+struct CouponRow {
+    #[diesel(sql_type = Text)]
+    code: String,
+    #[diesel(sql_type = Int8)]
+    campaign_id: i64,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    discount_type: String,
+    #[diesel(sql_type = Int8)]
+    discount_value: i64,
+    #[diesel(sql_type = Nullable<Int8>)]
+    max_discount_amount: Option<i64>,
+    #[diesel(sql_type = Int8)]
+    min_order_amount: i64,
+    #[diesel(sql_type = Timestamptz)]
+    issued_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    expires_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    used_at: Option<DateTime<Utc>>,
+}
+
+/// The columns of a [`CouponRow`], for `SELECT … FROM coupons c JOIN coupon_campaigns k`.
+const COUPON_COLUMNS: &str = "c.code, c.campaign_id, k.name, k.discount_type, k.discount_value, \
+     k.max_discount_amount, k.min_order_amount, c.issued_at, c.expires_at, c.used_at";
+
+impl CouponRow {
+    fn into_coupon(self) -> Result<Coupon, Unavailable> {
+        let corrupt = || unavailable(format!("coupon {} is invalid", self.code));
+        let kind = DiscountKind::parse(&self.discount_type).ok_or_else(corrupt)?;
+        Ok(Coupon {
+            code: CouponCode::parse(&self.code).map_err(|_| corrupt())?,
+            campaign_id: CampaignId::new(self.campaign_id),
+            campaign_name: CampaignName::parse(&self.name).map_err(|_| corrupt())?,
+            rule: DiscountRule::new(
+                kind,
+                self.discount_value,
+                self.max_discount_amount,
+                self.min_order_amount,
+            )
+            .map_err(|_| corrupt())?,
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+            used_at: self.used_at,
+        })
+    }
+}
+
+#[derive(QueryableByName)]
+struct Issued {
+    #[diesel(sql_type = Text)]
+    code: String,
+}
+
+#[derive(QueryableByName)]
+struct Total {
+    #[diesel(sql_type = Int8)]
+    n: i64,
+}
+
+/// The user's coupon with this code, whatever its state.
+async fn owned(
+    conn: &mut diesel_async::AsyncPgConnection,
+    user: UserId,
+    code: &CouponCode,
+) -> Result<Option<CouponRow>, Unavailable> {
+    diesel::sql_query(format!(
+        "SELECT {COUPON_COLUMNS} FROM coupons c JOIN coupon_campaigns k ON k.id = c.campaign_id \
+          WHERE c.code = $1 AND c.owner_id = $2"
+    ))
+    .bind::<Text, _>(code.as_str())
+    .bind::<Int8, _>(user.get())
+    .get_result(conn)
+    .await
+    .optional()
+    .map_err(unavailable)
 }
 
 #[derive(QueryableByName)]
@@ -162,6 +250,188 @@ impl CouponStore for PgCouponStore {
                     inserted,
                     duplicates: codes.len() - inserted,
                 })
+            })
+            .await
+    }
+
+    async fn issue(
+        &self,
+        campaign: &Campaign,
+        user: UserId,
+        issued_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Coupon, IssueError> {
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                // A user who already holds a code locks no free one (so others
+                // never see a false sold-out); concurrent issuers skip each
+                // other's locked rows; the unique index catches a user racing
+                // themselves.
+                let issued = diesel::sql_query(
+                    "WITH pick AS ( \
+                         SELECT id FROM coupons \
+                          WHERE campaign_id = $1 AND owner_id IS NULL \
+                            AND NOT EXISTS (SELECT 1 FROM coupons WHERE campaign_id = $1 AND owner_id = $2) \
+                          ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                     UPDATE coupons c SET owner_id = $2, issued_at = $3, expires_at = $4 \
+                       FROM pick WHERE c.id = pick.id RETURNING c.code",
+                )
+                .bind::<Int8, _>(campaign.id.get())
+                .bind::<Int8, _>(user.get())
+                .bind::<Timestamptz, _>(issued_at)
+                .bind::<Timestamptz, _>(expires_at)
+                .get_result::<Issued>(&mut *conn)
+                .await
+                .optional()
+                .map_err(|e| {
+                    if is_unique_violation(&e, "coupons_campaign_owner_key") {
+                        IssueError::AlreadyIssued
+                    } else {
+                        IssueError::Unavailable(unavailable(e))
+                    }
+                })?;
+                let Some(issued) = issued else {
+                    let held: Total = diesel::sql_query(
+                        "SELECT count(*) AS n FROM coupons WHERE campaign_id = $1 AND owner_id = $2",
+                    )
+                    .bind::<Int8, _>(campaign.id.get())
+                    .bind::<Int8, _>(user.get())
+                    .get_result(&mut *conn)
+                    .await
+                    .map_err(unavailable)?;
+                    return Err(if held.n > 0 { IssueError::AlreadyIssued } else { IssueError::SoldOut });
+                };
+                Ok(Coupon {
+                    code: CouponCode::parse(&issued.code)
+                        .map_err(|_| unavailable(format!("coupon {} is invalid", issued.code)))?,
+                    campaign_id: campaign.id,
+                    campaign_name: campaign.name.clone(),
+                    rule: campaign.rule,
+                    issued_at,
+                    expires_at,
+                    used_at: None,
+                })
+            })
+            .await
+    }
+
+    async fn mine(
+        &self,
+        user: UserId,
+        status: Option<CouponStatus>,
+        now: DateTime<Utc>,
+        page: PageRequest,
+    ) -> Result<Page<Coupon>, Unavailable> {
+        let filter = match status {
+            None => "",
+            Some(CouponStatus::Issued) => "AND c.used_at IS NULL AND c.expires_at > $2",
+            Some(CouponStatus::Used) => "AND c.used_at IS NOT NULL",
+            Some(CouponStatus::Expired) => "AND c.used_at IS NULL AND c.expires_at <= $2",
+        };
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                let total: Total = diesel::sql_query(format!(
+                    "SELECT count(*) AS n FROM coupons c WHERE c.owner_id = $1 AND $2 = $2 {filter}"
+                ))
+                .bind::<Int8, _>(user.get())
+                .bind::<Timestamptz, _>(now)
+                .get_result(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+                let rows: Vec<CouponRow> = diesel::sql_query(format!(
+                    "SELECT {COUPON_COLUMNS} FROM coupons c JOIN coupon_campaigns k ON k.id = c.campaign_id \
+                      WHERE c.owner_id = $1 AND $2 = $2 {filter} \
+                      ORDER BY c.expires_at ASC, c.id ASC OFFSET $3 LIMIT $4"
+                ))
+                .bind::<Int8, _>(user.get())
+                .bind::<Timestamptz, _>(now)
+                .bind::<Int8, _>(page.offset())
+                .bind::<Int8, _>(page.limit())
+                .load(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+                page_of(rows, CouponRow::into_coupon, page, total.n)
+            })
+            .await
+    }
+
+    async fn redeem(
+        &self,
+        user: UserId,
+        code: &CouponCode,
+        now: DateTime<Utc>,
+    ) -> Result<Result<Coupon, RedeemError>, Unavailable> {
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                let used = diesel::sql_query(
+                    "UPDATE coupons SET used_at = $3 \
+                      WHERE code = $1 AND owner_id = $2 AND used_at IS NULL AND expires_at > $3",
+                )
+                .bind::<Text, _>(code.as_str())
+                .bind::<Int8, _>(user.get())
+                .bind::<Timestamptz, _>(now)
+                .execute(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+                let Some(row) = owned(&mut conn, user, code).await? else {
+                    return Ok(Err(RedeemError::NotFound));
+                };
+                if used == 1 {
+                    return row.into_coupon().map(Ok);
+                }
+                Ok(Err(if row.used_at.is_some() {
+                    RedeemError::AlreadyUsed
+                } else {
+                    RedeemError::Expired
+                }))
+            })
+            .await
+    }
+
+    async fn cancel_redeem(
+        &self,
+        user: UserId,
+        code: &CouponCode,
+    ) -> Result<Result<Coupon, RedeemError>, Unavailable> {
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                let given_back = diesel::sql_query(
+                    "UPDATE coupons SET used_at = NULL, used_order_id = NULL \
+                      WHERE code = $1 AND owner_id = $2 AND used_at IS NOT NULL",
+                )
+                .bind::<Text, _>(code.as_str())
+                .bind::<Int8, _>(user.get())
+                .execute(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+                let Some(row) = owned(&mut conn, user, code).await? else {
+                    return Ok(Err(RedeemError::NotFound));
+                };
+                if given_back == 1 {
+                    return row.into_coupon().map(Ok);
+                }
+                Ok(Err(RedeemError::NotUsed))
+            })
+            .await
+    }
+
+    async fn campaign(&self, id: CampaignId) -> Result<Option<Campaign>, Unavailable> {
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                coupon_campaigns::table
+                    .find(id.get())
+                    .select(CampaignRow::as_select())
+                    .first(&mut *conn)
+                    .await
+                    .optional()
+                    .map_err(unavailable)?
+                    .map(CampaignRow::into_campaign)
+                    .transpose()
             })
             .await
     }

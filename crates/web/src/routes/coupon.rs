@@ -4,22 +4,25 @@
 use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
-use application::coupon::Campaigns;
+use application::coupon::{Campaigns, Coupons};
 use chrono::{DateTime, Utc};
 use domain::coupon::{
-    Campaign, CampaignId, CampaignName, CampaignView, CodeCount, DiscountKind, DiscountRule,
-    IssueWindow, NewCampaign, ValidDays,
+    Campaign, CampaignId, CampaignName, CampaignView, CodeCount, Coupon, CouponStatus,
+    DiscountKind, DiscountRule, IssueWindow, NewCampaign, RedeemError, ValidDays,
 };
+use domain::ordering::CouponCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::extract::{AdminUser, AuthUser, Json};
+use crate::extract::{AdminUser, AuthUser, Json, PageParams};
 use crate::problem::ApiError;
+use crate::routes::PageBody;
 
 /// The coupon use cases the routes call.
 #[derive(Debug, Clone)]
 pub struct CouponApi {
     pub campaigns: Arc<Campaigns>,
+    pub coupons: Arc<Coupons>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -27,7 +30,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/admin/coupon-campaigns/{id}/codes").route(web::post().to(generate)),
         )
-        .service(web::resource("/coupon-campaigns/{id}").route(web::get().to(view)));
+        .service(web::resource("/coupon-campaigns/{id}").route(web::get().to(view)))
+        .service(web::resource("/coupon-campaigns/{id}/issue").route(web::post().to(issue)))
+        .service(web::resource("/coupons").route(web::get().to(mine)))
+        .service(web::resource("/coupons/{code}/use").route(web::post().to(redeem)))
+        .service(web::resource("/coupons/{code}/cancel-use").route(web::post().to(cancel_redeem)));
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,4 +158,103 @@ async fn generate(
     let count = CodeCount::new(body.count).map_err(ApiError::from)?;
     let generated = api.campaigns.generate(id, count).await?;
     Ok(HttpResponse::Created().json(json!({ "campaignId": id.get(), "generated": generated })))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CouponJson {
+    code: String,
+    campaign_id: i64,
+    campaign_name: String,
+    status: &'static str,
+    discount_type: &'static str,
+    discount_value: i64,
+    issued_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    used_at: Option<DateTime<Utc>>,
+}
+
+impl CouponJson {
+    fn new(coupon: &Coupon, status: CouponStatus) -> Self {
+        Self {
+            code: coupon.code.as_str().to_owned(),
+            campaign_id: coupon.campaign_id.get(),
+            campaign_name: coupon.campaign_name.as_str().to_owned(),
+            status: status.as_str(),
+            discount_type: coupon.rule.kind().as_str(),
+            discount_value: coupon.rule.value(),
+            issued_at: coupon.issued_at,
+            expires_at: coupon.expires_at,
+            used_at: coupon.used_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct StatusQuery {
+    status: Option<String>,
+}
+
+/// A code from the path; one that cannot exist is simply not found.
+fn code(raw: &str) -> Result<CouponCode, ApiError> {
+    CouponCode::parse(raw).map_err(|_| ApiError::from(RedeemError::NotFound))
+}
+
+async fn issue(
+    api: web::Data<CouponApi>,
+    AuthUser(caller): AuthUser,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let coupon = api
+        .coupons
+        .issue(CampaignId::new(id.into_inner()), caller.user_id)
+        .await?;
+    Ok(HttpResponse::Created().json(CouponJson::new(&coupon, api.coupons.status_of(&coupon))))
+}
+
+async fn mine(
+    api: web::Data<CouponApi>,
+    AuthUser(caller): AuthUser,
+    PageParams(page): PageParams,
+    query: web::Query<StatusQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let status = match query.status.as_deref() {
+        None => None,
+        Some("ISSUED") => Some(CouponStatus::Issued),
+        Some("USED") => Some(CouponStatus::Used),
+        Some("EXPIRED") => Some(CouponStatus::Expired),
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "status",
+                "must be ISSUED, USED or EXPIRED",
+            ));
+        }
+    };
+    let page = api.coupons.mine(caller.user_id, status, page).await?;
+    Ok(HttpResponse::Ok().json(PageBody::from_page(page, |c| {
+        let status = api.coupons.status_of(&c);
+        CouponJson::new(&c, status)
+    })))
+}
+
+async fn redeem(
+    api: web::Data<CouponApi>,
+    AuthUser(caller): AuthUser,
+    raw: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let coupon = api.coupons.redeem(caller.user_id, &code(&raw)?).await??;
+    Ok(HttpResponse::Ok().json(CouponJson::new(&coupon, api.coupons.status_of(&coupon))))
+}
+
+async fn cancel_redeem(
+    api: web::Data<CouponApi>,
+    AuthUser(caller): AuthUser,
+    raw: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let coupon = api
+        .coupons
+        .cancel_redeem(caller.user_id, &code(&raw)?)
+        .await??;
+    Ok(HttpResponse::Ok().json(CouponJson::new(&coupon, api.coupons.status_of(&coupon))))
 }

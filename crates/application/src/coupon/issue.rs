@@ -1,0 +1,232 @@
+//! Issue a coupon, first come first served: at most one per user per
+//! campaign, never more than the pool, only inside the campaign's window.
+
+use std::sync::Arc;
+
+use domain::clock::Clock;
+use domain::coupon::{CampaignId, Coupon, CouponStatus, CouponStore, IssueError, RedeemError};
+use domain::error::Unavailable;
+use domain::identity::UserId;
+use domain::ordering::CouponCode;
+use domain::paging::{Page, PageRequest};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum IssueCouponError {
+    #[error("campaign {0} does not exist")]
+    CampaignNotFound(CampaignId),
+    #[error("the campaign is not issuing codes now")]
+    NotActive,
+    #[error("no code is left")]
+    SoldOut,
+    #[error("you already hold a code of this campaign")]
+    AlreadyIssued,
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// Issuing, listing, using and giving back coupons.
+pub struct Coupons {
+    store: Arc<dyn CouponStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Coupons {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Coupons")
+    }
+}
+
+impl Coupons {
+    pub fn new(store: Arc<dyn CouponStore>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    /// # Errors
+    /// [`IssueCouponError`] naming why no code was issued.
+    pub async fn issue(
+        &self,
+        campaign: CampaignId,
+        user: UserId,
+    ) -> Result<Coupon, IssueCouponError> {
+        let campaign = self
+            .store
+            .campaign(campaign)
+            .await?
+            .ok_or(IssueCouponError::CampaignNotFound(campaign))?;
+        let now = self.clock.now();
+        if !campaign.window.is_open(now) {
+            return Err(IssueCouponError::NotActive);
+        }
+        let expires_at = campaign.valid_days.expiry_from(now);
+        self.store
+            .issue(&campaign, user, now, expires_at)
+            .await
+            .map_err(|e| match e {
+                IssueError::SoldOut => IssueCouponError::SoldOut,
+                IssueError::AlreadyIssued => IssueCouponError::AlreadyIssued,
+                IssueError::Unavailable(u) => IssueCouponError::Unavailable(u),
+            })
+    }
+
+    /// The user's coupons, soonest expiry first; `status` filters by the
+    /// status at this moment (EXPIRED is derived from the clock).
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails.
+    pub async fn mine(
+        &self,
+        user: UserId,
+        status: Option<CouponStatus>,
+        page: PageRequest,
+    ) -> Result<Page<Coupon>, Unavailable> {
+        self.store.mine(user, status, self.clock.now(), page).await
+    }
+
+    /// Uses the coupon now.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails; refusals are `Ok(Err(_))`.
+    pub async fn redeem(
+        &self,
+        user: UserId,
+        code: &CouponCode,
+    ) -> Result<Result<Coupon, RedeemError>, Unavailable> {
+        self.store.redeem(user, code, self.clock.now()).await
+    }
+
+    /// Gives a used coupon back.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails; refusals are `Ok(Err(_))`.
+    pub async fn cancel_redeem(
+        &self,
+        user: UserId,
+        code: &CouponCode,
+    ) -> Result<Result<Coupon, RedeemError>, Unavailable> {
+        self.store.cancel_redeem(user, code).await
+    }
+
+    /// The status of a coupon at this moment.
+    pub fn status_of(&self, coupon: &Coupon) -> CouponStatus {
+        coupon.status(self.clock.now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, TimeZone, Utc};
+    use domain::clock::MockClock;
+    use domain::coupon::{
+        Campaign, CampaignName, DiscountKind, DiscountRule, IssueWindow, MockCouponStore, ValidDays,
+    };
+
+    use super::*;
+
+    fn at(day: u32, hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0)
+            .single()
+            .expect("valid")
+    }
+
+    fn clock(now: DateTime<Utc>) -> MockClock {
+        let mut clock = MockClock::new();
+        clock.expect_now().return_const(now);
+        clock
+    }
+
+    fn campaign(window: IssueWindow) -> Campaign {
+        Campaign {
+            id: CampaignId::new(4),
+            name: CampaignName::parse("Winter").expect("valid"),
+            rule: DiscountRule::new(DiscountKind::Amount, 1_000, None, 0).expect("valid"),
+            valid_days: ValidDays::new(7).expect("valid"),
+            window,
+        }
+    }
+
+    fn store_with(window: IssueWindow) -> MockCouponStore {
+        let mut store = MockCouponStore::new();
+        store
+            .expect_campaign()
+            .returning(move |_| Ok(Some(campaign(window))));
+        store
+    }
+
+    #[tokio::test]
+    async fn outside_the_window_nothing_is_issued() {
+        let window = IssueWindow::new(Some(at(23, 9)), Some(at(23, 18))).expect("valid");
+        for now in [at(23, 8), at(23, 18)] {
+            let mut store = store_with(window);
+            store.expect_issue().never();
+            let coupons = Coupons::new(Arc::new(store), Arc::new(clock(now)));
+
+            let result = coupons.issue(CampaignId::new(4), UserId::new(1)).await;
+
+            assert!(matches!(result, Err(IssueCouponError::NotActive)), "{now}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_coupon_expires_valid_days_after_it_is_issued() {
+        let mut store = store_with(IssueWindow::default());
+        store
+            .expect_issue()
+            .withf(|campaign, user, issued, expires| {
+                campaign.id.get() == 4
+                    && user.get() == 1
+                    && *issued == at(23, 12)
+                    && *expires == at(30, 12)
+            })
+            .times(1)
+            .returning(|_, _, _, _| Err(IssueError::SoldOut));
+        let coupons = Coupons::new(Arc::new(store), Arc::new(clock(at(23, 12))));
+
+        let result = coupons.issue(CampaignId::new(4), UserId::new(1)).await;
+
+        assert!(matches!(result, Err(IssueCouponError::SoldOut)));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_campaign_is_not_found_and_already_issued_is_passed_on() {
+        let mut store = MockCouponStore::new();
+        store.expect_campaign().returning(|_| Ok(None));
+        let coupons = Coupons::new(Arc::new(store), Arc::new(clock(at(23, 12))));
+        assert!(matches!(
+            coupons.issue(CampaignId::new(9), UserId::new(1)).await,
+            Err(IssueCouponError::CampaignNotFound(id)) if id.get() == 9
+        ));
+
+        let mut store = store_with(IssueWindow::default());
+        store
+            .expect_issue()
+            .returning(|_, _, _, _| Err(IssueError::AlreadyIssued));
+        let coupons = Coupons::new(Arc::new(store), Arc::new(clock(at(23, 12))));
+        assert!(matches!(
+            coupons.issue(CampaignId::new(4), UserId::new(1)).await,
+            Err(IssueCouponError::AlreadyIssued)
+        ));
+    }
+
+    #[tokio::test]
+    async fn using_a_coupon_is_judged_at_the_clocks_now() {
+        let mut store = MockCouponStore::new();
+        store
+            .expect_redeem()
+            .withf(|user, code, now| {
+                user.get() == 1 && code.as_str() == "ABCD-1234" && *now == at(23, 12)
+            })
+            .returning(|_, _, _| Ok(Err(RedeemError::Expired)));
+        let coupons = Coupons::new(Arc::new(store), Arc::new(clock(at(23, 12))));
+
+        let result = coupons
+            .redeem(
+                UserId::new(1),
+                &CouponCode::parse("ABCD-1234").expect("valid"),
+            )
+            .await
+            .expect("answered");
+
+        assert_eq!(result, Err(RedeemError::Expired));
+    }
+}
