@@ -9,22 +9,18 @@ use application::events::RelayOutbox;
 use application::identity::{Authenticate, BootstrapAdmin, SignIn, SignUp, UserQueries};
 use application::ordering::{OrderQueries, PlaceOrder};
 use application::points::{ChargePoints, PointsQueries};
-use async_trait::async_trait;
 use domain::catalog::CatalogStore;
 use domain::clock::Clock;
-use domain::error::Unavailable;
 use domain::health::HealthProbe;
-use domain::identity::UserId;
 use domain::identity::{PasswordHasher, TokenService, UserRepository};
-use domain::money::Points;
+use domain::ordering::OrderStore;
 use domain::ordering::StockGate;
-use domain::ordering::{CouponCode, CouponQuotes, OrderStore};
 use domain::points::PointsStore;
 use infra::auth::{Argon2Hasher, JwtSecret, JwtTokenService};
 use infra::clock::SystemClock;
 use infra::postgres::{
-    self, PgCatalogStore, PgCouponStore, PgIdempotencyStore, PgOrderStore, PgOutbox, PgPointsStore,
-    PgPoolSettings, PgSalesRanking, PgUserRepository, PostgresProbe,
+    self, PgCatalogStore, PgCouponQuotes, PgCouponStore, PgIdempotencyStore, PgOrderStore,
+    PgOutbox, PgPointsStore, PgPoolSettings, PgSalesRanking, PgUserRepository, PostgresProbe,
 };
 use infra::redis::{
     self, RedisEventStream, RedisKeys, RedisLock, RedisPoolSettings, RedisProbe, RedisSalesRanking,
@@ -130,7 +126,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         ordering: OrderingApi {
             place: Arc::new(PlaceOrder::new(
                 catalog,
-                Arc::new(NoCouponsYet),
+                Arc::new(PgCouponQuotes::new(pg.clone())),
                 Arc::clone(&orders),
                 Arc::new(idempotency.clone()),
                 gate,
@@ -180,21 +176,4 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
             ranking,
         },
     })
-}
-
-/// The coupon port until the coupons context exists (issue 5): there are no
-/// coupons, so every code is unknown and an order with one is refused with
-/// `COUPON_NOT_APPLICABLE`, which is the truth today.
-struct NoCouponsYet;
-
-#[async_trait]
-impl CouponQuotes for NoCouponsYet {
-    async fn quote(
-        &self,
-        _: UserId,
-        _: &CouponCode,
-        _: Points,
-    ) -> Result<Option<Points>, Unavailable> {
-        Ok(None)
-    }
 }

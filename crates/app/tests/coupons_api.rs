@@ -455,3 +455,143 @@ async fn two_concurrent_uses_of_one_code_let_exactly_one_through() {
             .all(|r| r.body["code"] == "COUPON_ALREADY_USED")
     );
 }
+
+/// A user holding one coupon of a campaign with `rule`, and money to pay.
+async fn holder_of(app: &TestApp, login: &str, rule: Value) -> (String, String) {
+    let id = campaign_with_codes(app, rule, 5).await;
+    let token = app.sign_up(login).await;
+    app.charge(&token, 100_000).await;
+    let code = app
+        .post(
+            &format!("/api/v1/coupon-campaigns/{id}/issue"),
+            &json!({}),
+            Some(&token),
+        )
+        .await
+        .body["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    (token, code)
+}
+
+fn order_with(product: i64, quantity: i64, code: &str) -> Value {
+    json!({"items": [{"productId": product, "quantity": quantity}], "couponCode": code})
+}
+
+#[tokio::test]
+async fn an_order_with_a_coupon_pays_less_and_uses_the_coupon() {
+    let app = TestApp::spawn().await;
+    let tea = app.create_product("Tea", 6_000, 100).await;
+    let amount = json!({"name": "3000 off", "discountType": "AMOUNT", "discountValue": 3_000, "minOrderAmount": 10_000, "validDays": 7});
+    let (token, code) = holder_of(&app, "couponer", amount).await;
+
+    let paid = app
+        .post_idempotent(
+            "/api/v1/orders",
+            "with-coupon",
+            &order_with(tea, 2, &code),
+            &token,
+        )
+        .await;
+
+    assert_eq!(paid.status, 201, "{}", paid.text);
+    assert_eq!(paid.body["totalAmount"], 12_000);
+    assert_eq!(
+        (
+            paid.body["discountAmount"].as_i64(),
+            paid.body["paidAmount"].as_i64()
+        ),
+        (Some(3_000), Some(9_000))
+    );
+    assert_eq!(paid.body["couponCode"], code.as_str());
+    assert_eq!(
+        app.get("/api/v1/points", Some(&token)).await.body["balance"],
+        91_000
+    );
+    let mine = app.get("/api/v1/coupons", Some(&token)).await;
+    assert_eq!(mine.body["items"][0]["status"], "USED");
+
+    // Spent: another order cannot use it, and cancel-use cannot undo an order.
+    app.post_idempotent(
+        "/api/v1/orders",
+        "again",
+        &order_with(tea, 2, &code),
+        &token,
+    )
+    .await
+    .assert_problem(409, "COUPON_NOT_APPLICABLE");
+    app.post(
+        &format!("/api/v1/coupons/{code}/cancel-use"),
+        &json!({}),
+        Some(&token),
+    )
+    .await
+    .assert_problem(409, "COUPON_ALREADY_USED");
+}
+
+#[tokio::test]
+async fn a_percent_coupon_is_capped_and_a_minimum_order_is_enforced() {
+    let app = TestApp::spawn().await;
+    let tea = app.create_product("Tea", 10_000, 100).await;
+    let percent = json!({"name": "20%", "discountType": "PERCENT", "discountValue": 20, "maxDiscountAmount": 5_000, "minOrderAmount": 20_000, "validDays": 7});
+    let (token, code) = holder_of(&app, "percenter", percent).await;
+
+    app.post_idempotent(
+        "/api/v1/orders",
+        "too-small",
+        &order_with(tea, 1, &code),
+        &token,
+    )
+    .await
+    .assert_problem(409, "COUPON_NOT_APPLICABLE");
+    let capped = app
+        .post_idempotent(
+            "/api/v1/orders",
+            "capped",
+            &order_with(tea, 5, &code),
+            &token,
+        )
+        .await;
+
+    assert_eq!(capped.status, 201, "{}", capped.text);
+    assert_eq!(
+        (
+            capped.body["totalAmount"].as_i64(),
+            capped.body["discountAmount"].as_i64()
+        ),
+        (Some(50_000), Some(5_000))
+    );
+}
+
+#[tokio::test]
+async fn someone_elses_or_an_expired_coupon_does_not_apply() {
+    let app = TestApp::spawn().await;
+    let tea = app.create_product("Tea", 10_000, 100).await;
+    let rule = json!({"name": "1000 off", "discountType": "AMOUNT", "discountValue": 1_000, "validDays": 7});
+    let (_owner, code) = holder_of(&app, "owner", rule.clone()).await;
+    let (thief, _) = holder_of(&app, "thief", rule).await;
+
+    app.post_idempotent(
+        "/api/v1/orders",
+        "steal",
+        &order_with(tea, 1, &code),
+        &thief,
+    )
+    .await
+    .assert_problem(409, "COUPON_NOT_APPLICABLE");
+    app.scalar("WITH x AS (UPDATE coupons SET issued_at = now() - interval '9 days', expires_at = now() - interval '1 day' WHERE owner_id IS NOT NULL RETURNING 1) SELECT count(*) AS n FROM x").await;
+    let thiefs_code = app.get("/api/v1/coupons", Some(&thief)).await.body["items"][0]["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    app.post_idempotent(
+        "/api/v1/orders",
+        "expired",
+        &order_with(tea, 1, &thiefs_code),
+        &thief,
+    )
+    .await
+    .assert_problem(409, "COUPON_NOT_APPLICABLE");
+    assert_eq!(app.scalar("SELECT count(*) AS n FROM orders").await, 0);
+}

@@ -400,8 +400,8 @@ impl CouponStore for PgCouponStore {
             .timed(async {
                 let mut conn = self.db.conn().await?;
                 let given_back = diesel::sql_query(
-                    "UPDATE coupons SET used_at = NULL, used_order_id = NULL \
-                      WHERE code = $1 AND owner_id = $2 AND used_at IS NOT NULL",
+                    "UPDATE coupons SET used_at = NULL \
+                      WHERE code = $1 AND owner_id = $2 AND used_at IS NOT NULL AND used_order_id IS NULL",
                 )
                 .bind::<Text, _>(code.as_str())
                 .bind::<Int8, _>(user.get())
@@ -414,7 +414,12 @@ impl CouponStore for PgCouponStore {
                 if given_back == 1 {
                     return row.into_coupon().map(Ok);
                 }
-                Ok(Err(RedeemError::NotUsed))
+                // A coupon an order consumed comes back with that order, not here.
+                Ok(Err(if row.used_at.is_some() {
+                    RedeemError::AlreadyUsed
+                } else {
+                    RedeemError::NotUsed
+                }))
             })
             .await
     }
@@ -432,6 +437,56 @@ impl CouponStore for PgCouponStore {
                     .map_err(unavailable)?
                     .map(CampaignRow::into_campaign)
                     .transpose()
+            })
+            .await
+    }
+}
+
+/// The [`CouponQuotes`] port of ordering, on the coupon tables: what a
+/// coupon would take off an order. The order transaction consumes it (see
+/// `ordering.rs`), guarded again, so a quote never has to be trusted.
+#[derive(Clone)]
+pub struct PgCouponQuotes {
+    db: Postgres,
+}
+
+impl std::fmt::Debug for PgCouponQuotes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgCouponQuotes")
+    }
+}
+
+impl PgCouponQuotes {
+    pub fn new(db: Postgres) -> Self {
+        Self { db }
+    }
+}
+
+#[async_trait]
+impl domain::ordering::CouponQuotes for PgCouponQuotes {
+    async fn quote(
+        &self,
+        user: UserId,
+        code: &CouponCode,
+        total: domain::money::Points,
+    ) -> Result<Option<domain::money::Points>, Unavailable> {
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                let usable: Option<CouponRow> = diesel::sql_query(format!(
+                    "SELECT {COUPON_COLUMNS} FROM coupons c JOIN coupon_campaigns k ON k.id = c.campaign_id \
+                      WHERE c.code = $1 AND c.owner_id = $2 AND c.used_at IS NULL AND c.expires_at > now()"
+                ))
+                .bind::<Text, _>(code.as_str())
+                .bind::<Int8, _>(user.get())
+                .get_result(&mut *conn)
+                .await
+                .optional()
+                .map_err(unavailable)?;
+                Ok(match usable {
+                    Some(row) => row.into_coupon()?.rule.discount_for(total),
+                    None => None,
+                })
             })
             .await
     }

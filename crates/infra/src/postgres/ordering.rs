@@ -6,8 +6,8 @@
 //!    rows in opposite orders, so they never deadlock), with
 //!    `UPDATE … SET stock = stock - q WHERE id = $id AND stock >= q`;
 //! 2. the wallet, with `UPDATE … SET balance = balance - paid WHERE balance >= paid`;
-//! 3. the order, its items, the PAYMENT ledger row and the `order.paid`
-//!    outbox event.
+//! 3. the order, its items, the coupon (guarded: unused, unexpired, the
+//!    caller's), the PAYMENT ledger row and the `order.paid` outbox event.
 //!
 //! A guard that finds no row is a refusal (`OUT_OF_STOCK` naming the product,
 //! `INSUFFICIENT_BALANCE`): the savepoint rolls back what was taken before it,
@@ -213,6 +213,22 @@ async fn place_in(
         .values(&items)
         .execute(tx)
         .await?;
+    if let Some(code) = &order.coupon {
+        // Consumed in the order's transaction, guarded again: of two orders
+        // racing for one coupon, one gets it and the other is refused.
+        let consumed = diesel::sql_query(
+            "UPDATE coupons SET used_at = now(), used_order_id = $3 \
+              WHERE code = $1 AND owner_id = $2 AND used_at IS NULL AND expires_at > now()",
+        )
+        .bind::<Text, _>(code.as_str())
+        .bind::<Int8, _>(user_id)
+        .bind::<Int8, _>(row.id)
+        .execute(tx)
+        .await?;
+        if consumed == 0 {
+            return Ok(Err(PlaceOrderError::CouponNotApplicable));
+        }
+    }
     if let Some(balance) = balance_after {
         diesel::insert_into(point_ledger::table)
             .values((
