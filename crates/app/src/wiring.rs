@@ -23,8 +23,8 @@ use infra::postgres::{
     PgOutbox, PgPointsStore, PgPoolSettings, PgSalesRanking, PgUserRepository, PostgresProbe,
 };
 use infra::redis::{
-    self, RedisEventStream, RedisKeys, RedisLock, RedisPoolSettings, RedisProbe, RedisSalesRanking,
-    RedisStockGate,
+    self, RedisEventStream, RedisIssueGate, RedisKeys, RedisLock, RedisPoolSettings, RedisProbe,
+    RedisSalesRanking, RedisStockGate,
 };
 use web::{
     AuthContext, CatalogApi, CouponApi, IdentityApi, JsonLimit, OrderingApi, PointsApi, Readiness,
@@ -83,6 +83,11 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         Arc::new(PgOrderStore::new(pg.clone(), config.idempotency_retention));
 
     let keys = RedisKeys::new(config.redis_key_prefix.clone());
+    let issue_gate: Arc<dyn domain::coupon::IssueGate> = Arc::new(RedisIssueGate::new(
+        redis_pool.clone(),
+        keys.clone(),
+        pg.clone(),
+    ));
     let gate: Arc<dyn StockGate> = Arc::new(RedisStockGate::new(
         redis_pool.clone(),
         keys.clone(),
@@ -109,9 +114,11 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
             campaigns: Arc::new(Campaigns::new(
                 Arc::new(PgCouponStore::new(pg.clone())),
                 Arc::new(infra::codes::RandomCodes),
+                Arc::clone(&issue_gate),
             )),
             coupons: Arc::new(Coupons::new(
                 Arc::new(PgCouponStore::new(pg.clone())),
+                issue_gate,
                 Arc::clone(&clock),
             )),
         },

@@ -366,19 +366,14 @@ async fn a_closed_window_and_an_empty_pool_are_refused() {
     .assert_problem(404, "CAMPAIGN_NOT_FOUND");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_hundred_attempts_by_a_hundred_users_on_a_pool_of_25() {
-    let app = TestApp::spawn_with(support::Options {
-        trusted_user_header: Some("X-USER-ID".into()),
-        ..support::Options::default()
-    })
-    .await;
-    let id = campaign_with_codes(&app, campaign(), 25).await;
+/// 300 issue attempts by 100 users (through the gateway header) on a pool of
+/// 25; asserts what any path must guarantee and returns the campaign id.
+async fn issue_rush(app: &TestApp) -> i64 {
+    let id = campaign_with_codes(app, campaign(), 25).await;
     let path = format!("/api/v1/coupon-campaigns/{id}/issue");
-
     let replies = futures_util::future::join_all((0..300).map(|i| {
         let user = format!("rusher-{}", i % 100);
-        let (app, path) = (&app, &path);
+        let path = &path;
         async move {
             app.send(reqwest::Method::POST, path, &[("X-USER-ID", &user)], None)
                 .await
@@ -422,6 +417,47 @@ async fn three_hundred_attempts_by_a_hundred_users_on_a_pool_of_25() {
         .filter_map(|r| r.body["code"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(codes.len(), 25, "25 distinct codes");
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hundred_attempts_by_a_hundred_users_on_a_pool_of_25() {
+    let app = TestApp::spawn_with(support::Options {
+        trusted_user_header: Some("X-USER-ID".into()),
+        ..support::Options::default()
+    })
+    .await;
+
+    let id = issue_rush(&app).await;
+
+    // The Redis gate took the rush: its counter is spent, its set holds the 25.
+    let mut conn = app.redis.connect().await;
+    let left: Option<i64> = deadpool_redis::redis::cmd("GET")
+        .arg(format!("{}coupon:{id}:left", app.redis.prefix))
+        .query_async(&mut conn)
+        .await
+        .expect("redis");
+    let holders: i64 = deadpool_redis::redis::cmd("SCARD")
+        .arg(format!("{}coupon:{id}:users", app.redis.prefix))
+        .query_async(&mut conn)
+        .await
+        .expect("redis");
+    assert_eq!((left, holders), (Some(0), 25));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_rush_with_redis_unreachable_is_decided_by_postgres() {
+    let services = testkit::services().await;
+    let redis = testkit::TcpProxy::start(testkit::target_of(&services.redis_url)).await;
+    let app = TestApp::spawn_with(support::Options {
+        trusted_user_header: Some("X-USER-ID".into()),
+        redis_via: Some(redis.addr()),
+        ..support::Options::default()
+    })
+    .await;
+    redis.cut();
+
+    issue_rush(&app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -450,7 +450,6 @@ async fn with_redis_unreachable_postgres_alone_still_sells_exactly_ten() {
     let redis = TcpProxy::start(target_of(&services.redis_url)).await;
     let app = TestApp::spawn_with(Options {
         redis_via: Some(redis.addr()),
-        extra: vec![("APP_DEPENDENCY_TIMEOUT".into(), "500ms".into())],
         ..Options::default()
     })
     .await;

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use domain::clock::Clock;
-use domain::coupon::{CampaignId, Coupon, CouponStatus, CouponStore, IssueError, RedeemError};
+use domain::coupon::{
+    CampaignId, Coupon, CouponStatus, CouponStore, IssueDecision, IssueError, IssueGate,
+    RedeemError,
+};
 use domain::error::Unavailable;
 use domain::identity::UserId;
 use domain::ordering::CouponCode;
@@ -28,6 +31,7 @@ pub enum IssueCouponError {
 /// Issuing, listing, using and giving back coupons.
 pub struct Coupons {
     store: Arc<dyn CouponStore>,
+    gate: Arc<dyn IssueGate>,
     clock: Arc<dyn Clock>,
 }
 
@@ -38,8 +42,12 @@ impl std::fmt::Debug for Coupons {
 }
 
 impl Coupons {
-    pub fn new(store: Arc<dyn CouponStore>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
+    pub fn new(
+        store: Arc<dyn CouponStore>,
+        gate: Arc<dyn IssueGate>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { store, gate, clock }
     }
 
     /// # Errors
@@ -58,15 +66,37 @@ impl Coupons {
         if !campaign.window.is_open(now) {
             return Err(IssueCouponError::NotActive);
         }
+        // The gate refuses the late majority without touching Postgres.
+        let admitted = match self.gate.admit(campaign.id, user).await {
+            Ok(IssueDecision::Admitted) => true,
+            Ok(IssueDecision::SoldOut) => return Err(IssueCouponError::SoldOut),
+            Ok(IssueDecision::AlreadyIssued) => return Err(IssueCouponError::AlreadyIssued),
+            Ok(IssueDecision::Bypass) => false,
+            Err(err) => {
+                tracing::warn!(error = %err, "issue gate unavailable; Postgres decides alone");
+                false
+            }
+        };
         let expires_at = campaign.valid_days.expiry_from(now);
-        self.store
-            .issue(&campaign, user, now, expires_at)
-            .await
-            .map_err(|e| match e {
-                IssueError::SoldOut => IssueCouponError::SoldOut,
-                IssueError::AlreadyIssued => IssueCouponError::AlreadyIssued,
-                IssueError::Unavailable(u) => IssueCouponError::Unavailable(u),
-            })
+        let issued = self.store.issue(&campaign, user, now, expires_at).await;
+        if admitted {
+            let fix = match &issued {
+                Ok(_) => Ok(()),
+                // The gate admitted what Postgres refused: rebuild it from Postgres.
+                Err(IssueError::SoldOut | IssueError::AlreadyIssued) => {
+                    self.gate.forget(campaign.id).await
+                }
+                Err(IssueError::Unavailable(_)) => self.gate.give_back(campaign.id, user).await,
+            };
+            if let Err(err) = fix {
+                tracing::warn!(error = %err, "could not settle the issue gate");
+            }
+        }
+        issued.map_err(|e| match e {
+            IssueError::SoldOut => IssueCouponError::SoldOut,
+            IssueError::AlreadyIssued => IssueCouponError::AlreadyIssued,
+            IssueError::Unavailable(u) => IssueCouponError::Unavailable(u),
+        })
     }
 
     /// The user's coupons, soonest expiry first; `status` filters by the
@@ -118,7 +148,8 @@ mod tests {
     use chrono::{DateTime, TimeZone, Utc};
     use domain::clock::MockClock;
     use domain::coupon::{
-        Campaign, CampaignName, DiscountKind, DiscountRule, IssueWindow, MockCouponStore, ValidDays,
+        Campaign, CampaignName, DiscountKind, DiscountRule, IssueWindow, MockCouponStore,
+        MockIssueGate, ValidDays,
     };
 
     use super::*;
@@ -145,6 +176,14 @@ mod tests {
         }
     }
 
+    /// A gate that leaves every decision to Postgres.
+    fn bypass() -> Arc<MockIssueGate> {
+        let mut gate = MockIssueGate::new();
+        gate.expect_admit()
+            .returning(|_, _| Ok(IssueDecision::Bypass));
+        Arc::new(gate)
+    }
+
     fn store_with(window: IssueWindow) -> MockCouponStore {
         let mut store = MockCouponStore::new();
         store
@@ -159,7 +198,7 @@ mod tests {
         for now in [at(23, 8), at(23, 18)] {
             let mut store = store_with(window);
             store.expect_issue().never();
-            let coupons = Coupons::new(Arc::new(store), Arc::new(clock(now)));
+            let coupons = Coupons::new(Arc::new(store), bypass(), Arc::new(clock(now)));
 
             let result = coupons.issue(CampaignId::new(4), UserId::new(1)).await;
 
@@ -180,7 +219,7 @@ mod tests {
             })
             .times(1)
             .returning(|_, _, _, _| Err(IssueError::SoldOut));
-        let coupons = Coupons::new(Arc::new(store), Arc::new(clock(at(23, 12))));
+        let coupons = Coupons::new(Arc::new(store), bypass(), Arc::new(clock(at(23, 12))));
 
         let result = coupons.issue(CampaignId::new(4), UserId::new(1)).await;
 
@@ -191,7 +230,7 @@ mod tests {
     async fn an_unknown_campaign_is_not_found_and_already_issued_is_passed_on() {
         let mut store = MockCouponStore::new();
         store.expect_campaign().returning(|_| Ok(None));
-        let coupons = Coupons::new(Arc::new(store), Arc::new(clock(at(23, 12))));
+        let coupons = Coupons::new(Arc::new(store), bypass(), Arc::new(clock(at(23, 12))));
         assert!(matches!(
             coupons.issue(CampaignId::new(9), UserId::new(1)).await,
             Err(IssueCouponError::CampaignNotFound(id)) if id.get() == 9
@@ -201,11 +240,80 @@ mod tests {
         store
             .expect_issue()
             .returning(|_, _, _, _| Err(IssueError::AlreadyIssued));
-        let coupons = Coupons::new(Arc::new(store), Arc::new(clock(at(23, 12))));
+        let coupons = Coupons::new(Arc::new(store), bypass(), Arc::new(clock(at(23, 12))));
         assert!(matches!(
             coupons.issue(CampaignId::new(4), UserId::new(1)).await,
             Err(IssueCouponError::AlreadyIssued)
         ));
+    }
+
+    #[tokio::test]
+    async fn the_gate_refuses_without_touching_postgres() {
+        for (decision, expected) in [
+            (IssueDecision::SoldOut, "no code is left"),
+            (
+                IssueDecision::AlreadyIssued,
+                "you already hold a code of this campaign",
+            ),
+        ] {
+            let mut store = store_with(IssueWindow::default());
+            store.expect_issue().never();
+            let mut gate = MockIssueGate::new();
+            gate.expect_admit().returning(move |_, _| Ok(decision));
+            let coupons =
+                Coupons::new(Arc::new(store), Arc::new(gate), Arc::new(clock(at(23, 12))));
+
+            let result = coupons.issue(CampaignId::new(4), UserId::new(1)).await;
+
+            assert_eq!(
+                result.map(|_| ()).map_err(|e| e.to_string()),
+                Err(expected.to_owned())
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_admission_postgres_refuses_resets_the_gate_and_a_failure_gives_it_back() {
+        let mut store = store_with(IssueWindow::default());
+        store
+            .expect_issue()
+            .times(1)
+            .returning(|_, _, _, _| Err(IssueError::SoldOut));
+        let mut gate = MockIssueGate::new();
+        gate.expect_admit()
+            .returning(|_, _| Ok(IssueDecision::Admitted));
+        gate.expect_forget()
+            .withf(|c| c.get() == 4)
+            .times(1)
+            .returning(|_| Ok(()));
+        gate.expect_give_back().never();
+        let coupons = Coupons::new(Arc::new(store), Arc::new(gate), Arc::new(clock(at(23, 12))));
+        assert!(matches!(
+            coupons.issue(CampaignId::new(4), UserId::new(1)).await,
+            Err(IssueCouponError::SoldOut)
+        ));
+
+        let mut store = store_with(IssueWindow::default());
+        store.expect_issue().returning(|_, _, _, _| {
+            Err(IssueError::Unavailable(Unavailable::new(
+                "postgres", "down",
+            )))
+        });
+        let mut gate = MockIssueGate::new();
+        gate.expect_admit()
+            .returning(|_, _| Ok(IssueDecision::Admitted));
+        gate.expect_give_back()
+            .withf(|c, u| c.get() == 4 && u.get() == 1)
+            .times(1)
+            .returning(|_, _| Ok(()));
+        gate.expect_forget().never();
+        let coupons = Coupons::new(Arc::new(store), Arc::new(gate), Arc::new(clock(at(23, 12))));
+        assert!(
+            coupons
+                .issue(CampaignId::new(4), UserId::new(1))
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
@@ -217,7 +325,7 @@ mod tests {
                 user.get() == 1 && code.as_str() == "ABCD-1234" && *now == at(23, 12)
             })
             .returning(|_, _, _| Ok(Err(RedeemError::Expired)));
-        let coupons = Coupons::new(Arc::new(store), Arc::new(clock(at(23, 12))));
+        let coupons = Coupons::new(Arc::new(store), bypass(), Arc::new(clock(at(23, 12))));
 
         let result = coupons
             .redeem(

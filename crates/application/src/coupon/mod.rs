@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use domain::coupon::{
     AddCodesError, Campaign, CampaignId, CampaignView, CodeCount, CodeGenerator, CouponStore,
-    NewCampaign,
+    IssueGate, NewCampaign,
 };
 use domain::error::Unavailable;
 use thiserror::Error;
@@ -43,6 +43,7 @@ impl From<AddCodesError> for CampaignError {
 pub struct Campaigns {
     store: Arc<dyn CouponStore>,
     codes: Arc<dyn CodeGenerator>,
+    gate: Arc<dyn IssueGate>,
 }
 
 impl std::fmt::Debug for Campaigns {
@@ -52,8 +53,12 @@ impl std::fmt::Debug for Campaigns {
 }
 
 impl Campaigns {
-    pub fn new(store: Arc<dyn CouponStore>, codes: Arc<dyn CodeGenerator>) -> Self {
-        Self { store, codes }
+    pub fn new(
+        store: Arc<dyn CouponStore>,
+        codes: Arc<dyn CodeGenerator>,
+        gate: Arc<dyn IssueGate>,
+    ) -> Self {
+        Self { store, codes, gate }
     }
 
     /// # Errors
@@ -92,6 +97,10 @@ impl Campaigns {
                 in_flight.push(self.store.add_codes(id, self.codes.generate(batch)));
             }
             let Some(added) = in_flight.next().await else {
+                // The pool grew: the issue gate counts again from Postgres.
+                if let Err(err) = self.gate.forget(id).await {
+                    tracing::warn!(error = %err, "could not reset the issue gate");
+                }
                 return Ok(generated);
             };
             let added = added?;
@@ -117,7 +126,7 @@ impl Campaigns {
 
 #[cfg(test)]
 mod tests {
-    use domain::coupon::{AddedCodes, MockCodeGenerator, MockCouponStore};
+    use domain::coupon::{AddedCodes, MockCodeGenerator, MockCouponStore, MockIssueGate};
     use domain::ordering::CouponCode;
 
     use super::*;
@@ -144,7 +153,9 @@ mod tests {
                 duplicates,
             })
         });
-        let campaigns = Campaigns::new(Arc::new(store), Arc::new(generator));
+        let mut gate = MockIssueGate::new();
+        gate.expect_forget().times(1).returning(|_| Ok(()));
+        let campaigns = Campaigns::new(Arc::new(store), Arc::new(generator), Arc::new(gate));
 
         let generated = campaigns
             .generate(CampaignId::new(1), CodeCount::new(25_000).expect("valid"))
@@ -162,7 +173,11 @@ mod tests {
         store
             .expect_add_codes()
             .returning(|id, _| Err(AddCodesError::CampaignNotFound(id)));
-        let campaigns = Campaigns::new(Arc::new(store), Arc::new(generator));
+        let campaigns = Campaigns::new(
+            Arc::new(store),
+            Arc::new(generator),
+            Arc::new(MockIssueGate::new()),
+        );
 
         let result = campaigns
             .generate(CampaignId::new(9), CodeCount::new(5).expect("valid"))
@@ -182,7 +197,11 @@ mod tests {
                 duplicates: batch.len(),
             })
         });
-        let campaigns = Campaigns::new(Arc::new(store), Arc::new(generator));
+        let campaigns = Campaigns::new(
+            Arc::new(store),
+            Arc::new(generator),
+            Arc::new(MockIssueGate::new()),
+        );
 
         let result = campaigns
             .generate(CampaignId::new(1), CodeCount::new(5).expect("valid"))

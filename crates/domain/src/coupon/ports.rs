@@ -138,3 +138,39 @@ pub trait CouponStore: Send + Sync {
 pub trait CodeGenerator: Send + Sync {
     fn generate(&self, count: usize) -> Vec<CouponCode>;
 }
+
+/// What the issue gate decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueDecision {
+    /// A code is held for this user; give it back if the issue fails.
+    Admitted,
+    SoldOut,
+    AlreadyIssued,
+    /// The gate cannot decide: let Postgres.
+    Bypass,
+}
+
+/// The fast path in front of coupon issue (Redis): refuses the late majority
+/// of a rush without touching Postgres. Postgres stays the final guard, so
+/// the gate may err towards admitting.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait IssueGate: Send + Sync {
+    /// # Errors
+    /// [`Unavailable`] when the gate's store fails (nothing was held).
+    async fn admit(&self, campaign: CampaignId, user: UserId)
+    -> Result<IssueDecision, Unavailable>;
+
+    /// Gives back what [`admit`](Self::admit) held for an issue that failed.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the gate's store fails.
+    async fn give_back(&self, campaign: CampaignId, user: UserId) -> Result<(), Unavailable>;
+
+    /// Drops what the gate knows of a campaign (new codes, or Postgres
+    /// disagreed); it is rebuilt from Postgres on the next issue.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the gate's store fails.
+    async fn forget(&self, campaign: CampaignId) -> Result<(), Unavailable>;
+}

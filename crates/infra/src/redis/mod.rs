@@ -10,12 +10,14 @@ use deadpool_redis::{Pool, Runtime};
 use domain::error::Unavailable;
 use domain::health::HealthProbe;
 
+mod issue_gate;
 mod lock;
 mod ranking;
 mod stock_gate;
 mod stream;
 
 pub use deadpool_redis::Pool as RedisPool;
+pub use issue_gate::RedisIssueGate;
 pub use lock::{Lease, RedisLock, credentials_of, forge_release_of, release_as};
 pub use ranking::RedisSalesRanking;
 pub use stock_gate::RedisStockGate;

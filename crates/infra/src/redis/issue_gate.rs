@@ -1,0 +1,235 @@
+//! The Redis gate in front of coupon issue: per campaign, a counter of
+//! codes left (`coupon:{id}:left`) and the set of users holding one
+//! (`coupon:{id}:users`). One Lua script admits a user only if the counter is
+//! positive and the user is not in the set, and takes one unit and adds the
+//! user atomically: the late majority of a rush is refused without touching
+//! Postgres.
+//!
+//! Both keys are rebuilt from Postgres by one instance at a time (lock) and
+//! live at most [`COUNTER_TTL`](super::stock_gate::COUNTER_TTL), so a gate
+//! that drifted (an admission whose request died) heals within that time.
+//! Postgres (`FOR UPDATE SKIP LOCKED` and the unique index) stays the final
+//! guard either way.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_redis::Pool;
+use deadpool_redis::redis::{Script, cmd, pipe};
+use diesel::QueryableByName;
+use diesel::sql_types::Int8;
+use diesel_async::RunQueryDsl;
+use domain::coupon::{CampaignId, IssueDecision, IssueGate};
+use domain::error::Unavailable;
+use domain::identity::UserId;
+
+use super::stock_gate::COUNTER_TTL;
+use super::{RedisKeys, RedisLock, unavailable};
+use crate::postgres::{Postgres, unavailable as pg_unavailable};
+
+/// -1: not built; 2: already holds one; 0: none left; 1: admitted.
+const ADMIT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 2 end
+if tonumber(redis.call('GET', KEYS[1])) <= 0 then return 0 end
+redis.call('DECR', KEYS[1])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1";
+
+const GIVE_BACK: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
+  redis.call('INCR', KEYS[1])
+end
+return 1";
+
+static ADMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADMIT));
+static GIVE_BACK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(GIVE_BACK));
+
+#[derive(Clone)]
+pub struct RedisIssueGate {
+    pool: Pool,
+    keys: RedisKeys,
+    lock: RedisLock,
+    pg: Postgres,
+}
+
+impl std::fmt::Debug for RedisIssueGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisIssueGate")
+            .field("prefix", &self.keys.prefix())
+            .finish()
+    }
+}
+
+#[derive(QueryableByName)]
+struct Owner {
+    #[diesel(sql_type = Int8)]
+    owner_id: i64,
+}
+
+#[derive(QueryableByName)]
+struct Left {
+    #[diesel(sql_type = Int8)]
+    n: i64,
+}
+
+impl RedisIssueGate {
+    pub fn new(pool: Pool, keys: RedisKeys, pg: Postgres) -> Self {
+        let lock = RedisLock::new(pool.clone(), keys.clone());
+        Self {
+            pool,
+            keys,
+            lock,
+            pg,
+        }
+    }
+
+    fn left_key(&self, campaign: CampaignId) -> String {
+        self.keys.key(&format!("coupon:{campaign}:left"))
+    }
+
+    fn users_key(&self, campaign: CampaignId) -> String {
+        self.keys.key(&format!("coupon:{campaign}:users"))
+    }
+
+    /// Builds both keys from Postgres; `false` when another instance is at it.
+    async fn rebuild(&self, campaign: CampaignId) -> Result<bool, Unavailable> {
+        let Some(lease) = self
+            .lock
+            .try_acquire(
+                &format!("coupon-rebuild:{campaign}"),
+                Duration::from_secs(10),
+            )
+            .await?
+        else {
+            // Someone else is rebuilding: wait for the counter briefly.
+            for _ in 0..100 {
+                let mut conn = self.pool.get().await.map_err(unavailable)?;
+                let exists: bool = cmd("EXISTS")
+                    .arg(self.left_key(campaign))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                if exists {
+                    return Ok(true);
+                }
+                drop(conn);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            return Ok(false);
+        };
+        let counts = self
+            .pg
+            .timed(async {
+                let mut conn = self.pg.conn().await?;
+                let left: Left = diesel::sql_query(
+                    "SELECT count(*) AS n FROM coupons WHERE campaign_id = $1 AND owner_id IS NULL",
+                )
+                .bind::<Int8, _>(campaign.get())
+                .get_result(&mut *conn)
+                .await
+                .map_err(pg_unavailable)?;
+                let owners: Vec<Owner> = diesel::sql_query(
+                    "SELECT owner_id FROM coupons WHERE campaign_id = $1 AND owner_id IS NOT NULL",
+                )
+                .bind::<Int8, _>(campaign.get())
+                .load(&mut *conn)
+                .await
+                .map_err(pg_unavailable)?;
+                Ok::<_, Unavailable>((left.n, owners))
+            })
+            .await;
+        let result = match counts {
+            Ok((left, owners)) => {
+                let (left_key, users_key) = (self.left_key(campaign), self.users_key(campaign));
+                let mut batch = pipe();
+                batch.atomic().cmd("DEL").arg(&users_key).ignore();
+                for chunk in owners.chunks(1_000) {
+                    batch
+                        .cmd("SADD")
+                        .arg(&users_key)
+                        .arg(chunk.iter().map(|o| o.owner_id).collect::<Vec<_>>())
+                        .ignore();
+                }
+                batch
+                    .cmd("EXPIRE")
+                    .arg(&users_key)
+                    .arg(COUNTER_TTL.as_secs() + 5)
+                    .ignore();
+                // The counter last: its existence means "built".
+                batch
+                    .cmd("SET")
+                    .arg(&left_key)
+                    .arg(left)
+                    .arg("EX")
+                    .arg(COUNTER_TTL.as_secs())
+                    .ignore();
+                let mut conn = self.pool.get().await.map_err(unavailable)?;
+                batch
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(unavailable)
+                    .map(|()| true)
+            }
+            Err(e) => Err(e),
+        };
+        let _ = lease.release().await;
+        result
+    }
+}
+
+#[async_trait]
+impl IssueGate for RedisIssueGate {
+    async fn admit(
+        &self,
+        campaign: CampaignId,
+        user: UserId,
+    ) -> Result<IssueDecision, Unavailable> {
+        for _ in 0..2 {
+            let mut conn = self.pool.get().await.map_err(unavailable)?;
+            let decision: i64 = ADMIT_SCRIPT
+                .key(self.left_key(campaign))
+                .key(self.users_key(campaign))
+                .arg(user.get())
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            drop(conn);
+            match decision {
+                1 => return Ok(IssueDecision::Admitted),
+                0 => return Ok(IssueDecision::SoldOut),
+                2 => return Ok(IssueDecision::AlreadyIssued),
+                _ => {
+                    if !self.rebuild(campaign).await? {
+                        return Ok(IssueDecision::Bypass);
+                    }
+                }
+            }
+        }
+        Ok(IssueDecision::Bypass)
+    }
+
+    async fn give_back(&self, campaign: CampaignId, user: UserId) -> Result<(), Unavailable> {
+        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        let _: i64 = GIVE_BACK_SCRIPT
+            .key(self.left_key(campaign))
+            .key(self.users_key(campaign))
+            .arg(user.get())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn forget(&self, campaign: CampaignId) -> Result<(), Unavailable> {
+        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        let _: i64 = cmd("DEL")
+            .arg(self.left_key(campaign))
+            .arg(self.users_key(campaign))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
