@@ -67,6 +67,8 @@ pub struct Config {
     pub idempotency_retention: Duration,
     /// Approximate cap on the order event stream's length.
     pub events_max_len: usize,
+    /// When the daily coupon expiry notices go out (UTC).
+    pub notice_time: chrono::NaiveTime,
 }
 
 impl Config {
@@ -169,6 +171,11 @@ impl Config {
             )?,
             idempotency_retention,
             events_max_len: number(&get, "APP_EVENTS_MAX_LEN", 1_000_000, 1_000..=100_000_000)?,
+            notice_time: chrono::NaiveTime::parse_from_str(
+                get("APP_NOTICE_TIME").as_deref().unwrap_or("09:00"),
+                "%H:%M",
+            )
+            .map_err(|_| invalid("APP_NOTICE_TIME", "must be HH:MM (UTC)"))?,
         })
     }
 }
@@ -257,6 +264,7 @@ mod tests {
             ("APP_LOG_FORMAT", "xml"),
             ("APP_DB_POOL_SIZE", "0"),
             ("APP_IDEMPOTENCY_RETENTION", "1h"),
+            ("APP_NOTICE_TIME", "25:00"),
         ] {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var, "{var}={value}");

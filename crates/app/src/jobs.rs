@@ -6,6 +6,9 @@
 //!   outbox every 200 ms and appends pending events to the Redis stream,
 //!   backing off while Redis or Postgres is down. The others stand by and
 //!   take over within a few seconds when the holder dies.
+//! - coupon expiry notices: once a day at `APP_NOTICE_TIME` (UTC), on one
+//!   instance (the `coupon-notices` lock); the `notified_at` guard makes a
+//!   second run, or the admin trigger at the same time, send nothing twice.
 //! - sales ranking: every instance consumes the order stream in the
 //!   `popular` consumer group (each event goes to one consumer), counts each
 //!   event once, and every 30 s takes over events a dead consumer left
@@ -14,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use application::coupon::Expiry;
 use application::events::RelayOutbox;
 use infra::postgres::PgIdempotencyStore;
 use infra::redis::{RedisLock, RedisSalesRanking};
@@ -34,6 +38,8 @@ pub(crate) struct JobDeps {
     pub relay: Arc<RelayOutbox>,
     pub lock: RedisLock,
     pub ranking: RedisSalesRanking,
+    pub expiry: Arc<Expiry>,
+    pub notice_time: chrono::NaiveTime,
 }
 
 /// The running jobs and the switch that stops them.
@@ -47,8 +53,14 @@ impl Jobs {
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(run_janitor(deps.idempotency, stopped.clone())),
-            tokio::spawn(run_relay(deps.relay, deps.lock, stopped.clone())),
-            tokio::spawn(run_ranking(deps.ranking, stopped)),
+            tokio::spawn(run_relay(deps.relay, deps.lock.clone(), stopped.clone())),
+            tokio::spawn(run_ranking(deps.ranking, stopped.clone())),
+            tokio::spawn(run_notices(
+                deps.expiry,
+                deps.lock.clone(),
+                deps.notice_time,
+                stopped,
+            )),
         ];
         Self { stop, tasks }
     }
@@ -185,5 +197,76 @@ async fn run_ranking(ranking: RedisSalesRanking, mut stopped: watch::Receiver<bo
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+}
+
+/// Time until the next `at` (UTC), from `now`.
+fn until_next(now: chrono::DateTime<chrono::Utc>, at: chrono::NaiveTime) -> Duration {
+    let today = now.date_naive().and_time(at).and_utc();
+    let next = if today > now {
+        today
+    } else {
+        today + chrono::Duration::days(1)
+    };
+    (next - now).to_std().unwrap_or(Duration::from_secs(60))
+}
+
+async fn run_notices(
+    expiry: Arc<Expiry>,
+    lock: RedisLock,
+    at: chrono::NaiveTime,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        if stop_requested(&mut stopped, until_next(chrono::Utc::now(), at)).await {
+            return;
+        }
+        // One instance sends; the others find the lock taken and skip today.
+        match lock
+            .try_acquire("coupon-notices", Duration::from_secs(60))
+            .await
+        {
+            Ok(Some(lease)) => {
+                match expiry.send_notices().await {
+                    Ok(notified) => tracing::info!(notified, "coupon expiry notices sent"),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "coupon expiry notices failed; the admin trigger can retry")
+                    }
+                }
+                let _ = lease.release().await;
+            }
+            Ok(None) => {}
+            Err(err) => {
+                // Without Redis, send anyway: notified_at still prevents duplicates.
+                tracing::warn!(error = %err, "notice lock unavailable; sending without it");
+                let _ = expiry.send_notices().await;
+            }
+        }
+        // Past the minute, so the next wait is a day.
+        if stop_requested(&mut stopped, Duration::from_secs(61)).await {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{NaiveTime, TimeZone, Utc};
+
+    use super::*;
+
+    #[test]
+    fn the_next_notice_is_today_if_not_yet_past_else_tomorrow() {
+        let nine = NaiveTime::from_hms_opt(9, 0, 0).expect("valid");
+        let before = Utc
+            .with_ymd_and_hms(2026, 11, 23, 8, 0, 0)
+            .single()
+            .expect("valid");
+        let after = Utc
+            .with_ymd_and_hms(2026, 11, 23, 9, 0, 0)
+            .single()
+            .expect("valid");
+        assert_eq!(until_next(before, nine), Duration::from_secs(3600));
+        assert_eq!(until_next(after, nine), Duration::from_secs(24 * 3600));
     }
 }

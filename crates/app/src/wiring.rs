@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use application::catalog::{Catalog, PopularProducts};
-use application::coupon::{Campaigns, Coupons};
+use application::coupon::{Campaigns, Coupons, Expiry};
 use application::events::RelayOutbox;
 use application::identity::{Authenticate, BootstrapAdmin, SignIn, SignUp, UserQueries};
 use application::ordering::{OrderQueries, PlaceOrder};
@@ -19,8 +19,9 @@ use domain::points::PointsStore;
 use infra::auth::{Argon2Hasher, JwtSecret, JwtTokenService};
 use infra::clock::SystemClock;
 use infra::postgres::{
-    self, PgCatalogStore, PgCouponQuotes, PgCouponStore, PgIdempotencyStore, PgOrderStore,
-    PgOutbox, PgPointsStore, PgPoolSettings, PgSalesRanking, PgUserRepository, PostgresProbe,
+    self, PgCatalogStore, PgCouponQuotes, PgCouponStore, PgExpiryStore, PgIdempotencyStore,
+    PgOrderStore, PgOutbox, PgPointsStore, PgPoolSettings, PgSalesRanking, PgUserRepository,
+    PostgresProbe,
 };
 use infra::redis::{
     self, RedisEventStream, RedisIssueGate, RedisKeys, RedisLock, RedisPoolSettings, RedisProbe,
@@ -83,6 +84,11 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         Arc::new(PgOrderStore::new(pg.clone(), config.idempotency_retention));
 
     let keys = RedisKeys::new(config.redis_key_prefix.clone());
+    let expiry = Arc::new(Expiry::new(
+        Arc::new(PgExpiryStore::new(pg.clone())),
+        Arc::new(infra::notify::JsonLineNotifier::stdout()),
+        Arc::clone(&clock),
+    ));
     let issue_gate: Arc<dyn domain::coupon::IssueGate> = Arc::new(RedisIssueGate::new(
         redis_pool.clone(),
         keys.clone(),
@@ -121,6 +127,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
                 issue_gate,
                 Arc::clone(&clock),
             )),
+            expiry: Arc::clone(&expiry),
         },
         catalog: CatalogApi {
             catalog: Arc::new(Catalog::new(Arc::clone(&catalog), Arc::clone(&gate))),
@@ -181,6 +188,8 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
             relay,
             lock,
             ranking,
+            expiry,
+            notice_time: config.notice_time,
         },
     })
 }

@@ -631,3 +631,128 @@ async fn someone_elses_or_an_expired_coupon_does_not_apply() {
     .assert_problem(409, "COUPON_NOT_APPLICABLE");
     assert_eq!(app.scalar("SELECT count(*) AS n FROM orders").await, 0);
 }
+
+/// Five users each holding a coupon of one campaign; returns their tokens.
+async fn five_holders(app: &TestApp) -> Vec<String> {
+    let id = campaign_with_codes(app, campaign(), 5).await;
+    let mut tokens = Vec::new();
+    for i in 0..5 {
+        let token = app.sign_up(&format!("holder-{i}")).await;
+        let issued = app
+            .post(
+                &format!("/api/v1/coupon-campaigns/{id}/issue"),
+                &json!({}),
+                Some(&token),
+            )
+            .await;
+        assert_eq!(issued.status, 201, "{}", issued.text);
+        tokens.push(token);
+    }
+    tokens
+}
+
+#[tokio::test]
+async fn the_expiring_list_pages_through_one_utc_day_with_a_cursor() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let tokens = five_holders(&app).await;
+    // Three expire on 2030-01-02 (UTC), one the day after, one is used.
+    app.scalar(
+        "WITH x AS (UPDATE coupons SET expires_at = CASE \
+           WHEN id % 5 IN (1, 2, 3) THEN timestamptz '2030-01-02T00:00:00Z' + (id || ' minutes')::interval \
+           ELSE timestamptz '2030-01-03T01:00:00Z' END \
+         WHERE owner_id IS NOT NULL RETURNING 1) SELECT count(*) AS n FROM x",
+    )
+    .await;
+
+    let first = app
+        .get(
+            "/api/v1/admin/coupons/expiring?date=2030-01-02&limit=2",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(first.body["items"].as_array().map(Vec::len), Some(2));
+    let cursor = first.body["nextCursor"]
+        .as_str()
+        .expect("more to come")
+        .to_owned();
+    let second = app
+        .get(
+            &format!("/api/v1/admin/coupons/expiring?date=2030-01-02&limit=2&after={cursor}"),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(second.body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(second.body["nextCursor"], Value::Null);
+    let mut seen: Vec<&str> = first.body["items"]
+        .as_array()
+        .into_iter()
+        .chain(second.body["items"].as_array())
+        .flatten()
+        .filter_map(|c| c["code"].as_str())
+        .collect();
+    seen.dedup();
+    assert_eq!(seen.len(), 3, "each coupon once, in expiry order");
+
+    app.get(
+        "/api/v1/admin/coupons/expiring?date=2030-13-01",
+        Some(&admin),
+    )
+    .await
+    .assert_problem(400, "VALIDATION_FAILED");
+    app.get("/api/v1/admin/coupons/expiring", Some(&tokens[0]))
+        .await
+        .assert_problem(403, "FORBIDDEN");
+    let today = app
+        .get("/api/v1/admin/coupons/expiring", Some(&admin))
+        .await;
+    assert_eq!(today.body["items"], json!([]), "nothing expires today");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_notice_runs_at_once_notify_each_due_coupon_exactly_once() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let tokens = five_holders(&app).await;
+    // Three are due within 3 days, one is further out, one is used.
+    app.scalar(
+        "WITH x AS (UPDATE coupons SET expires_at = CASE \
+           WHEN id % 5 IN (1, 2, 3) THEN now() + interval '2 days' \
+           ELSE now() + interval '5 days' END \
+         WHERE owner_id IS NOT NULL RETURNING 1) SELECT count(*) AS n FROM x",
+    )
+    .await;
+    let used = app.get("/api/v1/coupons", Some(&tokens[0])).await.body["items"][0]["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    app.post(
+        &format!("/api/v1/coupons/{used}/use"),
+        &json!({}),
+        Some(&tokens[0]),
+    )
+    .await;
+    let due = app
+        .scalar("SELECT count(*) AS n FROM coupons WHERE used_at IS NULL AND expires_at <= now() + interval '3 days'")
+        .await;
+
+    let path = "/api/v1/admin/jobs/coupon-expiry-notices";
+    let empty = json!({});
+    let (a, b) = tokio::join!(
+        app.post(path, &empty, Some(&admin)),
+        app.post(path, &empty, Some(&admin))
+    );
+
+    assert_eq!((a.status, b.status), (200, 200), "{} {}", a.text, b.text);
+    let sent =
+        a.body["notified"].as_i64().unwrap_or(-1) + b.body["notified"].as_i64().unwrap_or(-1);
+    assert_eq!(sent, due, "each due coupon once between the two runs");
+    assert_eq!(
+        app.scalar("SELECT count(*) AS n FROM coupons WHERE notified_at IS NOT NULL")
+            .await,
+        due
+    );
+    let again = app.post(path, &json!({}), Some(&admin)).await;
+    assert_eq!(again.body["notified"], 0, "nobody is told twice");
+}

@@ -13,5 +13,6 @@
 pub mod auth;
 pub mod clock;
 pub mod codes;
+pub mod notify;
 pub mod postgres;
 pub mod redis;

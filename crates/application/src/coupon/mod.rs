@@ -1,8 +1,10 @@
 //! Coupon use cases: campaigns and their pools of codes; issuing, listing,
 //! using and giving back coupons.
 
+mod expiry;
 mod issue;
 
+pub use expiry::{Expiry, NOTICE_AHEAD};
 pub use issue::{Coupons, IssueCouponError};
 
 use std::sync::Arc;

@@ -174,3 +174,61 @@ pub trait IssueGate: Send + Sync {
     /// [`Unavailable`] when the gate's store fails.
     async fn forget(&self, campaign: CampaignId) -> Result<(), Unavailable>;
 }
+
+/// An issued, unused coupon in an admin's expiring list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiringCoupon {
+    /// Position in the list, for the cursor.
+    pub id: i64,
+    pub code: CouponCode,
+    pub campaign_id: CampaignId,
+    pub user_id: UserId,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A coupon whose owner must hear it expires soon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiryNotice {
+    pub user_id: UserId,
+    pub code: CouponCode,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Delivers expiry notices (one JSON line each on standard output today).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait Notifier: Send + Sync {
+    fn notify(&self, notice: &ExpiryNotice);
+}
+
+/// Coupons by expiry, for admins and the notice job.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait ExpiryStore: Send + Sync {
+    /// Issued, unused coupons expiring in `[from, until)`, by expiry then id,
+    /// after the cursor position `after` (an id), at most `limit`.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails.
+    async fn expiring(
+        &self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, i64)>,
+        limit: usize,
+    ) -> Result<Vec<ExpiringCoupon>, Unavailable>;
+
+    /// Claims up to `limit` issued, unused, not yet notified coupons expiring
+    /// in `(now, until]`, hands each to `notify` and marks it notified, in one
+    /// transaction that concurrent runs skip past (`FOR UPDATE SKIP LOCKED`).
+    /// Returns how many were notified.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails (nothing is marked).
+    async fn notify_due(
+        &self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+        notifier: std::sync::Arc<dyn Notifier>,
+    ) -> Result<usize, Unavailable>;
+}

@@ -491,3 +491,139 @@ impl domain::ordering::CouponQuotes for PgCouponQuotes {
             .await
     }
 }
+
+/// The [`ExpiryStore`](domain::coupon::ExpiryStore) on the coupon tables;
+/// `coupons_expiring_idx` keeps both queries to the coupons that matter.
+#[derive(Clone)]
+pub struct PgExpiryStore {
+    db: Postgres,
+}
+
+impl std::fmt::Debug for PgExpiryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgExpiryStore")
+    }
+}
+
+impl PgExpiryStore {
+    pub fn new(db: Postgres) -> Self {
+        Self { db }
+    }
+}
+
+#[derive(QueryableByName)]
+struct ExpiringRow {
+    #[diesel(sql_type = Int8)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    code: String,
+    #[diesel(sql_type = Int8)]
+    campaign_id: i64,
+    #[diesel(sql_type = Int8)]
+    owner_id: i64,
+    #[diesel(sql_type = Timestamptz)]
+    expires_at: DateTime<Utc>,
+}
+
+impl ExpiringRow {
+    fn code(&self) -> Result<CouponCode, Unavailable> {
+        CouponCode::parse(&self.code)
+            .map_err(|_| unavailable(format!("coupon {} is invalid", self.id)))
+    }
+}
+
+#[async_trait]
+impl domain::coupon::ExpiryStore for PgExpiryStore {
+    async fn expiring(
+        &self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, i64)>,
+        limit: usize,
+    ) -> Result<Vec<domain::coupon::ExpiringCoupon>, Unavailable> {
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                let rows: Vec<ExpiringRow> = diesel::sql_query(
+                    "SELECT id, code, campaign_id, owner_id, expires_at FROM coupons \
+                      WHERE owner_id IS NOT NULL AND used_at IS NULL \
+                        AND expires_at >= $1 AND expires_at < $2 \
+                        AND ($3::timestamptz IS NULL OR (expires_at, id) > ($3, $4)) \
+                      ORDER BY expires_at, id LIMIT $5",
+                )
+                .bind::<Timestamptz, _>(from)
+                .bind::<Timestamptz, _>(until)
+                .bind::<Nullable<Timestamptz>, _>(after.map(|(at, _)| at))
+                .bind::<Int8, _>(after.map_or(0, |(_, id)| id))
+                .bind::<Int8, _>(i64::try_from(limit).unwrap_or(100))
+                .load(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+                rows.into_iter()
+                    .map(|r| {
+                        Ok(domain::coupon::ExpiringCoupon {
+                            code: r.code()?,
+                            id: r.id,
+                            campaign_id: CampaignId::new(r.campaign_id),
+                            user_id: UserId::new(r.owner_id),
+                            expires_at: r.expires_at,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn notify_due(
+        &self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+        notifier: std::sync::Arc<dyn domain::coupon::Notifier>,
+    ) -> Result<usize, Unavailable> {
+        use diesel_async::AsyncConnection as _;
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                conn.transaction(async |tx| {
+                    // Concurrent runs skip each other's claimed rows, and the
+                    // notified_at mark commits with the claim: one notice each.
+                    let due: Vec<ExpiringRow> = diesel::sql_query(
+                        "SELECT id, code, campaign_id, owner_id, expires_at FROM coupons \
+                          WHERE owner_id IS NOT NULL AND used_at IS NULL AND notified_at IS NULL \
+                            AND expires_at > $1 AND expires_at <= $2 \
+                          ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
+                    )
+                    .bind::<Timestamptz, _>(now)
+                    .bind::<Timestamptz, _>(until)
+                    .bind::<Int8, _>(i64::try_from(limit).unwrap_or(1_000))
+                    .load(tx)
+                    .await?;
+                    if due.is_empty() {
+                        return Ok::<_, diesel::result::Error>(Vec::new());
+                    }
+                    let ids: Vec<i64> = due.iter().map(|r| r.id).collect();
+                    diesel::sql_query("UPDATE coupons SET notified_at = now() WHERE id = ANY($1)")
+                        .bind::<Array<Int8>, _>(&ids)
+                        .execute(tx)
+                        .await?;
+                    Ok(due)
+                })
+                .await
+                .map_err(unavailable)
+                .and_then(|due| {
+                    // Written once the marks are committed: a crash can lose a
+                    // notice at worst, never send one twice.
+                    for row in &due {
+                        notifier.notify(&domain::coupon::ExpiryNotice {
+                            user_id: UserId::new(row.owner_id),
+                            code: row.code()?,
+                            expires_at: row.expires_at,
+                        });
+                    }
+                    Ok(due.len())
+                })
+            })
+            .await
+    }
+}

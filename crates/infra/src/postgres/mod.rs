@@ -20,7 +20,7 @@ mod schema;
 pub(crate) use schema::products as schema_products;
 
 pub use catalog::PgCatalogStore;
-pub use coupon::{PgCouponQuotes, PgCouponStore};
+pub use coupon::{PgCouponQuotes, PgCouponStore, PgExpiryStore};
 pub use db::{PgConn, Postgres};
 pub use error::unavailable;
 pub use health::PostgresProbe;

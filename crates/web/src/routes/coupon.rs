@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
-use application::coupon::{Campaigns, Coupons};
+use application::coupon::{Campaigns, Coupons, Expiry};
 use chrono::{DateTime, Utc};
 use domain::coupon::{
     Campaign, CampaignId, CampaignName, CampaignView, CodeCount, Coupon, CouponStatus,
@@ -23,6 +23,7 @@ use crate::routes::PageBody;
 pub struct CouponApi {
     pub campaigns: Arc<Campaigns>,
     pub coupons: Arc<Coupons>,
+    pub expiry: Arc<Expiry>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -33,6 +34,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/coupon-campaigns/{id}").route(web::get().to(view)))
         .service(web::resource("/coupon-campaigns/{id}/issue").route(web::post().to(issue)))
         .service(web::resource("/coupons").route(web::get().to(mine)))
+        .service(web::resource("/admin/coupons/expiring").route(web::get().to(expiring)))
+        .service(
+            web::resource("/admin/jobs/coupon-expiry-notices").route(web::post().to(send_notices)),
+        )
         .service(web::resource("/coupons/{code}/use").route(web::post().to(redeem)))
         .service(web::resource("/coupons/{code}/cancel-use").route(web::post().to(cancel_redeem)));
 }
@@ -257,4 +262,69 @@ async fn cancel_redeem(
         .cancel_redeem(caller.user_id, &code(&raw)?)
         .await??;
     Ok(HttpResponse::Ok().json(CouponJson::new(&coupon, api.coupons.status_of(&coupon))))
+}
+
+#[derive(Debug, Deserialize)]
+struct ExpiringQuery {
+    date: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// The cursor is "<expiresAt in microseconds>.<id>": opaque to clients, exact for us.
+fn cursor_of(expires_at: DateTime<Utc>, id: i64) -> String {
+    format!("{}.{id}", expires_at.timestamp_micros())
+}
+
+fn parse_cursor(raw: &str) -> Option<(DateTime<Utc>, i64)> {
+    let (micros, id) = raw.split_once('.')?;
+    Some((
+        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        id.parse().ok()?,
+    ))
+}
+
+async fn expiring(
+    api: web::Data<CouponApi>,
+    _admin: AdminUser,
+    query: web::Query<ExpiringQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let date = match query.date.as_deref() {
+        None => api.expiry.today(),
+        Some(raw) => chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+            .map_err(|_| ApiError::invalid_field("date", "must be YYYY-MM-DD"))?,
+    };
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1_000).contains(&limit) {
+        return Err(ApiError::invalid_field("limit", "must be 1 to 1000"));
+    }
+    let after = query
+        .after
+        .as_deref()
+        .map(|raw| {
+            parse_cursor(raw)
+                .ok_or_else(|| ApiError::invalid_field("after", "is not a cursor from this list"))
+        })
+        .transpose()?;
+    let items = api.expiry.expiring_on(date, after, limit).await?;
+    let next_cursor = (items.len() == limit)
+        .then(|| items.last().map(|c| cursor_of(c.expires_at, c.id)))
+        .flatten();
+    Ok(HttpResponse::Ok().json(json!({
+        "items": items.iter().map(|c| json!({
+            "code": c.code.as_str(),
+            "campaignId": c.campaign_id.get(),
+            "userId": c.user_id.get(),
+            "expiresAt": c.expires_at,
+        })).collect::<Vec<_>>(),
+        "nextCursor": next_cursor,
+    })))
+}
+
+async fn send_notices(
+    api: web::Data<CouponApi>,
+    _admin: AdminUser,
+) -> Result<HttpResponse, ApiError> {
+    let notified = api.expiry.send_notices().await?;
+    Ok(HttpResponse::Ok().json(json!({ "notified": notified })))
 }
