@@ -4,6 +4,7 @@
 //! port 0.
 
 pub mod config;
+mod import;
 mod jobs;
 mod tail;
 pub mod telemetry;
@@ -18,6 +19,7 @@ use actix_web::dev::{Server, ServerHandle};
 use anyhow::Context;
 
 pub use crate::config::Config;
+pub use crate::import::coupons_import;
 pub use crate::tail::events_tail;
 
 /// A built, bound, not yet running service.

@@ -27,6 +27,24 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Work with coupon campaigns.
+    Coupons {
+        #[command(subcommand)]
+        command: CouponsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CouponsCommand {
+    /// Import codes from a CSV file (header `code`, one code per line) into a
+    /// campaign; prints the summary as JSON.
+    Import {
+        /// The campaign's id.
+        #[arg(long)]
+        campaign: i64,
+        /// The CSV file.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +86,9 @@ fn main() -> ExitCode {
                     .await
             }
             Command::Migrate => app::migrate(&config).await,
+            Command::Coupons {
+                command: CouponsCommand::Import { campaign, file },
+            } => app::coupons_import(&config, campaign, &file, &mut std::io::stdout()).await,
             Command::Events {
                 command: EventsCommand::Tail { from_start },
             } => {

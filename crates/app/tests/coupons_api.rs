@@ -756,3 +756,194 @@ async fn two_notice_runs_at_once_notify_each_due_coupon_exactly_once() {
     let again = app.post(path, &json!({}), Some(&admin)).await;
     assert_eq!(again.body["notified"], 0, "nobody is told twice");
 }
+
+async fn import(app: &TestApp, campaign: i64, csv: String, token: &str) -> support::Reply {
+    let auth = format!("Bearer {token}");
+    app.send(
+        reqwest::Method::POST,
+        &format!("/api/v1/admin/coupon-campaigns/{campaign}/codes/import"),
+        &[("authorization", &auth), ("content-type", "text/csv")],
+        Some(&csv),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_import_reports_duplicates_and_bad_lines_exactly() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let first = campaign_with_codes(&app, campaign(), 1).await;
+    let existing: String = {
+        use diesel::QueryableByName;
+        #[derive(QueryableByName)]
+        struct Code {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            code: String,
+        }
+        let mut conn = app.db.connect().await;
+        diesel_async::RunQueryDsl::get_result::<Code>(
+            diesel::sql_query("SELECT code FROM coupons LIMIT 1"),
+            &mut conn,
+        )
+        .await
+        .expect("a code")
+        .code
+    };
+    let second = app
+        .post("/api/v1/admin/coupon-campaigns", &campaign(), Some(&admin))
+        .await
+        .body["id"]
+        .as_i64()
+        .expect("id");
+    let csv = format!(
+        "code\nIMPORT-0001\nIMPORT-0002\nIMPORT-0001\nlower-case\n{existing}\n\nTOO,MANY\nIMPORT-0003\n"
+    );
+
+    let report = import(&app, second, csv, &admin).await;
+
+    assert_eq!(report.status, 200, "{}", report.text);
+    assert_eq!(report.body["imported"], 3);
+    assert_eq!(
+        report.body["duplicates"], 2,
+        "one within the file, one of the other campaign"
+    );
+    assert_eq!(report.body["rejectedCount"], 2);
+    assert_eq!(
+        report.body["rejected"],
+        json!([
+            {"line": 5, "reason": "must be 4 to 64 characters of A-Z, 0-9 or '-'"},
+            {"line": 8, "reason": "expected one column"},
+        ])
+    );
+    let view = app
+        .get(&format!("/api/v1/coupon-campaigns/{second}"), Some(&admin))
+        .await;
+    assert_eq!(view.body["totalCodes"], 3);
+    assert_eq!(
+        app.get(&format!("/api/v1/coupon-campaigns/{first}"), Some(&admin))
+            .await
+            .body["totalCodes"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_hundred_thousand_lines_import_in_one_request() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let id = app
+        .post("/api/v1/admin/coupon-campaigns", &campaign(), Some(&admin))
+        .await
+        .body["id"]
+        .as_i64()
+        .expect("id");
+    let mut csv = String::with_capacity(1_600_000);
+    csv.push_str("code\n");
+    for i in 0..100_000 {
+        csv.push_str(&format!("BULK-{i:010}\n"));
+    }
+
+    let report = import(&app, id, csv, &admin).await;
+
+    assert_eq!(report.status, 200, "{}", report.text);
+    assert_eq!(
+        (
+            report.body["imported"].as_i64(),
+            report.body["duplicates"].as_i64()
+        ),
+        (Some(100_000), Some(0))
+    );
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT count(*) AS n FROM coupons WHERE campaign_id = {id}"
+        ))
+        .await,
+        100_000
+    );
+}
+
+#[tokio::test]
+async fn an_import_needs_the_header_an_existing_campaign_and_an_admin() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let user = app.sign_up("importer").await;
+    let id = app
+        .post("/api/v1/admin/coupon-campaigns", &campaign(), Some(&admin))
+        .await
+        .body["id"]
+        .as_i64()
+        .expect("id");
+
+    import(&app, id, "AAAA-0001\n".into(), &admin)
+        .await
+        .assert_problem(400, "VALIDATION_FAILED");
+    import(&app, 999_999, "code\nAAAA-0001\n".into(), &admin)
+        .await
+        .assert_problem(404, "CAMPAIGN_NOT_FOUND");
+    import(&app, id, "code\nAAAA-0001\n".into(), &user)
+        .await
+        .assert_problem(403, "FORBIDDEN");
+    assert_eq!(app.scalar("SELECT count(*) AS n FROM coupons").await, 0);
+}
+
+#[tokio::test]
+async fn the_cli_imports_a_file_and_prints_the_same_summary() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let id = app
+        .post("/api/v1/admin/coupon-campaigns", &campaign(), Some(&admin))
+        .await
+        .body["id"]
+        .as_i64()
+        .expect("id");
+    let file = std::env::temp_dir().join(format!("codes-{}.csv", support::testkit_suffix()));
+    std::fs::write(&file, "code\nCLI-00001\nCLI-00002\nCLI-00001\nnope\n").expect("temp file");
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_app"))
+        .args(["coupons", "import", "--campaign", &id.to_string()])
+        .arg(&file)
+        .env("DATABASE_URL", &app.db.url)
+        .env("REDIS_URL", &app.redis.url)
+        .env("APP_REDIS_KEY_PREFIX", &app.redis.prefix)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("binary runs");
+    let _ = std::fs::remove_file(&file);
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).expect("a JSON summary");
+    assert_eq!(
+        summary,
+        json!({
+            "imported": 2, "duplicates": 1, "rejectedCount": 1,
+            "rejected": [{"line": 5, "reason": "must be 4 to 64 characters of A-Z, 0-9 or '-'"}],
+        })
+    );
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT count(*) AS n FROM coupons WHERE campaign_id = {id}"
+        ))
+        .await,
+        2
+    );
+
+    let missing = tokio::process::Command::new(env!("CARGO_BIN_EXE_app"))
+        .args([
+            "coupons",
+            "import",
+            "--campaign",
+            "999999",
+            "/nonexistent.csv",
+        ])
+        .env("DATABASE_URL", &app.db.url)
+        .env("REDIS_URL", &app.redis.url)
+        .output()
+        .await
+        .expect("binary runs");
+    assert!(!missing.status.success());
+}

@@ -229,3 +229,20 @@ impl From<domain::coupon::RedeemError> for ApiError {
         }
     }
 }
+
+impl From<application::coupon::ImportError> for ApiError {
+    fn from(err: application::coupon::ImportError) -> Self {
+        use application::coupon::ImportError as E;
+        match err {
+            E::CampaignNotFound(id) => ApiError::not_found(
+                "CAMPAIGN_NOT_FOUND",
+                format!("campaign {id} does not exist"),
+            ),
+            E::MissingHeader => {
+                ApiError::invalid_field("body", "the first line must be the header `code`")
+            }
+            E::Read(_) => ApiError::validation("the upload could not be read"),
+            E::Unavailable(u) => u.into(),
+        }
+    }
+}

@@ -317,6 +317,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn giving_back_a_coupon_passes_the_stores_refusal_on() {
+        let mut store = MockCouponStore::new();
+        store
+            .expect_cancel_redeem()
+            .withf(|user, code| user.get() == 1 && code.as_str() == "ABCD-1234")
+            .times(1)
+            .returning(|_, _| Ok(Err(RedeemError::NotUsed)));
+        let coupons = Coupons::new(Arc::new(store), bypass(), Arc::new(clock(at(23, 12))));
+
+        let result = coupons
+            .cancel_redeem(
+                UserId::new(1),
+                &CouponCode::parse("ABCD-1234").expect("valid"),
+            )
+            .await
+            .expect("answered");
+
+        assert_eq!(result, Err(RedeemError::NotUsed));
+    }
+
+    #[tokio::test]
     async fn using_a_coupon_is_judged_at_the_clocks_now() {
         let mut store = MockCouponStore::new();
         store

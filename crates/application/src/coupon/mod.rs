@@ -2,9 +2,11 @@
 //! using and giving back coupons.
 
 mod expiry;
+mod import;
 mod issue;
 
 pub use expiry::{Expiry, NOTICE_AHEAD};
+pub use import::{ImportError, ImportReport, MAX_LISTED_REJECTIONS, Rejected, import_codes};
 pub use issue::{Coupons, IssueCouponError};
 
 use std::sync::Arc;
@@ -76,6 +78,26 @@ impl Campaigns {
             .campaign_view(id)
             .await?
             .ok_or(CampaignError::NotFound(id))
+    }
+
+    /// Imports codes from a CSV upload (see [`import_codes`]).
+    ///
+    /// # Errors
+    /// [`ImportError`]; an unknown campaign is refused before any byte is read.
+    pub async fn import<S, E>(&self, id: CampaignId, chunks: S) -> Result<ImportReport, ImportError>
+    where
+        S: futures_util::Stream<Item = Result<Vec<u8>, E>>,
+        E: std::fmt::Display,
+    {
+        if self.store.campaign(id).await?.is_none() {
+            return Err(ImportError::CampaignNotFound(id));
+        }
+        let report = import_codes(&*self.store, id, chunks).await;
+        // The pool may have grown even if the import failed halfway.
+        if let Err(err) = self.gate.forget(id).await {
+            tracing::warn!(error = %err, "could not reset the issue gate");
+        }
+        report
     }
 
     /// Adds exactly `count` new random codes to the pool. A code that collides

@@ -31,6 +31,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/admin/coupon-campaigns/{id}/codes").route(web::post().to(generate)),
         )
+        .service(
+            web::resource("/admin/coupon-campaigns/{id}/codes/import")
+                .route(web::post().to(import)),
+        )
         .service(web::resource("/coupon-campaigns/{id}").route(web::get().to(view)))
         .service(web::resource("/coupon-campaigns/{id}/issue").route(web::post().to(issue)))
         .service(web::resource("/coupons").route(web::get().to(mine)))
@@ -327,4 +331,38 @@ async fn send_notices(
 ) -> Result<HttpResponse, ApiError> {
     let notified = api.expiry.send_notices().await?;
     Ok(HttpResponse::Ok().json(json!({ "notified": notified })))
+}
+
+/// The largest CSV upload accepted: it is streamed, so this bounds time, not memory.
+pub const IMPORT_LIMIT: usize = 200 * 1024 * 1024;
+
+async fn import(
+    api: web::Data<CouponApi>,
+    _admin: AdminUser,
+    id: web::Path<i64>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    use futures_util::StreamExt as _;
+    let too_large = std::rc::Rc::new(std::cell::Cell::new(false));
+    let flag = std::rc::Rc::clone(&too_large);
+    let mut total = 0usize;
+    let chunks = payload.map(move |chunk| {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        total += chunk.len();
+        if total > IMPORT_LIMIT {
+            flag.set(true);
+            return Err("the upload is too large".to_owned());
+        }
+        Ok(chunk.to_vec())
+    });
+    match api.campaigns.import(CampaignId::new(id.into_inner()), chunks).await {
+        Ok(report) => Ok(HttpResponse::Ok().json(json!({
+            "imported": report.imported,
+            "duplicates": report.duplicates,
+            "rejected": report.rejected.iter().map(|r| json!({"line": r.line, "reason": r.reason})).collect::<Vec<_>>(),
+            "rejectedCount": report.rejected_count,
+        }))),
+        Err(_) if too_large.get() => Err(ApiError::payload_too_large(IMPORT_LIMIT)),
+        Err(err) => Err(err.into()),
+    }
 }

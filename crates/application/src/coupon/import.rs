@@ -1,0 +1,328 @@
+//! Importing coupon codes from CSV, streamed: the body is split into lines
+//! as its chunks arrive, so memory stays bounded whatever the file's size
+//! (one partial line, at most 1 KiB, plus one batch of codes).
+//!
+//! Format: a header line `code`, then one code per line (4..=64 of
+//! `[A-Z0-9-]`, optionally quoted). Blank lines are skipped. A bad line is
+//! rejected with its line number and the import goes on; a code that exists
+//! already (in this file or any campaign) is counted as a duplicate.
+
+use std::fmt::Display;
+
+use domain::coupon::{CampaignId, CouponStore};
+use domain::error::Unavailable;
+use domain::ordering::CouponCode;
+use futures_util::{Stream, StreamExt as _};
+use thiserror::Error;
+
+use super::{CODE_BATCH, CampaignError};
+
+/// The longest line accepted; longer ones are rejected without being buffered.
+pub const MAX_LINE: usize = 1_024;
+/// How many rejected lines the report lists; the count is always complete.
+pub const MAX_LISTED_REJECTIONS: usize = 1_000;
+
+/// One rejected line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub line: u64,
+    pub reason: &'static str,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub imported: usize,
+    pub duplicates: usize,
+    /// The first [`MAX_LISTED_REJECTIONS`] rejected lines.
+    pub rejected: Vec<Rejected>,
+    pub rejected_count: u64,
+}
+
+#[derive(Debug, Error)]
+pub enum ImportError {
+    #[error("campaign {0} does not exist")]
+    CampaignNotFound(CampaignId),
+    #[error("the first line must be the header `code`")]
+    MissingHeader,
+    #[error("the upload could not be read: {0}")]
+    Read(String),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+impl From<CampaignError> for ImportError {
+    fn from(err: CampaignError) -> Self {
+        match err {
+            CampaignError::NotFound(id) => Self::CampaignNotFound(id),
+            CampaignError::Unavailable(u) => Self::Unavailable(u),
+        }
+    }
+}
+
+/// Feeds one campaign's pool from lines.
+struct Importer<'a> {
+    store: &'a dyn CouponStore,
+    campaign: CampaignId,
+    line: u64,
+    header_seen: bool,
+    batch: Vec<CouponCode>,
+    report: ImportReport,
+}
+
+impl Importer<'_> {
+    fn reject(&mut self, line: u64, reason: &'static str) {
+        self.report.rejected_count += 1;
+        if self.report.rejected.len() < MAX_LISTED_REJECTIONS {
+            self.report.rejected.push(Rejected { line, reason });
+        }
+    }
+
+    async fn line(&mut self, raw: &[u8]) -> Result<(), ImportError> {
+        self.line += 1;
+        let Ok(text) = std::str::from_utf8(raw) else {
+            self.reject(self.line, "not UTF-8 text");
+            return Ok(());
+        };
+        let text = text.trim_start_matches('\u{feff}').trim();
+        if text.is_empty() {
+            return Ok(());
+        }
+        let unquoted = text
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .unwrap_or(text);
+        if !self.header_seen {
+            if unquoted.eq_ignore_ascii_case("code") {
+                self.header_seen = true;
+                return Ok(());
+            }
+            return Err(ImportError::MissingHeader);
+        }
+        if unquoted.contains(',') {
+            self.reject(self.line, "expected one column");
+            return Ok(());
+        }
+        match CouponCode::parse(unquoted) {
+            Ok(code) => {
+                self.batch.push(code);
+                if self.batch.len() >= CODE_BATCH {
+                    self.flush().await?;
+                }
+            }
+            Err(_) => self.reject(self.line, "must be 4 to 64 characters of A-Z, 0-9 or '-'"),
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), ImportError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let added = self
+            .store
+            .add_codes(self.campaign, std::mem::take(&mut self.batch))
+            .await
+            .map_err(CampaignError::from)?;
+        self.report.imported += added.inserted;
+        self.report.duplicates += added.duplicates;
+        Ok(())
+    }
+}
+
+/// Imports codes from a stream of byte chunks into the campaign's pool.
+/// Batches already written stay written if the import fails halfway.
+///
+/// # Errors
+/// [`ImportError`]: no header, an unreadable upload, an unknown campaign,
+/// or a failing store.
+pub async fn import_codes<S, E>(
+    store: &dyn CouponStore,
+    campaign: CampaignId,
+    chunks: S,
+) -> Result<ImportReport, ImportError>
+where
+    S: Stream<Item = Result<Vec<u8>, E>>,
+    E: Display,
+{
+    let mut importer = Importer {
+        store,
+        campaign,
+        line: 0,
+        header_seen: false,
+        batch: Vec::with_capacity(CODE_BATCH),
+        report: ImportReport::default(),
+    };
+    let mut pending: Vec<u8> = Vec::new();
+    // A line over MAX_LINE is being skipped until its end.
+    let mut overlong = false;
+    let mut chunks = std::pin::pin!(chunks);
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| ImportError::Read(e.to_string()))?;
+        let mut rest = chunk.as_slice();
+        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+            let (head, tail) = rest.split_at(end);
+            rest = &tail[1..];
+            if overlong {
+                overlong = false;
+                importer.line += 1;
+                importer.reject(importer.line, "line too long");
+            } else if pending.len() + head.len() > MAX_LINE {
+                pending.clear();
+                importer.line += 1;
+                importer.reject(importer.line, "line too long");
+            } else {
+                pending.extend_from_slice(head);
+                let line = std::mem::take(&mut pending);
+                importer.line(&line).await?;
+            }
+        }
+        if !overlong {
+            if pending.len() + rest.len() > MAX_LINE {
+                pending.clear();
+                overlong = true;
+            } else {
+                pending.extend_from_slice(rest);
+            }
+        }
+    }
+    if overlong {
+        importer.line += 1;
+        importer.reject(importer.line, "line too long");
+    } else if !pending.is_empty() {
+        let line = std::mem::take(&mut pending);
+        importer.line(&line).await?;
+    }
+    if !importer.header_seen {
+        return Err(ImportError::MissingHeader);
+    }
+    importer.flush().await?;
+    Ok(importer.report)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+
+    use domain::coupon::{AddedCodes, MockCouponStore};
+    use futures_util::stream;
+
+    use super::*;
+
+    /// A store whose pool already holds `existing`; remembers what it got.
+    fn pool(existing: &[&str]) -> (MockCouponStore, Arc<Mutex<Vec<usize>>>) {
+        let seen: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(
+            existing.iter().map(|s| (*s).to_owned()).collect(),
+        ));
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&batches);
+        let mut store = MockCouponStore::new();
+        store.expect_add_codes().returning(move |_, codes| {
+            recorded.lock().expect("lock").push(codes.len());
+            let mut seen = seen.lock().expect("lock");
+            let inserted = codes
+                .iter()
+                .filter(|c| seen.insert(c.as_str().to_owned()))
+                .count();
+            Ok(AddedCodes {
+                inserted,
+                duplicates: codes.len() - inserted,
+            })
+        });
+        (store, batches)
+    }
+
+    /// The text cut into chunks of `size` bytes, as a network would.
+    fn chunks(text: &str, size: usize) -> impl Stream<Item = Result<Vec<u8>, String>> {
+        let parts: Vec<Result<Vec<u8>, String>> = text
+            .as_bytes()
+            .chunks(size)
+            .map(|c| Ok(c.to_vec()))
+            .collect();
+        stream::iter(parts)
+    }
+
+    #[tokio::test]
+    async fn reports_imports_duplicates_and_rejected_lines_exactly_whatever_the_chunking() {
+        let csv =
+            "code\r\nAAAA-0001\n\"AAAA-0002\"\nAAAA-0001\nbad code\n\nEXISTING-1\nA,B\nAAAA-0003";
+        for size in [1, 3, 7, 1_000] {
+            let (store, _) = pool(&["EXISTING-1"]);
+            let report = import_codes(&store, CampaignId::new(1), chunks(csv, size))
+                .await
+                .expect("imported");
+            assert_eq!(report.imported, 3, "chunk size {size}");
+            assert_eq!(report.duplicates, 2, "one within the file, one existing");
+            assert_eq!(report.rejected_count, 2);
+            assert_eq!(
+                report.rejected,
+                [
+                    Rejected {
+                        line: 5,
+                        reason: "must be 4 to 64 characters of A-Z, 0-9 or '-'"
+                    },
+                    Rejected {
+                        line: 8,
+                        reason: "expected one column"
+                    },
+                ]
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_without_the_header_is_refused() {
+        let (store, _) = pool(&[]);
+        let result = import_codes(
+            &store,
+            CampaignId::new(1),
+            chunks("AAAA-0001\nAAAA-0002\n", 4),
+        )
+        .await;
+        assert!(matches!(result, Err(ImportError::MissingHeader)));
+        let (store, _) = pool(&[]);
+        assert!(matches!(
+            import_codes(&store, CampaignId::new(1), chunks("", 4)).await,
+            Err(ImportError::MissingHeader)
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_overlong_line_is_rejected_without_being_buffered_and_the_rest_imports() {
+        let csv = format!("code\n{}\nAAAA-0001\n", "A".repeat(10_000));
+        let (store, _) = pool(&[]);
+        let report = import_codes(&store, CampaignId::new(1), chunks(&csv, 512))
+            .await
+            .expect("imported");
+        assert_eq!(report.imported, 1);
+        assert_eq!(
+            report.rejected,
+            [Rejected {
+                line: 2,
+                reason: "line too long"
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn codes_are_written_in_batches_and_only_the_first_rejections_are_listed() {
+        let mut csv = String::from("code\n");
+        for i in 0..25_000 {
+            csv.push_str(&format!("CODE-{i:08}\n"));
+        }
+        for _ in 0..1_500 {
+            csv.push_str("no\n");
+        }
+        let (store, batches) = pool(&[]);
+        let report = import_codes(&store, CampaignId::new(1), chunks(&csv, 8_192))
+            .await
+            .expect("imported");
+        assert_eq!(report.imported, 25_000);
+        assert_eq!(*batches.lock().expect("lock"), [10_000, 10_000, 5_000]);
+        assert_eq!(
+            (report.rejected.len(), report.rejected_count),
+            (1_000, 1_500)
+        );
+    }
+}
