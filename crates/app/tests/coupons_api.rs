@@ -143,6 +143,19 @@ async fn generation_counts_are_bounded_and_campaigns_must_exist() {
     assert_eq!(app.scalar("SELECT count(*) AS n FROM coupons").await, 0);
 }
 
+/// Issues a code of `campaign` to the token's user and returns it.
+async fn issue_code(app: &TestApp, campaign: i64, token: &str) -> String {
+    let reply = app
+        .post(
+            &format!("/api/v1/coupon-campaigns/{campaign}/issue"),
+            &json!({}),
+            Some(token),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    reply.body["code"].as_str().expect("code").to_owned()
+}
+
 async fn campaign_with_codes(app: &TestApp, body: Value, codes: i64) -> i64 {
     let admin = app.admin_token().await;
     let id = app
@@ -291,17 +304,7 @@ async fn an_expired_coupon_cannot_be_used_and_lists_as_expired() {
     let app = TestApp::spawn().await;
     let id = campaign_with_codes(&app, campaign(), 1).await;
     let token = app.sign_up("late").await;
-    let code = app
-        .post(
-            &format!("/api/v1/coupon-campaigns/{id}/issue"),
-            &json!({}),
-            Some(&token),
-        )
-        .await
-        .body["code"]
-        .as_str()
-        .expect("code")
-        .to_owned();
+    let code = issue_code(&app, id, &token).await;
     app.scalar("WITH x AS (UPDATE coupons SET issued_at = now() - interval '8 days', expires_at = now() - interval '1 day' RETURNING 1) SELECT count(*) AS n FROM x").await;
 
     app.post(
@@ -465,17 +468,7 @@ async fn two_concurrent_uses_of_one_code_let_exactly_one_through() {
     let app = TestApp::spawn().await;
     let id = campaign_with_codes(&app, campaign(), 1).await;
     let token = app.sign_up("double").await;
-    let code = app
-        .post(
-            &format!("/api/v1/coupon-campaigns/{id}/issue"),
-            &json!({}),
-            Some(&token),
-        )
-        .await
-        .body["code"]
-        .as_str()
-        .expect("code")
-        .to_owned();
+    let code = issue_code(&app, id, &token).await;
 
     let path = format!("/api/v1/coupons/{code}/use");
     let replies = futures_util::future::join_all(
@@ -497,17 +490,7 @@ async fn holder_of(app: &TestApp, login: &str, rule: Value) -> (String, String) 
     let id = campaign_with_codes(app, rule, 5).await;
     let token = app.sign_up(login).await;
     app.charge(&token, 100_000).await;
-    let code = app
-        .post(
-            &format!("/api/v1/coupon-campaigns/{id}/issue"),
-            &json!({}),
-            Some(&token),
-        )
-        .await
-        .body["code"]
-        .as_str()
-        .expect("code")
-        .to_owned();
+    let code = issue_code(app, id, &token).await;
     (token, code)
 }
 
