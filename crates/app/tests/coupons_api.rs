@@ -371,8 +371,21 @@ async fn a_closed_window_and_an_empty_pool_are_refused() {
 
 /// 300 issue attempts by 100 users (through the gateway header) on a pool of
 /// 25; asserts what any path must guarantee and returns the campaign id.
-async fn issue_rush(app: &TestApp) -> i64 {
-    let id = campaign_with_codes(app, campaign(), 25).await;
+/// With `warm`, one more code is issued first, so the gate is built before
+/// the rush (otherwise the opening burst may race its rebuild).
+async fn issue_rush(app: &TestApp, warm: bool) -> i64 {
+    let id = campaign_with_codes(app, campaign(), if warm { 26 } else { 25 }).await;
+    if warm {
+        let first = app
+            .send(
+                reqwest::Method::POST,
+                &format!("/api/v1/coupon-campaigns/{id}/issue"),
+                &[("X-USER-ID", "warm-up")],
+                None,
+            )
+            .await;
+        assert_eq!(first.status, 201, "{}", first.text);
+    }
     let path = format!("/api/v1/coupon-campaigns/{id}/issue");
     let replies = futures_util::future::join_all((0..300).map(|i| {
         let user = format!("rusher-{}", i % 100);
@@ -399,19 +412,20 @@ async fn issue_rush(app: &TestApp) -> i64 {
         "{:?}",
         replies.iter().map(|r| r.status).collect::<Vec<_>>()
     );
+    let holders = if warm { 26 } else { 25 };
     assert_eq!(
         app.scalar(&format!(
             "SELECT count(*) AS n FROM coupons WHERE campaign_id = {id} AND owner_id IS NOT NULL"
         ))
         .await,
-        25
+        holders
     );
     assert_eq!(
         app.scalar(&format!(
             "SELECT count(DISTINCT owner_id) AS n FROM coupons WHERE campaign_id = {id}"
         ))
         .await,
-        25,
+        holders,
         "nobody has two"
     );
     let codes: std::collections::HashSet<String> = replies
@@ -431,9 +445,10 @@ async fn three_hundred_attempts_by_a_hundred_users_on_a_pool_of_25() {
     })
     .await;
 
-    let id = issue_rush(&app).await;
+    let id = issue_rush(&app, true).await;
 
-    // The Redis gate took the rush: its counter is spent, its set holds the 25.
+    // The Redis gate took the rush: its counter is spent, its set holds the
+    // 25 and the warm-up user.
     let mut conn = app.redis.connect().await;
     let left: Option<i64> = deadpool_redis::redis::cmd("GET")
         .arg(format!("{}coupon:{id}:left", app.redis.prefix))
@@ -445,7 +460,7 @@ async fn three_hundred_attempts_by_a_hundred_users_on_a_pool_of_25() {
         .query_async(&mut conn)
         .await
         .expect("redis");
-    assert_eq!((left, holders), (Some(0), 25));
+    assert_eq!((left, holders), (Some(0), 26));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -460,7 +475,7 @@ async fn the_same_rush_with_redis_unreachable_is_decided_by_postgres() {
     .await;
     redis.cut();
 
-    issue_rush(&app).await;
+    issue_rush(&app, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
