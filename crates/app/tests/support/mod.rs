@@ -171,6 +171,16 @@ impl TestApp {
         Reply::from(req.send().await.expect("request sent")).await
     }
 
+    /// PATCHes `body` as JSON with the token.
+    pub async fn patch(&self, path: &str, body: &Value, token: &str) -> Reply {
+        let req = self
+            .http
+            .patch(self.url(path))
+            .bearer_auth(token)
+            .json(body);
+        Reply::from(req.send().await.expect("request sent")).await
+    }
+
     /// POSTs `body` with an `Idempotency-Key`.
     pub async fn post_idempotent(&self, path: &str, key: &str, body: &Value, token: &str) -> Reply {
         let req = self
@@ -316,6 +326,17 @@ impl Reply {
 
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts `400 VALIDATION_FAILED` whose detail names `field`.
+    pub fn assert_invalid_field(&self, field: &str) {
+        self.assert_problem(400, "VALIDATION_FAILED");
+        let detail = self.body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(field),
+            "the detail should name {field}: {}",
+            self.text
+        );
     }
 
     /// Asserts an RFC 9457 problem with this status and code, and no internals.
