@@ -7,6 +7,7 @@ use application::catalog::{Catalog, PopularProducts};
 use application::coupon::{Campaigns, Coupons, Expiry};
 use application::events::RelayOutbox;
 use application::identity::{Authenticate, BootstrapAdmin, SignIn, SignUp, UserQueries};
+use application::invest::{Invest, InvestProducts};
 use application::ordering::{OrderQueries, PlaceOrder};
 use application::points::{ChargePoints, PointsQueries};
 use domain::catalog::CatalogStore;
@@ -20,16 +21,16 @@ use infra::auth::{Argon2Hasher, JwtSecret, JwtTokenService};
 use infra::clock::SystemClock;
 use infra::postgres::{
     self, PgCatalogStore, PgCouponQuotes, PgCouponStore, PgExpiryStore, PgIdempotencyStore,
-    PgOrderStore, PgOutbox, PgPointsStore, PgPoolSettings, PgSalesRanking, PgUserRepository,
-    PostgresProbe,
+    PgInvestStore, PgOrderStore, PgOutbox, PgPointsStore, PgPoolSettings, PgSalesRanking,
+    PgUserRepository, PostgresProbe,
 };
 use infra::redis::{
-    self, RedisEventStream, RedisIssueGate, RedisKeys, RedisLock, RedisPoolSettings, RedisProbe,
-    RedisSalesRanking, RedisStockGate,
+    self, RedisEventStream, RedisInvestGate, RedisIssueGate, RedisKeys, RedisLock,
+    RedisPoolSettings, RedisProbe, RedisSalesRanking, RedisStockGate,
 };
 use web::{
-    AuthContext, CatalogApi, CouponApi, IdentityApi, JsonLimit, OrderingApi, PointsApi, Readiness,
-    WebState,
+    AuthContext, CatalogApi, CouponApi, IdentityApi, InvestApi, JsonLimit, OrderingApi, PointsApi,
+    Readiness, WebState,
 };
 
 use crate::config::Config;
@@ -99,6 +100,11 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         keys.clone(),
         pg.clone(),
     ));
+    let invest_gate: Arc<dyn domain::invest::InvestGate> = Arc::new(RedisInvestGate::new(
+        redis_pool.clone(),
+        keys.clone(),
+        pg.clone(),
+    ));
     let relay = Arc::new(RelayOutbox::new(
         Arc::new(PgOutbox::new(pg.clone())),
         Arc::new(RedisEventStream::new(
@@ -115,7 +121,22 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         Arc::new(PostgresProbe::new(pg.clone())),
         Arc::new(RedisProbe::new(redis_pool)),
     ];
+    let invest_store: Arc<dyn domain::invest::InvestStore> =
+        Arc::new(PgInvestStore::new(pg.clone(), config.idempotency_retention));
+    let invest = InvestApi {
+        products: Arc::new(InvestProducts::new(
+            Arc::clone(&invest_store),
+            Arc::clone(&clock),
+        )),
+        invest: Arc::new(Invest::new(
+            invest_store,
+            Arc::new(idempotency.clone()),
+            invest_gate,
+            Arc::clone(&clock),
+        )),
+    };
     let web = WebState {
+        invest,
         coupon: CouponApi {
             campaigns: Arc::new(Campaigns::new(
                 Arc::new(PgCouponStore::new(pg.clone())),

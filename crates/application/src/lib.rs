@@ -9,5 +9,6 @@ pub mod catalog;
 pub mod coupon;
 pub mod events;
 pub mod identity;
+pub mod invest;
 pub mod ordering;
 pub mod points;

@@ -10,6 +10,8 @@
 //! - [`points`]: prepaid balances and their ledger.
 //! - [`catalog`]: products and their live stock.
 //! - [`ordering`]: pricing and placing orders.
+//! - [`coupon`]: campaigns, code pools and first-come issue.
+//! - [`invest`]: recruiting products and investments that never exceed the target.
 //! - [`idempotency`]: keys, fingerprints and stored responses of money writes.
 //! - [`money`]: the checked `Points` amount.
 //! - [`clock`]: the [`Clock`](clock::Clock) port; time is never read directly.
@@ -24,6 +26,7 @@ pub mod events;
 pub mod health;
 pub mod idempotency;
 pub mod identity;
+pub mod invest;
 pub mod money;
 pub mod ordering;
 pub mod paging;

@@ -246,3 +246,47 @@ impl From<application::coupon::ImportError> for ApiError {
         }
     }
 }
+
+// ---- investments ----
+
+impl From<domain::invest::InvalidInvestProduct> for ApiError {
+    fn from(err: domain::invest::InvalidInvestProduct) -> Self {
+        ApiError::invalid_field(err.field, err.message)
+    }
+}
+
+impl From<domain::invest::InvestError> for ApiError {
+    fn from(err: domain::invest::InvestError) -> Self {
+        use domain::invest::InvestError as E;
+        match err {
+            E::ProductNotFound { product_id } => ApiError::not_found(
+                "INVEST_PRODUCT_NOT_FOUND",
+                format!("investment product {product_id} does not exist"),
+            )
+            .with("productId", product_id.get()),
+            E::NotInRecruitingPeriod { product_id } => ApiError::conflict(
+                "NOT_IN_RECRUITING_PERIOD",
+                "Not in recruiting period",
+                format!("investment product {product_id} is not recruiting now"),
+            )
+            .with("productId", product_id.get()),
+            E::SoldOut { product_id } => ApiError::conflict(
+                "SOLD_OUT",
+                "Sold out",
+                format!("investment product {product_id} has reached its target"),
+            )
+            .with("productId", product_id.get())
+            .with("remainingAmount", 0),
+            E::AmountExceedsRemaining {
+                product_id,
+                remaining,
+            } => ApiError::conflict(
+                "AMOUNT_EXCEEDS_REMAINING",
+                "Amount exceeds remaining",
+                format!("only {remaining} can still be invested in product {product_id}"),
+            )
+            .with("productId", product_id.get())
+            .with("remainingAmount", remaining.get()),
+        }
+    }
+}

@@ -22,6 +22,7 @@ pub use routes::catalog::CatalogApi;
 pub use routes::coupon::CouponApi;
 pub use routes::health::Readiness;
 pub use routes::identity::IdentityApi;
+pub use routes::invest::InvestApi;
 pub use routes::ordering::OrderingApi;
 pub use routes::points::PointsApi;
 
@@ -35,6 +36,7 @@ pub struct WebState {
     pub catalog: CatalogApi,
     pub ordering: OrderingApi,
     pub coupon: CouponApi,
+    pub invest: InvestApi,
     pub auth: AuthContext,
     pub readiness: Readiness,
     pub json_limit: JsonLimit,
@@ -59,6 +61,7 @@ pub fn app(
         .app_data(web::Data::new(state.catalog))
         .app_data(web::Data::new(state.ordering))
         .app_data(web::Data::new(state.coupon))
+        .app_data(web::Data::new(state.invest))
         .app_data(web::Data::new(state.auth))
         .app_data(web::Data::new(state.readiness))
         .app_data(state.json_limit)
@@ -83,7 +86,8 @@ pub fn app(
                 .configure(routes::points::routes)
                 .configure(routes::catalog::routes)
                 .configure(routes::ordering::routes)
-                .configure(routes::coupon::routes),
+                .configure(routes::coupon::routes)
+                .configure(routes::invest::routes),
         )
         .default_service(web::to(not_found))
         .wrap(from_fn(edge::edge))

@@ -8,6 +8,7 @@ mod error;
 mod health;
 mod idempotency;
 mod identity;
+mod invest;
 mod ordering;
 mod outbox;
 mod paging;
@@ -16,6 +17,8 @@ mod pool;
 mod popular;
 mod schema;
 
+/// The investment products table, for the invest gate's rebuild.
+pub(crate) use schema::invest_products as schema_invest_products;
 /// The products table, for adapters outside this module (the stock gate's rebuild).
 pub(crate) use schema::products as schema_products;
 
@@ -25,6 +28,7 @@ pub use db::{PgConn, Postgres};
 pub use error::unavailable;
 pub use health::PostgresProbe;
 pub use identity::PgUserRepository;
+pub use invest::PgInvestStore;
 pub use ordering::PgOrderStore;
 pub use outbox::PgOutbox;
 pub use points::{PgIdempotencyStore, PgPointsStore};

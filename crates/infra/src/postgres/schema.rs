@@ -96,3 +96,30 @@ diesel::table! {
         created_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    invest_products (id) {
+        id -> Int8,
+        title -> Varchar,
+        total_amount -> Int8,
+        current_amount -> Int8,
+        investor_count -> Int8,
+        started_at -> Timestamptz,
+        finished_at -> Timestamptz,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    investments (id) {
+        id -> Int8,
+        product_id -> Int8,
+        user_id -> Int8,
+        amount -> Int8,
+        invested_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(investments -> invest_products (product_id));
+diesel::allow_tables_to_appear_in_same_query!(investments, invest_products);

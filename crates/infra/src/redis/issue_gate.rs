@@ -6,7 +6,7 @@
 //! Postgres.
 //!
 //! Both keys are rebuilt from Postgres by one instance at a time (lock) and
-//! live at most [`COUNTER_TTL`](super::stock_gate::COUNTER_TTL), so a gate
+//! live at most [`COUNTER_TTL`](super::COUNTER_TTL), so a gate
 //! that drifted (an admission whose request died) heals within that time.
 //! Postgres (`FOR UPDATE SKIP LOCKED` and the unique index) stays the final
 //! guard either way.
@@ -24,7 +24,7 @@ use domain::coupon::{CampaignId, IssueDecision, IssueGate};
 use domain::error::Unavailable;
 use domain::identity::UserId;
 
-use super::stock_gate::COUNTER_TTL;
+use super::COUNTER_TTL;
 use super::{RedisKeys, RedisLock, unavailable};
 use crate::postgres::{Postgres, unavailable as pg_unavailable};
 

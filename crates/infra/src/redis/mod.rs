@@ -10,13 +10,17 @@ use deadpool_redis::{Pool, Runtime};
 use domain::error::Unavailable;
 use domain::health::HealthProbe;
 
+mod counter;
+mod invest_gate;
 mod issue_gate;
 mod lock;
 mod ranking;
 mod stock_gate;
 mod stream;
 
+pub use counter::COUNTER_TTL;
 pub use deadpool_redis::Pool as RedisPool;
+pub use invest_gate::RedisInvestGate;
 pub use issue_gate::RedisIssueGate;
 pub use lock::{Lease, RedisLock, credentials_of, forge_release_of, release_as};
 pub use ranking::RedisSalesRanking;

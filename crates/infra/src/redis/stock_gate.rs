@@ -12,17 +12,16 @@
 //! guarded decrement absorbs; or below it (a reservation never given back
 //! because its request died, a rebuild racing an admin's restock), which
 //! would refuse sales Postgres could make. Every counter therefore lives at
-//! most [`COUNTER_TTL`] and is then rebuilt from Postgres, and a product that
+//! most [`COUNTER_TTL`](super::COUNTER_TTL) and is then rebuilt from Postgres, and a product that
 //! Postgres refuses is forgotten at once. In Redis Cluster, a
 //! multi-product order's keys live in different slots; the script would then
 //! reserve per product and give back the earlier ones on a refusal.
 
 use std::sync::LazyLock;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_redis::Pool;
-use deadpool_redis::redis::{Script, cmd};
+use deadpool_redis::redis::Script;
 use diesel::OptionalExtension as _;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -30,6 +29,7 @@ use domain::catalog::ProductId;
 use domain::error::Unavailable;
 use domain::ordering::{GateDecision, Quantity, StockGate};
 
+use super::counter::{Counters, Rebuilt};
 use super::{RedisKeys, RedisLock, unavailable};
 use crate::postgres::{Postgres, unavailable as pg_unavailable};
 
@@ -55,10 +55,6 @@ for i = 1, #KEYS do
 end
 return 1";
 
-/// How long a counter lives before it is rebuilt from Postgres: bounds how
-/// long a drifted counter can refuse sales.
-pub const COUNTER_TTL: Duration = Duration::from_secs(30);
-
 static RESERVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE));
 static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
 
@@ -66,7 +62,7 @@ static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE))
 pub struct RedisStockGate {
     pool: Pool,
     keys: RedisKeys,
-    lock: RedisLock,
+    counters: Counters,
     pg: Postgres,
 }
 
@@ -78,22 +74,13 @@ impl std::fmt::Debug for RedisStockGate {
     }
 }
 
-enum Rebuilt {
-    /// The counter exists now.
-    Ready,
-    /// Postgres has no such product.
-    Unknown,
-    /// Another instance is rebuilding it.
-    Busy,
-}
-
 impl RedisStockGate {
     pub fn new(pool: Pool, keys: RedisKeys, pg: Postgres) -> Self {
-        let lock = RedisLock::new(pool.clone(), keys.clone());
+        let counters = Counters::new(pool.clone(), RedisLock::new(pool.clone(), keys.clone()));
         Self {
             pool,
             keys,
-            lock,
+            counters,
             pg,
         }
     }
@@ -102,41 +89,10 @@ impl RedisStockGate {
         self.keys.key(&format!("stock:{product}"))
     }
 
-    async fn exists(&self, key: &str) -> Result<bool, Unavailable> {
-        let mut conn = self.pool.get().await.map_err(unavailable)?;
-        cmd("EXISTS")
-            .arg(key)
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)
-    }
-
-    /// Sets the counter from Postgres, one instance at a time. Requests that
-    /// arrive meanwhile poll for the counter (up to 2 s) rather than fall
-    /// through to Postgres: the first burst of a sale is when the gate matters.
+    /// Sets the counter from the product's stock in Postgres.
     async fn rebuild(&self, product: ProductId) -> Result<Rebuilt, Unavailable> {
-        let key = self.key(product);
-        let Some(lease) = self
-            .lock
-            .try_acquire(&format!("stock-rebuild:{product}"), Duration::from_secs(5))
-            .await?
-        else {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-            while tokio::time::Instant::now() < deadline {
-                if self.exists(&key).await? {
-                    return Ok(Rebuilt::Ready);
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            return Ok(Rebuilt::Busy);
-        };
-        if self.exists(&key).await? {
-            let _ = lease.release().await;
-            return Ok(Rebuilt::Ready);
-        }
-        let stock = self
-            .pg
-            .timed(async {
+        let load = || {
+            self.pg.timed(async {
                 use crate::postgres::schema_products as products;
                 let mut conn = self.pg.conn().await?;
                 products::table
@@ -147,26 +103,14 @@ impl RedisStockGate {
                     .optional()
                     .map_err(pg_unavailable)
             })
-            .await;
-        let result = match stock {
-            Ok(Some(stock)) => {
-                let mut conn = self.pool.get().await.map_err(unavailable)?;
-                let _: Option<String> = cmd("SET")
-                    .arg(&key)
-                    .arg(stock)
-                    .arg("NX")
-                    .arg("EX")
-                    .arg(COUNTER_TTL.as_secs())
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
-                Ok(Rebuilt::Ready)
-            }
-            Ok(None) => Ok(Rebuilt::Unknown),
-            Err(e) => Err(e),
         };
-        let _ = lease.release().await;
-        result
+        self.counters
+            .rebuild(
+                &self.key(product),
+                &format!("stock-rebuild:{product}"),
+                load,
+            )
+            .await
     }
 }
 
@@ -217,12 +161,6 @@ impl StockGate for RedisStockGate {
     }
 
     async fn forget(&self, product: ProductId) -> Result<(), Unavailable> {
-        let mut conn = self.pool.get().await.map_err(unavailable)?;
-        let _: i64 = cmd("DEL")
-            .arg(self.key(product))
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.counters.forget(&self.key(product)).await
     }
 }

@@ -4,6 +4,7 @@ pub mod catalog;
 pub mod coupon;
 pub mod health;
 pub mod identity;
+pub mod invest;
 pub mod ordering;
 pub mod points;
 

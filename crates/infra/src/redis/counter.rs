@@ -1,0 +1,114 @@
+//! Rebuilding a gate's counter from Postgres, shared by the stock and invest
+//! gates: one instance at a time builds it (a lock), the others wait for it
+//! briefly, and it lives at most [`COUNTER_TTL`] so that a drifted counter
+//! heals.
+
+use std::future::Future;
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use deadpool_redis::redis::cmd;
+use domain::error::Unavailable;
+
+use super::{RedisLock, unavailable};
+
+/// How long a counter lives before it is rebuilt from Postgres: bounds how
+/// long a drifted counter can refuse what Postgres would accept.
+pub const COUNTER_TTL: Duration = Duration::from_secs(30);
+
+/// What a rebuild found.
+pub(crate) enum Rebuilt {
+    /// The counter exists now.
+    Ready,
+    /// Postgres has no such row.
+    Unknown,
+    /// Another instance is rebuilding it and did not finish in time.
+    Busy,
+}
+
+#[derive(Clone)]
+pub(crate) struct Counters {
+    pool: Pool,
+    lock: RedisLock,
+}
+
+impl Counters {
+    pub(crate) fn new(pool: Pool, lock: RedisLock) -> Self {
+        Self { pool, lock }
+    }
+
+    pub(crate) async fn exists(&self, key: &str) -> Result<bool, Unavailable> {
+        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        cmd("EXISTS")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Drops the counter: the next use rebuilds it from Postgres.
+    pub(crate) async fn forget(&self, key: &str) -> Result<(), Unavailable> {
+        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        let _: i64 = cmd("DEL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Sets `key` to what `load` reads from Postgres, under the lock
+    /// `lock_name`. Requests that arrive meanwhile poll for the counter (up
+    /// to 2 s) rather than fall through to Postgres: the first burst of a
+    /// sale is when the gate matters.
+    pub(crate) async fn rebuild<F, Fut>(
+        &self,
+        key: &str,
+        lock_name: &str,
+        load: F,
+    ) -> Result<Rebuilt, Unavailable>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<i64>, Unavailable>>,
+    {
+        let Some(lease) = self
+            .lock
+            .try_acquire(lock_name, Duration::from_secs(5))
+            .await?
+        else {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while tokio::time::Instant::now() < deadline {
+                if self.exists(key).await? {
+                    return Ok(Rebuilt::Ready);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            return Ok(Rebuilt::Busy);
+        };
+        if self.exists(key).await? {
+            let _ = lease.release().await;
+            return Ok(Rebuilt::Ready);
+        }
+        let result = match load().await {
+            Ok(Some(value)) => self.set(key, value).await.map(|()| Rebuilt::Ready),
+            Ok(None) => Ok(Rebuilt::Unknown),
+            Err(e) => Err(e),
+        };
+        let _ = lease.release().await;
+        result
+    }
+
+    async fn set(&self, key: &str, value: i64) -> Result<(), Unavailable> {
+        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        let _: Option<String> = cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .arg("EX")
+            .arg(COUNTER_TTL.as_secs())
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+DROP TABLE investments; DROP TABLE invest_products;
