@@ -453,3 +453,37 @@ async fn with_redis_unreachable_postgres_alone_never_exceeds_the_target() {
         "demand exceeded the target"
     );
 }
+
+/// Twenty investments by each of ten users, all at once and all accepted:
+/// however their transactions interleave, each user counts once. (Whether a
+/// user invested before is read only after the product row is locked.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_investments_by_one_user_count_once() {
+    let app = TestApp::spawn().await;
+    let product = open_product(&app, 1_000_000).await;
+    let mut investors = Vec::new();
+    for i in 0..10 {
+        investors.push(app.sign_up(&format!("eager-{i}")).await);
+    }
+
+    let app = &app;
+    let statuses = join_all((0..200).map(|i| {
+        let token = investors[i % investors.len()].clone();
+        async move {
+            app.post_idempotent(
+                INVEST,
+                &format!("eager-{i}"),
+                &invest_body(product, 7),
+                &token,
+            )
+            .await
+            .status
+        }
+    }))
+    .await;
+
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    let view = detail(app, product, &investors[0]).await;
+    assert_eq!(view["currentInvestingAmount"], 200 * 7);
+    assert_eq!(view["investingCnt"], 10);
+}
