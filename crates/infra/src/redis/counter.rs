@@ -10,7 +10,8 @@ use deadpool_redis::Pool;
 use deadpool_redis::redis::cmd;
 use domain::error::Unavailable;
 
-use super::{RedisLock, unavailable};
+use super::{RedisKeys, RedisLock, unavailable};
+use crate::postgres::Postgres;
 
 /// How long a counter lives before it is rebuilt from Postgres: bounds how
 /// long a drifted counter can refuse what Postgres would accept.
@@ -26,19 +27,47 @@ pub(crate) enum Rebuilt {
     Busy,
 }
 
+/// What a counter gate runs on: Redis for the counters, Postgres to rebuild
+/// them from, and a lock so that one instance rebuilds at a time.
 #[derive(Clone)]
 pub(crate) struct Counters {
     pool: Pool,
+    keys: RedisKeys,
     lock: RedisLock,
+    pg: Postgres,
 }
 
 impl Counters {
-    pub(crate) fn new(pool: Pool, lock: RedisLock) -> Self {
-        Self { pool, lock }
+    pub(crate) fn new(pool: Pool, keys: RedisKeys, pg: Postgres) -> Self {
+        let lock = RedisLock::new(pool.clone(), keys.clone());
+        Self {
+            pool,
+            keys,
+            lock,
+            pg,
+        }
+    }
+
+    /// The full key of `name` under the service's prefix.
+    pub(crate) fn key(&self, name: &str) -> String {
+        self.keys.key(name)
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        self.keys.prefix()
+    }
+
+    pub(crate) fn pg(&self) -> &Postgres {
+        &self.pg
+    }
+
+    /// A pooled Redis connection.
+    pub(crate) async fn connection(&self) -> Result<deadpool_redis::Connection, Unavailable> {
+        self.pool.get().await.map_err(unavailable)
     }
 
     pub(crate) async fn exists(&self, key: &str) -> Result<bool, Unavailable> {
-        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        let mut conn = self.connection().await?;
         cmd("EXISTS")
             .arg(key)
             .query_async(&mut conn)
@@ -48,7 +77,7 @@ impl Counters {
 
     /// Drops the counter: the next use rebuilds it from Postgres.
     pub(crate) async fn forget(&self, key: &str) -> Result<(), Unavailable> {
-        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        let mut conn = self.connection().await?;
         let _: i64 = cmd("DEL")
             .arg(key)
             .query_async(&mut conn)
@@ -99,7 +128,7 @@ impl Counters {
     }
 
     async fn set(&self, key: &str, value: i64) -> Result<(), Unavailable> {
-        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        let mut conn = self.connection().await?;
         let _: Option<String> = cmd("SET")
             .arg(key)
             .arg(value)

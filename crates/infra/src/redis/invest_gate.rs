@@ -31,7 +31,7 @@ use domain::invest::{InvestAdmission, InvestAmount, InvestGate, InvestProductId}
 use domain::money::Points;
 
 use super::counter::{Counters, Rebuilt};
-use super::{RedisKeys, RedisLock, unavailable};
+use super::{RedisKeys, unavailable};
 use crate::postgres::{Postgres, unavailable as pg_unavailable};
 
 /// `{-1, 0}`: no counter; `{0, left}`: the amount does not fit (nothing
@@ -55,41 +55,35 @@ static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE))
 
 #[derive(Clone)]
 pub struct RedisInvestGate {
-    pool: Pool,
-    keys: RedisKeys,
     counters: Counters,
-    pg: Postgres,
 }
 
 impl std::fmt::Debug for RedisInvestGate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisInvestGate")
-            .field("prefix", &self.keys.prefix())
+            .field("prefix", &self.counters.prefix())
             .finish()
     }
 }
 
 impl RedisInvestGate {
     pub fn new(pool: Pool, keys: RedisKeys, pg: Postgres) -> Self {
-        let counters = Counters::new(pool.clone(), RedisLock::new(pool.clone(), keys.clone()));
         Self {
-            pool,
-            keys,
-            counters,
-            pg,
+            counters: Counters::new(pool, keys, pg),
         }
     }
 
     fn key(&self, product: InvestProductId) -> String {
-        self.keys.key(&format!("invest:{product}:left"))
+        self.counters.key(&format!("invest:{product}:left"))
     }
 
     /// Sets the counter to what Postgres says is left.
     async fn rebuild(&self, product: InvestProductId) -> Result<Rebuilt, Unavailable> {
         let load = || {
-            self.pg.timed(async {
+            let pg = self.counters.pg();
+            pg.timed(async {
                 use crate::postgres::schema_invest_products as p;
-                let mut conn = self.pg.conn().await?;
+                let mut conn = pg.conn().await?;
                 p::table
                     .find(product.get())
                     .select(p::total_amount - p::current_amount)
@@ -119,7 +113,7 @@ impl InvestGate for RedisInvestGate {
         let key = self.key(product);
         // Two rounds at most: the second follows a rebuild.
         for _ in 0..2 {
-            let mut conn = self.pool.get().await.map_err(unavailable)?;
+            let mut conn = self.counters.connection().await?;
             let (status, left): (i64, i64) = RESERVE_SCRIPT
                 .key(&key)
                 .arg(amount.get())
@@ -148,7 +142,7 @@ impl InvestGate for RedisInvestGate {
         product: InvestProductId,
         amount: InvestAmount,
     ) -> Result<(), Unavailable> {
-        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        let mut conn = self.counters.connection().await?;
         let _: i64 = RELEASE_SCRIPT
             .key(self.key(product))
             .arg(amount.get())

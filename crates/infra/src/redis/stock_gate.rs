@@ -30,7 +30,7 @@ use domain::error::Unavailable;
 use domain::ordering::{GateDecision, Quantity, StockGate};
 
 use super::counter::{Counters, Rebuilt};
-use super::{RedisKeys, RedisLock, unavailable};
+use super::{RedisKeys, unavailable};
 use crate::postgres::{Postgres, unavailable as pg_unavailable};
 
 /// `{-1, i}`: counter i is missing; `{0, i}`: counter i is too low;
@@ -60,41 +60,35 @@ static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE))
 
 #[derive(Clone)]
 pub struct RedisStockGate {
-    pool: Pool,
-    keys: RedisKeys,
     counters: Counters,
-    pg: Postgres,
 }
 
 impl std::fmt::Debug for RedisStockGate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStockGate")
-            .field("prefix", &self.keys.prefix())
+            .field("prefix", &self.counters.prefix())
             .finish()
     }
 }
 
 impl RedisStockGate {
     pub fn new(pool: Pool, keys: RedisKeys, pg: Postgres) -> Self {
-        let counters = Counters::new(pool.clone(), RedisLock::new(pool.clone(), keys.clone()));
         Self {
-            pool,
-            keys,
-            counters,
-            pg,
+            counters: Counters::new(pool, keys, pg),
         }
     }
 
     fn key(&self, product: ProductId) -> String {
-        self.keys.key(&format!("stock:{product}"))
+        self.counters.key(&format!("stock:{product}"))
     }
 
     /// Sets the counter from the product's stock in Postgres.
     async fn rebuild(&self, product: ProductId) -> Result<Rebuilt, Unavailable> {
         let load = || {
-            self.pg.timed(async {
+            let pg = self.counters.pg();
+            pg.timed(async {
                 use crate::postgres::schema_products as products;
-                let mut conn = self.pg.conn().await?;
+                let mut conn = pg.conn().await?;
                 products::table
                     .find(product.get())
                     .select(products::stock)
@@ -121,7 +115,7 @@ impl StockGate for RedisStockGate {
         let quantities: Vec<i64> = lines.iter().map(|(_, q)| q.get()).collect();
         // A few rounds at most: each round rebuilds one missing counter.
         for _ in 0..=lines.len() {
-            let mut conn = self.pool.get().await.map_err(unavailable)?;
+            let mut conn = self.counters.connection().await?;
             let mut script = RESERVE_SCRIPT.prepare_invoke();
             for key in &keys {
                 script.key(key);
@@ -150,7 +144,7 @@ impl StockGate for RedisStockGate {
     }
 
     async fn release(&self, lines: &[(ProductId, Quantity)]) -> Result<(), Unavailable> {
-        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        let mut conn = self.counters.connection().await?;
         let mut script = RELEASE_SCRIPT.prepare_invoke();
         for (product, quantity) in lines {
             script.key(self.key(*product));
