@@ -411,6 +411,67 @@ async fn assert_never_over_and_exactly_counted(
     left
 }
 
+async fn gate_counter(app: &TestApp, product: i64) -> Option<i64> {
+    let mut conn = app.redis.connect().await;
+    deadpool_redis::redis::cmd("GET")
+        .arg(format!("{}invest:{product}:left", app.redis.prefix))
+        .query_async(&mut conn)
+        .await
+        .expect("redis answers")
+}
+
+#[tokio::test]
+async fn a_gate_that_drifted_above_postgres_never_lets_the_target_be_exceeded() {
+    let app = TestApp::spawn().await;
+    let product = open_product(&app, 1_000).await;
+    let token = app.sign_up("drift").await;
+    let first = app
+        .post_idempotent(INVEST, "d-1", &invest_body(product, 900), &token)
+        .await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    assert_eq!(
+        gate_counter(&app, product).await,
+        Some(100),
+        "built on first use"
+    );
+    let mut conn = app.redis.connect().await;
+    let key = format!("{}invest:{product}:left", app.redis.prefix);
+    let ttl: i64 = deadpool_redis::redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("redis answers");
+    assert!(
+        (1..=30).contains(&ttl),
+        "a counter lives at most 30 s: {ttl}"
+    );
+
+    // The counter drifts far above the truth (say, a rebuild raced
+    // investments in flight): Postgres' answers hold all the same.
+    let _: () = deadpool_redis::redis::cmd("SET")
+        .arg(&key)
+        .arg(1_000_000)
+        .query_async(&mut conn)
+        .await
+        .expect("redis answers");
+    let over = app
+        .post_idempotent(INVEST, "d-2", &invest_body(product, 500), &token)
+        .await;
+    over.assert_problem(409, "AMOUNT_EXCEEDS_REMAINING");
+    assert_eq!(over.body["remainingAmount"], 100);
+    let rest = app
+        .post_idempotent(INVEST, "d-3", &invest_body(product, 100), &token)
+        .await;
+    assert_eq!(rest.status, 201, "{}", rest.text);
+    app.post_idempotent(INVEST, "d-4", &invest_body(product, 1), &token)
+        .await
+        .assert_problem(409, "SOLD_OUT");
+    assert_eq!(
+        detail(&app, product, &token).await["currentInvestingAmount"],
+        1_000
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_hundred_concurrent_investments_never_exceed_the_target() {
     let app = TestApp::spawn().await;
@@ -424,13 +485,7 @@ async fn three_hundred_concurrent_investments_never_exceed_the_target() {
         "demand exceeded the target"
     );
     // The gate ends holding exactly what Postgres says is left.
-    let mut conn = app.redis.connect().await;
-    let counter: Option<i64> = deadpool_redis::redis::cmd("GET")
-        .arg(format!("{}invest:{product}:left", app.redis.prefix))
-        .query_async(&mut conn)
-        .await
-        .expect("redis answers");
-    assert_eq!(counter, Some(left));
+    assert_eq!(gate_counter(&app, product).await, Some(left));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
