@@ -54,3 +54,38 @@ async fn creates_a_missing_database_and_migrates_it_once_even_when_raced() {
         .await
         .expect("cleanup");
 }
+
+#[derive(QueryableByName)]
+struct Setting {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    value: String,
+}
+
+#[tokio::test]
+async fn pooled_connections_read_committed_whatever_the_database_default() {
+    let db = TestDb::create().await;
+    let mut admin = db.connect().await;
+    diesel::sql_query(format!(
+        "ALTER DATABASE {} SET default_transaction_isolation = 'serializable'",
+        db.name()
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("changing the database default");
+    let pg = infra::postgres::connect_pool(&infra::postgres::PgPoolSettings {
+        url: db.url.clone(),
+        max_size: 1,
+        timeout: Duration::from_secs(2),
+        statement_timeout: Duration::from_secs(5),
+    })
+    .expect("pool");
+
+    let mut conn = pg.conn().await.expect("a pooled connection");
+    let level: Setting =
+        diesel::sql_query("SELECT current_setting('transaction_isolation') AS value")
+            .get_result(&mut *conn)
+            .await
+            .expect("query");
+
+    assert_eq!(level.value, "read committed");
+}

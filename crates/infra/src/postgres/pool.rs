@@ -56,9 +56,14 @@ pub fn connect_pool(settings: &PgPoolSettings) -> anyhow::Result<Postgres> {
             // A transaction left idle (its client vanished) is ended by the
             // server, freeing its locks, after twice the statement timeout.
             let idle_ms = statement_timeout_ms * 2;
+            // The guarded writes reason in READ COMMITTED (each statement
+            // sees what committed before it started, and a statement that
+            // waited on a row lock re-reads the row): pinned here, whatever
+            // the server's or the database's default says.
             for setting in [
                 format!("SET statement_timeout = {statement_timeout_ms}"),
                 format!("SET idle_in_transaction_session_timeout = {idle_ms}"),
+                "SET default_transaction_isolation = 'read committed'".to_owned(),
             ] {
                 diesel::sql_query(setting)
                     .execute(&mut conn)
