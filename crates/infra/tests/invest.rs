@@ -1,16 +1,22 @@
-//! The Redis invest gate and the Postgres invest store against real servers.
+//! The Postgres invest store and the Redis invest gate against real servers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::DateTime;
 use chrono::Utc;
 use deadpool_redis::redis::cmd;
+use domain::idempotency::{
+    Fingerprint, IdempotencyKey, IdempotentOutcome, IdempotentRequest, StoredResponse,
+};
+use domain::identity::{LoginId, NewUser, Role, UserId, UserName, UserRepository};
 use domain::invest::{
-    InvestAdmission, InvestAmount, InvestGate, InvestProductId, InvestStore, InvestTitle,
-    NewInvestProduct, RecruitingWindow,
+    InvestAdmission, InvestAmount, InvestError, InvestGate, InvestOrder, InvestProductId,
+    InvestStore, InvestTitle, Investment, NewInvestProduct, RecruitingWindow,
 };
 use domain::money::Points;
 use futures_util::future::join_all;
-use infra::postgres::{PgInvestStore, PgPoolSettings, Postgres, connect_pool};
+use infra::postgres::{PgInvestStore, PgPoolSettings, PgUserRepository, Postgres, connect_pool};
 use infra::redis::{RedisInvestGate, RedisKeys, RedisPoolSettings};
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
@@ -52,9 +58,14 @@ fn amount(v: i64) -> InvestAmount {
     InvestAmount::new(v).expect("valid amount")
 }
 
+fn store(pg: &Postgres) -> PgInvestStore {
+    PgInvestStore::new(pg.clone(), Duration::from_secs(86_400))
+}
+
+/// A product of `total` recruiting from an hour ago to an hour ahead.
 async fn open_product(pg: &Postgres, total: i64) -> InvestProductId {
     let now = Utc::now();
-    PgInvestStore::new(pg.clone(), Duration::from_secs(86_400))
+    store(pg)
         .create(NewInvestProduct {
             title: InvestTitle::parse("Solar farm").expect("valid"),
             total: amount(total),
@@ -67,6 +78,136 @@ async fn open_product(pg: &Postgres, total: i64) -> InvestProductId {
         .await
         .expect("created")
         .id
+}
+
+async fn a_user(pg: &Postgres) -> UserId {
+    let login = LoginId::parse("investor").expect("valid");
+    PgUserRepository::new(pg.clone())
+        .create(NewUser {
+            name: UserName::from_login_id(&login),
+            login_id: login,
+            password_hash: None,
+            role: Role::User,
+        })
+        .await
+        .expect("user")
+        .id
+}
+
+/// Invests straight through the store (no use case, no gate) under `key`.
+async fn invest(
+    pg: &Postgres,
+    user_id: UserId,
+    key: &str,
+    product_id: InvestProductId,
+    amount_of: i64,
+    at: DateTime<Utc>,
+) -> Result<Investment, InvestError> {
+    let request = IdempotentRequest {
+        user_id,
+        key: IdempotencyKey::parse(key).expect("valid"),
+        fingerprint: Fingerprint::new(key.to_owned()),
+        render: Arc::new(|result: &Result<Investment, InvestError>| StoredResponse {
+            status: if result.is_ok() { 201 } else { 409 },
+            content_type: "text/plain".into(),
+            body: Vec::new(),
+        }),
+    };
+    let order = InvestOrder {
+        user_id,
+        product_id,
+        amount: amount(amount_of),
+        at,
+    };
+    let placed = store(pg).invest(order, request).await.expect("postgres");
+    assert!(matches!(placed.outcome, IdempotentOutcome::Executed(_)));
+    placed.ran.expect("ran now")
+}
+
+/// The use case checks the rules on a read first; the store must hold them
+/// on its own, at the instant it is given, in the guarded update.
+#[tokio::test]
+async fn the_guarded_update_holds_the_window_and_the_target_on_its_own() {
+    let f = fixture().await;
+    let user = a_user(&f.pg).await;
+    let product = open_product(&f.pg, 1_000).await;
+    let window = store(&f.pg)
+        .get(product)
+        .await
+        .expect("read")
+        .expect("exists")
+        .window;
+    let closed = Err(InvestError::NotInRecruitingPeriod {
+        product_id: product,
+    });
+    let second = chrono::Duration::seconds(1);
+
+    let early = invest(
+        &f.pg,
+        user,
+        "early",
+        product,
+        10,
+        window.started_at() - second,
+    )
+    .await;
+    let late = invest(
+        &f.pg,
+        user,
+        "late",
+        product,
+        10,
+        window.finished_at() + second,
+    )
+    .await;
+    assert_eq!((early, late), (closed.clone(), closed));
+    let first = invest(&f.pg, user, "first", product, 100, window.started_at()).await;
+    let last = invest(&f.pg, user, "last", product, 100, window.finished_at()).await;
+    assert!(first.is_ok() && last.is_ok(), "both edges are inside");
+    assert_eq!(
+        first.expect("ok").invested_at,
+        window.started_at(),
+        "dated at the instant given"
+    );
+
+    let now = Utc::now();
+    assert_eq!(
+        invest(&f.pg, user, "over", product, 801, now).await,
+        Err(InvestError::AmountExceedsRemaining {
+            product_id: product,
+            remaining: Points::new(800).expect("valid"),
+        })
+    );
+    assert!(invest(&f.pg, user, "rest", product, 800, now).await.is_ok());
+    assert_eq!(
+        invest(&f.pg, user, "more", product, 1, now).await,
+        Err(InvestError::SoldOut {
+            product_id: product
+        })
+    );
+    let unknown = InvestProductId::new(987_654);
+    assert_eq!(
+        invest(&f.pg, user, "unknown", unknown, 1, now).await,
+        Err(InvestError::ProductNotFound {
+            product_id: unknown
+        })
+    );
+
+    let after = store(&f.pg)
+        .get(product)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(after.current.get(), 1_000);
+    assert_eq!(after.investors, 1, "three investments, one investor");
+    let mine = store(&f.pg)
+        .mine(
+            user,
+            domain::paging::PageRequest::new(None, None).expect("valid"),
+        )
+        .await
+        .expect("read");
+    assert_eq!(mine.total_count, 3, "refusals leave no investment behind");
 }
 
 async fn counter(f: &Fixture, product: InvestProductId) -> Option<i64> {
