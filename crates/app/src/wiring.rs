@@ -29,8 +29,8 @@ use infra::redis::{
     RedisPoolSettings, RedisProbe, RedisSalesRanking, RedisStockGate,
 };
 use web::{
-    AuthContext, CatalogApi, CouponApi, IdentityApi, InvestApi, JsonLimit, OrderingApi, PointsApi,
-    Readiness, WebState,
+    AuthContext, CatalogApi, CouponApi, IdentityApi, InvestApi, JsonLimit, Metrics, MetricsApi,
+    OrderingApi, PointsApi, PoolStatus, PoolStatusFn, Readiness, WebState,
 };
 
 use crate::config::Config;
@@ -117,6 +117,19 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
     let ranking = RedisSalesRanking::new(redis_pool.clone(), keys.clone());
     let lock = RedisLock::new(redis_pool.clone(), keys);
 
+    let pg_status: PoolStatusFn = {
+        let pg = pg.clone();
+        Arc::new(move || pool_status(pg.pool().status()))
+    };
+    let redis_status: PoolStatusFn = {
+        let pool = redis_pool.clone();
+        Arc::new(move || pool_status(pool.status()))
+    };
+    let metrics = MetricsApi {
+        metrics: Metrics::new(),
+        pools: vec![("postgres", pg_status), ("redis", redis_status)],
+        relay: Arc::clone(&relay),
+    };
     let probes: Vec<Arc<dyn HealthProbe>> = vec![
         Arc::new(PostgresProbe::new(pg.clone())),
         Arc::new(RedisProbe::new(redis_pool)),
@@ -137,6 +150,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
     };
     let web = WebState {
         invest,
+        metrics,
         coupon: CouponApi {
             campaigns: Arc::new(Campaigns::new(
                 Arc::new(PgCouponStore::new(pg.clone())),
@@ -213,4 +227,13 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
             notice_time: config.notice_time,
         },
     })
+}
+
+fn pool_status(s: infra::PoolState) -> PoolStatus {
+    PoolStatus {
+        max: s.max_size,
+        open: s.size,
+        idle: s.available,
+        waiting: s.waiting,
+    }
 }

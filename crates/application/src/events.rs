@@ -33,6 +33,14 @@ impl RelayOutbox {
         }
     }
 
+    /// How far behind publishing is (for the metrics).
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the outbox cannot be read.
+    pub async fn backlog(&self) -> Result<domain::events::OutboxBacklog, Unavailable> {
+        self.outbox.backlog().await
+    }
+
     /// The batch size: a full batch means more may be waiting.
     pub fn batch(&self) -> usize {
         self.batch

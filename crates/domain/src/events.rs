@@ -19,6 +19,14 @@ pub struct OutboxEvent {
     pub payload: String,
 }
 
+/// How far the relay is behind: unpublished events and the age of the
+/// oldest one (zero when there is none).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutboxBacklog {
+    pub unpublished: i64,
+    pub oldest_age_seconds: f64,
+}
+
 /// The outbox table.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
@@ -34,6 +42,12 @@ pub trait Outbox: Send + Sync {
     /// # Errors
     /// [`Unavailable`] when the store fails (the events will be published again).
     async fn mark_published(&self, ids: &[i64]) -> Result<(), Unavailable>;
+
+    /// The unpublished events' count and the oldest one's age.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails.
+    async fn backlog(&self) -> Result<OutboxBacklog, Unavailable>;
 }
 
 /// The stream consumers read (Redis stream `events:orders`).

@@ -16,3 +16,6 @@ pub mod codes;
 pub mod notify;
 pub mod postgres;
 pub mod redis;
+
+/// A connection pool's state (both pools are deadpool pools).
+pub use deadpool_redis::Status as PoolState;

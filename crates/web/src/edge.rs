@@ -7,7 +7,8 @@
 //!   methods, actix's own refusals, errors raised by inner middleware) into
 //!   `application/problem+json`;
 //! - answers a handler panic with a 500 problem instead of a dropped connection;
-//! - logs one line per request with method, route, status and latency.
+//! - logs one line per request with method, route, status and latency, and
+//!   counts it in the HTTP metrics (by route pattern, never the raw path).
 
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
@@ -17,10 +18,11 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage as _, ResponseError as _};
+use actix_web::{HttpMessage as _, ResponseError as _, web};
 use futures_util::FutureExt as _;
 use tracing::Instrument as _;
 
+use crate::metrics::Metrics;
 use crate::problem::{ApiError, PROBLEM_JSON};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -48,6 +50,7 @@ pub async fn edge(
     let id = client_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().clone();
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     let span =
         tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
 
@@ -94,7 +97,11 @@ pub async fn edge(
         .request()
         .match_pattern()
         .unwrap_or_else(|| "<unmatched>".to_owned());
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(metrics) = &metrics {
+        metrics.observe_request(method.as_str(), &route, status, seconds);
+    }
+    let latency_ms = seconds * 1000.0;
     span.in_scope(|| {
         if status >= 500 {
             tracing::error!(%route, status, latency_ms, "request failed");

@@ -9,6 +9,7 @@
 pub mod edge;
 pub mod errors;
 pub mod extract;
+pub mod metrics;
 pub mod problem;
 pub mod routes;
 
@@ -18,6 +19,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpResponse, web};
 
 pub use extract::{AuthContext, JsonLimit};
+pub use metrics::{Metrics, MetricsApi, PoolStatus, PoolStatusFn};
 pub use routes::catalog::CatalogApi;
 pub use routes::coupon::CouponApi;
 pub use routes::health::Readiness;
@@ -37,6 +39,7 @@ pub struct WebState {
     pub ordering: OrderingApi,
     pub coupon: CouponApi,
     pub invest: InvestApi,
+    pub metrics: MetricsApi,
     pub auth: AuthContext,
     pub readiness: Readiness,
     pub json_limit: JsonLimit,
@@ -62,6 +65,8 @@ pub fn app(
         .app_data(web::Data::new(state.ordering))
         .app_data(web::Data::new(state.coupon))
         .app_data(web::Data::new(state.invest))
+        .app_data(web::Data::new(state.metrics.metrics.clone()))
+        .app_data(web::Data::new(state.metrics))
         .app_data(web::Data::new(state.auth))
         .app_data(web::Data::new(state.readiness))
         .app_data(state.json_limit)
@@ -80,6 +85,7 @@ pub fn app(
         )
         .app_data(web::PayloadConfig::new(state.json_limit.0))
         .configure(routes::health::routes)
+        .configure(metrics::routes)
         .service(
             web::scope("/api/v1")
                 .configure(routes::identity::routes)

@@ -60,6 +60,10 @@ impl ApiError {
         self.code
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// The same problem under another code and title.
     #[must_use]
     pub fn with_code(mut self, code: &'static str, title: &'static str) -> Self {

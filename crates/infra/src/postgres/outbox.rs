@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 use diesel::QueryableByName;
-use diesel::sql_types::{Array, Int8, Text};
+use diesel::sql_types::{Array, Double, Int8, Text};
 use diesel_async::RunQueryDsl;
 use domain::error::Unavailable;
-use domain::events::{Outbox, OutboxEvent};
+use domain::events::{Outbox, OutboxBacklog, OutboxEvent};
 
 use super::{Postgres, unavailable};
 
@@ -38,8 +38,38 @@ struct Row {
     payload: String,
 }
 
+#[derive(QueryableByName)]
+struct BacklogRow {
+    #[diesel(sql_type = Int8)]
+    unpublished: i64,
+    #[diesel(sql_type = Double)]
+    oldest_age_seconds: f64,
+}
+
 #[async_trait]
 impl Outbox for PgOutbox {
+    async fn backlog(&self) -> Result<OutboxBacklog, Unavailable> {
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                // Served by the partial index on unpublished rows.
+                let row: BacklogRow = diesel::sql_query(
+                    "SELECT count(*) AS unpublished, \
+                            coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 \
+                              AS oldest_age_seconds \
+                       FROM outbox WHERE published_at IS NULL",
+                )
+                .get_result(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+                Ok(OutboxBacklog {
+                    unpublished: row.unpublished,
+                    oldest_age_seconds: row.oldest_age_seconds.max(0.0),
+                })
+            })
+            .await
+    }
+
     async fn pending(&self, limit: usize) -> Result<Vec<OutboxEvent>, Unavailable> {
         self.db
             .timed(async {

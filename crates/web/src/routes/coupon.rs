@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::extract::{AdminUser, AuthUser, Json, PageParams};
+use crate::metrics::Metrics;
 use crate::problem::ApiError;
 use crate::routes::PageBody;
 
@@ -212,13 +213,27 @@ fn code(raw: &str) -> Result<CouponCode, ApiError> {
 
 async fn issue(
     api: web::Data<CouponApi>,
+    metrics: web::Data<Metrics>,
     AuthUser(caller): AuthUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let coupon = api
+    let issued = api
         .coupons
         .issue(CampaignId::new(id.into_inner()), caller.user_id)
-        .await?;
+        .await;
+    let coupon = match issued {
+        Ok(coupon) => {
+            metrics.record_coupon_issue(None);
+            coupon
+        }
+        Err(err) => {
+            let err = ApiError::from(err);
+            if err.status().is_client_error() {
+                metrics.record_coupon_issue(Some(err.code()));
+            }
+            return Err(err);
+        }
+    };
     Ok(HttpResponse::Created().json(CouponJson::new(&coupon, api.coupons.status_of(&coupon))))
 }
 

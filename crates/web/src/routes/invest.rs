@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::extract::{AdminUser, AuthUser, IdempotentJson, Json, PageParams, render, respond};
+use crate::metrics::Metrics;
 use crate::problem::ApiError;
 use crate::routes::PageBody;
 
@@ -169,6 +170,7 @@ async fn detail(
 
 async fn invest(
     api: web::Data<InvestApi>,
+    metrics: web::Data<Metrics>,
     AuthUser(caller): AuthUser,
     write: IdempotentJson<InvestBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -187,7 +189,9 @@ async fn invest(
             |e: &InvestError| ApiError::from(e.clone()),
         ),
     };
-    respond(api.invest.execute(command, request).await?)
+    let outcome = api.invest.execute(command, request).await?;
+    metrics.record_investment(&outcome, command.amount.get());
+    respond(outcome)
 }
 
 async fn mine(

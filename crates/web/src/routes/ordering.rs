@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::extract::{AuthUser, IdempotentJson, PageParams, render, respond};
+use crate::metrics::Metrics;
 use crate::problem::ApiError;
 use crate::routes::PageBody;
 use crate::routes::catalog::product_id;
@@ -128,6 +129,7 @@ impl From<&Order> for OrderBody {
 
 async fn place(
     api: web::Data<OrderingApi>,
+    metrics: web::Data<Metrics>,
     AuthUser(caller): AuthUser,
     write: IdempotentJson<PlaceBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -142,7 +144,9 @@ async fn place(
             |e: &PlaceOrderError| ApiError::from(e.clone()),
         ),
     };
-    respond(api.place.execute(command, request).await?)
+    let outcome = api.place.execute(command, request).await?;
+    metrics.record_order(&outcome);
+    respond(outcome)
 }
 
 async fn list(

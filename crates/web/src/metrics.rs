@@ -1,0 +1,332 @@
+//! Prometheus metrics: what the edge and the handlers count, and `GET
+//! /metrics`, which samples the pools and the outbox at scrape time.
+//!
+//! - `http_requests_total` and `http_request_duration_seconds` by method,
+//!   route pattern (never the raw path, so ids do not explode the series)
+//!   and status;
+//! - `pool_connections` by pool (`postgres`, `redis`) and state (`max`,
+//!   `open`, `idle`, `waiting`);
+//! - business counters, counted once per executed write (an idempotent
+//!   replay counts nothing): orders paid and refused by code, coupons
+//!   issued and refused by code, investments and the amount invested, and
+//!   investments refused by code;
+//! - `outbox_unpublished_events` and `outbox_oldest_unpublished_age_seconds`.
+//!
+//! Every app has its own [`Metrics`] registry (no globals), so several apps in
+//! one test process do not mix their counts.
+
+use std::sync::Arc;
+
+use actix_web::{HttpResponse, web};
+use application::events::RelayOutbox;
+use domain::idempotency::IdempotentOutcome;
+use prometheus::{
+    Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets from 1 ms to 5 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Every metric this service exports, in one registry.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_seconds: HistogramVec,
+    pool_connections: IntGaugeVec,
+    orders_paid: IntCounter,
+    order_refusals: IntCounterVec,
+    coupons_issued: IntCounter,
+    coupon_refusals: IntCounterVec,
+    investments: IntCounter,
+    invested_amount: IntCounter,
+    investment_refusals: IntCounterVec,
+    outbox_unpublished: IntGauge,
+    outbox_oldest_age: Gauge,
+}
+
+/// A pool's state at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub max: usize,
+    pub open: usize,
+    pub idle: usize,
+    pub waiting: usize,
+}
+
+/// Reads a pool's state; the composition root provides one per pool.
+pub type PoolStatusFn = Arc<dyn Fn() -> PoolStatus + Send + Sync>;
+
+/// What `GET /metrics` samples besides the counters.
+#[derive(Clone)]
+pub struct MetricsApi {
+    pub metrics: Metrics,
+    pub pools: Vec<(&'static str, PoolStatusFn)>,
+    pub relay: Arc<RelayOutbox>,
+}
+
+impl std::fmt::Debug for MetricsApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsApi")
+            .field(
+                "pools",
+                &self.pools.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    ///
+    /// # Panics
+    /// Never in practice: the names and labels are fixed and valid.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let http_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency, from first byte in to response out",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(http_seconds.clone()))
+            .expect("unique metric");
+        let pool_connections = IntGaugeVec::new(
+            Opts::new("pool_connections", "Connections of a pool by state"),
+            &["pool", "state"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(pool_connections.clone()))
+            .expect("unique metric");
+        let outbox_unpublished = IntGauge::new(
+            "outbox_unpublished_events",
+            "Order events written but not yet in the stream",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(outbox_unpublished.clone()))
+            .expect("unique metric");
+        let outbox_oldest_age = Gauge::new(
+            "outbox_oldest_unpublished_age_seconds",
+            "Age of the oldest unpublished order event (0 when none)",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(outbox_oldest_age.clone()))
+            .expect("unique metric");
+        Self {
+            http_requests: counter_vec(
+                &registry,
+                "http_requests_total",
+                "HTTP requests answered",
+                &["method", "route", "status"],
+            ),
+            http_seconds,
+            pool_connections,
+            orders_paid: counter(&registry, "orders_paid_total", "Orders paid"),
+            order_refusals: counter_vec(
+                &registry,
+                "order_refusals_total",
+                "Orders refused, by problem code",
+                &["code"],
+            ),
+            coupons_issued: counter(&registry, "coupons_issued_total", "Coupons issued"),
+            coupon_refusals: counter_vec(
+                &registry,
+                "coupon_issue_refusals_total",
+                "Coupon issues refused, by problem code",
+                &["code"],
+            ),
+            investments: counter(&registry, "investments_total", "Investments accepted"),
+            invested_amount: counter(
+                &registry,
+                "invested_amount_total",
+                "Amount of the investments accepted",
+            ),
+            investment_refusals: counter_vec(
+                &registry,
+                "investment_refusals_total",
+                "Investments refused, by problem code",
+                &["code"],
+            ),
+            outbox_unpublished,
+            outbox_oldest_age,
+            registry,
+        }
+    }
+
+    /// One answered request. `route` is the matched pattern.
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let status = status.to_string();
+        let labels = [method, route, status.as_str()];
+        self.http_requests.with_label_values(&labels).inc();
+        self.http_seconds
+            .with_label_values(&labels)
+            .observe(seconds);
+    }
+
+    /// An order write's outcome: paid, refused (by code), or nothing new.
+    pub fn record_order(&self, outcome: &IdempotentOutcome) {
+        match business_outcome(outcome) {
+            Some(Ok(())) => self.orders_paid.inc(),
+            Some(Err(code)) => self.order_refusals.with_label_values(&[&code]).inc(),
+            None => {}
+        }
+    }
+
+    /// An investment write's outcome, with the amount asked for.
+    pub fn record_investment(&self, outcome: &IdempotentOutcome, amount: i64) {
+        match business_outcome(outcome) {
+            Some(Ok(())) => {
+                self.investments.inc();
+                self.invested_amount
+                    .inc_by(u64::try_from(amount).unwrap_or(0));
+            }
+            Some(Err(code)) => self.investment_refusals.with_label_values(&[&code]).inc(),
+            None => {}
+        }
+    }
+
+    /// A coupon issue: `None` when issued, else the refusal's code.
+    pub fn record_coupon_issue(&self, refusal: Option<&str>) {
+        match refusal {
+            None => self.coupons_issued.inc(),
+            Some(code) => self.coupon_refusals.with_label_values(&[code]).inc(),
+        }
+    }
+
+    fn set_pool(&self, pool: &str, status: PoolStatus) {
+        for (state, value) in [
+            ("max", status.max),
+            ("open", status.open),
+            ("idle", status.idle),
+            ("waiting", status.waiting),
+        ] {
+            self.pool_connections
+                .with_label_values(&[pool, state])
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec fails only on a metric we never register.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// `Some(Ok)` for a write executed now with a 2xx, `Some(Err(code))` for one
+/// refused now with a problem, `None` for replays and key conflicts (nothing
+/// new happened).
+fn business_outcome(outcome: &IdempotentOutcome) -> Option<Result<(), String>> {
+    let IdempotentOutcome::Executed(stored) = outcome else {
+        return None;
+    };
+    if stored.status < 300 {
+        return Some(Ok(()));
+    }
+    let code = serde_json::from_slice::<serde_json::Value>(&stored.body)
+        .ok()
+        .and_then(|body| body["code"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "UNKNOWN".to_owned());
+    Some(Err(code))
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/metrics").route(web::get().to(scrape)));
+}
+
+async fn scrape(api: web::Data<MetricsApi>) -> HttpResponse {
+    for (name, status) in &api.pools {
+        api.metrics.set_pool(name, status());
+    }
+    // A failed read leaves the last values: the scrape itself still answers.
+    match api.relay.backlog().await {
+        Ok(backlog) => {
+            api.metrics.outbox_unpublished.set(backlog.unpublished);
+            api.metrics
+                .outbox_oldest_age
+                .set(backlog.oldest_age_seconds);
+        }
+        Err(err) => tracing::warn!(error = %err, "could not read the outbox backlog"),
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(api.metrics.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::idempotency::StoredResponse;
+
+    use super::*;
+
+    fn executed(status: u16, body: &str) -> IdempotentOutcome {
+        IdempotentOutcome::Executed(StoredResponse {
+            status,
+            content_type: "application/json".into(),
+            body: body.as_bytes().to_vec(),
+        })
+    }
+
+    #[test]
+    fn writes_count_once_and_replays_not_at_all() {
+        let m = Metrics::new();
+        m.record_order(&executed(201, "{}"));
+        m.record_order(&executed(409, r#"{"code":"OUT_OF_STOCK"}"#));
+        m.record_order(&IdempotentOutcome::Replayed(StoredResponse {
+            status: 201,
+            content_type: "application/json".into(),
+            body: b"{}".to_vec(),
+        }));
+        m.record_order(&IdempotentOutcome::InProgress);
+        m.record_investment(&executed(201, "{}"), 300);
+        m.observe_request("GET", "/api/v1/orders/{id}", 200, 0.003);
+
+        let text = m.render();
+        assert!(text.contains("orders_paid_total 1\n"), "{text}");
+        assert!(
+            text.contains(r#"order_refusals_total{code="OUT_OF_STOCK"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("invested_amount_total 300\n"), "{text}");
+        assert!(
+            text.contains(
+                r#"http_requests_total{method="GET",route="/api/v1/orders/{id}",status="200"} 1"#
+            ),
+            "{text}"
+        );
+    }
+}
