@@ -69,6 +69,9 @@ pub struct Config {
     pub events_max_len: usize,
     /// When the daily coupon expiry notices go out (UTC).
     pub notice_time: chrono::NaiveTime,
+    /// Seed demo products, a coupon campaign and an investment product into
+    /// an empty database at start-up.
+    pub demo_data: bool,
 }
 
 impl Config {
@@ -176,6 +179,7 @@ impl Config {
                 "%H:%M",
             )
             .map_err(|_| invalid("APP_NOTICE_TIME", "must be HH:MM (UTC)"))?,
+            demo_data: flag(&get, "APP_DEMO_DATA")?,
         })
     }
 }
@@ -196,6 +200,15 @@ fn duration(
         return Err(invalid(var, "must be greater than zero"));
     }
     Ok(parsed)
+}
+
+/// `true`/`false` (also `1`/`0`, `yes`/`no`); unset is `false`.
+fn flag(get: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<bool, ConfigError> {
+    match get(var).as_deref().map(str::trim) {
+        None | Some("" | "false" | "0" | "no") => Ok(false),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some(_) => Err(invalid(var, "must be true or false")),
+    }
 }
 
 fn number(
@@ -244,6 +257,12 @@ mod tests {
         assert!(c.jwt_secret.is_none());
         assert_eq!(c.jwt_ttl, Duration::from_secs(3600));
         assert!(c.admin.is_none() && c.trusted_user_header.is_none());
+        assert!(!c.demo_data, "no demo data unless asked");
+        assert!(
+            config(&[("APP_DEMO_DATA", "true")])
+                .expect("valid")
+                .demo_data
+        );
     }
 
     #[test]
@@ -265,6 +284,7 @@ mod tests {
             ("APP_DB_POOL_SIZE", "0"),
             ("APP_IDEMPOTENCY_RETENTION", "1h"),
             ("APP_NOTICE_TIME", "25:00"),
+            ("APP_DEMO_DATA", "maybe"),
         ] {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var, "{var}={value}");

@@ -4,6 +4,7 @@
 //! port 0.
 
 pub mod config;
+mod demo;
 mod import;
 mod jobs;
 mod tail;

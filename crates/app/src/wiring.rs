@@ -216,6 +216,16 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         },
         json_limit: JsonLimit(config.json_body_limit),
     };
+    if config.demo_data {
+        crate::demo::seed(&crate::demo::Seeders {
+            catalog: &web.catalog.catalog,
+            campaigns: &web.coupon.campaigns,
+            invest: &web.invest.products,
+            lock: &lock,
+        })
+        .await
+        .context("seeding the demo data (APP_DEMO_DATA)")?;
+    }
     Ok(Components {
         web,
         jobs: crate::jobs::JobDeps {
