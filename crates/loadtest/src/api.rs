@@ -1,0 +1,219 @@
+//! The service's HTTP API as the load generator uses it: an admin signed in
+//! with a token, and users who are provisioned by the trusted-gateway header
+//! on first sight (so 20,000 users cost no password hashing).
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+/// One answer: status, and the JSON body when there is one.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The problem `code` of an error answer ("" for a success).
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+    admin: String,
+    user_header: String,
+}
+
+impl Api {
+    /// A client keeping up to `connections` keep-alive connections open.
+    ///
+    /// # Errors
+    /// When the admin cannot sign in.
+    pub async fn connect(
+        base: &str,
+        connections: usize,
+        admin_login: &str,
+        admin_password: &str,
+        user_header: &str,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(connections)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let mut api = Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+            admin: String::new(),
+            user_header: user_header.to_owned(),
+        };
+        let signed_in = api
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/auth/signin",
+                None,
+                None,
+                Some(&json!({"loginId": admin_login, "password": admin_password})),
+            )
+            .await
+            .context("is the service running? (--base)")?;
+        if signed_in.status != 200 {
+            bail!(
+                "the admin could not sign in ({}): start the app with APP_ADMIN_LOGIN_ID / \
+                 APP_ADMIN_PASSWORD matching --admin-login / --admin-password",
+                signed_in.status
+            );
+        }
+        api.admin = signed_in.body["token"]
+            .as_str()
+            .context("no token in the sign-in answer")?
+            .to_owned();
+        Ok(api)
+    }
+
+    /// Checks that users can be provisioned through the gateway header.
+    ///
+    /// # Errors
+    /// When the app was not started in trusted-gateway mode.
+    pub async fn check_gateway(&self, user: &str) -> anyhow::Result<()> {
+        let me = self
+            .user(reqwest::Method::GET, "/api/v1/me", user, None, None)
+            .await?;
+        if me.status != 200 {
+            bail!(
+                "a user could not be provisioned through {} ({}): start the app with \
+                 APP_TRUSTED_USER_HEADER={}",
+                self.user_header,
+                me.status,
+                self.user_header
+            );
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        auth: Option<(&str, &str)>,
+        idempotency_key: Option<&str>,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Answer> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some((name, value)) = auth {
+            req = req.header(name, value);
+        }
+        if let Some(key) = idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let res = req.send().await?;
+        let status = res.status().as_u16();
+        let bytes = res.bytes().await?;
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Answer { status, body })
+    }
+
+    /// A request as the admin.
+    ///
+    /// # Errors
+    /// When the request cannot be sent or answered.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Answer> {
+        let bearer = format!("Bearer {}", self.admin);
+        self.send(method, path, Some(("authorization", &bearer)), None, body)
+            .await
+    }
+
+    /// A request as the user `login` (provisioned on first sight).
+    ///
+    /// # Errors
+    /// When the request cannot be sent or answered.
+    pub async fn user(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        login: &str,
+        idempotency_key: Option<&str>,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Answer> {
+        self.send(
+            method,
+            path,
+            Some((&self.user_header, login)),
+            idempotency_key,
+            body,
+        )
+        .await
+    }
+
+    /// An unauthenticated GET (health, metrics).
+    ///
+    /// # Errors
+    /// When the request cannot be sent or answered.
+    pub async fn public(&self, path: &str) -> anyhow::Result<Answer> {
+        self.send(reqwest::Method::GET, path, None, None, None)
+            .await
+    }
+
+    /// Creates a product as the admin; returns its id.
+    ///
+    /// # Errors
+    /// When the service refuses.
+    pub async fn create_product(&self, name: &str, price: i64, stock: i64) -> anyhow::Result<i64> {
+        let a = self
+            .admin(
+                reqwest::Method::POST,
+                "/api/v1/admin/products",
+                Some(&json!({"name": name, "price": price, "stock": stock})),
+            )
+            .await?;
+        if a.status != 201 {
+            bail!("creating a product: {} {}", a.status, a.body);
+        }
+        a.body["id"].as_i64().context("product id")
+    }
+
+    /// Charges `amount` to `login`'s balance.
+    ///
+    /// # Errors
+    /// When the service refuses.
+    pub async fn charge(&self, login: &str, amount: i64) -> anyhow::Result<()> {
+        let a = self
+            .user(
+                reqwest::Method::POST,
+                "/api/v1/points/charge",
+                login,
+                Some(&format!("charge-{login}")),
+                Some(&json!({"amount": amount})),
+            )
+            .await?;
+        if a.status != 200 {
+            bail!("charging {login}: {} {}", a.status, a.body);
+        }
+        Ok(())
+    }
+
+    /// `login`'s balance.
+    ///
+    /// # Errors
+    /// When the service refuses.
+    pub async fn balance(&self, login: &str) -> anyhow::Result<i64> {
+        let a = self
+            .user(reqwest::Method::GET, "/api/v1/points", login, None, None)
+            .await?;
+        a.body["balance"].as_i64().context("balance")
+    }
+}

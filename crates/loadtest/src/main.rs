@@ -1,0 +1,152 @@
+//! `loadtest`: load scenarios against a running service, each checked
+//! against its invariants. See `docs/performance.md` for how to run it.
+//!
+//! The service must run with `APP_TRUSTED_USER_HEADER=X-USER-ID` (users are
+//! provisioned through the gateway header, so 20,000 users cost no password
+//! hashing) and with an admin (`APP_ADMIN_LOGIN_ID`, `APP_ADMIN_PASSWORD`).
+
+// Printing the reports is what this binary is for.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod api;
+mod fire;
+mod scenarios;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, ValueEnum};
+
+use crate::fire::Report;
+use crate::scenarios::Ctx;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Health,
+    FlashSale,
+    CouponRush,
+    InvestRush,
+    Orders,
+    Catalog,
+    #[value(name = "burst-100")]
+    Burst100,
+    All,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "Load scenarios against a running service, with invariant checks")]
+struct Args {
+    scenario: Scenario,
+    /// The service's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "LOADTEST_BASE")]
+    base: String,
+    /// Requests in flight at once (keep-alive connections).
+    #[arg(long, default_value_t = 256)]
+    connections: usize,
+    #[arg(long, default_value = "admin", env = "LOADTEST_ADMIN_LOGIN")]
+    admin_login: String,
+    #[arg(long, default_value = "change-me-now", env = "LOADTEST_ADMIN_PASSWORD")]
+    admin_password: String,
+    /// The trusted-gateway header the service was started with.
+    #[arg(long, default_value = "X-USER-ID")]
+    user_header: String,
+    /// Scales every request count (0.1 for a quick run).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Print one JSON array of reports instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The service's process id: its peak resident memory is reported.
+    #[arg(long)]
+    app_pid: Option<u32>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("loadtest: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: &Args) -> anyhow::Result<bool> {
+    let api = api::Api::connect(
+        &args.base,
+        args.connections,
+        &args.admin_login,
+        &args.admin_password,
+        &args.user_header,
+    )
+    .await?;
+    let run = format!("lt{:06x}", rand::random::<u32>() & 0xff_ffff);
+    api.check_gateway(&format!("{run}-probe")).await?;
+    let ctx = Ctx {
+        api: Arc::new(api),
+        connections: args.connections,
+        run,
+        scale: args.scale,
+    };
+    let order = match args.scenario {
+        Scenario::All => vec![
+            Scenario::Health,
+            Scenario::Catalog,
+            Scenario::Orders,
+            Scenario::FlashSale,
+            Scenario::Burst100,
+            Scenario::CouponRush,
+            Scenario::InvestRush,
+        ],
+        one => vec![one],
+    };
+    let mut reports: Vec<Report> = Vec::new();
+    for scenario in order {
+        let mut report = match scenario {
+            Scenario::Health => scenarios::health(&ctx).await?,
+            Scenario::FlashSale => scenarios::flash_sale(&ctx).await?,
+            Scenario::CouponRush => scenarios::coupon_rush(&ctx).await?,
+            Scenario::InvestRush => scenarios::invest_rush(&ctx).await?,
+            Scenario::Orders => scenarios::orders(&ctx).await?,
+            Scenario::Catalog => scenarios::catalog(&ctx).await?,
+            Scenario::Burst100 => scenarios::burst_100(&ctx).await?,
+            Scenario::All => unreachable!("expanded above"),
+        };
+        if let Some(pid) = args.app_pid {
+            report.notes.insert("app memory".to_owned(), memory_of(pid));
+        }
+        if !args.json {
+            report.print();
+        }
+        reports.push(report);
+    }
+    let passed = reports.iter().all(Report::passed);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        println!(
+            "{}",
+            if passed {
+                "ALL PASS"
+            } else {
+                "SOME CHECKS FAILED"
+            }
+        );
+    }
+    Ok(passed)
+}
+
+/// Resident and peak resident memory of a process (Linux).
+fn memory_of(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map_or("?".to_owned(), |v| v.trim().to_owned())
+    };
+    format!("RSS {}, peak {}", field("VmRSS:"), field("VmHWM:"))
+}
