@@ -15,8 +15,12 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// The problem `code` of an error answer ("" for a success).
+    /// The problem `code` of an error answer ("" for a success, whose body
+    /// may have a `code` of its own, a coupon's say).
     pub fn code(&self) -> &str {
+        if self.status < 400 {
+            return "";
+        }
         self.body["code"].as_str().unwrap_or_default()
     }
 }
