@@ -131,7 +131,7 @@ where
 }
 
 /// Rolls back every open level (savepoints, then the transaction).
-async fn rollback_all(conn: &mut AsyncPgConnection) {
+pub(crate) async fn rollback_all(conn: &mut AsyncPgConnection) {
     while matches!(
         Tm::transaction_manager_status_mut(conn).transaction_depth(),
         Ok(Some(_))
@@ -143,9 +143,26 @@ async fn rollback_all(conn: &mut AsyncPgConnection) {
     }
 }
 
+#[derive(QueryableByName)]
+struct Refused {
+    #[diesel(sql_type = Bool)]
+    locked: bool,
+    #[diesel(sql_type = Bool)]
+    stored: bool,
+}
+
 /// Stores a refusal that was decided before any effect (an amount outside
-/// the limits, say), under the same guard: a replay, a reused key or a key in
-/// progress is answered as for any other write.
+/// the limits, a product the stock gate says is sold out), under the same
+/// guard: a replay, a reused key or a key in progress is answered as for any
+/// other write.
+///
+/// A flash sale's refusals take this path by the thousand, so the common
+/// case is one statement, its own transaction: it takes the key's lock and
+/// inserts the answer where no record exists. Only a key that already has a
+/// record (a replay, a reused key, an expired record) goes through the full
+/// [`guarded`] transaction.
+///
+/// `conn` must not be inside a transaction.
 ///
 /// # Errors
 /// [`Unavailable`] when Postgres fails.
@@ -157,6 +174,32 @@ pub(crate) async fn refuse(
     response: StoredResponse,
     retention: Duration,
 ) -> Result<IdempotentOutcome, Unavailable> {
+    // The lock CTE is referenced twice, so it is evaluated once, before the
+    // insert that depends on it; the lock is held until the statement ends.
+    let first = diesel::sql_query(
+        "WITH lock AS (SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)) AS locked), \
+              ins AS ( \
+                INSERT INTO idempotency_keys \
+                    (user_id, key, fingerprint, response_status, response_content_type, response_body) \
+                SELECT $2, $3, $4, $5, $6, $7 FROM lock WHERE locked \
+                ON CONFLICT (user_id, key) DO NOTHING RETURNING 1) \
+         SELECT (SELECT locked FROM lock) AS locked, EXISTS (SELECT 1 FROM ins) AS stored",
+    )
+    .bind::<Text, _>(lock_name(user_id, key))
+    .bind::<Int8, _>(user_id.get())
+    .bind::<Text, _>(key.as_str())
+    .bind::<Text, _>(fingerprint.as_str())
+    .bind::<Int2, _>(i16::try_from(response.status).unwrap_or(500))
+    .bind::<Text, _>(&response.content_type)
+    .bind::<Bytea, _>(&response.body)
+    .get_result::<Refused>(conn)
+    .await
+    .map_err(unavailable)?;
+    match first {
+        Refused { locked: false, .. } => return Ok(IdempotentOutcome::InProgress),
+        Refused { stored: true, .. } => return Ok(IdempotentOutcome::Executed(response)),
+        Refused { .. } => {} // a record exists: decide as any write does
+    }
     let request: IdempotentRequest<(), ()> = IdempotentRequest {
         user_id,
         key: key.clone(),
@@ -207,6 +250,11 @@ struct StoredRow {
     fresh: bool,
 }
 
+/// What the key's advisory lock is taken on (hashed by Postgres).
+pub(crate) fn lock_name(user_id: UserId, key: &IdempotencyKey) -> String {
+    format!("idem:{}:{}", user_id.get(), key.as_str())
+}
+
 /// Takes the key's lock and looks for a stored response: `Some` when no
 /// effect may run. An expired record is deleted, so the key starts afresh.
 async fn begin<T, E>(
@@ -218,7 +266,7 @@ async fn begin<T, E>(
     let key = request.key.as_str();
     let lock =
         diesel::sql_query("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)) AS locked")
-            .bind::<Text, _>(format!("idem:{user_id}:{key}"))
+            .bind::<Text, _>(lock_name(request.user_id, &request.key))
             .get_result::<Locked>(conn)
             .await?;
     if !lock.locked {
@@ -262,15 +310,33 @@ async fn stored(
 
 impl StoredRow {
     fn into_outcome(self, fingerprint: &Fingerprint) -> IdempotentOutcome {
-        if self.fingerprint == fingerprint.as_str() {
-            IdempotentOutcome::Replayed(StoredResponse {
-                status: u16::try_from(self.response_status).unwrap_or(500),
-                content_type: self.response_content_type,
-                body: self.response_body,
-            })
-        } else {
-            IdempotentOutcome::KeyReused
-        }
+        recorded_answer(
+            &self.fingerprint,
+            self.response_status,
+            self.response_content_type,
+            self.response_body,
+            fingerprint,
+        )
+    }
+}
+
+/// What a fresh record answers a request with `fingerprint`: its response
+/// again for the same request, `KeyReused` for another.
+pub(crate) fn recorded_answer(
+    recorded_fingerprint: &str,
+    status: i16,
+    content_type: String,
+    body: Vec<u8>,
+    fingerprint: &Fingerprint,
+) -> IdempotentOutcome {
+    if recorded_fingerprint == fingerprint.as_str() {
+        IdempotentOutcome::Replayed(StoredResponse {
+            status: u16::try_from(status).unwrap_or(500),
+            content_type,
+            body,
+        })
+    } else {
+        IdempotentOutcome::KeyReused
     }
 }
 
@@ -466,5 +532,69 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    fn refusal(body: &str) -> StoredResponse {
+        StoredResponse {
+            status: 409,
+            content_type: "application/problem+json".into(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_stored_once_then_replayed_or_refused_as_a_reused_key() {
+        let (_db, pg, user) = setup().await;
+        let key = IdempotencyKey::parse("k").expect("valid");
+        let (same, other) = (Fingerprint::new("f".into()), Fingerprint::new("g".into()));
+        let mut conn = pg.conn().await.expect("conn");
+
+        let first = refuse(&mut conn, user, &key, &same, refusal("first"), DAY).await;
+        let again = refuse(&mut conn, user, &key, &same, refusal("second"), DAY).await;
+        let reused = refuse(&mut conn, user, &key, &other, refusal("third"), DAY).await;
+
+        assert!(
+            matches!(first, Ok(IdempotentOutcome::Executed(ref r)) if r.body == b"first"),
+            "{first:?}"
+        );
+        assert!(
+            matches!(again, Ok(IdempotentOutcome::Replayed(ref r)) if r.body == b"first"),
+            "the first answer is replayed: {again:?}"
+        );
+        assert!(
+            matches!(reused, Ok(IdempotentOutcome::KeyReused)),
+            "{reused:?}"
+        );
+        assert_eq!(
+            count(&pg, "(SELECT count(*) FROM idempotency_keys)").await,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_for_a_key_whose_first_request_runs_is_in_progress_and_stores_nothing() {
+        let (_db, pg, user) = setup().await;
+        let key = IdempotencyKey::parse("k").expect("valid");
+        let fingerprint = Fingerprint::new("f".into());
+        let mut running = pg.conn().await.expect("conn");
+        Tm::begin_transaction(&mut **running).await.expect("begin");
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind::<Text, _>(lock_name(user, &key))
+            .execute(&mut *running)
+            .await
+            .expect("the first request's lock");
+        let mut conn = pg.conn().await.expect("conn");
+
+        let outcome = refuse(&mut conn, user, &key, &fingerprint, refusal("x"), DAY).await;
+
+        assert!(
+            matches!(outcome, Ok(IdempotentOutcome::InProgress)),
+            "{outcome:?}"
+        );
+        drop(conn); // the pool has two connections
+        assert_eq!(
+            count(&pg, "(SELECT count(*) FROM idempotency_keys)").await,
+            0
+        );
     }
 }

@@ -9,6 +9,8 @@ mod health;
 mod idempotency;
 mod identity;
 mod invest;
+mod order_batch;
+mod order_books;
 mod ordering;
 mod outbox;
 mod paging;

@@ -1,26 +1,25 @@
-//! The [`OrderStore`] on Postgres: one transaction per order, under the
-//! idempotency guard.
+//! The [`OrderStore`] on Postgres: orders are combined into batches, one
+//! transaction each, under the idempotency guard.
 //!
-//! Inside the guard's savepoint, in this order:
-//! 1. each line's stock, in product-id order (two orders never lock the same
-//!    rows in opposite orders, so they never deadlock), with
-//!    `UPDATE … SET stock = stock - q WHERE id = $id AND stock >= q`;
-//! 2. the wallet, with `UPDATE … SET balance = balance - paid WHERE balance >= paid`;
-//! 3. the order, its items, the coupon (guarded: unused, unexpired, the
-//!    caller's), the PAYMENT ledger row and the `order.paid` outbox event.
+//! `place` hands the order to one of [`LANES`] lanes, chosen by its first
+//! product, and waits for its answer. A lane runs one batch at a time: the
+//! orders that arrived while the previous batch ran (up to [`MAX_BATCH`])
+//! go into one transaction ([`order_batch`](super::order_batch)). An order
+//! that arrives at an idle lane is a batch of one and waits for nobody; a
+//! sale's orders for one hot product queue on one lane and share its lock
+//! wait and its commit instead of queueing on the product's row lock.
 //!
-//! A guard that finds no row is a refusal (`OUT_OF_STOCK` naming the product,
-//! `INSUFFICIENT_BALANCE`): the savepoint rolls back what was taken before it,
-//! and only the refusal's answer is committed.
+//! Each order is still decided on its own, answered on its own, and durable
+//! before it is answered: the reply is sent after the batch commits.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Int8, Text};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, TransactionManager};
 use domain::catalog::{ProductId, ProductName};
 use domain::error::Unavailable;
 use domain::idempotency::IdempotentRequest;
@@ -31,18 +30,37 @@ use domain::ordering::{
     Quantity,
 };
 use domain::paging::{Page, PageRequest};
-use domain::points::LedgerKind;
 use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
 
-use super::idempotency;
+use super::idempotency::rollback_all;
+use super::order_batch::{BatchError, Entry, place_batch};
 use super::paging::page_of;
-use super::schema::{order_items, orders, point_ledger, products};
+use super::schema::{order_items, orders};
 use super::{Postgres, unavailable};
+
+/// How many batches run at once. Orders of one product always share a lane;
+/// orders of different products spread over the lanes. Each running batch
+/// holds one pooled connection.
+pub const LANES: usize = 4;
+
+/// The most orders in one transaction: bounds a batch's statement sizes and
+/// the time its first order waits for its last.
+pub const MAX_BATCH: usize = 128;
+
+/// Orders waiting for a lane; past this, `place` waits to hand one over.
+const LANE_QUEUE: usize = 1024;
+
+/// An order and where its answer goes.
+struct Job {
+    entry: Entry,
+    reply: oneshot::Sender<Result<Placement, Unavailable>>,
+}
 
 #[derive(Clone)]
 pub struct PgOrderStore {
     db: Postgres,
-    retention: Duration,
+    lanes: Arc<[mpsc::Sender<Job>]>,
 }
 
 impl std::fmt::Debug for PgOrderStore {
@@ -52,15 +70,89 @@ impl std::fmt::Debug for PgOrderStore {
 }
 
 impl PgOrderStore {
+    /// Starts the lanes on the current Tokio runtime; they stop when the
+    /// store and its clones are dropped.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
     pub fn new(db: Postgres, retention: Duration) -> Self {
-        Self { db, retention }
+        let lanes: Vec<mpsc::Sender<Job>> = (0..LANES)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(LANE_QUEUE);
+                tokio::spawn(run_lane(db.clone(), retention, rx));
+                tx
+            })
+            .collect();
+        Self {
+            db,
+            lanes: lanes.into(),
+        }
     }
 }
 
-#[derive(QueryableByName)]
-struct Balance {
-    #[diesel(sql_type = Int8)]
-    balance: i64,
+/// The lane of an order: by its lowest product id (lines are in product-id order).
+fn lane_of(order: &PricedOrder) -> usize {
+    let first = order
+        .lines
+        .as_slice()
+        .first()
+        .map_or(0, |l| l.product_id.get());
+    usize::try_from(first.rem_euclid(LANES as i64)).unwrap_or(0)
+}
+
+/// Runs the lane's batches until the store is dropped.
+async fn run_lane(db: Postgres, retention: Duration, mut queue: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let (entries, replies): (Vec<Entry>, Vec<_>) =
+            jobs.drain(..).map(|job| (job.entry, job.reply)).unzip();
+        let answers = db.timed(run_batch(&db, &entries, retention)).await;
+        match answers {
+            Ok(placements) => {
+                for (reply, placement) in replies.into_iter().zip(placements) {
+                    // A caller that gave up is answered by its key's record on retry.
+                    let _ = reply.send(Ok(placement));
+                }
+            }
+            Err(err) => {
+                let reason = err.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(Unavailable::new("postgres", reason.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// One batch in one transaction: committed whole, or rolled back whole.
+async fn run_batch(
+    db: &Postgres,
+    entries: &[Entry],
+    retention: Duration,
+) -> Result<Vec<Placement>, Unavailable> {
+    type Tm = AnsiTransactionManager;
+    let mut conn = db.conn().await?;
+    let tx: &mut AsyncPgConnection = &mut conn;
+    Tm::begin_transaction(tx).await.map_err(unavailable)?;
+    match place_batch(tx, entries, retention).await {
+        Ok(placements) => {
+            if let Err(e) = Tm::commit_transaction(tx).await {
+                rollback_all(tx).await;
+                return Err(unavailable(e));
+            }
+            Ok(placements)
+        }
+        Err(err) => {
+            rollback_all(tx).await;
+            Err(match err {
+                BatchError::Query(e) => unavailable(e),
+                BatchError::Inconsistent(why) => {
+                    tracing::error!(%why, "an order batch was rolled back");
+                    unavailable(why)
+                }
+            })
+        }
+    }
 }
 
 #[derive(Queryable, Selectable)]
@@ -127,7 +219,7 @@ fn order_from(row: OrderRow, items: Vec<ItemRow>) -> Result<Order, Unavailable> 
 }
 
 /// The `order.paid` event, as the data platform receives it.
-fn order_paid_event(event_id: &str, order: &Order) -> serde_json::Value {
+pub(super) fn order_paid_event(event_id: &str, order: &Order) -> serde_json::Value {
     json!({
         "eventId": event_id,
         "type": "order.paid",
@@ -144,120 +236,6 @@ fn order_paid_event(event_id: &str, order: &Order) -> serde_json::Value {
         "discountAmount": order.discount.get(),
         "paidAmount": order.paid.get(),
     })
-}
-
-/// The effect of placing `order`, run inside the guard's savepoint.
-async fn place_in(
-    tx: &mut AsyncPgConnection,
-    order: &PricedOrder,
-) -> QueryResult<Result<Order, PlaceOrderError>> {
-    for line in &order.lines {
-        let taken = diesel::update(
-            products::table
-                .filter(products::id.eq(line.product_id.get()))
-                .filter(products::stock.ge(line.quantity.get())),
-        )
-        .set((
-            products::stock.eq(products::stock - line.quantity.get()),
-            products::updated_at.eq(diesel::dsl::now),
-        ))
-        .execute(tx)
-        .await?;
-        if taken == 0 {
-            return Ok(Err(PlaceOrderError::OutOfStock {
-                product_id: line.product_id,
-            }));
-        }
-    }
-    let user_id = order.user_id.get();
-    let mut balance_after = None;
-    if order.paid > Points::ZERO {
-        let debited = diesel::sql_query(
-            "UPDATE wallets SET balance = balance - $2, updated_at = now() \
-              WHERE user_id = $1 AND balance >= $2 RETURNING balance",
-        )
-        .bind::<Int8, _>(user_id)
-        .bind::<Int8, _>(order.paid.get())
-        .get_result::<Balance>(tx)
-        .await
-        .optional()?;
-        match debited {
-            Some(b) => balance_after = Some(b.balance),
-            None => return Ok(Err(PlaceOrderError::InsufficientBalance)),
-        }
-    }
-    let row: OrderRow = diesel::insert_into(orders::table)
-        .values((
-            orders::user_id.eq(user_id),
-            orders::total_amount.eq(order.total.get()),
-            orders::discount_amount.eq(order.discount.get()),
-            orders::paid_amount.eq(order.paid.get()),
-            orders::coupon_code.eq(order.coupon.as_ref().map(CouponCode::as_str)),
-        ))
-        .returning(OrderRow::as_returning())
-        .get_result(tx)
-        .await?;
-    let items: Vec<ItemRow> = order
-        .lines
-        .iter()
-        .map(|l| ItemRow {
-            order_id: row.id,
-            product_id: l.product_id.get(),
-            name: l.name.as_str().to_owned(),
-            quantity: l.quantity.get(),
-            unit_price: l.unit_price.get(),
-            line_total: l.line_total.get(),
-        })
-        .collect();
-    diesel::insert_into(order_items::table)
-        .values(&items)
-        .execute(tx)
-        .await?;
-    if let Some(code) = &order.coupon {
-        // Consumed in the order's transaction, guarded again: of two orders
-        // racing for one coupon, one gets it and the other is refused.
-        let consumed = diesel::sql_query(
-            "UPDATE coupons SET used_at = now(), used_order_id = $3 \
-              WHERE code = $1 AND owner_id = $2 AND used_at IS NULL AND expires_at > now()",
-        )
-        .bind::<Text, _>(code.as_str())
-        .bind::<Int8, _>(user_id)
-        .bind::<Int8, _>(row.id)
-        .execute(tx)
-        .await?;
-        if consumed == 0 {
-            return Ok(Err(PlaceOrderError::CouponNotApplicable));
-        }
-    }
-    if let Some(balance) = balance_after {
-        diesel::insert_into(point_ledger::table)
-            .values((
-                point_ledger::user_id.eq(user_id),
-                point_ledger::kind.eq(LedgerKind::Payment.as_str()),
-                point_ledger::amount.eq(order.paid.get()),
-                point_ledger::balance_after.eq(balance),
-                point_ledger::order_id.eq(row.id),
-            ))
-            .execute(tx)
-            .await?;
-    }
-    let placed = Order {
-        id: OrderId::new(row.id),
-        user_id: order.user_id,
-        lines: order.lines.clone(),
-        total: order.total,
-        discount: order.discount,
-        paid: order.paid,
-        coupon: order.coupon.clone(),
-        created_at: row.created_at,
-    };
-    let event_id = uuid::Uuid::new_v4().to_string();
-    diesel::sql_query("INSERT INTO outbox (event_id, event_type, payload) VALUES ($1::uuid, 'order.paid', $2::jsonb)")
-        .bind::<Text, _>(&event_id)
-        .bind::<Text, _>(order_paid_event(&event_id, &placed).to_string())
-        .execute(tx)
-        .await?;
-    Ok(Ok(placed))
 }
 
 async fn items_of(
@@ -285,19 +263,19 @@ impl OrderStore for PgOrderStore {
         order: PricedOrder,
         request: IdempotentRequest<Order, PlaceOrderError>,
     ) -> Result<Placement, Unavailable> {
-        let (order, request) = (&order, &request);
+        let lane = &self.lanes[lane_of(&order)];
+        let (reply, answer) = oneshot::channel();
         self.db
             .timed(async {
-                let mut conn = self.db.conn().await?;
-                let (outcome, ran) =
-                    idempotency::guarded(&mut conn, request, self.retention, async |tx| {
-                        place_in(tx, order).await
-                    })
-                    .await?;
-                Ok(Placement {
-                    outcome,
-                    ran: ran.map(|result| result.map(|order| order.id)),
+                lane.send(Job {
+                    entry: Entry { order, request },
+                    reply,
                 })
+                .await
+                .map_err(|_| unavailable("the order lane has stopped"))?;
+                answer
+                    .await
+                    .map_err(|_| unavailable("the order lane dropped an order"))?
             })
             .await
     }

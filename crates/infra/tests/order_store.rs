@@ -1,0 +1,344 @@
+//! The Postgres order store against a real server: many orders at once go
+//! through shared batches, and each is still decided, answered and recorded
+//! on its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::RunQueryDsl;
+use domain::catalog::{ProductId, ProductName};
+use domain::idempotency::{
+    Fingerprint, IdempotencyKey, IdempotentOutcome, IdempotentRequest, StoredResponse,
+};
+use domain::identity::UserId;
+use domain::money::Points;
+use domain::ordering::{
+    CouponCode, Order, OrderLine, OrderStore, PlaceOrderError, Placement, PricedOrder, Quantity,
+};
+use futures_util::future::join_all;
+use infra::postgres::{PgOrderStore, PgPoolSettings, Postgres, connect_pool};
+use testkit::TestDb;
+
+struct Fixture {
+    db: TestDb,
+    store: Arc<PgOrderStore>,
+}
+
+async fn fixture() -> Fixture {
+    let db = TestDb::create().await;
+    let pg: Postgres = connect_pool(&PgPoolSettings {
+        url: db.url.clone(),
+        max_size: 8,
+        timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(5),
+    })
+    .expect("postgres pool");
+    let store = Arc::new(PgOrderStore::new(pg, Duration::from_secs(86_400)));
+    Fixture { db, store }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Id {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+impl Fixture {
+    async fn exec(&self, sql: &str) {
+        let mut conn = self.db.connect().await;
+        diesel::sql_query(sql)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    async fn number(&self, sql: &str) -> i64 {
+        let mut conn = self.db.connect().await;
+        diesel::sql_query(format!("SELECT ({sql})::int8 AS id"))
+            .get_result::<Id>(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .id
+    }
+
+    /// `n` users, each with a wallet of `balance`; returns their ids.
+    async fn users(&self, n: i64, balance: i64) -> Vec<UserId> {
+        self.exec(&format!(
+            "INSERT INTO users (login_id, name) SELECT 'u' || g, 'u' FROM generate_series(1, {n}) g"
+        ))
+        .await;
+        self.exec(&format!(
+            "INSERT INTO wallets (user_id, balance) SELECT id, {balance} FROM users"
+        ))
+        .await;
+        let mut conn = self.db.connect().await;
+        diesel::sql_query("SELECT id FROM users ORDER BY id")
+            .load::<Id>(&mut conn)
+            .await
+            .expect("users")
+            .into_iter()
+            .map(|r| UserId::new(r.id))
+            .collect()
+    }
+
+    async fn product(&self, price: i64, stock: i64) -> ProductId {
+        let mut conn = self.db.connect().await;
+        let row: Id = diesel::sql_query(
+            "INSERT INTO products (name, price, stock) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind::<Text, _>("hot")
+        .bind::<BigInt, _>(price)
+        .bind::<BigInt, _>(stock)
+        .get_result(&mut conn)
+        .await
+        .expect("product");
+        ProductId::new(row.id)
+    }
+
+    async fn place(&self, order: PricedOrder, key: String) -> Placement {
+        self.store
+            .place(order.clone(), request(order.user_id, &key))
+            .await
+            .expect("placed")
+    }
+}
+
+fn request(user_id: UserId, key: &str) -> IdempotentRequest<Order, PlaceOrderError> {
+    IdempotentRequest {
+        user_id,
+        key: IdempotencyKey::parse(key).expect("valid key"),
+        fingerprint: Fingerprint::new(format!("fp-{key}")),
+        render: Arc::new(|result: &Result<Order, PlaceOrderError>| StoredResponse {
+            status: if result.is_ok() { 201 } else { 409 },
+            content_type: "text/plain".into(),
+            body: match result {
+                Ok(order) => format!("order {}", order.id.get()).into_bytes(),
+                Err(e) => format!("{e:?}").into_bytes(),
+            },
+        }),
+    }
+}
+
+fn order(user: UserId, product: ProductId, price: i64, coupon: Option<&str>) -> PricedOrder {
+    let price = Points::new(price).expect("valid");
+    PricedOrder {
+        user_id: user,
+        lines: vec![OrderLine {
+            product_id: product,
+            name: ProductName::parse("hot").expect("valid"),
+            quantity: Quantity::new(1).expect("valid"),
+            unit_price: price,
+            line_total: price,
+        }],
+        total: price,
+        discount: Points::ZERO,
+        paid: price,
+        coupon: coupon.map(|c| CouponCode::parse(c).expect("valid")),
+    }
+}
+
+fn paid(placements: &[Placement]) -> usize {
+    placements
+        .iter()
+        .filter(|p| matches!(p.ran, Some(Ok(_))))
+        .count()
+}
+
+#[tokio::test]
+async fn a_hundred_simultaneous_orders_for_sixty_units_sell_exactly_sixty() {
+    let f = fixture().await;
+    let users = f.users(100, 1_000).await;
+    let hot = f.product(300, 60).await;
+
+    let placements = join_all(
+        users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| f.place(order(*u, hot, 300, None), format!("k{i}"))),
+    )
+    .await;
+
+    assert_eq!(paid(&placements), 60);
+    let refused = placements
+        .iter()
+        .filter(|p| p.ran == Some(Err(PlaceOrderError::OutOfStock { product_id: hot })))
+        .count();
+    assert_eq!(refused, 40, "the rest are refused as out of stock");
+    assert!(
+        placements
+            .iter()
+            .all(|p| matches!(&p.outcome, IdempotentOutcome::Executed(_))),
+        "every order was answered on its own"
+    );
+    assert_eq!(f.number("SELECT stock FROM products").await, 0);
+    assert_eq!(f.number("SELECT count(*) FROM orders").await, 60);
+    assert_eq!(
+        f.number("SELECT sum(1000 - balance) FROM wallets").await,
+        60 * 300,
+        "money taken = units sold × price"
+    );
+    assert_eq!(
+        f.number("SELECT count(*) FROM point_ledger WHERE kind = 'PAYMENT'")
+            .await,
+        60
+    );
+    assert_eq!(f.number("SELECT count(*) FROM outbox").await, 60);
+    assert_eq!(
+        f.number("SELECT count(*) FROM idempotency_keys").await,
+        100,
+        "refusals are recorded too"
+    );
+    assert_eq!(
+        f.number(
+            "SELECT count(*) FROM orders o JOIN point_ledger l ON l.order_id = o.id \
+              JOIN wallets w ON w.user_id = o.user_id \
+             WHERE l.balance_after = w.balance AND l.amount = o.paid_amount"
+        )
+        .await,
+        60,
+        "each payment's ledger row matches its order and the wallet"
+    );
+}
+
+#[tokio::test]
+async fn each_order_answers_with_its_own_order_and_replays_it() {
+    let f = fixture().await;
+    let users = f.users(20, 1_000).await;
+    let hot = f.product(100, 1_000).await;
+
+    let placements = join_all(
+        users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| f.place(order(*u, hot, 100, None), format!("k{i}"))),
+    )
+    .await;
+    let again = f.place(order(users[3], hot, 100, None), "k3".into()).await;
+
+    let mut ids: Vec<i64> = placements
+        .iter()
+        .map(|p| match p.ran {
+            Some(Ok(id)) => id.get(),
+            ref other => panic!("not paid: {other:?}"),
+        })
+        .collect();
+    for (p, user) in placements.iter().zip(&users) {
+        let IdempotentOutcome::Executed(ref response) = p.outcome else {
+            panic!("{p:?}")
+        };
+        let Some(Ok(id)) = p.ran else { panic!("{p:?}") };
+        assert_eq!(
+            String::from_utf8_lossy(&response.body),
+            format!("order {}", id.get())
+        );
+        let owner = f
+            .number(&format!(
+                "SELECT user_id FROM orders WHERE id = {}",
+                id.get()
+            ))
+            .await;
+        assert_eq!(owner, user.get(), "the order belongs to its caller");
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "twenty distinct orders");
+    assert_eq!(
+        again.outcome,
+        IdempotentOutcome::Replayed(match &placements[3].outcome {
+            IdempotentOutcome::Executed(r) => r.clone(),
+            other => panic!("{other:?}"),
+        })
+    );
+    assert_eq!(again.ran, None, "a replay runs nothing");
+    assert_eq!(f.number("SELECT count(*) FROM orders").await, 20);
+}
+
+#[tokio::test]
+async fn simultaneous_orders_of_one_payer_never_overdraw_the_balance() {
+    let f = fixture().await;
+    let users = f.users(1, 1_000).await;
+    let hot = f.product(300, 100).await;
+
+    let placements =
+        join_all((0..10).map(|i| f.place(order(users[0], hot, 300, None), format!("k{i}")))).await;
+
+    assert_eq!(paid(&placements), 3, "1,000 pays for three orders of 300");
+    assert_eq!(
+        placements
+            .iter()
+            .filter(|p| p.ran == Some(Err(PlaceOrderError::InsufficientBalance)))
+            .count(),
+        7
+    );
+    assert_eq!(f.number("SELECT balance FROM wallets").await, 100);
+    assert_eq!(f.number("SELECT stock FROM products").await, 97);
+}
+
+#[tokio::test]
+async fn one_key_sent_many_times_at_once_places_one_order() {
+    let f = fixture().await;
+    let users = f.users(1, 100_000).await;
+    let hot = f.product(100, 100).await;
+
+    let placements =
+        join_all((0..10).map(|_| f.place(order(users[0], hot, 100, None), "same".into()))).await;
+
+    assert_eq!(paid(&placements), 1);
+    assert!(
+        placements.iter().all(|p| matches!(
+            p.outcome,
+            IdempotentOutcome::Executed(_)
+                | IdempotentOutcome::InProgress
+                | IdempotentOutcome::Replayed(_)
+        )),
+        "{placements:?}"
+    );
+    assert_eq!(f.number("SELECT count(*) FROM orders").await, 1);
+    assert_eq!(f.number("SELECT stock FROM products").await, 99);
+}
+
+#[tokio::test]
+async fn a_coupon_raced_by_simultaneous_orders_is_consumed_once() {
+    let f = fixture().await;
+    let users = f.users(1, 100_000).await;
+    let hot = f.product(100, 100).await;
+    f.exec(
+        "INSERT INTO coupon_campaigns (name, discount_type, discount_value, valid_days) \
+         VALUES ('c', 'AMOUNT', 10, 7)",
+    )
+    .await;
+    f.exec(&format!(
+        "INSERT INTO coupons (campaign_id, code, owner_id, issued_at, expires_at) \
+         SELECT id, 'RACE-CODE', {}, now(), now() + interval '7 days' FROM coupon_campaigns",
+        users[0].get()
+    ))
+    .await;
+
+    let placements = join_all((0..8).map(|i| {
+        f.place(
+            order(users[0], hot, 100, Some("RACE-CODE")),
+            format!("k{i}"),
+        )
+    }))
+    .await;
+
+    assert_eq!(paid(&placements), 1);
+    assert_eq!(
+        placements
+            .iter()
+            .filter(|p| p.ran == Some(Err(PlaceOrderError::CouponNotApplicable)))
+            .count(),
+        7
+    );
+    assert_eq!(
+        f.number(
+            "SELECT count(*) FROM coupons c JOIN orders o ON o.id = c.used_order_id \
+              WHERE c.used_at IS NOT NULL AND o.coupon_code = c.code"
+        )
+        .await,
+        1,
+        "the coupon names the one order that used it"
+    );
+    assert_eq!(f.number("SELECT stock FROM products").await, 99);
+}
