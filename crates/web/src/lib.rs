@@ -4,12 +4,14 @@
 //! Handlers are thin: they turn a request into a validated command
 //! (`try_into_domain`), call one use case from `application`, and turn the
 //! result into JSON. Error mapping lives in [`errors`], the error shape in
-//! [`problem`]. `app` builds a [`WebState`] and serves [`app`].
+//! [`problem`], the OpenAPI document and `/docs` in [`openapi`]. `app` builds
+//! a [`WebState`] and serves [`app`].
 
 pub mod edge;
 pub mod errors;
 pub mod extract;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod routes;
 
@@ -86,6 +88,7 @@ pub fn app(
         .app_data(web::PayloadConfig::new(state.json_limit.0))
         .configure(routes::health::routes)
         .configure(metrics::routes)
+        .configure(openapi::routes)
         .service(
             web::scope("/api/v1")
                 .configure(routes::identity::routes)

@@ -268,6 +268,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/metrics").route(web::get().to(scrape)));
 }
 
+/// Prometheus metrics
+///
+/// HTTP request counts and latency histograms by method, route pattern and
+/// status; pool gauges; outbox backlog; business counters.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8")),
+)]
 async fn scrape(api: web::Data<MetricsApi>) -> HttpResponse {
     for (name, status) in &api.pools {
         api.metrics.set_pool(name, status());

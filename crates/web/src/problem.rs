@@ -9,10 +9,55 @@ use actix_web::body::BoxBody;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The body of every error answer as the OpenAPI document names it
+/// (`Problem`). [`ApiError`] renders these members; a test below holds the
+/// two together.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = Problem,
+    description = "An RFC 9457 problem (`application/problem+json`) with a stable UPPER_SNAKE `code`. Some problems carry more members."
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ProblemSchema {
+    /// Always `about:blank`: the `code` tells problems apart.
+    #[serde(rename = "type")]
+    #[schema(example = "about:blank", nullable = false)]
+    pub problem_type: Option<String>,
+    /// A short summary of the problem kind.
+    #[schema(example = "Out of stock")]
+    pub title: String,
+    /// The HTTP status code.
+    #[schema(example = 409)]
+    pub status: u16,
+    /// The stable UPPER_SNAKE machine code clients switch on.
+    #[schema(example = "OUT_OF_STOCK")]
+    pub code: String,
+    /// What went wrong, for a human; never internals.
+    #[schema(example = "product 7 does not have enough stock")]
+    pub detail: String,
+    /// The offending field of a `VALIDATION_FAILED` (or `INVALID_CHARGE_AMOUNT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub field: Option<String>,
+    /// The product of `OUT_OF_STOCK`, `PRODUCT_NOT_FOUND` and the investment problems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub product_id: Option<i64>,
+    /// What can still be invested, on `AMOUNT_EXCEEDS_REMAINING` and `SOLD_OUT`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub remaining_amount: Option<i64>,
+    /// Other members some problems carry (`min`, `max`, `maxBalance`, `checks`).
+    #[serde(flatten)]
+    pub extra: std::collections::BTreeMap<String, Value>,
+}
 
 /// An error answer: status, stable code, and a safe, human detail.
 #[derive(Debug)]
@@ -259,6 +304,33 @@ mod tests {
     use actix_web::body::to_bytes;
 
     use super::*;
+
+    #[test]
+    fn the_documented_problem_has_the_members_every_problem_renders() {
+        let body = ApiError::forbidden().body();
+        let rendered: Vec<&str> = body
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let schema = serde_json::to_value(<ProblemSchema as utoipa::PartialSchema>::schema())
+            .expect("schema");
+        let properties = schema["properties"].as_object().expect("properties");
+        for member in &rendered {
+            assert!(properties.contains_key(*member), "{member} is undocumented");
+        }
+        let mut required: Vec<&str> = schema["required"]
+            .as_array()
+            .expect("required")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        required.sort_unstable();
+        let mut always: Vec<&str> = rendered.into_iter().filter(|m| *m != "type").collect();
+        always.sort_unstable();
+        assert_eq!(required, always);
+    }
 
     #[actix_web::test]
     async fn renders_rfc9457_with_code_and_extra_members() {

@@ -15,12 +15,31 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use utoipa::IntoParams;
 
 use super::json::{parse, read_body};
 use crate::problem::ApiError;
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// The `Idempotency-Key` request header, for the OpenAPI document of the
+/// idempotent writes ([`IdempotentJson`] reads it).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKeyHeader {
+    /// 1 to 128 visible ASCII characters, unique per intended write and
+    /// scoped to the caller. A repeat with the same body replays the first
+    /// answer; with another body it is `422 IDEMPOTENCY_KEY_REUSED`.
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[\\x21-\\x7E]+$",
+        example = "9f1c2d7e-order-1"
+    )]
+    pub idempotency_key: String,
+}
 
 /// A write's body, key and fingerprint.
 #[derive(Debug)]

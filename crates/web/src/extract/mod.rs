@@ -6,6 +6,6 @@ mod json;
 mod page;
 
 pub use auth::{AdminUser, AuthContext, AuthUser};
-pub use idempotency::{IdempotentJson, render, respond};
+pub use idempotency::{IdempotencyKeyHeader, IdempotentJson, render, respond};
 pub use json::{Json, JsonLimit};
-pub use page::PageParams;
+pub use page::{PageParams, PageQuery};

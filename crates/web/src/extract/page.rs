@@ -5,12 +5,19 @@ use actix_web::{FromRequest, HttpRequest};
 use domain::paging::PageRequest;
 use futures_util::future::{Ready, ready};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::problem::ApiError;
 
-#[derive(Debug, Deserialize)]
-struct RawPage {
+/// The query parameters of a page-based list, as read (and documented).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// The 0-based page number.
+    #[param(minimum = 0, maximum = 1_000_000, default = 0)]
     page: Option<u32>,
+    /// Items per page.
+    #[param(minimum = 1, maximum = 100, default = 20)]
     size: Option<u32>,
 }
 
@@ -28,7 +35,7 @@ impl FromRequest for PageParams {
 }
 
 fn parse(query: &str) -> Result<PageParams, ApiError> {
-    let raw = actix_web::web::Query::<RawPage>::from_query(query)
+    let raw = actix_web::web::Query::<PageQuery>::from_query(query)
         .map_err(|_| ApiError::validation("page and size must be non-negative integers"))?;
     Ok(PageParams(PageRequest::new(raw.page, raw.size)?))
 }

@@ -7,9 +7,10 @@ use application::catalog::{Catalog, PopularProducts};
 use domain::catalog::{NewProduct, Product, ProductId, ProductName, ProductPatch, Stock};
 use domain::money::Points;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use crate::extract::{AdminUser, AuthUser, Json, PageParams};
-use crate::problem::ApiError;
+use crate::extract::{AdminUser, AuthUser, Json, PageParams, PageQuery};
+use crate::problem::{ApiError, PROBLEM_JSON, ProblemSchema};
 use crate::routes::PageBody;
 
 /// The catalogue use cases the routes call.
@@ -28,10 +29,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/admin/products/{id}").route(web::patch().to(update)));
 }
 
-#[derive(Debug, Serialize)]
+/// A product; `stock` is what remains at the moment of the read.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Product)]
 pub(crate) struct ProductBody {
     id: i64,
     name: String,
+    /// The unit price in points (KRW).
     price: i64,
     stock: i64,
 }
@@ -59,10 +63,14 @@ fn stock(raw: i64) -> Result<Stock, ApiError> {
     Stock::new(raw).map_err(|e| ApiError::invalid_field("stock", e))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = NewProduct)]
 struct CreateBody {
+    #[schema(min_length = 1, max_length = 200, example = "Green tea")]
     name: String,
+    #[schema(minimum = 0, example = 3_000)]
     price: i64,
+    #[schema(minimum = 0, example = 100)]
     stock: i64,
 }
 
@@ -76,10 +84,15 @@ impl CreateBody {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Any of the fields; those left out (or null) keep their value.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = ProductPatch)]
 struct PatchBody {
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
+    #[schema(minimum = 0)]
     price: Option<i64>,
+    #[schema(minimum = 0)]
     stock: Option<i64>,
 }
 
@@ -97,6 +110,21 @@ pub(crate) fn product_id(raw: i64) -> ProductId {
     ProductId::new(raw)
 }
 
+/// List products
+///
+/// Ordered by id.
+#[utoipa::path(
+    get,
+    path = "/api/v1/products",
+    operation_id = "listProducts",
+    tag = "catalog",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of products", body = PageBody<ProductBody>),
+        (status = 400, description = "`VALIDATION_FAILED`: page or size out of range", body = ProblemSchema, content_type = PROBLEM_JSON),
+    ),
+    security(("bearer" = [])),
+)]
 async fn list(
     api: web::Data<CatalogApi>,
     _caller: AuthUser,
@@ -106,7 +134,9 @@ async fn list(
     Ok(HttpResponse::Ok().json(PageBody::from_page(page, ProductBody::from)))
 }
 
-#[derive(Debug, Serialize)]
+/// A best seller: quantity sold in paid orders of the last 72 hours.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = PopularProduct)]
 #[serde(rename_all = "camelCase")]
 struct PopularBody {
     id: i64,
@@ -115,6 +145,18 @@ struct PopularBody {
     sold_quantity: i64,
 }
 
+/// Popular products
+///
+/// The top 5 by quantity sold in paid orders of the last 72 hours, most sold
+/// first, ties by lower id; fewer when fewer were sold.
+#[utoipa::path(
+    get,
+    path = "/api/v1/products/popular",
+    operation_id = "listPopularProducts",
+    tag = "catalog",
+    responses((status = 200, description = "At most 5 products", body = Vec<PopularBody>)),
+    security(("bearer" = [])),
+)]
 async fn popular(api: web::Data<CatalogApi>, _caller: AuthUser) -> Result<HttpResponse, ApiError> {
     let top = api.popular.get().await?;
     let body: Vec<PopularBody> = top
@@ -129,6 +171,20 @@ async fn popular(api: web::Data<CatalogApi>, _caller: AuthUser) -> Result<HttpRe
     Ok(HttpResponse::Ok().json(body))
 }
 
+/// One product
+#[utoipa::path(
+    get,
+    path = "/api/v1/products/{id}",
+    operation_id = "getProduct",
+    tag = "catalog",
+    params(("id" = i64, Path, description = "The product id")),
+    responses(
+        (status = 200, description = "The product", body = ProductBody),
+        (status = 400, description = "`VALIDATION_FAILED`: the id is not an integer", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 404, description = "`PRODUCT_NOT_FOUND`", body = ProblemSchema, content_type = PROBLEM_JSON),
+    ),
+    security(("bearer" = [])),
+)]
 async fn detail(
     api: web::Data<CatalogApi>,
     _caller: AuthUser,
@@ -138,6 +194,19 @@ async fn detail(
     Ok(HttpResponse::Ok().json(ProductBody::from(product)))
 }
 
+/// Create a product (admin)
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/products",
+    operation_id = "createProduct",
+    tag = "catalog",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created", body = ProductBody),
+        (status = 400, description = "`VALIDATION_FAILED`: name 1..=200 characters, price ≥ 0, stock ≥ 0", body = ProblemSchema, content_type = PROBLEM_JSON),
+    ),
+    security(("bearer" = [])),
+)]
 async fn create(
     api: web::Data<CatalogApi>,
     _admin: AdminUser,
@@ -147,6 +216,21 @@ async fn create(
     Ok(HttpResponse::Created().json(ProductBody::from(product)))
 }
 
+/// Change a product (admin)
+#[utoipa::path(
+    patch,
+    path = "/api/v1/admin/products/{id}",
+    operation_id = "updateProduct",
+    tag = "catalog",
+    params(("id" = i64, Path, description = "The product id")),
+    request_body = PatchBody,
+    responses(
+        (status = 200, description = "The product as changed", body = ProductBody),
+        (status = 400, description = "`VALIDATION_FAILED`: name 1..=200 characters, price ≥ 0, stock ≥ 0", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 404, description = "`PRODUCT_NOT_FOUND`", body = ProblemSchema, content_type = PROBLEM_JSON),
+    ),
+    security(("bearer" = [])),
+)]
 async fn update(
     api: web::Data<CatalogApi>,
     _admin: AdminUser,

@@ -10,9 +10,11 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use domain::health::HealthProbe;
 use futures_util::future::join_all;
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
-use crate::problem::ApiError;
+use crate::problem::{ApiError, PROBLEM_JSON, ProblemSchema};
 
 /// The probes behind `/health/ready`.
 #[derive(Clone)]
@@ -37,10 +39,61 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/health/ready").route(web::get().to(ready)));
 }
 
-async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "UP" }))
+/// The state of the service or of one dependency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+enum HealthStatus {
+    Up,
+    Down,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Liveness)]
+struct LiveBody {
+    #[schema(inline)]
+    status: HealthStatus,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Readiness)]
+struct ReadyBody {
+    #[schema(inline)]
+    status: HealthStatus,
+    /// Each dependency by name (`postgres`, `redis`).
+    #[schema(value_type = BTreeMap<String, HealthStatus>, example = json!({"postgres": "UP", "redis": "UP"}))]
+    checks: BTreeMap<&'static str, HealthStatus>,
+}
+
+/// Liveness
+///
+/// 200 while the process runs; it asks no dependency.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    operation_id = "live",
+    tag = "operations",
+    responses((status = 200, description = "The process runs", body = LiveBody)),
+)]
+async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(LiveBody {
+        status: HealthStatus::Up,
+    })
+}
+
+/// Readiness
+///
+/// 200 when Postgres and Redis answer within a short timeout each.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    operation_id = "ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Every dependency answers", body = ReadyBody),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`: the problem's `detail` names what is down and its `checks` member holds each dependency's state", body = ProblemSchema, content_type = PROBLEM_JSON,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+    ),
+)]
 async fn ready(readiness: web::Data<Readiness>) -> Result<HttpResponse, ApiError> {
     let checks = join_all(readiness.probes.iter().map(|probe| {
         let probe = Arc::clone(probe);
@@ -50,18 +103,28 @@ async fn ready(readiness: web::Data<Readiness>) -> Result<HttpResponse, ApiError
                 tokio::time::timeout(timeout, probe.check()).await,
                 Ok(Ok(()))
             );
-            (probe.name(), if up { "UP" } else { "DOWN" })
+            (
+                probe.name(),
+                if up {
+                    HealthStatus::Up
+                } else {
+                    HealthStatus::Down
+                },
+            )
         }
     }))
     .await;
     let down: Vec<&str> = checks
         .iter()
-        .filter(|(_, s)| *s == "DOWN")
+        .filter(|(_, s)| *s == HealthStatus::Down)
         .map(|(n, _)| *n)
         .collect();
     let checks: BTreeMap<_, _> = checks.into_iter().collect();
     if down.is_empty() {
-        Ok(HttpResponse::Ok().json(json!({ "status": "UP", "checks": checks })))
+        Ok(HttpResponse::Ok().json(ReadyBody {
+            status: HealthStatus::Up,
+            checks,
+        }))
     } else {
         Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

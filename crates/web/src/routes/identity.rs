@@ -7,12 +7,13 @@ use application::identity::{
     AuthSession, SignIn, SignInCommand, SignUp, SignUpCommand, UserQueries,
 };
 use chrono::{DateTime, Utc};
-use domain::identity::{LoginId, Password, User, UserName};
+use domain::identity::{LoginId, Password, Role, User, UserName};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::errors::invalid_credentials;
-use crate::extract::{AdminUser, AuthUser, Json, PageParams};
-use crate::problem::ApiError;
+use crate::extract::{AdminUser, AuthUser, Json, PageParams, PageQuery};
+use crate::problem::{ApiError, PROBLEM_JSON, ProblemSchema};
 use crate::routes::PageBody;
 
 /// The identity use cases the routes call.
@@ -30,11 +31,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/admin/users").route(web::get().to(list_users)));
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = SignUpRequest)]
 #[serde(rename_all = "camelCase")]
 struct SignUpBody {
+    #[schema(
+        min_length = 3,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9_.-]+$",
+        example = "alice"
+    )]
     login_id: String,
+    #[schema(min_length = 8, max_length = 128, example = "correct-horse")]
     password: String,
+    /// A display name (1 to 100 characters); the login id when left out.
+    #[schema(min_length = 1, max_length = 100, example = "Alice Kim")]
     name: Option<String>,
 }
 
@@ -55,10 +66,13 @@ impl SignUpBody {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = SignInRequest)]
 #[serde(rename_all = "camelCase")]
 struct SignInBody {
+    #[schema(example = "alice")]
     login_id: String,
+    #[schema(example = "correct-horse")]
     password: String,
 }
 
@@ -76,12 +90,16 @@ impl SignInBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A signed-in session: the bearer token and when it expires.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Session)]
 #[serde(rename_all = "camelCase")]
 struct SessionBody {
     user_id: i64,
     login_id: String,
+    /// A JWT for `Authorization: Bearer <token>`.
     token: String,
+    #[schema(value_type = String, example = "Bearer")]
     token_type: &'static str,
     expires_at: DateTime<Utc>,
 }
@@ -98,13 +116,32 @@ impl From<AuthSession> for SessionBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = Role)]
+#[serde(rename_all = "UPPERCASE")]
+enum RoleJson {
+    User,
+    Admin,
+}
+
+impl From<Role> for RoleJson {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::User => Self::User,
+            Role::Admin => Self::Admin,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = User)]
 #[serde(rename_all = "camelCase")]
 struct UserBody {
     user_id: i64,
     login_id: String,
     name: String,
-    role: &'static str,
+    role: RoleJson,
     created_at: DateTime<Utc>,
 }
 
@@ -114,12 +151,27 @@ impl From<User> for UserBody {
             user_id: user.id.get(),
             login_id: user.login_id.as_str().to_owned(),
             name: user.name.as_str().to_owned(),
-            role: user.role.as_str(),
+            role: user.role.into(),
             created_at: user.created_at,
         }
     }
 }
 
+/// Sign up
+///
+/// Creates a USER account and signs it in.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/signup",
+    operation_id = "signUp",
+    tag = "identity",
+    request_body = SignUpBody,
+    responses(
+        (status = 201, description = "Signed up and signed in", body = SessionBody),
+        (status = 400, description = "`VALIDATION_FAILED`: loginId 3..=64 of `[A-Za-z0-9_.-]`, password 8..=128 characters", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 409, description = "`LOGIN_ID_TAKEN`", body = ProblemSchema, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn sign_up(
     api: web::Data<IdentityApi>,
     Json(body): Json<SignUpBody>,
@@ -128,6 +180,21 @@ async fn sign_up(
     Ok(HttpResponse::Created().json(SessionBody::from(session)))
 }
 
+/// Sign in
+///
+/// Exchanges credentials for a bearer token.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/signin",
+    operation_id = "signIn",
+    tag = "identity",
+    request_body = SignInBody,
+    responses(
+        (status = 200, description = "Signed in", body = SessionBody),
+        (status = 400, description = "`VALIDATION_FAILED`: the body cannot be read", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 401, description = "`INVALID_CREDENTIALS`: the same answer for an unknown login and a wrong password", body = ProblemSchema, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn sign_in(
     api: web::Data<IdentityApi>,
     Json(body): Json<SignInBody>,
@@ -136,6 +203,15 @@ async fn sign_in(
     Ok(HttpResponse::Ok().json(SessionBody::from(session)))
 }
 
+/// The caller's profile
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    operation_id = "getMe",
+    tag = "identity",
+    responses((status = 200, description = "The caller", body = UserBody)),
+    security(("bearer" = [])),
+)]
 async fn me(
     api: web::Data<IdentityApi>,
     AuthUser(caller): AuthUser,
@@ -144,6 +220,19 @@ async fn me(
     Ok(HttpResponse::Ok().json(UserBody::from(user)))
 }
 
+/// List users (admin)
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/users",
+    operation_id = "listUsers",
+    tag = "identity",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of users", body = PageBody<UserBody>),
+        (status = 400, description = "`VALIDATION_FAILED`: page or size out of range", body = ProblemSchema, content_type = PROBLEM_JSON),
+    ),
+    security(("bearer" = [])),
+)]
 async fn list_users(
     api: web::Data<IdentityApi>,
     _admin: AdminUser,

@@ -9,15 +9,19 @@ use application::invest::{Invest, InvestCommand, InvestProducts};
 use chrono::{DateTime, Utc};
 use domain::idempotency::IdempotentRequest;
 use domain::invest::{
-    InvestAmount, InvestError, InvestProduct, InvestProductId, InvestTitle, Investment,
-    MyInvestment, NewInvestProduct, RecruitingWindow,
+    InvestAmount, InvestError, InvestProduct, InvestProductId, InvestStatus, InvestTitle,
+    Investment, MyInvestment, NewInvestProduct, RecruitingWindow,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
-use crate::extract::{AdminUser, AuthUser, IdempotentJson, Json, PageParams, render, respond};
+use crate::extract::{
+    AdminUser, AuthUser, IdempotencyKeyHeader, IdempotentJson, Json, PageParams, PageQuery, render,
+    respond,
+};
 use crate::metrics::Metrics;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, PROBLEM_JSON, ProblemSchema};
 use crate::routes::PageBody;
 
 /// The invest use cases the routes call.
@@ -39,12 +43,18 @@ fn amount(field: &str, raw: i64) -> Result<InvestAmount, ApiError> {
     InvestAmount::new(raw).map_err(|e| ApiError::invalid_field(field, e))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = NewInvestProduct)]
 #[serde(rename_all = "camelCase")]
 struct CreateBody {
+    #[schema(example = "Solar farm, Jeju")]
     title: String,
+    /// The amount to recruit.
+    #[schema(minimum = 1, example = 100_000_000)]
     total_investing_amount: i64,
+    /// The recruiting period starts then ...
     started_at: DateTime<Utc>,
+    /// ... and ends then (after `startedAt`).
     finished_at: DateTime<Utc>,
 }
 
@@ -59,24 +69,47 @@ impl CreateBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// Whether an investment product can still take money.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = InvestStatus)]
+#[serde(rename_all = "UPPERCASE")]
+enum InvestStatusJson {
+    /// Something remains to invest.
+    Ongoing,
+    /// `currentInvestingAmount` reached `totalInvestingAmount`.
+    Complete,
+}
+
+impl From<InvestStatus> for InvestStatusJson {
+    fn from(status: InvestStatus) -> Self {
+        match status {
+            InvestStatus::Ongoing => Self::Ongoing,
+            InvestStatus::Complete => Self::Complete,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = InvestProduct)]
 #[serde(rename_all = "camelCase")]
 struct ProductBody {
     product_id: i64,
     title: String,
     total_investing_amount: i64,
+    /// Never more than `totalInvestingAmount`.
     current_investing_amount: i64,
+    /// How many distinct users invested.
     investing_cnt: i64,
     started_at: DateTime<Utc>,
     finished_at: DateTime<Utc>,
-    invest_status: &'static str,
+    invest_status: InvestStatusJson,
 }
 
 impl From<InvestProduct> for ProductBody {
     fn from(p: InvestProduct) -> Self {
         Self {
             product_id: p.id.get(),
-            invest_status: p.status().as_str(),
+            invest_status: p.status().into(),
             title: p.title.as_str().to_owned(),
             total_investing_amount: p.total.get(),
             current_investing_amount: p.current.get(),
@@ -87,14 +120,17 @@ impl From<InvestProduct> for ProductBody {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = InvestRequest)]
 #[serde(rename_all = "camelCase")]
 struct InvestBody {
     product_id: i64,
+    #[schema(minimum = 1, example = 50_000)]
     invest_amount: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Investment)]
 #[serde(rename_all = "camelCase")]
 struct InvestmentBody {
     investment_id: i64,
@@ -114,7 +150,9 @@ impl From<&Investment> for InvestmentBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// One investment of the caller's (several in one product are separate rows).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = MyInvestment)]
 #[serde(rename_all = "camelCase")]
 struct MyInvestmentBody {
     investment_id: i64,
@@ -138,6 +176,19 @@ impl From<MyInvestment> for MyInvestmentBody {
     }
 }
 
+/// Open an investment product (admin)
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/invest-products",
+    operation_id = "createInvestProduct",
+    tag = "investments",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created", body = ProductBody),
+        (status = 400, description = "`VALIDATION_FAILED` naming the field", body = ProblemSchema, content_type = PROBLEM_JSON),
+    ),
+    security(("bearer" = [])),
+)]
 async fn create(
     api: web::Data<InvestApi>,
     _admin: AdminUser,
@@ -147,6 +198,21 @@ async fn create(
     Ok(HttpResponse::Created().json(ProductBody::from(product)))
 }
 
+/// Investment products open now
+///
+/// Products whose `startedAt <= now <= finishedAt`, newest `startedAt` first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/invest-products",
+    operation_id = "listInvestProducts",
+    tag = "investments",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of products", body = PageBody<ProductBody>),
+        (status = 400, description = "`VALIDATION_FAILED`: page or size out of range", body = ProblemSchema, content_type = PROBLEM_JSON),
+    ),
+    security(("bearer" = [])),
+)]
 async fn list(
     api: web::Data<InvestApi>,
     _caller: AuthUser,
@@ -156,6 +222,20 @@ async fn list(
     Ok(HttpResponse::Ok().json(PageBody::from_page(page, ProductBody::from)))
 }
 
+/// One investment product
+#[utoipa::path(
+    get,
+    path = "/api/v1/invest-products/{id}",
+    operation_id = "getInvestProduct",
+    tag = "investments",
+    params(("id" = i64, Path, description = "The investment product id")),
+    responses(
+        (status = 200, description = "The product", body = ProductBody),
+        (status = 400, description = "`VALIDATION_FAILED`: the id is not an integer", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 404, description = "`INVEST_PRODUCT_NOT_FOUND`", body = ProblemSchema, content_type = PROBLEM_JSON),
+    ),
+    security(("bearer" = [])),
+)]
 async fn detail(
     api: web::Data<InvestApi>,
     _caller: AuthUser,
@@ -168,6 +248,27 @@ async fn detail(
     }
 }
 
+/// Invest (idempotent)
+///
+/// A repeat with the same `Idempotency-Key` and body answers the first
+/// answer again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/investments",
+    operation_id = "invest",
+    tag = "investments",
+    params(IdempotencyKeyHeader),
+    request_body = InvestBody,
+    responses(
+        (status = 201, description = "Invested (or the replay of the first answer with this key)", body = InvestmentBody,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is a replayed answer"))),
+        (status = 400, description = "`VALIDATION_FAILED` (amount ≥ 1), `IDEMPOTENCY_KEY_REQUIRED`", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 404, description = "`INVEST_PRODUCT_NOT_FOUND`", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 409, description = "`SOLD_OUT` (nothing remains), `AMOUNT_EXCEEDS_REMAINING` (carries `remainingAmount`), `NOT_IN_RECRUITING_PERIOD`, `IDEMPOTENCY_IN_PROGRESS`", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED`: the key came with another body", body = ProblemSchema, content_type = PROBLEM_JSON),
+    ),
+    security(("bearer" = [])),
+)]
 async fn invest(
     api: web::Data<InvestApi>,
     metrics: web::Data<Metrics>,
@@ -194,6 +295,21 @@ async fn invest(
     respond(outcome)
 }
 
+/// The caller's investments
+///
+/// Newest first; one row per investment.
+#[utoipa::path(
+    get,
+    path = "/api/v1/investments/me",
+    operation_id = "listMyInvestments",
+    tag = "investments",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of investments", body = PageBody<MyInvestmentBody>),
+        (status = 400, description = "`VALIDATION_FAILED`: page or size out of range", body = ProblemSchema, content_type = PROBLEM_JSON),
+    ),
+    security(("bearer" = [])),
+)]
 async fn mine(
     api: web::Data<InvestApi>,
     AuthUser(caller): AuthUser,

@@ -10,14 +10,18 @@ pub mod points;
 
 use domain::paging::Page;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// The page envelope of API.md: `{items, page, size, totalCount}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PageBody<T> {
     pub items: Vec<T>,
+    /// The 0-based page number asked for.
     pub page: u32,
+    /// The page size asked for.
     pub size: u32,
+    /// How many items all pages hold together.
     pub total_count: u64,
 }
 

@@ -10,10 +10,13 @@ use domain::idempotency::IdempotentRequest;
 use domain::ordering::{CouponCode, Order, OrderId, OrderRequest, PlaceOrderError, Quantity};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
-use crate::extract::{AuthUser, IdempotentJson, PageParams, render, respond};
+use crate::extract::{
+    AuthUser, IdempotencyKeyHeader, IdempotentJson, PageParams, PageQuery, render, respond,
+};
 use crate::metrics::Metrics;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, PROBLEM_JSON, ProblemSchema};
 use crate::routes::PageBody;
 use crate::routes::catalog::product_id;
 
@@ -33,17 +36,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/orders/{id}").route(web::get().to(detail)));
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = OrderItemRequest)]
 #[serde(rename_all = "camelCase")]
 struct ItemBody {
     product_id: i64,
+    #[schema(minimum = 1, maximum = 1_000)]
     quantity: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = PlaceOrderRequest)]
 #[serde(rename_all = "camelCase")]
 struct PlaceBody {
+    /// 1 to 50 distinct products.
+    #[schema(min_items = 1, max_items = 50)]
     items: Vec<ItemBody>,
+    /// A coupon of the caller's to apply.
     coupon_code: Option<String>,
 }
 
@@ -79,7 +88,8 @@ impl PlaceBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = OrderLine)]
 #[serde(rename_all = "camelCase")]
 struct LineBody {
     product_id: i64,
@@ -89,15 +99,26 @@ struct LineBody {
     line_total: i64,
 }
 
-#[derive(Debug, Serialize)]
+/// An order's state: every order this service keeps is paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+enum OrderStatus {
+    Paid,
+}
+
+/// A paid order: `paidAmount = totalAmount - discountAmount`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Order)]
 #[serde(rename_all = "camelCase")]
 struct OrderBody {
     order_id: i64,
-    status: &'static str,
+    status: OrderStatus,
     items: Vec<LineBody>,
     total_amount: i64,
     discount_amount: i64,
     paid_amount: i64,
+    /// The coupon applied, null when none.
+    #[schema(required = true)]
     coupon_code: Option<String>,
     created_at: DateTime<Utc>,
 }
@@ -106,7 +127,7 @@ impl From<&Order> for OrderBody {
     fn from(order: &Order) -> Self {
         Self {
             order_id: order.id.get(),
-            status: "PAID",
+            status: OrderStatus::Paid,
             items: order
                 .lines
                 .iter()
@@ -127,6 +148,28 @@ impl From<&Order> for OrderBody {
     }
 }
 
+/// Place an order (idempotent)
+///
+/// One atomic step: the stock of every item, the caller's balance and the
+/// coupon are all taken, or none is. A repeat with the same
+/// `Idempotency-Key` and body answers the first answer again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders",
+    operation_id = "placeOrder",
+    tag = "orders",
+    params(IdempotencyKeyHeader),
+    request_body = PlaceBody,
+    responses(
+        (status = 201, description = "Paid (or the replay of the first answer with this key)", body = OrderBody,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is a replayed answer"))),
+        (status = 400, description = "`VALIDATION_FAILED` (1..=50 distinct products, quantity 1..=1,000 each), `IDEMPOTENCY_KEY_REQUIRED`", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 404, description = "`PRODUCT_NOT_FOUND` (carries `productId`)", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 409, description = "`OUT_OF_STOCK` (carries `productId`), `INSUFFICIENT_BALANCE`, `COUPON_NOT_APPLICABLE`, `IDEMPOTENCY_IN_PROGRESS`", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED`: the key came with another body", body = ProblemSchema, content_type = PROBLEM_JSON),
+    ),
+    security(("bearer" = [])),
+)]
 async fn place(
     api: web::Data<OrderingApi>,
     metrics: web::Data<Metrics>,
@@ -149,6 +192,21 @@ async fn place(
     respond(outcome)
 }
 
+/// The caller's orders
+///
+/// Newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders",
+    operation_id = "listOrders",
+    tag = "orders",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of orders", body = PageBody<OrderBody>),
+        (status = 400, description = "`VALIDATION_FAILED`: page or size out of range", body = ProblemSchema, content_type = PROBLEM_JSON),
+    ),
+    security(("bearer" = [])),
+)]
 async fn list(
     api: web::Data<OrderingApi>,
     AuthUser(caller): AuthUser,
@@ -158,6 +216,20 @@ async fn list(
     Ok(HttpResponse::Ok().json(PageBody::from_page(page, |o| OrderBody::from(&o))))
 }
 
+/// One of the caller's orders
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}",
+    operation_id = "getOrder",
+    tag = "orders",
+    params(("id" = i64, Path, description = "The order id")),
+    responses(
+        (status = 200, description = "The order", body = OrderBody),
+        (status = 400, description = "`VALIDATION_FAILED`: the id is not an integer", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 404, description = "`ORDER_NOT_FOUND`, also for another user's order", body = ProblemSchema, content_type = PROBLEM_JSON),
+    ),
+    security(("bearer" = [])),
+)]
 async fn detail(
     api: web::Data<OrderingApi>,
     AuthUser(caller): AuthUser,

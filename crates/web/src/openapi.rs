@@ -1,0 +1,349 @@
+//! The OpenAPI 3.1 document of every endpoint, at `GET /api-docs/openapi.json`,
+//! and Swagger UI at `GET /docs` (its assets are embedded in the binary, so
+//! the page works with no internet).
+//!
+//! The document is derived by utoipa from the handlers' own annotations and
+//! from the very structs they serialize and deserialize, so field names,
+//! optional fields and enum values cannot drift from what is sent. What every
+//! endpoint of a kind shares (401 and 403 answers, 503 when a backing service
+//! is down, 413/415 for JSON bodies) is added here, from each operation's
+//! declared security and request body, by [`CommonResponses`].
+
+use std::sync::LazyLock;
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::{Config, SwaggerUi};
+
+use crate::problem::{ApiError, PROBLEM_JSON};
+use crate::routes;
+
+/// Where the document is served.
+pub const OPENAPI_JSON: &str = "/api-docs/openapi.json";
+
+const DESCRIPTION: &str = "\
+Points, catalogue, orders, coupons and investments.
+
+**Conventions.** JSON bodies with camelCase names; money and points are integers \
+(KRW); timestamps are RFC 3339 in UTC; ids are integers. Page-based lists take \
+`?page=0&size=20` (0-based, size 1..=100) and answer `{items, page, size, totalCount}`. \
+Every response carries `X-Request-Id` (echoed when the request sends a sane one).
+
+**Errors** are `application/problem+json` (RFC 9457) with a stable UPPER_SNAKE \
+`code`; unknown routes are `404 NOT_FOUND` problems. A backing service that is \
+down answers `503 SERVICE_UNAVAILABLE` with `Retry-After`.
+
+**Authentication.** `Authorization: Bearer <token>` from sign-up or sign-in, on \
+every endpoint but sign-up, sign-in, health, metrics and these docs. When the \
+server runs with `APP_TRUSTED_USER_HEADER=X-USER-ID` (trusted-gateway mode, off \
+by default), a request without `Authorization` may instead carry \
+`X-USER-ID: <loginId>`; that user is provisioned on first sight with role USER. \
+When the mode is off the header is ignored.
+
+**Idempotency.** `POST /points/charge`, `POST /orders` and `POST /investments` \
+require an `Idempotency-Key`; a repeat with the same body answers the first \
+answer again with `Idempotent-Replayed: true` and executes nothing twice.";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "points-commerce API",
+        description = DESCRIPTION,
+    ),
+    paths(
+        routes::identity::sign_up,
+        routes::identity::sign_in,
+        routes::identity::me,
+        routes::identity::list_users,
+        routes::points::balance,
+        routes::points::charge,
+        routes::points::history,
+        routes::catalog::list,
+        routes::catalog::popular,
+        routes::catalog::detail,
+        routes::catalog::create,
+        routes::catalog::update,
+        routes::ordering::place,
+        routes::ordering::list,
+        routes::ordering::detail,
+        routes::coupon::create,
+        routes::coupon::view,
+        routes::coupon::generate,
+        routes::coupon::import,
+        routes::coupon::issue,
+        routes::coupon::mine,
+        routes::coupon::redeem,
+        routes::coupon::cancel_redeem,
+        routes::coupon::expiring,
+        routes::coupon::send_notices,
+        routes::invest::create,
+        routes::invest::list,
+        routes::invest::detail,
+        routes::invest::invest,
+        routes::invest::mine,
+        routes::health::live,
+        routes::health::ready,
+        crate::metrics::scrape,
+        openapi_json,
+        docs,
+    ),
+    modifiers(&CommonResponses),
+    tags(
+        (name = "identity", description = "Accounts and sign-in"),
+        (name = "points", description = "The prepaid points balance"),
+        (name = "catalog", description = "Products"),
+        (name = "orders", description = "Orders, paid with points at once"),
+        (name = "coupons", description = "Coupon campaigns, their code pools and users' coupons"),
+        (name = "investments", description = "Investment products and investments"),
+        (name = "operations", description = "Health and metrics"),
+        (name = "docs", description = "This document and its interactive page"),
+    ),
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+/// The bearer scheme, and the answers that follow from an operation's kind:
+/// `401` for every secured one, `403` for the admin ones, `503` for every
+/// `/api/v1` one, `413` and `415` for those with a JSON body.
+#[derive(Debug)]
+struct CommonResponses;
+
+const UNAUTHENTICATED: &str = "Unauthenticated";
+const FORBIDDEN: &str = "Forbidden";
+const UNAVAILABLE: &str = "ServiceUnavailable";
+const TOO_LARGE: &str = "PayloadTooLarge";
+const UNSUPPORTED: &str = "UnsupportedMediaType";
+
+fn problem_response(description: &str) -> RefOr<Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("The token of `POST /api/v1/auth/signup` or `/signin`"))
+                    .build(),
+            ),
+        );
+        for (name, description) in [
+            (
+                UNAUTHENTICATED,
+                "`UNAUTHENTICATED`: the token is missing, malformed, expired or tampered with",
+            ),
+            (FORBIDDEN, "`FORBIDDEN`: the caller is not an admin"),
+            (
+                UNAVAILABLE,
+                "`SERVICE_UNAVAILABLE`: Postgres or Redis is down; retry after `Retry-After` seconds",
+            ),
+            (
+                TOO_LARGE,
+                "`PAYLOAD_TOO_LARGE`: the JSON body is over the size limit",
+            ),
+            (
+                UNSUPPORTED,
+                "`UNSUPPORTED_MEDIA_TYPE`: the body is not `application/json`",
+            ),
+        ] {
+            components
+                .responses
+                .insert(name.to_owned(), problem_response(description));
+        }
+
+        for (path, item) in &mut openapi.paths.paths {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                add_common(path, operation);
+            }
+        }
+    }
+}
+
+fn add_common(path: &str, operation: &mut Operation) {
+    let mut add = |status: &str, name: &str| {
+        operation
+            .responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+    };
+    let secured = operation
+        .security
+        .as_ref()
+        .is_some_and(|requirements| !requirements.is_empty());
+    if secured {
+        add("401", UNAUTHENTICATED);
+        if path.starts_with("/api/v1/admin/") {
+            add("403", FORBIDDEN);
+        }
+    }
+    if path.starts_with("/api/v1/") {
+        add("503", UNAVAILABLE);
+    }
+    let json_body = match &operation.request_body {
+        Some(RefOr::T(body)) => body.content.contains_key("application/json"),
+        _ => false,
+    };
+    if json_body {
+        add("413", TOO_LARGE);
+        add("415", UNSUPPORTED);
+    }
+}
+
+/// The document, rendered once per process.
+static DOCUMENT: LazyLock<Option<String>> = LazyLock::new(|| ApiDoc::openapi().to_json().ok());
+
+/// This OpenAPI document
+#[utoipa::path(
+    get,
+    path = "/api-docs/openapi.json",
+    operation_id = "getOpenApiDocument",
+    tag = "docs",
+    responses((status = 200, description = "The OpenAPI 3.1 document of every endpoint", content_type = "application/json")),
+)]
+async fn openapi_json() -> Result<HttpResponse, ApiError> {
+    match DOCUMENT.as_deref() {
+        Some(json) => Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(json.to_owned())),
+        None => {
+            tracing::error!("the OpenAPI document could not be rendered");
+            Err(ApiError::internal())
+        }
+    }
+}
+
+/// Interactive API documentation
+///
+/// Redirects to `/docs/`, Swagger UI served by this service (no internet
+/// needed). Use "Authorize" with a token from sign-in to try secured calls.
+#[utoipa::path(
+    get,
+    path = "/docs",
+    operation_id = "docs",
+    tag = "docs",
+    responses((status = 308, description = "To `/docs/`, an HTML page",
+        headers(("Location" = String, description = "`docs/`, relative to this path")))),
+)]
+async fn docs() -> HttpResponse {
+    // Relative, so the page still works behind a proxy that adds a prefix.
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, "docs/"))
+        .finish()
+}
+
+/// `GET /api-docs/openapi.json`, `GET /docs` and the Swagger UI files under `/docs/`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource(OPENAPI_JSON).route(web::get().to(openapi_json)))
+        .service(web::resource("/docs").route(web::get().to(docs)))
+        .service(
+            SwaggerUi::new("/docs/{_:.*}").config(
+                Config::new([OPENAPI_JSON])
+                    .persist_authorization(true)
+                    .try_it_out_enabled(true)
+                    // No badge from the public validator: nothing leaves the page.
+                    .validator_url("none"),
+            ),
+        );
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    fn document() -> Value {
+        serde_json::from_str(DOCUMENT.as_deref().expect("rendered")).expect("JSON")
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_the_bearer_scheme() {
+        let doc = document();
+        assert!(
+            doc["openapi"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("3.1"))
+        );
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+    }
+
+    #[test]
+    fn secured_operations_answer_401_admin_ones_403_and_public_ones_neither() {
+        let doc = document();
+        let me = &doc["paths"]["/api/v1/me"]["get"];
+        assert_eq!(
+            me["responses"]["401"]["$ref"],
+            "#/components/responses/Unauthenticated"
+        );
+        assert!(me["responses"].get("403").is_none());
+        let admin = &doc["paths"]["/api/v1/admin/products"]["post"];
+        assert_eq!(
+            admin["responses"]["403"]["$ref"],
+            "#/components/responses/Forbidden"
+        );
+        assert!(admin["responses"].get("415").is_some(), "a JSON body");
+        let signup = &doc["paths"]["/api/v1/auth/signup"]["post"];
+        assert!(signup.get("security").is_none());
+        assert!(signup["responses"].get("401").is_none());
+        assert!(signup["responses"].get("503").is_some());
+        let live = &doc["paths"]["/health/live"]["get"];
+        assert!(live["responses"].get("503").is_none());
+    }
+
+    #[test]
+    fn every_operation_has_a_unique_id() {
+        let doc = document();
+        let mut ids = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("a path item") {
+                let id = operation["operationId"].as_str();
+                assert!(id.is_some(), "{method} {path} has no operationId");
+                ids.push(id.unwrap_or_default().to_owned());
+            }
+        }
+        let count = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), count, "operation ids repeat");
+    }
+
+    #[test]
+    fn every_schema_reference_resolves() {
+        let doc = document();
+        let text = doc.to_string();
+        for piece in text.split("\"$ref\":\"").skip(1) {
+            let target = piece.split('"').next().expect("a reference");
+            let pointer = target.strip_prefix('#').expect("a local reference");
+            assert!(doc.pointer(pointer).is_some(), "{target} does not resolve");
+        }
+    }
+}
