@@ -11,6 +11,7 @@
 mod api;
 mod fire;
 mod scenarios;
+mod targets;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -59,6 +60,16 @@ struct Args {
     /// The service's process id: its peak resident memory is reported.
     #[arg(long)]
     app_pid: Option<u32>,
+    /// Run the database and Redis ceilings (`scripts/baselines.sh`) after
+    /// the scenarios; on by default for `all`.
+    #[arg(long)]
+    baselines: bool,
+    /// Skip the ceilings, even for `all`.
+    #[arg(long, conflicts_with = "baselines")]
+    no_baselines: bool,
+    /// The baselines script.
+    #[arg(long, default_value_os_t = targets::default_script())]
+    baselines_script: std::path::PathBuf,
 }
 
 #[tokio::main]
@@ -116,7 +127,9 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             Scenario::All => unreachable!("expanded above"),
         };
         if let Some(pid) = args.app_pid {
-            report.notes.insert("app memory".to_owned(), memory_of(pid));
+            report
+                .notes
+                .insert("app memory".to_owned(), describe_memory(memory_of(pid)));
         }
         if !args.json {
             report.print();
@@ -124,9 +137,36 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         reports.push(report);
     }
     let passed = reports.iter().all(Report::passed);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+    let want_baselines = !args.no_baselines && (args.baselines || args.scenario == Scenario::All);
+    let baselines = if want_baselines {
+        if !args.json {
+            println!(
+                "== running the baselines ({})",
+                args.baselines_script.display()
+            );
+        }
+        targets::run_baselines(&args.baselines_script)?
     } else {
+        Default::default()
+    };
+    let run = targets::Run {
+        reports: reports.iter().map(|r| (r.scenario.as_str(), r)).collect(),
+        baselines,
+        peak_rss_kb: args.app_pid.and_then(|pid| memory_of(pid).1),
+    };
+    let targets = run.targets();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "reports": reports,
+                "baselines": run.baselines,
+                "targets": targets,
+                "passed": passed,
+            }))?
+        );
+    } else {
+        targets::print(&targets, &run.baselines);
         println!(
             "{}",
             if passed {
@@ -139,14 +179,20 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     Ok(passed)
 }
 
-/// Resident and peak resident memory of a process (Linux).
-fn memory_of(pid: u32) -> String {
+/// Resident and peak resident memory of a process in kB (Linux).
+fn memory_of(pid: u32) -> (Option<u64>, Option<u64>) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()
             .find_map(|l| l.strip_prefix(name))
-            .map_or("?".to_owned(), |v| v.trim().to_owned())
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     };
-    format!("RSS {}, peak {}", field("VmRSS:"), field("VmHWM:"))
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn describe_memory((rss, peak): (Option<u64>, Option<u64>)) -> String {
+    let mb =
+        |kb: Option<u64>| kb.map_or("?".to_owned(), |kb| format!("{:.1} MB", kb as f64 / 1024.0));
+    format!("RSS {}, peak {}", mb(rss), mb(peak))
 }
