@@ -3,12 +3,14 @@
 //! transaction under the idempotency key.
 //!
 //! In front of that transaction:
-//! 1. a key that already has an answer is answered from it (a replay must
-//!    not take stock from the gate);
-//! 2. the stock gate reserves every line, and refuses a sold-out product
-//!    without taking stock or points in Postgres (the refusal is stored under
-//!    the key, one insert, like every business answer). With the gate down,
-//!    orders go straight to Postgres, which is the final guard either way;
+//! 1. the stock gate reserves every line, and refuses a sold-out product
+//!    without taking stock or points in Postgres. The refusal is stored
+//!    under the key in one statement, which answers a replay or a reused key
+//!    from the key's record instead, so a sale's refusals read nothing first.
+//!    With the gate down, orders go straight to Postgres, which is the final
+//!    guard either way;
+//! 2. a key that already has an answer is answered from it, and gives its
+//!    reservation back (it held it for one read);
 //! 3. a reservation is given back whenever the order does not commit, and a
 //!    product Postgres refused as out of stock is forgotten by the gate so
 //!    that its counter is rebuilt from the truth.
@@ -74,19 +76,14 @@ impl PlaceOrder {
         cmd: PlaceOrderCommand,
         request: IdempotentRequest<Order, PlaceOrderError>,
     ) -> Result<IdempotentOutcome, Unavailable> {
-        if let Some(answered) = self
-            .idempotency
-            .lookup(request.user_id, &request.key, &request.fingerprint)
-            .await?
-        {
-            return Ok(answered);
-        }
         let lines = cmd.items.lines().to_vec();
         let reserved = match self.gate.reserve(&lines).await {
             Ok(GateDecision::Reserved) => true,
             Ok(GateDecision::SoldOut(product_id)) => {
-                // Stored like every business refusal (one insert, no stock or
-                // wallet transaction), so the key answers the same way again.
+                // Nothing was taken, so the key's record need not be read
+                // first: `refuse` answers a replay or a reused key from it,
+                // and otherwise stores this refusal (one statement, no stock
+                // or wallet transaction) so the key answers the same way again.
                 let response = (request.render)(&Err(PlaceOrderError::OutOfStock { product_id }));
                 return self
                     .idempotency
@@ -104,6 +101,19 @@ impl PlaceOrder {
                 false
             }
         };
+        let answered = self
+            .idempotency
+            .lookup(request.user_id, &request.key, &request.fingerprint)
+            .await;
+        if !matches!(answered, Ok(None)) {
+            // A replay (or a failed read) places nothing: its reservation goes back.
+            if reserved {
+                self.give_back(&cmd).await;
+            }
+            if let Some(answer) = answered? {
+                return Ok(answer);
+            }
+        }
         let placed = self.place(&cmd, request).await;
         if reserved {
             self.settle(&cmd, &placed).await;
@@ -117,14 +127,18 @@ impl PlaceOrder {
         if matches!(ran, Some(Ok(_))) {
             return;
         }
-        if let Err(err) = self.gate.release(cmd.items.lines()).await {
-            tracing::warn!(error = %err, "could not give a reservation back to the stock gate");
-        }
+        self.give_back(cmd).await;
         if let Some(Err(PlaceOrderError::OutOfStock { product_id })) = ran {
             // The gate admitted what Postgres refused: rebuild it from Postgres.
             if let Err(err) = self.gate.forget(*product_id).await {
                 tracing::warn!(error = %err, "could not reset a stock counter");
             }
+        }
+    }
+
+    async fn give_back(&self, cmd: &PlaceOrderCommand) {
+        if let Err(err) = self.gate.release(cmd.items.lines()).await {
+            tracing::warn!(error = %err, "could not give a reservation back to the stock gate");
         }
     }
 
@@ -480,7 +494,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_product_sold_out_at_the_gate_is_stored_without_pricing_or_placing() {
+    async fn a_product_sold_out_at_the_gate_is_stored_without_reading_pricing_or_placing() {
+        let mut idempotency = MockIdempotencyStore::new();
+        idempotency.expect_lookup().never();
+        idempotency
+            .expect_refuse()
+            .times(1)
+            .returning(|_, _, _, r| Ok(IdempotentOutcome::Executed(r)));
         let mut catalog = MockCatalogStore::new();
         catalog.expect_get_many().never();
         let mut orders = MockOrderStore::new();
@@ -489,13 +509,7 @@ mod tests {
         gate.expect_reserve()
             .returning(|_| Ok(GateDecision::SoldOut(ProductId::new(2))));
         gate.expect_release().never();
-        let place = use_case(
-            catalog,
-            MockCouponQuotes::new(),
-            orders,
-            idempotency(1),
-            gate,
-        );
+        let place = use_case(catalog, MockCouponQuotes::new(), orders, idempotency, gate);
 
         let outcome = place
             .execute(command(&[(1, 1), (2, 1)], None), request())
@@ -586,8 +600,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_key_with_an_answer_is_replayed_without_the_gate_or_the_store() {
+    fn replaying() -> MockIdempotencyStore {
         let mut idempotency = MockIdempotencyStore::new();
         idempotency.expect_lookup().returning(|_, _, _| {
             Ok(Some(IdempotentOutcome::Replayed(StoredResponse {
@@ -596,8 +609,46 @@ mod tests {
                 body: b"paid:1000".to_vec(),
             })))
         });
+        idempotency.expect_refuse().never();
+        idempotency
+    }
+
+    #[tokio::test]
+    async fn a_key_with_an_answer_is_replayed_without_the_store_and_gives_its_reservation_back() {
         let mut gate = MockStockGate::new();
-        gate.expect_reserve().never();
+        gate.expect_reserve()
+            .times(1)
+            .returning(|_| Ok(GateDecision::Reserved));
+        gate.expect_release().times(1).returning(|_| Ok(()));
+        gate.expect_forget().never();
+        let mut orders = MockOrderStore::new();
+        orders.expect_place().never();
+        let place = use_case(
+            MockCatalogStore::new(),
+            MockCouponQuotes::new(),
+            orders,
+            replaying(),
+            gate,
+        );
+
+        let outcome = place
+            .execute(command(&[(1, 1)], None), request())
+            .await
+            .expect("ran");
+
+        assert!(matches!(outcome, IdempotentOutcome::Replayed(_)));
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_of_the_key_gives_the_reservation_back() {
+        let mut idempotency = MockIdempotencyStore::new();
+        idempotency
+            .expect_lookup()
+            .returning(|_, _, _| Err(Unavailable::new("postgres", "down")));
+        let mut gate = MockStockGate::new();
+        gate.expect_reserve()
+            .returning(|_| Ok(GateDecision::Reserved));
+        gate.expect_release().times(1).returning(|_| Ok(()));
         let mut orders = MockOrderStore::new();
         orders.expect_place().never();
         let place = use_case(
@@ -608,12 +659,9 @@ mod tests {
             gate,
         );
 
-        let outcome = place
-            .execute(command(&[(1, 1)], None), request())
-            .await
-            .expect("ran");
+        let result = place.execute(command(&[(1, 1)], None), request()).await;
 
-        assert!(matches!(outcome, IdempotentOutcome::Replayed(_)));
+        assert!(result.is_err(), "unavailable, so a retry runs again");
     }
 
     #[tokio::test]
