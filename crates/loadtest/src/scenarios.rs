@@ -89,6 +89,12 @@ impl Ctx {
     }
 }
 
+/// Marks on standard error where a scenario's measured part starts, for a
+/// profiler or a reader watching the run (setup is not measured).
+fn firing(scenario: &str) {
+    eprintln!("== firing {scenario}");
+}
+
 fn ok() -> crate::api::Answer {
     crate::api::Answer {
         status: 200,
@@ -134,6 +140,7 @@ async fn product_stock(api: &Api, id: i64) -> anyhow::Result<i64> {
 /// The framework ceiling: `GET /health/live`.
 pub async fn health(ctx: &Ctx) -> anyhow::Result<Report> {
     let api = Arc::clone(&ctx.api);
+    firing("health");
     let fired = fire(ctx.n(50_000), ctx.connections, move |_| {
         let api = Arc::clone(&api);
         async move { api.public("/health/live").await }
@@ -154,6 +161,7 @@ pub async fn flash_sale(ctx: &Ctx) -> anyhow::Result<Report> {
     let users = Arc::new(ctx.users("fs", ctx.n(5_000), Some(4 * price)).await?);
     let before = ctx.balances(&users).await?;
     let (api, u, run) = (Arc::clone(&ctx.api), Arc::clone(&users), ctx.run.clone());
+    firing("flash-sale");
     let fired = fire(ctx.n(20_000), ctx.connections, move |i| {
         let (api, login) = (Arc::clone(&api), u[i % u.len()].clone());
         let key = format!("{run}-fs-{i}");
@@ -219,6 +227,7 @@ pub async fn coupon_rush(ctx: &Ctx) -> anyhow::Result<Report> {
     );
     let users = Arc::new(ctx.users("cr", ctx.n(20_000), None).await?);
     let (api, u) = (Arc::clone(&ctx.api), Arc::clone(&users));
+    firing("coupon-rush");
     let fired = fire(ctx.n(50_000), ctx.connections, move |i| {
         let (api, login) = (Arc::clone(&api), u[i % u.len()].clone());
         async move {
@@ -303,6 +312,7 @@ pub async fn invest_rush(ctx: &Ctx) -> anyhow::Result<Report> {
         Arc::clone(&amounts),
         ctx.run.clone(),
     );
+    firing("invest-rush");
     let fired = fire(attempts, ctx.connections, move |i| {
         let (api, login) = (Arc::clone(&api), u[i % u.len()].clone());
         let body = json!({"productId": product, "investAmount": a[i]});
@@ -381,6 +391,7 @@ pub async fn orders(ctx: &Ctx) -> anyhow::Result<Report> {
         Arc::clone(&products),
         ctx.run.clone(),
     );
+    firing("orders");
     let fired = fire(attempts, ctx.connections, move |i| {
         let (api, login) = (Arc::clone(&api), u[i % u.len()].clone());
         let body = json!({"items": [{"productId": p[i % p.len()], "quantity": 1}]});
@@ -420,6 +431,7 @@ pub async fn catalog(ctx: &Ctx) -> anyhow::Result<Report> {
         .await?;
     let reader = ctx.users("ca", 1, None).await?.remove(0);
     let api = Arc::clone(&ctx.api);
+    firing("catalog");
     let fired = fire(ctx.n(50_000), ctx.connections, move |i| {
         let (api, reader) = (Arc::clone(&api), reader.clone());
         let path = if i % 2 == 0 {
@@ -461,6 +473,7 @@ pub async fn burst_100(ctx: &Ctx) -> anyhow::Result<Report> {
         .admin(Method::GET, &format!("/api/v1/products/{product}"), None)
         .await?;
     let (api, u, run) = (Arc::clone(&ctx.api), Arc::clone(&users), ctx.run.clone());
+    firing("burst-100");
     let fired = burst(100, move |i| {
         let (api, login) = (Arc::clone(&api), u[i].clone());
         let key = format!("{run}-b-{i}");

@@ -18,6 +18,7 @@ use domain::paging::{Page, PageRequest};
 
 use super::error::is_unique_violation;
 use super::paging::page_of;
+use super::prepared::prepared;
 
 use super::schema::coupon_campaigns;
 use super::{Postgres, unavailable};
@@ -204,7 +205,7 @@ impl CouponStore for PgCouponStore {
                 else {
                     return Ok(None);
                 };
-                let counts: Counts = diesel::sql_query(
+                let counts: Counts = prepared(
                     "SELECT count(*) AS total, count(owner_id) AS issued FROM coupons WHERE campaign_id = $1",
                 )
                 .bind::<Int8, _>(id.get())
@@ -231,7 +232,7 @@ impl CouponStore for PgCouponStore {
                 let mut conn = self.db.conn().await?;
                 // One statement per batch; a code that exists anywhere (or twice
                 // in the batch) is skipped by the unique index, not an error.
-                let inserted = diesel::sql_query(
+                let inserted = prepared(
                     "INSERT INTO coupons (campaign_id, code) SELECT $1, unnest($2::text[]) \
                      ON CONFLICT (code) DO NOTHING",
                 )
@@ -292,7 +293,7 @@ impl CouponStore for PgCouponStore {
                     }
                 })?;
                 let Some(issued) = issued else {
-                    let held: Total = diesel::sql_query(
+                    let held: Total = prepared(
                         "SELECT count(*) AS n FROM coupons WHERE campaign_id = $1 AND owner_id = $2",
                     )
                     .bind::<Int8, _>(campaign.id.get())
@@ -399,7 +400,7 @@ impl CouponStore for PgCouponStore {
         self.db
             .timed(async {
                 let mut conn = self.db.conn().await?;
-                let given_back = diesel::sql_query(
+                let given_back = prepared(
                     "UPDATE coupons SET used_at = NULL \
                       WHERE code = $1 AND owner_id = $2 AND used_at IS NOT NULL AND used_order_id IS NULL",
                 )
@@ -588,7 +589,7 @@ impl domain::coupon::ExpiryStore for PgExpiryStore {
                 conn.transaction(async |tx| {
                     // Concurrent runs skip each other's claimed rows, and the
                     // notified_at mark commits with the claim: one notice each.
-                    let due: Vec<ExpiringRow> = diesel::sql_query(
+                    let due: Vec<ExpiringRow> = prepared(
                         "SELECT id, code, campaign_id, owner_id, expires_at FROM coupons \
                           WHERE owner_id IS NOT NULL AND used_at IS NULL AND notified_at IS NULL \
                             AND expires_at > $1 AND expires_at <= $2 \
@@ -603,7 +604,7 @@ impl domain::coupon::ExpiryStore for PgExpiryStore {
                         return Ok::<_, diesel::result::Error>(Vec::new());
                     }
                     let ids: Vec<i64> = due.iter().map(|r| r.id).collect();
-                    diesel::sql_query("UPDATE coupons SET notified_at = now() WHERE id = ANY($1)")
+                    prepared("UPDATE coupons SET notified_at = now() WHERE id = ANY($1)")
                         .bind::<Array<Int8>, _>(&ids)
                         .execute(tx)
                         .await?;

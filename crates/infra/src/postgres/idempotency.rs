@@ -32,6 +32,7 @@ use domain::idempotency::{
 };
 use domain::identity::UserId;
 
+use super::prepared::prepared;
 use super::unavailable;
 
 type Tm = AnsiTransactionManager;
@@ -176,7 +177,7 @@ pub(crate) async fn refuse(
 ) -> Result<IdempotentOutcome, Unavailable> {
     // The lock CTE is referenced twice, so it is evaluated once, before the
     // insert that depends on it; the lock is held until the statement ends.
-    let first = diesel::sql_query(
+    let first = prepared(
         "WITH lock AS (SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)) AS locked), \
               ins AS ( \
                 INSERT INTO idempotency_keys \
@@ -264,11 +265,10 @@ async fn begin<T, E>(
 ) -> diesel::QueryResult<Option<IdempotentOutcome>> {
     let user_id = request.user_id.get();
     let key = request.key.as_str();
-    let lock =
-        diesel::sql_query("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)) AS locked")
-            .bind::<Text, _>(lock_name(request.user_id, &request.key))
-            .get_result::<Locked>(conn)
-            .await?;
+    let lock = prepared("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)) AS locked")
+        .bind::<Text, _>(lock_name(request.user_id, &request.key))
+        .get_result::<Locked>(conn)
+        .await?;
     if !lock.locked {
         return Ok(Some(IdempotentOutcome::InProgress));
     }
@@ -276,7 +276,7 @@ async fn begin<T, E>(
         Some(row) if row.fresh => Ok(Some(row.into_outcome(&request.fingerprint))),
         Some(_) => {
             // Kept past the retention, not yet purged: a new request.
-            diesel::sql_query("DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2")
+            prepared("DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2")
                 .bind::<Int8, _>(user_id)
                 .bind::<Text, _>(key)
                 .execute(conn)
@@ -295,14 +295,14 @@ async fn stored(
     retention: Duration,
 ) -> diesel::QueryResult<Option<StoredRow>> {
     use diesel::OptionalExtension as _;
-    diesel::sql_query(
+    prepared(
         "SELECT fingerprint, response_status, response_content_type, response_body, \
-                created_at > now() - make_interval(secs => $3) AS fresh \
-           FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+                created_at > now() - make_interval(secs => $1) AS fresh \
+           FROM idempotency_keys WHERE user_id = $2 AND key = $3",
     )
+    .bind::<Double, _>(retention.as_secs_f64())
     .bind::<Int8, _>(user_id.get())
     .bind::<Text, _>(key.as_str())
-    .bind::<Double, _>(retention.as_secs_f64())
     .get_result::<StoredRow>(conn)
     .await
     .optional()
@@ -347,7 +347,7 @@ async fn finish<T, E>(
     request: &IdempotentRequest<T, E>,
     response: &StoredResponse,
 ) -> diesel::QueryResult<()> {
-    diesel::sql_query(
+    prepared(
         "INSERT INTO idempotency_keys \
              (user_id, key, fingerprint, response_status, response_content_type, response_body) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -370,7 +370,7 @@ pub(crate) async fn purge_expired(
     retention: Duration,
     batch: i64,
 ) -> diesel::QueryResult<usize> {
-    diesel::sql_query(
+    prepared(
         "DELETE FROM idempotency_keys WHERE ctid IN ( \
              SELECT ctid FROM idempotency_keys \
               WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)",

@@ -17,6 +17,7 @@ mod paging;
 mod points;
 mod pool;
 mod popular;
+mod prepared;
 mod schema;
 
 /// The investment products table, for the invest gate's rebuild.

@@ -38,6 +38,7 @@ use domain::ordering::{Order, OrderId, PlaceOrderError, Placement, PricedOrder};
 use super::idempotency::{lock_name, recorded_answer};
 use super::order_books::Books;
 use super::ordering::order_paid_event;
+use super::prepared::prepared;
 
 /// One order waiting in a batch.
 pub(super) struct Entry {
@@ -171,7 +172,7 @@ async fn claim_keys(
         .iter()
         .map(|&i| lock_name(entries[i].request.user_id, &entries[i].request.key))
         .collect();
-    let locks: Vec<Locked> = diesel::sql_query(
+    let locks: Vec<Locked> = prepared(
         "SELECT n, pg_try_advisory_xact_lock(hashtextextended(k, 0)) AS locked \
            FROM unnest($1::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
     )
@@ -198,15 +199,15 @@ async fn claim_keys(
         .iter()
         .map(|&i| entries[i].request.key.as_str())
         .collect();
-    let records: Vec<Record> = diesel::sql_query(
+    let records: Vec<Record> = prepared(
         "SELECT t.n, k.fingerprint, k.response_status, k.response_content_type, k.response_body, \
-                k.created_at > now() - make_interval(secs => $3) AS fresh \
-           FROM unnest($1::int8[], $2::text[]) WITH ORDINALITY AS t(user_id, key, n) \
+                k.created_at > now() - make_interval(secs => $1) AS fresh \
+           FROM unnest($2::int8[], $3::text[]) WITH ORDINALITY AS t(user_id, key, n) \
            JOIN idempotency_keys k ON k.user_id = t.user_id AND k.key = t.key",
     )
+    .bind::<Double, _>(retention.as_secs_f64())
     .bind::<Array<Int8>, _>(&users)
     .bind::<Array<Text>, _>(&keys)
-    .bind::<Double, _>(retention.as_secs_f64())
     .load(tx)
     .await?;
     let mut stale = Vec::new();
@@ -234,7 +235,7 @@ async fn claim_keys(
             .iter()
             .map(|&i| entries[i].request.key.as_str())
             .collect();
-        diesel::sql_query(
+        prepared(
             "DELETE FROM idempotency_keys k USING unnest($1::int8[], $2::text[]) AS t(user_id, key) \
               WHERE k.user_id = t.user_id AND k.key = t.key",
         )
@@ -272,7 +273,7 @@ async fn lock_books(
     let mut books = Books::default();
     if !products.is_empty() {
         let ids: Vec<i64> = products.into_iter().collect();
-        let rows: Vec<IdAmount> = diesel::sql_query(
+        let rows: Vec<IdAmount> = prepared(
             "SELECT id, stock AS amount FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE",
         )
         .bind::<Array<Int8>, _>(&ids)
@@ -282,7 +283,7 @@ async fn lock_books(
     }
     if !payers.is_empty() {
         let ids: Vec<i64> = payers.into_iter().collect();
-        let rows: Vec<IdAmount> = diesel::sql_query(
+        let rows: Vec<IdAmount> = prepared(
             "SELECT user_id AS id, balance AS amount FROM wallets \
               WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE",
         )
@@ -293,7 +294,7 @@ async fn lock_books(
     }
     if !codes.is_empty() {
         let codes: Vec<&str> = codes.into_iter().collect();
-        let rows: Vec<FreeCoupon> = diesel::sql_query(
+        let rows: Vec<FreeCoupon> = prepared(
             "SELECT code, owner_id FROM coupons \
               WHERE code = ANY($1) AND owner_id IS NOT NULL AND used_at IS NULL \
                 AND expires_at > now() \
@@ -317,7 +318,7 @@ async fn write_orders(
     if taken.is_empty() {
         return Ok(placed);
     }
-    let ids: Vec<NewId> = diesel::sql_query(
+    let ids: Vec<NewId> = prepared(
         "SELECT nextval(pg_get_serial_sequence('orders', 'id')) AS id, now() AS at \
            FROM generate_series(1, $1)",
     )
@@ -409,7 +410,7 @@ impl Writes {
         // Stock and balance are taken again under the same guards as one
         // order's UPDATEs; the counts must match what was decided.
         let products: BTreeSet<i64> = self.item_product.iter().copied().collect();
-        let updated = diesel::sql_query(
+        let updated = prepared(
             "UPDATE products p SET stock = p.stock - t.q, updated_at = now() \
                FROM (SELECT id, sum(q)::int8 AS q FROM unnest($1::int8[], $2::int8[]) AS u(id, q) \
                       GROUP BY id) AS t \
@@ -422,7 +423,7 @@ impl Writes {
         expect_rows("products", updated, products.len())?;
         if !self.payer.is_empty() {
             let payers: BTreeSet<i64> = self.payer.iter().copied().collect();
-            let updated = diesel::sql_query(
+            let updated = prepared(
                 "UPDATE wallets w SET balance = w.balance - t.a, updated_at = now() \
                    FROM (SELECT u, sum(a)::int8 AS a FROM unnest($1::int8[], $2::int8[]) AS v(u, a) \
                           GROUP BY u) AS t \
@@ -434,7 +435,7 @@ impl Writes {
             .await?;
             expect_rows("wallets", updated, payers.len())?;
         }
-        diesel::sql_query(
+        prepared(
             "INSERT INTO orders (id, user_id, total_amount, discount_amount, paid_amount, coupon_code) \
              OVERRIDING SYSTEM VALUE \
              SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::text[])",
@@ -447,7 +448,7 @@ impl Writes {
         .bind::<Array<Nullable<Text>>, _>(&self.coupon)
         .execute(tx)
         .await?;
-        diesel::sql_query(
+        prepared(
             "INSERT INTO order_items (order_id, product_id, name, quantity, unit_price, line_total) \
              SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], $5::int8[], $6::int8[])",
         )
@@ -460,7 +461,7 @@ impl Writes {
         .execute(tx)
         .await?;
         if !self.payer.is_empty() {
-            diesel::sql_query(
+            prepared(
                 "INSERT INTO point_ledger (user_id, kind, amount, balance_after, order_id) \
                  SELECT u, 'PAYMENT', a, b, o FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[]) \
                      AS t(u, a, b, o)",
@@ -473,7 +474,7 @@ impl Writes {
             .await?;
         }
         if !self.coupon_code.is_empty() {
-            let consumed = diesel::sql_query(
+            let consumed = prepared(
                 "UPDATE coupons c SET used_at = now(), used_order_id = t.o \
                    FROM unnest($1::text[], $2::int8[], $3::int8[]) AS t(code, owner, o) \
                   WHERE c.code = t.code AND c.owner_id = t.owner AND c.used_at IS NULL \
@@ -486,7 +487,7 @@ impl Writes {
             .await?;
             expect_rows("coupons", consumed, self.coupon_code.len())?;
         }
-        diesel::sql_query(
+        prepared(
             "INSERT INTO outbox (event_id, event_type, payload) \
              SELECT e::uuid, 'order.paid', p::jsonb FROM unnest($1::text[], $2::text[]) AS t(e, p)",
         )
@@ -540,7 +541,7 @@ async fn store_answers(
         .map(|(_, r)| r.content_type.as_str())
         .collect();
     let bodies: Vec<&[u8]> = records.iter().map(|(_, r)| r.body.as_slice()).collect();
-    diesel::sql_query(
+    prepared(
         "INSERT INTO idempotency_keys \
              (user_id, key, fingerprint, response_status, response_content_type, response_body) \
          SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[], $5::text[], $6::bytea[])",

@@ -7,6 +7,7 @@ use diesel_async::RunQueryDsl;
 use domain::error::Unavailable;
 use domain::events::{Outbox, OutboxBacklog, OutboxEvent};
 
+use super::prepared::prepared;
 use super::{Postgres, unavailable};
 
 #[derive(Clone)]
@@ -53,7 +54,7 @@ impl Outbox for PgOutbox {
             .timed(async {
                 let mut conn = self.db.conn().await?;
                 // Served by the partial index on unpublished rows.
-                let row: BacklogRow = diesel::sql_query(
+                let row: BacklogRow = prepared(
                     "SELECT count(*) AS unpublished, \
                             coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 \
                               AS oldest_age_seconds \
@@ -74,7 +75,7 @@ impl Outbox for PgOutbox {
         self.db
             .timed(async {
                 let mut conn = self.db.conn().await?;
-                let rows: Vec<Row> = diesel::sql_query(
+                let rows: Vec<Row> = prepared(
                     "SELECT id, event_id::text AS event_id, event_type, payload::text AS payload \
                        FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
                 )
@@ -99,7 +100,7 @@ impl Outbox for PgOutbox {
         self.db
             .timed(async {
                 let mut conn = self.db.conn().await?;
-                diesel::sql_query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+                prepared("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
                     .bind::<Array<Int8>, _>(ids)
                     .execute(&mut *conn)
                     .await

@@ -22,6 +22,7 @@ use domain::points::{
 
 use super::idempotency;
 use super::paging::page_of;
+use super::prepared::prepared;
 use super::schema::{point_ledger, wallets};
 use super::{Postgres, unavailable};
 
@@ -86,7 +87,7 @@ async fn add_to_wallet(
     amount: i64,
     max: i64,
 ) -> QueryResult<Option<i64>> {
-    diesel::sql_query(
+    prepared(
         "INSERT INTO wallets (user_id, balance) VALUES ($1, $2) \
          ON CONFLICT (user_id) DO UPDATE \
             SET balance = wallets.balance + EXCLUDED.balance, updated_at = now() \

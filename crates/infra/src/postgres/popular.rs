@@ -9,6 +9,7 @@ use diesel_async::RunQueryDsl;
 use domain::catalog::{POPULAR_WINDOW_HOURS, ProductId, ProductSales, SalesRanking};
 use domain::error::Unavailable;
 
+use super::prepared::prepared;
 use super::{Postgres, unavailable};
 
 #[derive(Clone)]
@@ -42,7 +43,7 @@ impl SalesRanking for PgSalesRanking {
         self.db
             .timed(async {
                 let mut conn = self.db.conn().await?;
-                let rows: Vec<Row> = diesel::sql_query(
+                let rows: Vec<Row> = prepared(
                     "SELECT i.product_id, sum(i.quantity)::bigint AS sold \
                        FROM orders o JOIN order_items i ON i.order_id = o.id \
                       WHERE o.created_at >= now() - make_interval(hours => $1::int) \
