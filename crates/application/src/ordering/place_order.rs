@@ -9,9 +9,9 @@
 //!    from the key's record instead, so a sale's refusals read nothing first.
 //!    With the gate down, orders go straight to Postgres, which is the final
 //!    guard either way;
-//! 2. a key that already has an answer is answered from it, and gives its
-//!    reservation back (it held it for one read);
-//! 3. a reservation is given back whenever the order does not commit, and a
+//! 2. a reservation is given back whenever the order does not commit (a
+//!    replay, a reused key or a key in progress included: the store answers
+//!    those from the key's record, inside its transaction), and a
 //!    product Postgres refused as out of stock is forgotten by the gate so
 //!    that its counter is rebuilt from the truth.
 //!
@@ -101,19 +101,6 @@ impl PlaceOrder {
                 false
             }
         };
-        let answered = self
-            .idempotency
-            .lookup(request.user_id, &request.key, &request.fingerprint)
-            .await;
-        if !matches!(answered, Ok(None)) {
-            // A replay (or a failed read) places nothing: its reservation goes back.
-            if reserved {
-                self.give_back(&cmd).await;
-            }
-            if let Some(answer) = answered? {
-                return Ok(answer);
-            }
-        }
         let placed = self.place(&cmd, request).await;
         if reserved {
             self.settle(&cmd, &placed).await;
@@ -267,7 +254,8 @@ mod tests {
     /// No stored answers; refusals are stored (and counted by `times`).
     fn idempotency(refusals: usize) -> MockIdempotencyStore {
         let mut idempotency = MockIdempotencyStore::new();
-        idempotency.expect_lookup().returning(|_, _, _| Ok(None));
+        // The store reads the key's record itself, under the key's lock.
+        idempotency.expect_lookup().never();
         idempotency
             .expect_refuse()
             .times(refusals)
@@ -600,21 +588,8 @@ mod tests {
         }
     }
 
-    fn replaying() -> MockIdempotencyStore {
-        let mut idempotency = MockIdempotencyStore::new();
-        idempotency.expect_lookup().returning(|_, _, _| {
-            Ok(Some(IdempotentOutcome::Replayed(StoredResponse {
-                status: 201,
-                content_type: "text/plain".into(),
-                body: b"paid:1000".to_vec(),
-            })))
-        });
-        idempotency.expect_refuse().never();
-        idempotency
-    }
-
     #[tokio::test]
-    async fn a_key_with_an_answer_is_replayed_without_the_store_and_gives_its_reservation_back() {
+    async fn a_replay_is_answered_by_the_store_and_gives_its_reservation_back() {
         let mut gate = MockStockGate::new();
         gate.expect_reserve()
             .times(1)
@@ -622,12 +597,21 @@ mod tests {
         gate.expect_release().times(1).returning(|_| Ok(()));
         gate.expect_forget().never();
         let mut orders = MockOrderStore::new();
-        orders.expect_place().never();
+        orders.expect_place().returning(|_, _| {
+            Ok(Placement {
+                outcome: IdempotentOutcome::Replayed(StoredResponse {
+                    status: 201,
+                    content_type: "text/plain".into(),
+                    body: b"paid:1000".to_vec(),
+                }),
+                ran: None,
+            })
+        });
         let place = use_case(
-            MockCatalogStore::new(),
+            catalog_with(vec![product(1, 1_000)]),
             MockCouponQuotes::new(),
             orders,
-            replaying(),
+            idempotency(0),
             gate,
         );
 
@@ -636,32 +620,8 @@ mod tests {
             .await
             .expect("ran");
 
+        assert_eq!(body(&outcome), "paid:1000");
         assert!(matches!(outcome, IdempotentOutcome::Replayed(_)));
-    }
-
-    #[tokio::test]
-    async fn a_failed_read_of_the_key_gives_the_reservation_back() {
-        let mut idempotency = MockIdempotencyStore::new();
-        idempotency
-            .expect_lookup()
-            .returning(|_, _, _| Err(Unavailable::new("postgres", "down")));
-        let mut gate = MockStockGate::new();
-        gate.expect_reserve()
-            .returning(|_| Ok(GateDecision::Reserved));
-        gate.expect_release().times(1).returning(|_| Ok(()));
-        let mut orders = MockOrderStore::new();
-        orders.expect_place().never();
-        let place = use_case(
-            MockCatalogStore::new(),
-            MockCouponQuotes::new(),
-            orders,
-            idempotency,
-            gate,
-        );
-
-        let result = place.execute(command(&[(1, 1)], None), request()).await;
-
-        assert!(result.is_err(), "unavailable, so a retry runs again");
     }
 
     #[tokio::test]
