@@ -80,9 +80,22 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
     let points: Arc<dyn PointsStore> =
         Arc::new(PgPointsStore::new(pg.clone(), config.idempotency_retention));
     let idempotency = PgIdempotencyStore::new(pg.clone(), config.idempotency_retention);
-    let catalog: Arc<dyn CatalogStore> = Arc::new(PgCatalogStore::new(pg.clone()));
-    let orders: Arc<dyn OrderStore> =
-        Arc::new(PgOrderStore::new(pg.clone(), config.idempotency_retention));
+    // Simultaneous reads of one product or page share a query (see infra::coalesce).
+    let catalog: Arc<dyn CatalogStore> = Arc::new(infra::coalesce::CoalescedCatalog::new(
+        Arc::new(PgCatalogStore::new(pg.clone())),
+    ));
+    // The order batches run on connections of their own (see PgOrderStore).
+    let order_lanes = postgres::connect_pool(&PgPoolSettings {
+        url: config.database_url.clone(),
+        max_size: infra::postgres::ORDER_LANES,
+        timeout: config.dependency_timeout,
+        statement_timeout: config.statement_timeout,
+    })?;
+    let orders: Arc<dyn OrderStore> = Arc::new(PgOrderStore::new(
+        pg.clone(),
+        &order_lanes,
+        config.idempotency_retention,
+    ));
 
     let keys = RedisKeys::new(config.redis_key_prefix.clone());
     let expiry = Arc::new(Expiry::new(

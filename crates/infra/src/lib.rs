@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod coalesce;
 pub mod codes;
 pub mod notify;
 pub mod postgres;

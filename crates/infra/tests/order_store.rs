@@ -34,7 +34,11 @@ async fn fixture() -> Fixture {
         statement_timeout: Duration::from_secs(5),
     })
     .expect("postgres pool");
-    let store = Arc::new(PgOrderStore::new(pg, Duration::from_secs(86_400)));
+    let store = Arc::new(PgOrderStore::new(
+        pg.clone(),
+        &pg,
+        Duration::from_secs(86_400),
+    ));
     Fixture { db, store }
 }
 

@@ -451,11 +451,28 @@ pub async fn catalog(ctx: &Ctx) -> anyhow::Result<Report> {
 pub async fn burst_100(ctx: &Ctx) -> anyhow::Result<Report> {
     let product = ctx
         .api
-        .create_product(&format!("burst {}", ctx.run), 1_000, 100)
+        .create_product(&format!("burst {}", ctx.run), 1_000, 101)
         .await?;
-    let users = Arc::new(ctx.users("b", 100, Some(1_000)).await?);
-    // Warm the keep-alive connections and the gate, so the burst measures
-    // orders, not TCP handshakes or the first counter rebuild.
+    let users = Arc::new(ctx.users("b", 101, Some(1_000)).await?);
+    // Warm the keep-alive connections, the gate and the order path (one
+    // order of the 101 units), so the burst measures 100 orders for 100
+    // units, not TCP handshakes, the first counter rebuild or statements
+    // being prepared.
+    let warm_order = ctx
+        .api
+        .user(
+            Method::POST,
+            "/api/v1/orders",
+            &users[100],
+            Some(&format!("{}-b-warm", ctx.run)),
+            Some(&json!({"items": [{"productId": product, "quantity": 1}]})),
+        )
+        .await?;
+    anyhow::ensure!(
+        warm_order.status == 201,
+        "the warm-up order failed: {}",
+        warm_order.body
+    );
     let warm = fire(100, 100, {
         let (api, u) = (Arc::clone(&ctx.api), Arc::clone(&users));
         move |i| {

@@ -32,7 +32,7 @@ pub use error::unavailable;
 pub use health::PostgresProbe;
 pub use identity::PgUserRepository;
 pub use invest::PgInvestStore;
-pub use ordering::PgOrderStore;
+pub use ordering::{LANES as ORDER_LANES, PgOrderStore};
 pub use outbox::PgOutbox;
 pub use points::{PgIdempotencyStore, PgPointsStore};
 pub use pool::{MIGRATIONS, PgPool, PgPoolSettings, connect_pool, ensure_database, run_migrations};

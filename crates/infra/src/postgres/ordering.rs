@@ -70,16 +70,19 @@ impl std::fmt::Debug for PgOrderStore {
 }
 
 impl PgOrderStore {
-    /// Starts the lanes on the current Tokio runtime; they stop when the
-    /// store and its clones are dropped.
+    /// Reads through `db`; runs the batches on `lanes`, which should be a
+    /// pool of its own with [`LANES`] connections, so that a burst of reads
+    /// never keeps a batch waiting for a connection (and the lanes' prepared
+    /// statements stay warm). Starts the lanes on the current Tokio runtime;
+    /// they stop when the store and its clones are dropped.
     ///
     /// # Panics
     /// Outside a Tokio runtime.
-    pub fn new(db: Postgres, retention: Duration) -> Self {
+    pub fn new(db: Postgres, lanes: &Postgres, retention: Duration) -> Self {
         let lanes: Vec<mpsc::Sender<Job>> = (0..LANES)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(LANE_QUEUE);
-                tokio::spawn(run_lane(db.clone(), retention, rx));
+                tokio::spawn(run_lane(lanes.clone(), retention, rx));
                 tx
             })
             .collect();
@@ -106,7 +109,14 @@ async fn run_lane(db: Postgres, retention: Duration, mut queue: mpsc::Receiver<J
     while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let (entries, replies): (Vec<Entry>, Vec<_>) =
             jobs.drain(..).map(|job| (job.entry, job.reply)).unzip();
+        let started = std::time::Instant::now();
         let answers = db.timed(run_batch(&db, &entries, retention)).await;
+        tracing::debug!(
+            orders = entries.len(),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            ok = answers.is_ok(),
+            "order batch"
+        );
         match answers {
             Ok(placements) => {
                 for (reply, placement) in replies.into_iter().zip(placements) {
