@@ -124,6 +124,29 @@ fn request(user_id: UserId, key: &str) -> IdempotentRequest<Order, PlaceOrderErr
     }
 }
 
+/// An order of one unit of each of `products` (in id order) at `price` each.
+fn order_of(user: UserId, products: &[ProductId], price: i64) -> PricedOrder {
+    let unit = Points::new(price).expect("valid");
+    let total = Points::new(price * products.len() as i64).expect("valid");
+    PricedOrder {
+        user_id: user,
+        lines: products
+            .iter()
+            .map(|&product_id| OrderLine {
+                product_id,
+                name: ProductName::parse("p").expect("valid"),
+                quantity: Quantity::new(1).expect("valid"),
+                unit_price: unit,
+                line_total: unit,
+            })
+            .collect(),
+        total,
+        discount: Points::ZERO,
+        paid: total,
+        coupon: None,
+    }
+}
+
 fn order(user: UserId, product: ProductId, price: i64, coupon: Option<&str>) -> PricedOrder {
     let price = Points::new(price).expect("valid");
     PricedOrder {
@@ -345,4 +368,44 @@ async fn a_coupon_raced_by_simultaneous_orders_is_consumed_once() {
         "the coupon names the one order that used it"
     );
     assert_eq!(f.number("SELECT stock FROM products").await, 99);
+}
+
+#[tokio::test]
+async fn batches_of_different_lanes_sharing_products_and_payers_never_deadlock() {
+    let f = fixture().await;
+    let users = f.users(10, 100_000).await;
+    let (a, b, shared) = (
+        f.product(10, 1_000).await,
+        f.product(10, 1_000).await,
+        f.product(10, 1_000).await,
+    );
+    assert_ne!(
+        a.get().rem_euclid(4),
+        b.get().rem_euclid(4),
+        "the two kinds of order go to different lanes"
+    );
+
+    // Both kinds lock `shared` and the same wallets, from two lanes at once.
+    let placements = join_all((0..80).map(|i| {
+        let first = if i % 2 == 0 { a } else { b };
+        f.place(
+            order_of(users[i % users.len()], &[first, shared], 10),
+            format!("k{i}"),
+        )
+    }))
+    .await;
+
+    assert_eq!(paid(&placements), 80, "every order paid, none failed");
+    assert_eq!(
+        f.number(&format!(
+            "SELECT stock FROM products WHERE id = {}",
+            shared.get()
+        ))
+        .await,
+        920
+    );
+    assert_eq!(
+        f.number("SELECT sum(100000 - balance) FROM wallets").await,
+        80 * 20
+    );
 }

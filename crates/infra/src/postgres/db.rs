@@ -57,8 +57,9 @@ impl Postgres {
     }
 
     /// Runs one repository operation, giving up with [`Unavailable`] when it
-    /// takes longer than the operation timeout. Dropping the operation returns
-    /// its connection to the pool, where it is checked before reuse.
+    /// takes longer than the operation timeout. Dropping the operation closes
+    /// its connection if a transaction was open ([`PgConn`]), else returns it
+    /// to the pool, which discards it if the server closed it.
     ///
     /// # Errors
     /// The operation's own error, or `Unavailable` on timeout.

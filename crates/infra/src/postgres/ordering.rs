@@ -39,9 +39,11 @@ use super::paging::page_of;
 use super::schema::{order_items, orders};
 use super::{Postgres, unavailable};
 
-/// How many batches run at once. Orders of one product always share a lane;
-/// orders of different products spread over the lanes. Each running batch
-/// holds one pooled connection.
+/// How many batches run at once. An order's lane is its lowest product id
+/// modulo this, so a sale's orders of one product share a lane; other orders
+/// spread over the lanes. Batches of different lanes may lock the same rows
+/// and then wait for each other, in one lock order, so never in a cycle.
+/// Each running batch holds one connection of the lanes' pool.
 pub const LANES: usize = 4;
 
 /// The most orders in one transaction: bounds a batch's statement sizes and
