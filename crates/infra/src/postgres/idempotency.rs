@@ -237,8 +237,9 @@ struct Locked {
     locked: bool,
 }
 
+/// A key's record as the guards read it (the order batch embeds it).
 #[derive(QueryableByName)]
-struct StoredRow {
+pub(crate) struct StoredRow {
     #[diesel(sql_type = Text)]
     fingerprint: String,
     #[diesel(sql_type = Int2)]
@@ -247,8 +248,9 @@ struct StoredRow {
     response_content_type: String,
     #[diesel(sql_type = Bytea)]
     response_body: Vec<u8>,
+    /// Younger than the retention: it still answers its key.
     #[diesel(sql_type = Bool)]
-    fresh: bool,
+    pub(crate) fresh: bool,
 }
 
 /// What the key's advisory lock is taken on (hashed by Postgres).
@@ -309,34 +311,18 @@ async fn stored(
 }
 
 impl StoredRow {
-    fn into_outcome(self, fingerprint: &Fingerprint) -> IdempotentOutcome {
-        recorded_answer(
-            &self.fingerprint,
-            self.response_status,
-            self.response_content_type,
-            self.response_body,
-            fingerprint,
-        )
-    }
-}
-
-/// What a fresh record answers a request with `fingerprint`: its response
-/// again for the same request, `KeyReused` for another.
-pub(crate) fn recorded_answer(
-    recorded_fingerprint: &str,
-    status: i16,
-    content_type: String,
-    body: Vec<u8>,
-    fingerprint: &Fingerprint,
-) -> IdempotentOutcome {
-    if recorded_fingerprint == fingerprint.as_str() {
-        IdempotentOutcome::Replayed(StoredResponse {
-            status: u16::try_from(status).unwrap_or(500),
-            content_type,
-            body,
-        })
-    } else {
-        IdempotentOutcome::KeyReused
+    /// What a fresh record answers a request with `fingerprint`: its
+    /// response again for the same request, `KeyReused` for another.
+    pub(crate) fn into_outcome(self, fingerprint: &Fingerprint) -> IdempotentOutcome {
+        if self.fingerprint == fingerprint.as_str() {
+            IdempotentOutcome::Replayed(StoredResponse {
+                status: u16::try_from(self.response_status).unwrap_or(500),
+                content_type: self.response_content_type,
+                body: self.response_body,
+            })
+        } else {
+            IdempotentOutcome::KeyReused
+        }
     }
 }
 

@@ -35,7 +35,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::idempotency::{IdempotentOutcome, IdempotentRequest};
 use domain::ordering::{Order, OrderId, PlaceOrderError, Placement, PricedOrder};
 
-use super::idempotency::{lock_name, recorded_answer};
+use super::idempotency::{StoredRow, lock_name};
 use super::order_books::Books;
 use super::ordering::order_paid_event;
 use super::prepared::prepared;
@@ -67,16 +67,8 @@ struct Locked {
 struct Record {
     #[diesel(sql_type = Int8)]
     n: i64,
-    #[diesel(sql_type = Text)]
-    fingerprint: String,
-    #[diesel(sql_type = Int2)]
-    response_status: i16,
-    #[diesel(sql_type = Text)]
-    response_content_type: String,
-    #[diesel(sql_type = Bytea)]
-    response_body: Vec<u8>,
-    #[diesel(sql_type = Bool)]
-    fresh: bool,
+    #[diesel(embed)]
+    record: StoredRow,
 }
 
 #[derive(QueryableByName)]
@@ -213,15 +205,9 @@ async fn claim_keys(
     let mut stale = Vec::new();
     for r in records {
         let i = held[position(r.n)];
-        if r.fresh {
-            let request = &entries[i].request;
-            answers[i] = Some(not_run(recorded_answer(
-                &r.fingerprint,
-                r.response_status,
-                r.response_content_type,
-                r.response_body,
-                &request.fingerprint,
-            )));
+        if r.record.fresh {
+            let fingerprint = &entries[i].request.fingerprint;
+            answers[i] = Some(not_run(r.record.into_outcome(fingerprint)));
         } else {
             stale.push(i); // kept past the retention, not yet purged: a new request
         }
