@@ -134,13 +134,18 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         let pg = pg.clone();
         Arc::new(move || pool_status(pg.pool().status()))
     };
+    let lanes_status: PoolStatusFn = Arc::new(move || pool_status(order_lanes.pool().status()));
     let redis_status: PoolStatusFn = {
         let pool = redis_pool.clone();
         Arc::new(move || pool_status(pool.status()))
     };
     let metrics = MetricsApi {
         metrics: Metrics::new(),
-        pools: vec![("postgres", pg_status), ("redis", redis_status)],
+        pools: vec![
+            ("postgres", pg_status),
+            ("postgres_order_lanes", lanes_status),
+            ("redis", redis_status),
+        ],
         relay: Arc::clone(&relay),
     };
     let probes: Vec<Arc<dyn HealthProbe>> = vec![

@@ -85,6 +85,14 @@ async fn metrics_count_requests_by_route_and_business_outcomes_once() {
         Some(8.0),
         "APP_DB_POOL_SIZE of the test app"
     );
+    assert_eq!(
+        value(
+            text,
+            r#"pool_connections{pool="postgres_order_lanes",state="max"}"#
+        ),
+        Some(4.0),
+        "the order batches' own pool"
+    );
     assert!(value(text, r#"pool_connections{pool="redis",state="open"}"#).is_some());
     assert!(value(text, "outbox_unpublished_events").is_some_and(|n| n <= 1.0));
     assert!(value(text, "outbox_oldest_unpublished_age_seconds").is_some_and(|s| s >= 0.0));
