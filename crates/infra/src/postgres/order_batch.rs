@@ -13,8 +13,9 @@
 //!   read the keys' records                              -- fresh → Replayed / KeyReused
 //!   lock products, wallets, coupons FOR UPDATE, each in key order (no deadlocks)
 //!   decide each order in arrival order (Books::take)    -- whole or refused
-//!   draw the order ids; UPDATE stock, wallets; INSERT orders, items, ledger;
-//!   UPDATE coupons; INSERT outbox events; INSERT every answer under its key
+//!   draw the order ids, render every answer
+//!   one statement: UPDATE stock, wallets, coupons; INSERT orders, items,
+//!     ledger, outbox events and every answer under its key
 //! COMMIT                                                -- durable before anyone is answered
 //! ```
 //!
@@ -113,8 +114,11 @@ pub(super) async fn place_batch(
         .iter()
         .filter_map(|(i, d)| d.as_ref().ok().map(|after| (*i, *after)))
         .collect();
-    let placed = write_orders(tx, entries, &taken).await?;
-    let mut records = Vec::with_capacity(decided.len());
+    let placed = orders_of(tx, entries, &taken).await?;
+    let mut w = Writes::default();
+    for (i, balance_after) in &taken {
+        w.add(&placed[i], *balance_after);
+    }
     for (i, decision) in decided {
         let result = match decision {
             Ok(_) => Ok(placed[&i].clone()),
@@ -127,13 +131,15 @@ pub(super) async fn place_batch(
                 response.status
             )));
         }
-        records.push((i, response.clone()));
+        w.answer(&entries[i].request, &response);
         answers[i] = Some(Placement {
             outcome: IdempotentOutcome::Executed(response),
             ran: Some(result.map(|order| order.id)),
         });
     }
-    store_answers(tx, entries, &records).await?;
+    if !w.key_user.is_empty() {
+        w.write(tx).await?;
+    }
     answers
         .into_iter()
         .map(|a| a.ok_or_else(|| BatchError::Inconsistent("an order went unanswered".into())))
@@ -294,8 +300,8 @@ async fn lock_books(
     Ok(books)
 }
 
-/// Writes the orders that were taken; returns each as placed.
-async fn write_orders(
+/// The orders that were taken, with the ids and the time they are placed at.
+async fn orders_of(
     tx: &mut AsyncPgConnection,
     entries: &[Entry],
     taken: &[(usize, Option<i64>)],
@@ -311,23 +317,22 @@ async fn write_orders(
     .bind::<Int8, _>(i64::try_from(taken.len()).unwrap_or(i64::MAX))
     .load(tx)
     .await?;
-    let mut w = Writes::default();
-    for (&(i, balance_after), new) in taken.iter().zip(&ids) {
+    for (&(i, _), new) in taken.iter().zip(&ids) {
         let o = &entries[i].order;
-        let order = Order {
-            id: OrderId::new(new.id),
-            user_id: o.user_id,
-            lines: o.lines.clone(),
-            total: o.total,
-            discount: o.discount,
-            paid: o.paid,
-            coupon: o.coupon.clone(),
-            created_at: new.at,
-        };
-        w.add(&order, balance_after);
-        placed.insert(i, order);
+        placed.insert(
+            i,
+            Order {
+                id: OrderId::new(new.id),
+                user_id: o.user_id,
+                lines: o.lines.clone(),
+                total: o.total,
+                discount: o.discount,
+                paid: o.paid,
+                coupon: o.coupon.clone(),
+                created_at: new.at,
+            },
+        );
     }
-    w.write(tx).await?;
     Ok(placed)
 }
 
@@ -355,6 +360,22 @@ struct Writes {
     coupon_order: Vec<i64>,
     event_id: Vec<String>,
     event: Vec<String>,
+    key_user: Vec<i64>,
+    key: Vec<String>,
+    fingerprint: Vec<String>,
+    status: Vec<i16>,
+    content_type: Vec<String>,
+    body: Vec<Vec<u8>>,
+}
+
+#[derive(QueryableByName)]
+struct Written {
+    #[diesel(sql_type = Int8)]
+    products: i64,
+    #[diesel(sql_type = Int8)]
+    wallets: i64,
+    #[diesel(sql_type = Int8)]
+    coupons: i64,
 }
 
 impl Writes {
@@ -392,153 +413,122 @@ impl Writes {
         self.event_id.push(event_id);
     }
 
+    /// Stores an answer under its key. A plain INSERT: if a lock were ever
+    /// bypassed, the primary key would fail the batch.
+    fn answer(
+        &mut self,
+        request: &IdempotentRequest<Order, PlaceOrderError>,
+        response: &domain::idempotency::StoredResponse,
+    ) {
+        self.key_user.push(request.user_id.get());
+        self.key.push(request.key.as_str().to_owned());
+        self.fingerprint
+            .push(request.fingerprint.as_str().to_owned());
+        self.status
+            .push(i16::try_from(response.status).unwrap_or(500));
+        self.content_type.push(response.content_type.clone());
+        self.body.push(response.body.clone());
+    }
+
+    /// Every write of the batch in one statement: one round trip however
+    /// many orders. Data-modifying CTEs all run to completion; the foreign
+    /// keys (items → orders) are checked at the end of the statement. Stock,
+    /// balances and coupons are taken again under the same guards as one
+    /// order's UPDATEs, and the counts must match what was decided.
     async fn write(&self, tx: &mut AsyncPgConnection) -> Result<(), BatchError> {
-        // Stock and balance are taken again under the same guards as one
-        // order's UPDATEs; the counts must match what was decided.
-        let products: BTreeSet<i64> = self.item_product.iter().copied().collect();
-        let updated = prepared(
-            "UPDATE products p SET stock = p.stock - t.q, updated_at = now() \
-               FROM (SELECT id, sum(q)::int8 AS q FROM unnest($1::int8[], $2::int8[]) AS u(id, q) \
-                      GROUP BY id) AS t \
-              WHERE p.id = t.id AND p.stock >= t.q",
+        let written: Written = prepared(
+            "WITH stock AS ( \
+               UPDATE products p SET stock = p.stock - t.q, updated_at = now() \
+                 FROM (SELECT id, sum(q)::int8 AS q FROM unnest($1::int8[], $2::int8[]) AS u(id, q) \
+                        GROUP BY id) AS t \
+                WHERE p.id = t.id AND p.stock >= t.q RETURNING 1), \
+             pay AS ( \
+               UPDATE wallets w SET balance = w.balance - t.a, updated_at = now() \
+                 FROM (SELECT u, sum(a)::int8 AS a FROM unnest($3::int8[], $4::int8[]) AS v(u, a) \
+                        GROUP BY u) AS t \
+                WHERE w.user_id = t.u AND w.balance >= t.a RETURNING 1), \
+             placed AS ( \
+               INSERT INTO orders (id, user_id, total_amount, discount_amount, paid_amount, coupon_code) \
+               OVERRIDING SYSTEM VALUE \
+               SELECT * FROM unnest($5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], \
+                                    $10::text[]) \
+               RETURNING 1), \
+             items AS ( \
+               INSERT INTO order_items (order_id, product_id, name, quantity, unit_price, line_total) \
+               SELECT * FROM unnest($11::int8[], $12::int8[], $13::text[], $14::int8[], $15::int8[], \
+                                    $16::int8[]) \
+               RETURNING 1), \
+             ledger AS ( \
+               INSERT INTO point_ledger (user_id, kind, amount, balance_after, order_id) \
+               SELECT u, 'PAYMENT', a, b, o \
+                 FROM unnest($17::int8[], $18::int8[], $19::int8[], $20::int8[]) AS t(u, a, b, o) \
+               RETURNING 1), \
+             used AS ( \
+               UPDATE coupons c SET used_at = now(), used_order_id = t.o \
+                 FROM unnest($21::text[], $22::int8[], $23::int8[]) AS t(code, owner, o) \
+                WHERE c.code = t.code AND c.owner_id = t.owner AND c.used_at IS NULL \
+                  AND c.expires_at > now() \
+               RETURNING 1), \
+             events AS ( \
+               INSERT INTO outbox (event_id, event_type, payload) \
+               SELECT e::uuid, 'order.paid', p::jsonb FROM unnest($24::text[], $25::text[]) AS t(e, p) \
+               RETURNING 1), \
+             answers AS ( \
+               INSERT INTO idempotency_keys \
+                   (user_id, key, fingerprint, response_status, response_content_type, response_body) \
+               SELECT * FROM unnest($26::int8[], $27::text[], $28::text[], $29::int2[], $30::text[], \
+                                    $31::bytea[]) \
+               RETURNING 1) \
+           SELECT (SELECT count(*) FROM stock) AS products, (SELECT count(*) FROM pay) AS wallets, \
+                  (SELECT count(*) FROM used) AS coupons",
         )
         .bind::<Array<Int8>, _>(&self.item_product)
         .bind::<Array<Int8>, _>(&self.item_quantity)
-        .execute(tx)
-        .await?;
-        expect_rows("products", updated, products.len())?;
-        if !self.payer.is_empty() {
-            let payers: BTreeSet<i64> = self.payer.iter().copied().collect();
-            let updated = prepared(
-                "UPDATE wallets w SET balance = w.balance - t.a, updated_at = now() \
-                   FROM (SELECT u, sum(a)::int8 AS a FROM unnest($1::int8[], $2::int8[]) AS v(u, a) \
-                          GROUP BY u) AS t \
-                  WHERE w.user_id = t.u AND w.balance >= t.a",
-            )
-            .bind::<Array<Int8>, _>(&self.payer)
-            .bind::<Array<Int8>, _>(&self.payment)
-            .execute(tx)
-            .await?;
-            expect_rows("wallets", updated, payers.len())?;
-        }
-        prepared(
-            "INSERT INTO orders (id, user_id, total_amount, discount_amount, paid_amount, coupon_code) \
-             OVERRIDING SYSTEM VALUE \
-             SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::text[])",
-        )
+        .bind::<Array<Int8>, _>(&self.payer)
+        .bind::<Array<Int8>, _>(&self.payment)
         .bind::<Array<Int8>, _>(&self.order_id)
         .bind::<Array<Int8>, _>(&self.user_id)
         .bind::<Array<Int8>, _>(&self.total)
         .bind::<Array<Int8>, _>(&self.discount)
         .bind::<Array<Int8>, _>(&self.paid)
         .bind::<Array<Nullable<Text>>, _>(&self.coupon)
-        .execute(tx)
-        .await?;
-        prepared(
-            "INSERT INTO order_items (order_id, product_id, name, quantity, unit_price, line_total) \
-             SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], $5::int8[], $6::int8[])",
-        )
         .bind::<Array<Int8>, _>(&self.item_order)
         .bind::<Array<Int8>, _>(&self.item_product)
         .bind::<Array<Text>, _>(&self.item_name)
         .bind::<Array<Int8>, _>(&self.item_quantity)
         .bind::<Array<Int8>, _>(&self.item_price)
         .bind::<Array<Int8>, _>(&self.item_total)
-        .execute(tx)
-        .await?;
-        if !self.payer.is_empty() {
-            prepared(
-                "INSERT INTO point_ledger (user_id, kind, amount, balance_after, order_id) \
-                 SELECT u, 'PAYMENT', a, b, o FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[]) \
-                     AS t(u, a, b, o)",
-            )
-            .bind::<Array<Int8>, _>(&self.payer)
-            .bind::<Array<Int8>, _>(&self.payment)
-            .bind::<Array<Int8>, _>(&self.balance_after)
-            .bind::<Array<Int8>, _>(&self.payment_order)
-            .execute(tx)
-            .await?;
-        }
-        if !self.coupon_code.is_empty() {
-            let consumed = prepared(
-                "UPDATE coupons c SET used_at = now(), used_order_id = t.o \
-                   FROM unnest($1::text[], $2::int8[], $3::int8[]) AS t(code, owner, o) \
-                  WHERE c.code = t.code AND c.owner_id = t.owner AND c.used_at IS NULL \
-                    AND c.expires_at > now()",
-            )
-            .bind::<Array<Text>, _>(&self.coupon_code)
-            .bind::<Array<Int8>, _>(&self.coupon_owner)
-            .bind::<Array<Int8>, _>(&self.coupon_order)
-            .execute(tx)
-            .await?;
-            expect_rows("coupons", consumed, self.coupon_code.len())?;
-        }
-        prepared(
-            "INSERT INTO outbox (event_id, event_type, payload) \
-             SELECT e::uuid, 'order.paid', p::jsonb FROM unnest($1::text[], $2::text[]) AS t(e, p)",
-        )
+        .bind::<Array<Int8>, _>(&self.payer)
+        .bind::<Array<Int8>, _>(&self.payment)
+        .bind::<Array<Int8>, _>(&self.balance_after)
+        .bind::<Array<Int8>, _>(&self.payment_order)
+        .bind::<Array<Text>, _>(&self.coupon_code)
+        .bind::<Array<Int8>, _>(&self.coupon_owner)
+        .bind::<Array<Int8>, _>(&self.coupon_order)
         .bind::<Array<Text>, _>(&self.event_id)
         .bind::<Array<Text>, _>(&self.event)
-        .execute(tx)
+        .bind::<Array<Int8>, _>(&self.key_user)
+        .bind::<Array<Text>, _>(&self.key)
+        .bind::<Array<Text>, _>(&self.fingerprint)
+        .bind::<Array<Int2>, _>(&self.status)
+        .bind::<Array<Text>, _>(&self.content_type)
+        .bind::<Array<Bytea>, _>(&self.body)
+        .get_result(tx)
         .await?;
+        let distinct = |v: &[i64]| v.iter().collect::<BTreeSet<_>>().len();
+        expect_rows("products", written.products, distinct(&self.item_product))?;
+        expect_rows("wallets", written.wallets, distinct(&self.payer))?;
+        expect_rows("coupons", written.coupons, self.coupon_code.len())?;
         Ok(())
     }
 }
 
-fn expect_rows(table: &str, got: usize, want: usize) -> Result<(), BatchError> {
-    if got == want {
+fn expect_rows(table: &str, got: i64, want: usize) -> Result<(), BatchError> {
+    if usize::try_from(got) == Ok(want) {
         Ok(())
     } else {
         Err(BatchError::Inconsistent(format!(
             "{table}: {got} rows passed the guard, {want} were decided"
         )))
     }
-}
-
-/// Stores every answer under its key. A plain INSERT: if a lock were ever
-/// bypassed, the primary key would fail the batch.
-async fn store_answers(
-    tx: &mut AsyncPgConnection,
-    entries: &[Entry],
-    records: &[(usize, domain::idempotency::StoredResponse)],
-) -> Result<(), BatchError> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    let request = |i: usize| &entries[i].request;
-    let users: Vec<i64> = records
-        .iter()
-        .map(|(i, _)| request(*i).user_id.get())
-        .collect();
-    let keys: Vec<&str> = records
-        .iter()
-        .map(|(i, _)| request(*i).key.as_str())
-        .collect();
-    let fingerprints: Vec<&str> = records
-        .iter()
-        .map(|(i, _)| request(*i).fingerprint.as_str())
-        .collect();
-    let statuses: Vec<i16> = records
-        .iter()
-        .map(|(_, r)| i16::try_from(r.status).unwrap_or(500))
-        .collect();
-    let types: Vec<&str> = records
-        .iter()
-        .map(|(_, r)| r.content_type.as_str())
-        .collect();
-    let bodies: Vec<&[u8]> = records.iter().map(|(_, r)| r.body.as_slice()).collect();
-    prepared(
-        "INSERT INTO idempotency_keys \
-             (user_id, key, fingerprint, response_status, response_content_type, response_body) \
-         SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[], $5::text[], $6::bytea[])",
-    )
-    .bind::<Array<Int8>, _>(&users)
-    .bind::<Array<Text>, _>(&keys)
-    .bind::<Array<Text>, _>(&fingerprints)
-    .bind::<Array<Int2>, _>(&statuses)
-    .bind::<Array<Text>, _>(&types)
-    .bind::<Array<Bytea>, _>(&bodies)
-    .execute(tx)
-    .await?;
-    Ok(())
 }
