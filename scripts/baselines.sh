@@ -52,5 +52,6 @@ $R SET bench:remaining 2000000000 >/dev/null
 reserve=$($R SCRIPT LOAD "$(lua crates/infra/src/redis/stock_gate.rs RESERVE)")
 admit=$($R SCRIPT LOAD "$(lua crates/infra/src/redis/issue_gate.rs ADMIT)")
 rb() { redis-benchmark -h 127.0.0.1 -q -c 50 -n 300000 -r 100000000 "$@" | tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -n 1 | cut -d' ' -f1; }
-echo "BASELINE redis_stock_reserve_per_s $(rb EVALSHA "$reserve" 1 bench:stock 1)"
+# RESERVE's KEYS: the line's counter and the holder's mark (a new one per call).
+echo "BASELINE redis_stock_reserve_per_s $(rb EVALSHA "$reserve" 2 bench:stock bench:holder:__rand_int__ 1 60000)"
 echo "BASELINE redis_coupon_admit_per_s $(rb EVALSHA "$admit" 2 bench:remaining bench:holders __rand_int__)"

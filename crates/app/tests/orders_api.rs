@@ -602,3 +602,94 @@ async fn orders_taking_two_products_in_opposite_orders_never_deadlock() {
         920
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_while_its_first_request_holds_the_last_unit_is_never_refused_as_sold_out() {
+    use diesel_async::{RunQueryDsl as _, TransactionManager as _};
+    let app = TestApp::spawn().await;
+    // Products four ids apart share an order lane.
+    let busy = app.create_product("Busy", 1_000, 10).await;
+    for filler in 1..4 {
+        app.create_product(&format!("Filler {filler}"), 1_000, 10)
+            .await;
+    }
+    let item = app.create_product("Last", 1_000, 1).await;
+    assert_eq!(item, busy + 4);
+    let token = app.sign_up("clicker").await;
+    app.charge(&token, 10_000).await;
+    let other = app.sign_up("other").await;
+    app.charge(&other, 10_000).await;
+    // Another writer holds `busy`: the lane's batch for it waits, and the
+    // first request for `item` waits in the lane's queue behind it, holding
+    // the last unit at the gate.
+    let mut blocker = app.db.connect().await;
+    diesel_async::AnsiTransactionManager::begin_transaction(&mut blocker)
+        .await
+        .expect("begin");
+    diesel::sql_query(format!(
+        "SELECT id FROM products WHERE id = {busy} FOR UPDATE"
+    ))
+    .execute(&mut blocker)
+    .await
+    .expect("lock");
+    let send = |key: &'static str, product: i64, token: String| {
+        let url = app.url(ORDERS);
+        tokio::spawn(async move {
+            support::Reply::from(
+                reqwest::Client::new()
+                    .post(url)
+                    .bearer_auth(token)
+                    .header("Idempotency-Key", key)
+                    .json(&items(&[(product, 1)]))
+                    .send()
+                    .await
+                    .expect("sent"),
+            )
+            .await
+        })
+    };
+    let blocked = send("blocked", busy, other.clone());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let first = send("double-click", item, token.clone());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let retry = send("double-click", item, token.clone());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    diesel_async::AnsiTransactionManager::commit_transaction(&mut blocker)
+        .await
+        .expect("commit");
+    let (blocked, first, retry) = (
+        blocked.await.expect("blocked"),
+        first.await.expect("first"),
+        retry.await.expect("retry"),
+    );
+
+    assert_eq!(blocked.status, 201);
+    assert_eq!(
+        first.status, 201,
+        "the first request buys the last unit: {}",
+        first.text
+    );
+    assert!(
+        (retry.status == 201 && retry.header("idempotent-replayed") == Some("true"))
+            || (retry.status == 409 && retry.body["code"] == "IDEMPOTENCY_IN_PROGRESS"),
+        "the retry is the first answer or in progress, never OUT_OF_STOCK: {} {}",
+        retry.status,
+        retry.text
+    );
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT count(*) AS n FROM order_items WHERE product_id = {item}"
+        ))
+        .await,
+        1,
+        "one order for the last unit"
+    );
+    let again = app
+        .post_idempotent(ORDERS, "double-click", &items(&[(item, 1)]), &token)
+        .await;
+    assert_eq!(
+        (again.status, again.header("idempotent-replayed")),
+        (201, Some("true"))
+    );
+}

@@ -14,12 +14,14 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use domain::catalog::{CatalogStore, NewProduct, Product, ProductId, ProductPatch};
 use domain::error::Unavailable;
 use domain::paging::{Page, PageRequest};
+use futures_util::FutureExt as _;
 use tokio::sync::oneshot;
 
 type Waiter<V> = oneshot::Sender<Result<V, String>>;
@@ -111,7 +113,12 @@ where
                 }
             }
         };
-        let result = load().await.map_err(|e| e.to_string());
+        // A panicking query answers its readers instead of stranding them
+        // (and every later reader of the key) forever.
+        let result = match AssertUnwindSafe(load()).catch_unwind().await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err("the query panicked".to_owned()),
+        };
         for reader in readers {
             let _ = reader.send(result.clone());
         }

@@ -409,3 +409,65 @@ async fn batches_of_different_lanes_sharing_products_and_payers_never_deadlock()
         80 * 20
     );
 }
+
+#[tokio::test]
+async fn an_order_whose_caller_gave_up_while_it_waited_for_its_lane_is_never_placed() {
+    use diesel_async::{AnsiTransactionManager, TransactionManager as _};
+    let f = fixture().await;
+    let users = f.users(2, 10_000).await;
+    let busy = f.product(100, 10).await;
+    for _ in 0..3 {
+        f.product(100, 10).await;
+    }
+    let queued = f.product(100, 10).await; // four ids on: the same lane
+    let mut blocker = f.db.connect().await;
+    AnsiTransactionManager::begin_transaction(&mut blocker)
+        .await
+        .expect("begin");
+    diesel::sql_query(format!(
+        "SELECT id FROM products WHERE id = {} FOR UPDATE",
+        busy.get()
+    ))
+    .execute(&mut blocker)
+    .await
+    .expect("lock");
+    let running = {
+        let store = Arc::clone(&f.store);
+        let o = order(users[0], busy, 100, None);
+        tokio::spawn(async move { store.place(o.clone(), request(o.user_id, "running")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let abandoned = {
+        let store = Arc::clone(&f.store);
+        let o = order(users[1], queued, 100, None);
+        tokio::spawn(async move { store.place(o.clone(), request(o.user_id, "gone")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    abandoned.abort(); // the client went away while its order waited
+    let _ = abandoned.await;
+    AnsiTransactionManager::commit_transaction(&mut blocker)
+        .await
+        .expect("commit");
+    let running = running.await.expect("joined").expect("placed");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    assert!(matches!(running.ran, Some(Ok(_))));
+    assert_eq!(
+        f.number(&format!(
+            "SELECT count(*) FROM order_items WHERE product_id = {}",
+            queued.get()
+        ))
+        .await,
+        0,
+        "the abandoned order was dropped, not charged"
+    );
+    assert_eq!(
+        f.number(&format!(
+            "SELECT balance FROM wallets WHERE user_id = {}",
+            users[1].get()
+        ))
+        .await,
+        10_000
+    );
+}

@@ -25,8 +25,8 @@ use domain::error::Unavailable;
 use domain::idempotency::{IdempotencyStore, IdempotentOutcome, IdempotentRequest};
 use domain::identity::UserId;
 use domain::ordering::{
-    CouponCode, CouponQuotes, GateDecision, Order, OrderRequest, OrderStore, PlaceOrderError,
-    Placement, PricedOrder, StockGate, price_lines, total_of,
+    CouponCode, CouponQuotes, GateDecision, GateHolder, Order, OrderRequest, OrderStore,
+    PlaceOrderError, Placement, PricedOrder, StockGate, price_lines, total_of,
 };
 
 /// A validated order request.
@@ -77,7 +77,11 @@ impl PlaceOrder {
         request: IdempotentRequest<Order, PlaceOrderError>,
     ) -> Result<IdempotentOutcome, Unavailable> {
         let lines = cmd.items.lines().to_vec();
-        let reserved = match self.gate.reserve(&lines).await {
+        let holder = GateHolder {
+            user_id: request.user_id,
+            key: &request.key,
+        };
+        let reserved = match self.gate.reserve(holder, &lines).await {
             Ok(GateDecision::Reserved) => true,
             Ok(GateDecision::SoldOut(product_id)) => {
                 // Nothing was taken, so the key's record need not be read
@@ -95,7 +99,9 @@ impl PlaceOrder {
                     )
                     .await;
             }
-            Ok(GateDecision::Bypass) => false,
+            // A repeat of a key that came through a moment ago is answered
+            // by the store from the key (in progress, or its first answer).
+            Ok(GateDecision::Bypass | GateDecision::Repeated) => false,
             Err(err) => {
                 tracing::warn!(error = %err, "stock gate unavailable; Postgres decides alone");
                 false
@@ -267,7 +273,7 @@ mod tests {
     fn bypassing_gate() -> MockStockGate {
         let mut gate = MockStockGate::new();
         gate.expect_reserve()
-            .returning(|_| Ok(GateDecision::Bypass));
+            .returning(|_, _| Ok(GateDecision::Bypass));
         gate.expect_release().never();
         gate
     }
@@ -495,7 +501,7 @@ mod tests {
         orders.expect_place().never();
         let mut gate = MockStockGate::new();
         gate.expect_reserve()
-            .returning(|_| Ok(GateDecision::SoldOut(ProductId::new(2))));
+            .returning(|_, _| Ok(GateDecision::SoldOut(ProductId::new(2))));
         gate.expect_release().never();
         let place = use_case(catalog, MockCouponQuotes::new(), orders, idempotency, gate);
 
@@ -512,7 +518,7 @@ mod tests {
         let mut gate = MockStockGate::new();
         gate.expect_reserve()
             .times(1)
-            .returning(|_| Ok(GateDecision::Reserved));
+            .returning(|_, _| Ok(GateDecision::Reserved));
         gate.expect_release().never();
         gate.expect_forget().never();
         let place = use_case(
@@ -535,7 +541,7 @@ mod tests {
     async fn a_reservation_is_given_back_and_the_counter_forgotten_when_postgres_refuses() {
         let mut gate = MockStockGate::new();
         gate.expect_reserve()
-            .returning(|_| Ok(GateDecision::Reserved));
+            .returning(|_, _| Ok(GateDecision::Reserved));
         gate.expect_release()
             .withf(|lines| {
                 lines.len() == 1 && lines[0].0 == ProductId::new(1) && lines[0].1.get() == 2
@@ -573,7 +579,7 @@ mod tests {
         }] {
             let mut gate = MockStockGate::new();
             gate.expect_reserve()
-                .returning(|_| Ok(GateDecision::Reserved));
+                .returning(|_, _| Ok(GateDecision::Reserved));
             gate.expect_release().times(1).returning(|_| Ok(()));
             gate.expect_forget().never();
             let place = use_case(
@@ -593,7 +599,7 @@ mod tests {
         let mut gate = MockStockGate::new();
         gate.expect_reserve()
             .times(1)
-            .returning(|_| Ok(GateDecision::Reserved));
+            .returning(|_, _| Ok(GateDecision::Reserved));
         gate.expect_release().times(1).returning(|_| Ok(()));
         gate.expect_forget().never();
         let mut orders = MockOrderStore::new();
@@ -625,10 +631,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_repeated_key_is_never_refused_by_the_gate_and_goes_to_the_store_unreserved() {
+        let mut gate = MockStockGate::new();
+        gate.expect_reserve()
+            .withf(|holder, _| holder.key.as_str() == "o-1" && holder.user_id == UserId::new(1))
+            .times(1)
+            .returning(|_, _| Ok(GateDecision::Repeated));
+        gate.expect_release().never();
+        gate.expect_forget().never();
+        let place = use_case(
+            catalog_with(vec![product(1, 1_000)]),
+            MockCouponQuotes::new(),
+            placing_store(),
+            idempotency(0),
+            gate,
+        );
+
+        let outcome = place
+            .execute(command(&[(1, 1)], None), request())
+            .await
+            .expect("ran");
+
+        assert_eq!(body(&outcome), "paid:1000", "the store decides");
+    }
+
+    #[tokio::test]
     async fn with_the_gate_down_postgres_decides_alone() {
         let mut gate = MockStockGate::new();
         gate.expect_reserve()
-            .returning(|_| Err(Unavailable::new("redis", "connection refused")));
+            .returning(|_, _| Err(Unavailable::new("redis", "connection refused")));
         gate.expect_release().never();
         let place = use_case(
             catalog_with(vec![product(1, 1_000)]),

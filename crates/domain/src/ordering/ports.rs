@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::models::{CouponCode, Order, OrderId, PlaceOrderError, PricedOrder, Quantity};
 use crate::catalog::ProductId;
 use crate::error::Unavailable;
-use crate::idempotency::{IdempotentOutcome, IdempotentRequest};
+use crate::idempotency::{IdempotencyKey, IdempotentOutcome, IdempotentRequest};
 use crate::identity::UserId;
 use crate::money::Points;
 use crate::paging::{Page, PageRequest};
@@ -80,6 +80,18 @@ pub enum GateDecision {
     /// The gate cannot decide (a product it does not know): nothing was
     /// reserved, let Postgres decide.
     Bypass,
+    /// This idempotency key came through the gate a moment ago (a retry, a
+    /// double click, a replay): nothing is reserved again and the store
+    /// answers it from the key. Above all, it is not refused as sold out
+    /// because its own first request holds the last units.
+    Repeated,
+}
+
+/// Who a reservation is for: the request's idempotency key.
+#[derive(Debug, Clone, Copy)]
+pub struct GateHolder<'a> {
+    pub user_id: UserId,
+    pub key: &'a IdempotencyKey,
 }
 
 /// The fast path in front of the order transaction (Redis counters): it
@@ -88,11 +100,16 @@ pub enum GateDecision {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait StockGate: Send + Sync {
-    /// Reserves every line at once, or nothing.
+    /// Reserves every line at once for `holder`, or nothing. A holder that
+    /// reserved (or bypassed) within the last minute is [`GateDecision::Repeated`].
     ///
     /// # Errors
     /// [`Unavailable`] when the gate's store fails (then nothing was reserved).
-    async fn reserve(&self, lines: &[(ProductId, Quantity)]) -> Result<GateDecision, Unavailable>;
+    async fn reserve<'a>(
+        &self,
+        holder: GateHolder<'a>,
+        lines: &[(ProductId, Quantity)],
+    ) -> Result<GateDecision, Unavailable>;
 
     /// Gives back a reservation whose order did not go through.
     ///

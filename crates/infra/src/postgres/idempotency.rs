@@ -350,6 +350,8 @@ async fn finish<T, E>(
 }
 
 /// Deletes stored responses older than `retention`, a batch at a time.
+/// Rows another transaction holds (an order batch deleting a stale record
+/// for its key) are skipped, so the purge never waits in a lock cycle.
 /// Returns how many were deleted.
 pub(crate) async fn purge_expired(
     conn: &mut AsyncPgConnection,
@@ -359,7 +361,8 @@ pub(crate) async fn purge_expired(
     prepared(
         "DELETE FROM idempotency_keys WHERE ctid IN ( \
              SELECT ctid FROM idempotency_keys \
-              WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)",
+              WHERE created_at < now() - make_interval(secs => $1) LIMIT $2 \
+                FOR UPDATE SKIP LOCKED)",
     )
     .bind::<Double, _>(retention.as_secs_f64())
     .bind::<Int8, _>(batch)

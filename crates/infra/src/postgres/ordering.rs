@@ -13,6 +13,7 @@
 //! before it is answered: the reply is sent after the batch commits.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use domain::ordering::{
     Quantity,
 };
 use domain::paging::{Page, PageRequest};
+use futures_util::FutureExt as _;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
@@ -109,10 +111,25 @@ fn lane_of(order: &PricedOrder) -> usize {
 async fn run_lane(db: Postgres, retention: Duration, mut queue: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let (entries, replies): (Vec<Entry>, Vec<_>) =
-            jobs.drain(..).map(|job| (job.entry, job.reply)).unzip();
+        // A caller that gave up waiting (it answered 503, or its client left)
+        // must not be charged later: its order is dropped before it runs.
+        let (entries, replies): (Vec<Entry>, Vec<_>) = jobs
+            .drain(..)
+            .filter(|job| !job.reply.is_closed())
+            .map(|job| (job.entry, job.reply))
+            .unzip();
+        if entries.is_empty() {
+            continue;
+        }
         let started = std::time::Instant::now();
-        let answers = db.timed(run_batch(&db, &entries, retention)).await;
+        // A panic in a batch must not stop the lane for good.
+        let answers = AssertUnwindSafe(db.timed(run_batch(&db, &entries, retention)))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!("an order batch panicked; its orders answer 503");
+                Err(Unavailable::new("postgres", "the order batch failed"))
+            });
         tracing::debug!(
             orders = entries.len(),
             ms = started.elapsed().as_secs_f64() * 1000.0,

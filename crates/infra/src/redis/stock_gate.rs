@@ -27,25 +27,35 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use domain::catalog::ProductId;
 use domain::error::Unavailable;
-use domain::ordering::{GateDecision, Quantity, StockGate};
+use domain::ordering::{GateDecision, GateHolder, Quantity, StockGate};
 
 use super::counter::{Counters, Rebuilt};
 use super::{RedisKeys, unavailable};
 use crate::postgres::{Postgres, unavailable as pg_unavailable};
 
-/// `{-1, i}`: counter i is missing; `{0, i}`: counter i is too low;
-/// `{1, 0}`: every counter was decremented.
+/// KEYS: the line counters, then the holder's marker; ARGV: the quantities,
+/// then the marker's lifetime in ms.
+/// `{2, 0}`: the holder came through a moment ago; `{-1, i}`: counter i is
+/// missing; `{0, i}`: counter i is too low; `{1, 0}`: every counter was
+/// decremented and the holder marked.
 const RESERVE: &str = r"
-for i = 1, #KEYS do
+local n = #KEYS - 1
+if redis.call('EXISTS', KEYS[n + 1]) == 1 then return {2, 0} end
+for i = 1, n do
   if redis.call('EXISTS', KEYS[i]) == 0 then return {-1, i} end
 end
-for i = 1, #KEYS do
+for i = 1, n do
   if tonumber(redis.call('GET', KEYS[i])) < tonumber(ARGV[i]) then return {0, i} end
 end
-for i = 1, #KEYS do
+for i = 1, n do
   redis.call('DECRBY', KEYS[i], ARGV[i])
 end
+redis.call('SET', KEYS[n + 1], 1, 'PX', ARGV[n + 1])
 return {1, 0}";
+
+/// How long a holder's mark lasts: longer than an order can wait for its
+/// batch, and than a client's quick retry takes.
+pub const HOLDER_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Gives back only to counters that still exist (a forgotten one is rebuilt
 /// from Postgres, which never lost those units).
@@ -82,6 +92,26 @@ impl RedisStockGate {
         self.counters.key(&format!("stock:{product}"))
     }
 
+    /// Bypasses the gate, marking the holder as for a reservation, so that
+    /// its retries are not refused while it is in flight.
+    async fn bypass(&self, marker: &str) -> Result<GateDecision, Unavailable> {
+        let mut conn = self.counters.connection().await?;
+        let set: Option<String> = deadpool_redis::redis::cmd("SET")
+            .arg(marker)
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(HOLDER_TTL.as_millis()).unwrap_or(u64::MAX))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(if set.is_some() {
+            GateDecision::Bypass
+        } else {
+            GateDecision::Repeated
+        })
+    }
+
     /// Sets the counter from the product's stock in Postgres.
     async fn rebuild(&self, product: ProductId) -> Result<Rebuilt, Unavailable> {
         let load = || {
@@ -110,9 +140,21 @@ impl RedisStockGate {
 
 #[async_trait]
 impl StockGate for RedisStockGate {
-    async fn reserve(&self, lines: &[(ProductId, Quantity)]) -> Result<GateDecision, Unavailable> {
-        let keys: Vec<String> = lines.iter().map(|(p, _)| self.key(*p)).collect();
-        let quantities: Vec<i64> = lines.iter().map(|(_, q)| q.get()).collect();
+    async fn reserve<'a>(
+        &self,
+        holder: GateHolder<'a>,
+        lines: &[(ProductId, Quantity)],
+    ) -> Result<GateDecision, Unavailable> {
+        let mut keys: Vec<String> = lines.iter().map(|(p, _)| self.key(*p)).collect();
+        let marker = self.counters.key(&format!(
+            "order-holder:{}:{}",
+            holder.user_id,
+            holder.key.as_str()
+        ));
+        keys.push(marker.clone());
+        let mut quantities: Vec<i64> = lines.iter().map(|(_, q)| q.get()).collect();
+        let ttl_ms = i64::try_from(HOLDER_TTL.as_millis()).unwrap_or(i64::MAX);
+        quantities.push(ttl_ms);
         // A few rounds at most: each round rebuilds one missing counter.
         for _ in 0..=lines.len() {
             let mut conn = self.counters.connection().await?;
@@ -132,15 +174,16 @@ impl StockGate for RedisStockGate {
                 .map(|(p, _)| *p);
             match (status, product) {
                 (1, _) => return Ok(GateDecision::Reserved),
+                (2, _) => return Ok(GateDecision::Repeated),
                 (0, Some(product)) => return Ok(GateDecision::SoldOut(product)),
                 (-1, Some(product)) => match self.rebuild(product).await? {
                     Rebuilt::Ready => {}
-                    Rebuilt::Unknown | Rebuilt::Busy => return Ok(GateDecision::Bypass),
+                    Rebuilt::Unknown | Rebuilt::Busy => return self.bypass(&marker).await,
                 },
-                _ => return Ok(GateDecision::Bypass),
+                _ => return self.bypass(&marker).await,
             }
         }
-        Ok(GateDecision::Bypass)
+        self.bypass(&marker).await
     }
 
     async fn release(&self, lines: &[(ProductId, Quantity)]) -> Result<(), Unavailable> {
