@@ -703,6 +703,58 @@ async fn the_expiring_list_pages_through_one_utc_day_with_a_cursor() {
     assert_eq!(today.body["items"], json!([]), "nothing expires today");
 }
 
+/// Found by probing what the schemathesis run could not reach: chrono read
+/// these, Postgres refused the instant ("timestamp out of range") and the
+/// client got a 503 as if Postgres were down.
+#[tokio::test]
+async fn the_expiring_list_refuses_days_and_cursors_outside_what_it_can_hold_with_400() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+
+    for query in [
+        "date=-4800-01-01",
+        "date=-0001-01-01",
+        "date=+12345-01-01",
+        "date=2030-1-2",
+    ] {
+        app.get(
+            &format!("/api/v1/admin/coupons/expiring?{query}"),
+            Some(&admin),
+        )
+        .await
+        .assert_invalid_field("date");
+    }
+    for query in [
+        "after=-999999999999999999.1",
+        "after=1.-1",
+        "after=",
+        "after=1234567890123456789.1",
+    ] {
+        app.get(
+            &format!("/api/v1/admin/coupons/expiring?{query}"),
+            Some(&admin),
+        )
+        .await
+        .assert_invalid_field("after");
+    }
+
+    for query in [
+        "date=0000-01-01",
+        "date=9999-12-31",
+        "date=2030-01-02&after=999999999999999999.999999999999999999",
+        "date=2030-01-02&after=0.0",
+    ] {
+        let reply = app
+            .get(
+                &format!("/api/v1/admin/coupons/expiring?{query}"),
+                Some(&admin),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{query}: {}", reply.text);
+        assert_eq!(reply.body["items"], json!([]), "{query}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_notice_runs_at_once_notify_each_due_coupon_exactly_once() {
     let app = TestApp::spawn().await;

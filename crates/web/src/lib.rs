@@ -4,7 +4,8 @@
 //! Handlers are thin: they turn a request into a validated command
 //! (`try_into_domain`), call one use case from `application`, and turn the
 //! result into JSON. Error mapping lives in [`errors`], the error shape in
-//! [`problem`], the OpenAPI document and `/docs` in [`openapi`]. `app` builds
+//! [`problem`], the OpenAPI document and `/docs` in [`openapi`] (request
+//! patterns that need more than an attribute in [`schema`]). `app` builds
 //! a [`WebState`] and serves [`app`].
 
 pub mod edge;
@@ -14,6 +15,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+pub mod schema;
 
 use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};

@@ -336,6 +336,103 @@ mod tests {
         assert_eq!(ids.len(), count, "operation ids repeat");
     }
 
+    /// What the server refuses with 400 must be outside the documented
+    /// request schema, or a fuzzer that trusts the document (schemathesis)
+    /// reports "schema-valid request rejected"; each of these was one.
+    #[test]
+    fn request_schemas_carry_the_rules_the_server_enforces() {
+        use crate::schema::{
+            COUPON_CODE_PATTERN, EXPIRING_CURSOR_PATTERN, csv_header_pattern, trimmed_text_pattern,
+        };
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        let field = |schema: &str, name: &str| schemas[schema]["properties"][name].clone();
+        let name_200 = trimmed_text_pattern(200);
+        for (schema, name) in [
+            ("NewProduct", "name"),
+            ("ProductPatch", "name"),
+            ("NewCampaign", "name"),
+            ("NewInvestProduct", "title"),
+        ] {
+            assert_eq!(
+                field(schema, name)["pattern"],
+                name_200.as_str(),
+                "{schema}.{name}"
+            );
+        }
+        assert_eq!(
+            field("SignUpRequest", "name")["pattern"],
+            trimmed_text_pattern(100).as_str()
+        );
+        assert_eq!(
+            field("ProductPatch", "name")["type"],
+            serde_json::json!(["string", "null"]),
+            "null keeps the name"
+        );
+        for (schema, optional) in [("SignUpRequest", "name"), ("ProductPatch", "name")] {
+            let required = schemas[schema]["required"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                !required.contains(&Value::from(optional)),
+                "{schema}.{optional}"
+            );
+        }
+        assert!(
+            schemas["NewProduct"]["required"]
+                .as_array()
+                .is_some_and(|r| r.contains(&Value::from("name")))
+        );
+        assert_eq!(
+            field("PlaceOrderRequest", "couponCode")["pattern"],
+            COUPON_CODE_PATTERN
+        );
+
+        let max_amount = domain::invest::InvestAmount::MAX as f64;
+        for (schema, name) in [
+            ("InvestRequest", "investAmount"),
+            ("NewInvestProduct", "totalInvestingAmount"),
+        ] {
+            assert_eq!(
+                field(schema, name)["minimum"].as_f64(),
+                Some(1.0),
+                "{schema}.{name}"
+            );
+            assert_eq!(
+                field(schema, name)["maximum"].as_f64(),
+                Some(max_amount),
+                "{schema}.{name}"
+            );
+        }
+        assert_eq!(
+            field("NewCampaign", "discountValue")["minimum"].as_f64(),
+            Some(1.0)
+        );
+        assert_eq!(
+            field("NewCampaign", "maxDiscountAmount")["minimum"].as_f64(),
+            Some(1.0)
+        );
+        assert_eq!(
+            field("NewCampaign", "validDays")["minimum"].as_f64(),
+            Some(1.0)
+        );
+        assert_eq!(
+            field("NewCampaign", "validDays")["maximum"].as_f64(),
+            Some(3650.0)
+        );
+
+        let expiring = &doc["paths"]["/api/v1/admin/coupons/expiring"]["get"]["parameters"];
+        let after = expiring
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "after"))
+            .expect("the after parameter");
+        assert_eq!(after["schema"]["pattern"], EXPIRING_CURSOR_PATTERN);
+        let csv = &doc["paths"]["/api/v1/admin/coupon-campaigns/{id}/codes/import"]["post"]["requestBody"]
+            ["content"]["text/csv"]["schema"];
+        assert_eq!(csv["pattern"], csv_header_pattern().as_str());
+    }
+
     #[test]
     fn every_schema_reference_resolves() {
         let doc = document();

@@ -66,7 +66,7 @@ fn stock(raw: i64) -> Result<Stock, ApiError> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = NewProduct)]
 struct CreateBody {
-    #[schema(min_length = 1, max_length = 200, example = "Green tea")]
+    #[schema(schema_with = crate::schema::product_name)]
     name: String,
     #[schema(minimum = 0, example = 3_000)]
     price: i64,
@@ -88,7 +88,7 @@ impl CreateBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = ProductPatch)]
 struct PatchBody {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(schema_with = crate::schema::product_name_patch)]
     name: Option<String>,
     #[schema(minimum = 0)]
     price: Option<i64>,

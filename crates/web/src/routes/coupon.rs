@@ -91,22 +91,23 @@ impl From<CouponStatus> for CouponStatusJson {
 #[schema(as = NewCampaign)]
 #[serde(rename_all = "camelCase")]
 struct CampaignBody {
-    #[schema(example = "Winter sale")]
+    #[schema(schema_with = crate::schema::campaign_name)]
     name: String,
     /// `AMOUNT` or `PERCENT`.
     #[schema(value_type = DiscountTypeJson)]
     discount_type: String,
-    /// Points off (`AMOUNT`) or percent off (`PERCENT`).
-    #[schema(example = 3_000)]
+    /// Points off (`AMOUNT`) or percent off (`PERCENT`, 1 to 100).
+    #[schema(minimum = 1, example = 3_000)]
     discount_value: i64,
     /// The cap of a `PERCENT` discount.
+    #[schema(minimum = 1)]
     max_discount_amount: Option<i64>,
     /// The smallest order total a coupon applies to; 0 when left out.
     #[serde(default)]
     #[schema(minimum = 0, default = 0)]
     min_order_amount: i64,
     /// A coupon expires this many days after it is issued.
-    #[schema(example = 30)]
+    #[schema(minimum = 1, maximum = 3_650, example = 30)]
     valid_days: i64,
     /// Coupons are issued from then on; from now when left out.
     issue_starts_at: Option<DateTime<Utc>>,
@@ -530,7 +531,8 @@ struct ExpiringQuery {
     /// Items per page.
     #[param(minimum = 1, maximum = 1_000, default = 100)]
     limit: Option<usize>,
-    /// The `nextCursor` of the previous page.
+    /// The `nextCursor` of the previous page (opaque: pass it back as it came).
+    #[param(pattern = "^[0-9]{1,18}\\.[0-9]{1,18}$")]
     after: Option<String>,
 }
 
@@ -539,12 +541,38 @@ fn cursor_of(expires_at: DateTime<Utc>, id: i64) -> String {
     format!("{}.{id}", expires_at.timestamp_micros())
 }
 
+/// Reads only what [`cursor_of`] writes for a coupon expiring after 1970:
+/// two runs of 1 to 18 digits (`EXPIRING_CURSOR_PATTERN`), so the instant is
+/// one Postgres can compare with. A wider reading once let `-999999999999999999.1`
+/// through to Postgres, whose "timestamp out of range" answered 503.
 fn parse_cursor(raw: &str) -> Option<(DateTime<Utc>, i64)> {
     let (micros, id) = raw.split_once('.')?;
+    let digits = |s: &str| (1..=18).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(micros) || !digits(id) {
+        return None;
+    }
     Some((
         DateTime::from_timestamp_micros(micros.parse().ok()?)?,
         id.parse().ok()?,
     ))
+}
+
+/// A day as RFC 3339 writes it, `YYYY-MM-DD` with a four-digit year (what
+/// the parameter's `format: date` promises). chrono's `%Y` alone also reads
+/// `-4800-01-01`, a day before the earliest Postgres timestamp, which then
+/// failed in the query and answered 503.
+fn parse_day(raw: &str) -> Option<chrono::NaiveDate> {
+    let b = raw.as_bytes();
+    let shaped = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shaped {
+        return None;
+    }
+    chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok()
 }
 
 /// Coupons expiring on a day (admin)
@@ -570,8 +598,9 @@ async fn expiring(
 ) -> Result<HttpResponse, ApiError> {
     let date = match query.date.as_deref() {
         None => api.expiry.today(),
-        Some(raw) => chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-            .map_err(|_| ApiError::invalid_field("date", "must be YYYY-MM-DD"))?,
+        Some(raw) => {
+            parse_day(raw).ok_or_else(|| ApiError::invalid_field("date", "must be YYYY-MM-DD"))?
+        }
     };
     let limit = query.limit.unwrap_or(100);
     if !(1..=1_000).contains(&limit) {
@@ -624,6 +653,18 @@ async fn send_notices(
     Ok(HttpResponse::Ok().json(NoticesBody { notified }))
 }
 
+/// The body of an import, for the OpenAPI document (the handler streams it).
+#[derive(Debug)]
+struct CsvUpload;
+
+impl utoipa::PartialSchema for CsvUpload {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        crate::schema::csv_upload()
+    }
+}
+
+impl utoipa::ToSchema for CsvUpload {}
+
 /// The largest CSV upload accepted: it is streamed, so this bounds time, not memory.
 pub const IMPORT_LIMIT: usize = 200 * 1024 * 1024;
 
@@ -638,7 +679,7 @@ pub const IMPORT_LIMIT: usize = 200 * 1024 * 1024;
     operation_id = "importCouponCodes",
     tag = "coupons",
     params(("id" = i64, Path, description = "The campaign id")),
-    request_body(content = String, content_type = "text/csv", description = "`code` then one code per line", example = "code\nWINTER-0001\nWINTER-0002\n"),
+    request_body(content = inline(CsvUpload), content_type = "text/csv", description = "`code` then one code per line", example = "code\nWINTER-0001\nWINTER-0002\n"),
     responses(
         (status = 200, description = "What was imported", body = ImportBody),
         (status = 400, description = "`VALIDATION_FAILED`: the header line is not `code`, or the upload cannot be read", body = ProblemSchema, content_type = PROBLEM_JSON),

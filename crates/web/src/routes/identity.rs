@@ -44,8 +44,7 @@ struct SignUpBody {
     login_id: String,
     #[schema(min_length = 8, max_length = 128, example = "correct-horse")]
     password: String,
-    /// A display name (1 to 100 characters); the login id when left out.
-    #[schema(min_length = 1, max_length = 100, example = "Alice Kim")]
+    #[schema(schema_with = crate::schema::user_name)]
     name: Option<String>,
 }
 

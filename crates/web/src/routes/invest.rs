@@ -47,10 +47,10 @@ fn amount(field: &str, raw: i64) -> Result<InvestAmount, ApiError> {
 #[schema(as = NewInvestProduct)]
 #[serde(rename_all = "camelCase")]
 struct CreateBody {
-    #[schema(example = "Solar farm, Jeju")]
+    #[schema(schema_with = crate::schema::invest_title)]
     title: String,
     /// The amount to recruit.
-    #[schema(minimum = 1, example = 100_000_000)]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64, example = 100_000_000)]
     total_investing_amount: i64,
     /// The recruiting period starts then ...
     started_at: DateTime<Utc>,
@@ -125,7 +125,7 @@ impl From<InvestProduct> for ProductBody {
 #[serde(rename_all = "camelCase")]
 struct InvestBody {
     product_id: i64,
-    #[schema(minimum = 1, example = 50_000)]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64, example = 50_000)]
     invest_amount: i64,
 }
 

@@ -53,6 +53,7 @@ struct PlaceBody {
     #[schema(min_items = 1, max_items = 50)]
     items: Vec<ItemBody>,
     /// A coupon of the caller's to apply.
+    #[schema(pattern = "^[A-Z0-9-]{4,64}$")]
     coupon_code: Option<String>,
 }
 

@@ -1,0 +1,230 @@
+//! OpenAPI schemas of request fields whose rules a type, a length and a
+//! minimum cannot say, written so that a string matches the documented
+//! `pattern` exactly when the server accepts it. A fuzzer (schemathesis)
+//! trusts the document both ways: a string the pattern allows must be
+//! accepted, one it refuses must be refused. The tests below hold each
+//! pattern against the domain's own parser.
+//!
+//! Patterns use only `^`, `$`, classes, `?`, `*`, `{m,n}` and `\uXXXX`
+//! escapes, which read the same in ECMA-262 (JSON Schema's dialect), Python
+//! and Rust.
+
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::{RefOr, Schema};
+
+/// White space as Rust's `str::trim` strips it (the Unicode `White_Space`
+/// property), for use inside a character class.
+const WHITE_SPACE: &str =
+    "\\u0009-\\u000d\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+
+/// One character that is neither white space nor a control character.
+const VISIBLE: &str =
+    "[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+
+/// One character that is not a control character (`char::is_control`, Cc).
+const NOT_CONTROL: &str = "[^\\u0000-\\u001f\\u007f-\\u009f]";
+
+/// A name as the domain reads it (`ProductName`, `CampaignName`,
+/// `InvestTitle`, `UserName`): surrounding white space is trimmed, then 1 to
+/// `max` characters without control characters remain.
+pub fn trimmed_text_pattern(max: usize) -> String {
+    let inner = max.saturating_sub(2);
+    format!("^[{WHITE_SPACE}]*{VISIBLE}({NOT_CONTROL}{{0,{inner}}}{VISIBLE})?[{WHITE_SPACE}]*$")
+}
+
+/// A coupon code as `CouponCode::parse` reads it.
+pub const COUPON_CODE_PATTERN: &str = "^[A-Z0-9-]{4,64}$";
+
+/// The `after` cursor of `GET /admin/coupons/expiring`: microseconds since
+/// the epoch, a dot, a coupon id (both at most 18 digits, so every cursor
+/// that matches names an instant Postgres can compare with).
+pub const EXPIRING_CURSOR_PATTERN: &str = "^[0-9]{1,18}\\.[0-9]{1,18}$";
+
+/// The start of a coupon CSV upload as the importer reads it: blank lines,
+/// then the header `code` (any ASCII case, optionally in double quotes,
+/// after optional byte-order marks, white space around it), then a line
+/// break or the end. (A line over 1,024 bytes before the header is skipped
+/// rather than refused; the pattern does not describe that.)
+pub fn csv_header_pattern() -> String {
+    let space = format!(
+        "[{}]",
+        WHITE_SPACE.replace("\\u0009-\\u000d", "\\u0009\\u000b-\\u000d")
+    );
+    let code = "[cC][oO][dD][eE]";
+    format!("^(\\ufeff*{space}*\\n)*\\ufeff*{space}*(\"{code}\"|{code}){space}*(\\n|$)")
+}
+
+/// The body of a coupon CSV import: a string that starts with the header.
+pub fn csv_upload() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(csv_header_pattern()))
+        .description(Some(
+            "A header line `code`, then one code per line (4 to 64 of `[A-Z0-9-]`); \
+             lines that are not codes are reported, not fatal.",
+        ))
+        .into()
+}
+
+fn text(max: usize, nullable: bool, description: &str, example: &str) -> RefOr<Schema> {
+    let schema_type = if nullable {
+        SchemaType::from_iter([Type::String, Type::Null])
+    } else {
+        SchemaType::Type(Type::String)
+    };
+    ObjectBuilder::new()
+        .schema_type(schema_type)
+        .pattern(Some(trimmed_text_pattern(max)))
+        .description(Some(format!(
+            "{description}: 1 to {max} characters once surrounding white space is trimmed, \
+             no control characters."
+        )))
+        .examples([example])
+        .into()
+}
+
+/// `name` of a new product.
+pub fn product_name() -> RefOr<Schema> {
+    text(200, false, "The product name", "Green tea")
+}
+
+/// `name` of a product patch: left out or null keeps the name.
+pub fn product_name_patch() -> RefOr<Schema> {
+    text(
+        200,
+        true,
+        "The new product name; null keeps it",
+        "Green tea",
+    )
+}
+
+/// `name` of a new coupon campaign.
+pub fn campaign_name() -> RefOr<Schema> {
+    text(200, false, "The campaign name", "Winter sale")
+}
+
+/// `title` of a new investment product.
+pub fn invest_title() -> RefOr<Schema> {
+    text(200, false, "The product title", "Solar farm, Jeju")
+}
+
+/// `name` of a sign-up: the login id when left out or null.
+pub fn user_name() -> RefOr<Schema> {
+    text(
+        100,
+        true,
+        "A display name; the login id when left out",
+        "Alice Kim",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::catalog::ProductName;
+    use domain::identity::UserName;
+    use domain::ordering::CouponCode;
+    use proptest::prelude::*;
+    use regex::Regex;
+
+    use super::*;
+
+    fn re(pattern: &str) -> Regex {
+        Regex::new(pattern).expect("the pattern compiles")
+    }
+
+    /// Characters at every edge of the rules: visible, white space that is
+    /// also a control character, white space that is not, other controls,
+    /// format characters and astral ones.
+    const ALPHABET: &[char] = &[
+        'a', 'Z', '7', '-', ' ', '\t', '\n', '\r', '\u{b}', '\u{c}', '\u{85}', '\u{a0}',
+        '\u{3000}', '\u{2028}', '\0', '\u{1}', '\u{1f}', '\u{7f}', '\u{9f}', '\u{feff}',
+        '\u{200b}', 'é', '한', '😀', '"',
+    ];
+
+    fn strings(max_len: usize) -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(ALPHABET), 0..=max_len)
+            .prop_map(|chars| chars.into_iter().collect())
+    }
+
+    proptest! {
+        #[test]
+        fn the_name_patterns_accept_exactly_what_the_domain_accepts(raw in strings(12)) {
+            prop_assert_eq!(
+                re(&trimmed_text_pattern(200)).is_match(&raw),
+                ProductName::parse(&raw).is_ok(),
+                "{:?}", raw
+            );
+            prop_assert_eq!(
+                re(&trimmed_text_pattern(100)).is_match(&raw),
+                UserName::parse(&raw).is_ok(),
+                "{:?}", raw
+            );
+        }
+
+        #[test]
+        fn the_coupon_code_pattern_accepts_exactly_what_the_domain_accepts(raw in strings(8)) {
+            prop_assert_eq!(
+                re(COUPON_CODE_PATTERN).is_match(&raw),
+                CouponCode::parse(&raw).is_ok(),
+                "{:?}", raw
+            );
+        }
+    }
+
+    #[test]
+    fn the_name_patterns_count_characters_after_trimming() {
+        let pattern = re(&trimmed_text_pattern(200));
+        let exact = "n".repeat(200);
+        for (raw, ok) in [
+            (exact.clone(), true),
+            (format!("  \u{b}{exact}\n\u{3000}"), true),
+            (format!("{exact}n"), false),
+            (format!("a{}b", " ".repeat(198)), true),
+            (format!("a{}b", " ".repeat(199)), false),
+            ("   ".to_owned(), false),
+            (String::new(), false),
+        ] {
+            assert_eq!(pattern.is_match(&raw), ok, "{raw:?}");
+            assert_eq!(ProductName::parse(&raw).is_ok(), ok, "{raw:?}");
+        }
+        let users = re(&trimmed_text_pattern(100));
+        assert!(users.is_match(&"u".repeat(100)));
+        assert!(!users.is_match(&"u".repeat(101)));
+    }
+
+    #[test]
+    fn the_csv_header_pattern_describes_the_importers_header_rule() {
+        let pattern = re(&csv_header_pattern());
+        for accepted in [
+            "code",
+            "code\nAAAA\n",
+            "CODE\r\nAAAA",
+            "\u{feff}code\n",
+            "\n  \r\n\"Code\"  \nAAAA",
+            "\tcode\u{a0}\n",
+        ] {
+            assert!(pattern.is_match(accepted), "{accepted:?}");
+        }
+        for refused in [
+            "",
+            "\n\n",
+            "codes\nAAAA",
+            "AAAA\ncode",
+            "\"code\ncode",
+            "code,x\n",
+            " c ode",
+        ] {
+            assert!(!pattern.is_match(refused), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn the_cursor_pattern_admits_only_what_the_handler_reads() {
+        let pattern = re(EXPIRING_CURSOR_PATTERN);
+        assert!(pattern.is_match("1767225600000000.42"));
+        assert!(pattern.is_match("999999999999999999.999999999999999999"));
+        for refused in ["", "1", "1.", ".1", "-1.1", "1.-1", "+1.1", "1.1.1", "1 .1"] {
+            assert!(!pattern.is_match(refused), "{refused:?}");
+        }
+    }
+}
