@@ -8,6 +8,11 @@
 #
 #   BASE=http://127.0.0.1:18097 scripts/fuzz-api.sh
 #
+# Start that app with the abuse limits off (APP_SIGNIN_LIMIT_PER_LOGIN=off
+# APP_SIGNIN_LIMIT_PER_ADDRESS=off APP_ATTEMPT_LIMIT_PER_USER=off): the run
+# sends thousands of writes per user, and 429s, though documented, leave
+# operations untested.
+#
 # Environment:
 #   BASE           the service (default http://127.0.0.1:8080)
 #   ADMIN_TOKEN    an admin bearer token; else signs in with

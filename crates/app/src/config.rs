@@ -72,6 +72,11 @@ pub struct Config {
     /// Seed demo products, a coupon campaign and an investment product into
     /// an empty database at start-up.
     pub demo_data: bool,
+    /// Sign-in and per-user attempt quotas (`APP_SIGNIN_LIMIT_PER_LOGIN`,
+    /// `APP_SIGNIN_LIMIT_PER_ADDRESS`, `APP_ATTEMPT_LIMIT_PER_USER`).
+    pub limits: application::throttle::Limits,
+    /// Trusted proxies in front that append to `X-Forwarded-For`.
+    pub proxy_hops: usize,
 }
 
 impl Config {
@@ -180,6 +185,12 @@ impl Config {
             )
             .map_err(|_| invalid("APP_NOTICE_TIME", "must be HH:MM (UTC)"))?,
             demo_data: flag(&get, "APP_DEMO_DATA")?,
+            limits: application::throttle::Limits {
+                sign_in_per_login: quota(&get, "APP_SIGNIN_LIMIT_PER_LOGIN", "10/5m")?,
+                sign_in_per_address: quota(&get, "APP_SIGNIN_LIMIT_PER_ADDRESS", "100/5m")?,
+                attempts_per_user: quota(&get, "APP_ATTEMPT_LIMIT_PER_USER", "300/1m")?,
+            },
+            proxy_hops: number(&get, "APP_PROXY_HOPS", 0, 0..=10)?,
         })
     }
 }
@@ -200,6 +211,26 @@ fn duration(
         return Err(invalid(var, "must be greater than zero"));
     }
     Ok(parsed)
+}
+
+/// A quota as `LIMIT/PERIOD` (`10/5m`: ten per five minutes), or `off`.
+fn quota(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: &str,
+) -> Result<Option<domain::throttle::Quota>, ConfigError> {
+    let raw = get(var).unwrap_or_else(|| default.to_owned());
+    let raw = raw.trim();
+    if raw.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let shape = "must be LIMIT/PERIOD such as 10/5m, or off";
+    let (limit, period) = raw.split_once('/').ok_or_else(|| invalid(var, shape))?;
+    let limit: u32 = limit.trim().parse().map_err(|_| invalid(var, shape))?;
+    let period = humantime::parse_duration(period.trim()).map_err(|_| invalid(var, shape))?;
+    domain::throttle::Quota::new(limit, period)
+        .map(Some)
+        .map_err(|e| invalid(var, e.to_string()))
 }
 
 /// `true`/`false` (also `1`/`0`, `yes`/`no`); unset is `false`.
@@ -258,6 +289,16 @@ mod tests {
         assert_eq!(c.jwt_ttl, Duration::from_secs(3600));
         assert!(c.admin.is_none() && c.trusted_user_header.is_none());
         assert!(!c.demo_data, "no demo data unless asked");
+        let q = |limit, secs| domain::throttle::Quota::new(limit, Duration::from_secs(secs)).ok();
+        assert_eq!(
+            c.limits,
+            application::throttle::Limits {
+                sign_in_per_login: q(10, 300),
+                sign_in_per_address: q(100, 300),
+                attempts_per_user: q(300, 60),
+            }
+        );
+        assert_eq!(c.proxy_hops, 0);
         assert!(
             config(&[("APP_DEMO_DATA", "true")])
                 .expect("valid")
@@ -285,10 +326,31 @@ mod tests {
             ("APP_IDEMPOTENCY_RETENTION", "1h"),
             ("APP_NOTICE_TIME", "25:00"),
             ("APP_DEMO_DATA", "maybe"),
+            ("APP_SIGNIN_LIMIT_PER_LOGIN", "10"),
+            ("APP_SIGNIN_LIMIT_PER_ADDRESS", "0/1m"),
+            ("APP_ATTEMPT_LIMIT_PER_USER", "5/forever"),
+            ("APP_ATTEMPT_LIMIT_PER_USER", "5/2d"),
+            ("APP_PROXY_HOPS", "11"),
         ] {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var, "{var}={value}");
         }
+    }
+
+    #[test]
+    fn limits_read_limit_per_period_or_off() {
+        let c = config(&[
+            ("APP_ATTEMPT_LIMIT_PER_USER", "off"),
+            ("APP_SIGNIN_LIMIT_PER_LOGIN", " 3 / 90s "),
+            ("APP_PROXY_HOPS", "1"),
+        ])
+        .expect("valid");
+        assert_eq!(c.limits.attempts_per_user, None);
+        assert_eq!(
+            c.limits.sign_in_per_login,
+            domain::throttle::Quota::new(3, Duration::from_secs(90)).ok()
+        );
+        assert_eq!(c.proxy_hops, 1);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use application::identity::{Authenticate, BootstrapAdmin, SignIn, SignUp, UserQu
 use application::invest::{Invest, InvestProducts};
 use application::ordering::{OrderQueries, PlaceOrder};
 use application::points::{ChargePoints, PointsQueries};
+use application::throttle::Throttle;
 use domain::catalog::CatalogStore;
 use domain::clock::Clock;
 use domain::health::HealthProbe;
@@ -26,11 +27,11 @@ use infra::postgres::{
 };
 use infra::redis::{
     self, RedisEventStream, RedisInvestGate, RedisIssueGate, RedisKeys, RedisLock,
-    RedisPoolSettings, RedisProbe, RedisSalesRanking, RedisStockGate,
+    RedisPoolSettings, RedisProbe, RedisRateLimiter, RedisSalesRanking, RedisStockGate,
 };
 use web::{
     AuthContext, CatalogApi, CouponApi, IdentityApi, InvestApi, JsonLimit, Metrics, MetricsApi,
-    OrderingApi, PointsApi, PoolStatus, PoolStatusFn, Readiness, WebState,
+    OrderingApi, PointsApi, PoolStatus, PoolStatusFn, ProxyHops, Readiness, WebState,
 };
 
 use crate::config::Config;
@@ -98,6 +99,10 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
     ));
 
     let keys = RedisKeys::new(config.redis_key_prefix.clone());
+    let throttle = Arc::new(Throttle::new(
+        Arc::new(RedisRateLimiter::new(redis_pool.clone(), keys.clone())),
+        config.limits,
+    ));
     let expiry = Arc::new(Expiry::new(
         Arc::new(PgExpiryStore::new(pg.clone())),
         Arc::new(infra::notify::JsonLineNotifier::stdout()),
@@ -219,6 +224,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
                 Arc::clone(&hasher),
                 Arc::clone(&tokens),
                 Arc::clone(&clock),
+                Arc::clone(&throttle),
             )),
             users: Arc::new(UserQueries::new(Arc::clone(&users))),
         },
@@ -233,6 +239,8 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
                 .min(std::time::Duration::from_secs(1)),
         },
         json_limit: JsonLimit(config.json_body_limit),
+        proxy_hops: ProxyHops(config.proxy_hops),
+        throttle,
     };
     if config.demo_data {
         crate::demo::seed(&crate::demo::Seeders {

@@ -12,3 +12,4 @@ pub mod identity;
 pub mod invest;
 pub mod ordering;
 pub mod points;
+pub mod throttle;

@@ -14,6 +14,7 @@
 //! - [`invest`]: recruiting products and investments that never exceed the target.
 //! - [`idempotency`]: keys, fingerprints and stored responses of money writes.
 //! - [`money`]: the checked `Points` amount.
+//! - [`throttle`]: quotas on attempts per subject and the rate-limiter port.
 //! - [`clock`]: the [`Clock`](clock::Clock) port; time is never read directly.
 //! - [`health`]: the readiness probe port for backing services.
 //! - [`error`]: the one error every port may return when a backing service fails.
@@ -31,3 +32,4 @@ pub mod money;
 pub mod ordering;
 pub mod paging;
 pub mod points;
+pub mod throttle;

@@ -7,6 +7,11 @@
 //!   methods, actix's own refusals, errors raised by inner middleware) into
 //!   `application/problem+json`;
 //! - answers a handler panic with a 500 problem instead of a dropped connection;
+//! - refuses a request head over the limits before any handler runs: a URI
+//!   over [`MAX_URI_BYTES`] (`414`), a header value over
+//!   [`MAX_HEADER_VALUE_BYTES`] or all headers over [`MAX_HEADER_BYTES`]
+//!   (`431`), both as `REQUEST_TOO_LARGE` problems. (actix itself closes a
+//!   connection whose head passes 128 KiB or 96 headers, with a bare 431.)
 //! - logs one line per request with method, route, status and latency, and
 //!   counts it in the HTTP metrics (by route pattern, never the raw path).
 
@@ -26,6 +31,40 @@ use crate::metrics::Metrics;
 use crate::problem::{ApiError, PROBLEM_JSON};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest request target (path and query) accepted.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// The longest single header value accepted.
+pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
+/// The most header bytes (names and values) one request may carry.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Why a request head is refused, if it is.
+fn head_refusal(req: &ServiceRequest) -> Option<ApiError> {
+    let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri_len > MAX_URI_BYTES {
+        return Some(ApiError::request_too_large(
+            StatusCode::URI_TOO_LONG,
+            format!("the request target must not exceed {MAX_URI_BYTES} bytes"),
+        ));
+    }
+    let mut total = 0;
+    for (name, value) in req.headers() {
+        if value.len() > MAX_HEADER_VALUE_BYTES {
+            return Some(ApiError::request_too_large(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!("a header value must not exceed {MAX_HEADER_VALUE_BYTES} bytes"),
+            ));
+        }
+        total += name.as_str().len() + value.len();
+    }
+    (total > MAX_HEADER_BYTES).then(|| {
+        ApiError::request_too_large(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("the headers must not exceed {MAX_HEADER_BYTES} bytes in all"),
+        )
+    })
+}
 
 /// The id of the current request, in the request's extensions.
 #[derive(Debug, Clone)]
@@ -54,34 +93,10 @@ pub async fn edge(
     let span =
         tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
 
-    let outcome = AssertUnwindSafe(next.call(req).instrument(span.clone()))
-        .catch_unwind()
-        .await;
-    let res = match outcome {
-        Ok(Ok(res)) => res.map_into_boxed_body(),
-        // Only an inner middleware can fail here (handlers and extractors
-        // answer with responses). The request is gone, so answer through an
-        // error whose response is already the problem, with our request id.
-        Ok(Err(err)) => {
-            let status = err.as_response_error().status_code();
-            span.in_scope(|| tracing::error!(status = status.as_u16(), error = %err, "request failed in middleware"));
-            return Err(problem_error(status, &id, err.to_string()));
-        }
-        // A bug panicked while serving this request: answer 500 like any
-        // other error instead of dropping the connection, and log it.
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            span.in_scope(|| tracing::error!(panic = %message, "request handler panicked"));
-            return Err(problem_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &id,
-                "handler panicked".to_owned(),
-            ));
-        }
+    let res = if let Some(refusal) = head_refusal(&req) {
+        req.into_response(refusal.error_response())
+    } else {
+        serve(req, next, &span, &id).await?
     };
     let mut res = if needs_problem_body(&res) {
         into_problem(res)
@@ -110,6 +125,44 @@ pub async fn edge(
         }
     });
     Ok(res)
+}
+
+/// Runs the inner services, turning their failures and panics into problems.
+async fn serve(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+    span: &tracing::Span,
+    id: &str,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let outcome = AssertUnwindSafe(next.call(req).instrument(span.clone()))
+        .catch_unwind()
+        .await;
+    Ok(match outcome {
+        Ok(Ok(res)) => res.map_into_boxed_body(),
+        // Only an inner middleware can fail here (handlers and extractors
+        // answer with responses). The request is gone, so answer through an
+        // error whose response is already the problem, with our request id.
+        Ok(Err(err)) => {
+            let status = err.as_response_error().status_code();
+            span.in_scope(|| tracing::error!(status = status.as_u16(), error = %err, "request failed in middleware"));
+            return Err(problem_error(status, id, err.to_string()));
+        }
+        // A bug panicked while serving this request: answer 500 like any
+        // other error instead of dropping the connection, and log it.
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            span.in_scope(|| tracing::error!(panic = %message, "request handler panicked"));
+            return Err(problem_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                id,
+                "handler panicked".to_owned(),
+            ));
+        }
+    })
 }
 
 /// An error whose response is the problem for `status`, carrying the request id.

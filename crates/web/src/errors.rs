@@ -4,6 +4,7 @@
 //! `Unavailable` is logged with its cause and answered `503` with no internals.
 
 use application::identity::{AuthenticateError, ProfileError, SignInError, SignUpError};
+use application::throttle::RateLimited;
 use domain::error::Unavailable;
 use domain::identity::TokenError;
 use domain::paging::PageRequestError;
@@ -50,8 +51,15 @@ impl From<SignInError> for ApiError {
     fn from(err: SignInError) -> Self {
         match err {
             SignInError::InvalidCredentials => invalid_credentials(),
+            SignInError::RateLimited(limited) => limited.into(),
             SignInError::Unavailable(u) => u.into(),
         }
+    }
+}
+
+impl From<RateLimited> for ApiError {
+    fn from(limited: RateLimited) -> Self {
+        ApiError::rate_limited(limited.retry_after)
     }
 }
 

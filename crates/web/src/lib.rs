@@ -22,7 +22,7 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpResponse, web};
 
-pub use extract::{AuthContext, JsonLimit};
+pub use extract::{AuthContext, JsonLimit, ProxyHops};
 pub use metrics::{Metrics, MetricsApi, PoolStatus, PoolStatusFn};
 pub use routes::catalog::CatalogApi;
 pub use routes::coupon::CouponApi;
@@ -47,6 +47,9 @@ pub struct WebState {
     pub auth: AuthContext,
     pub readiness: Readiness,
     pub json_limit: JsonLimit,
+    pub proxy_hops: ProxyHops,
+    /// The per-user attempt limits of orders, coupon issues and investments.
+    pub throttle: std::sync::Arc<application::throttle::Throttle>,
 }
 
 /// The complete application: state, routes, middleware and the problem
@@ -74,6 +77,8 @@ pub fn app(
         .app_data(web::Data::new(state.auth))
         .app_data(web::Data::new(state.readiness))
         .app_data(state.json_limit)
+        .app_data(state.proxy_hops)
+        .app_data(web::Data::from(state.throttle))
         .app_data(web::PathConfig::default().error_handler(|err, _| {
             ApiError::validation(format!("invalid path parameter: {err}")).into()
         }))

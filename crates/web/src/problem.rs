@@ -194,6 +194,25 @@ impl ApiError {
         .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
     }
 
+    /// `429 RATE_LIMITED`: over a quota; `Retry-After` says when the next
+    /// attempt is admitted (whole seconds, rounded up, at least 1).
+    pub fn rate_limited(retry_after: std::time::Duration) -> Self {
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let secs = secs.max(1);
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "Too many requests",
+            format!("too many attempts; retry after {secs} s"),
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
+    }
+
+    /// `431 REQUEST_TOO_LARGE` (or `414` for the URI): the request head is over a limit.
+    pub fn request_too_large(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self::new(status, "REQUEST_TOO_LARGE", "Request too large", detail)
+    }
+
     /// `500 INTERNAL_ERROR`: a bug. The cause is logged by the caller.
     pub fn internal() -> Self {
         Self::new(

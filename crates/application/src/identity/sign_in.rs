@@ -3,7 +3,12 @@
 //! An unknown login id and a wrong password get the same answer and take the
 //! same time (the hasher checks a dummy hash), so sign-in cannot be used to
 //! find out which login ids exist.
+//!
+//! Attempts are throttled per login id and per client address before the
+//! password is checked ([`Throttle::sign_in`]); a sign-in that succeeds gives
+//! its slots back, so what the limits bound is failed attempts.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use domain::clock::Clock;
@@ -12,11 +17,14 @@ use domain::identity::{Caller, LoginId, Password, PasswordHasher, TokenService, 
 use thiserror::Error;
 
 use super::AuthSession;
+use crate::throttle::{RateLimited, Throttle};
 
 #[derive(Debug, Clone)]
 pub struct SignInCommand {
     pub login_id: LoginId,
     pub password: Password,
+    /// The client's address, when the edge knows it.
+    pub client: Option<IpAddr>,
 }
 
 #[derive(Debug, Error)]
@@ -24,6 +32,9 @@ pub enum SignInError {
     /// Unknown login id, wrong password, or a user who has no password.
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// Too many failed attempts for this login or from this address.
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
 }
@@ -34,6 +45,7 @@ pub struct SignIn {
     hasher: Arc<dyn PasswordHasher>,
     tokens: Arc<dyn TokenService>,
     clock: Arc<dyn Clock>,
+    throttle: Arc<Throttle>,
 }
 
 impl std::fmt::Debug for SignIn {
@@ -48,21 +60,25 @@ impl SignIn {
         hasher: Arc<dyn PasswordHasher>,
         tokens: Arc<dyn TokenService>,
         clock: Arc<dyn Clock>,
+        throttle: Arc<Throttle>,
     ) -> Self {
         Self {
             users,
             hasher,
             tokens,
             clock,
+            throttle,
         }
     }
 
     /// # Errors
     /// [`SignInError::InvalidCredentials`] for an unknown login, a wrong
     /// password, or a gateway-provisioned user without password;
+    /// [`SignInError::RateLimited`] over a sign-in quota (nothing checked);
     /// [`SignInError::Unavailable`] when a backing service fails.
     #[tracing::instrument(name = "sign_in", skip_all, fields(login_id = %cmd.login_id))]
     pub async fn execute(&self, cmd: SignInCommand) -> Result<AuthSession, SignInError> {
+        let slots = self.throttle.sign_in(&cmd.login_id, cmd.client).await?;
         let found = self.users.find_credentials(&cmd.login_id).await?;
         let hash = found.as_ref().and_then(|c| c.password_hash.clone());
         // Always run the hasher, even without a hash, so timing reveals nothing.
@@ -71,6 +87,7 @@ impl SignIn {
             Some(credentials) if matches && credentials.password_hash.is_some() => {
                 let user = credentials.user;
                 let token = self.tokens.issue(&Caller::from(&user), self.clock.now());
+                self.throttle.signed_in(slots).await;
                 Ok(AuthSession { user, token })
             }
             _ => Err(SignInError::InvalidCredentials),
@@ -85,6 +102,8 @@ mod tests {
         UserCredentials,
     };
 
+    use domain::throttle::MockRateLimiter;
+
     use super::*;
     use crate::identity::fixtures;
 
@@ -92,6 +111,7 @@ mod tests {
         SignInCommand {
             login_id: LoginId::parse("alice").expect("valid"),
             password: Password::parse(password).expect("valid"),
+            client: None,
         }
     }
 
@@ -130,7 +150,12 @@ mod tests {
             Arc::new(hasher()),
             Arc::new(tokens()),
             Arc::new(fixtures::clock()),
+            unthrottled(),
         )
+    }
+
+    fn unthrottled() -> Arc<Throttle> {
+        Arc::new(Throttle::off(Arc::new(MockRateLimiter::new())))
     }
 
     #[tokio::test]
@@ -169,10 +194,59 @@ mod tests {
             Arc::new(hasher),
             Arc::new(tokens()),
             Arc::new(fixtures::clock()),
+            unthrottled(),
         );
 
         let result = use_case.execute(command("right password")).await;
 
         assert!(matches!(result, Err(SignInError::InvalidCredentials)));
+    }
+
+    fn limited_to_one_per_login() -> Arc<Throttle> {
+        let quota = domain::throttle::Quota::new(1, std::time::Duration::from_secs(60))
+            .expect("valid quota");
+        let mut limiter = MockRateLimiter::new();
+        let mut taken = 0;
+        limiter.expect_admit().returning(move |_, _| {
+            taken += 1;
+            if taken == 1 {
+                domain::throttle::Admission::Admitted
+            } else {
+                domain::throttle::Admission::Limited {
+                    retry_after: std::time::Duration::from_secs(60),
+                }
+            }
+        });
+        limiter.expect_release().never();
+        Arc::new(Throttle::new(
+            Arc::new(limiter),
+            crate::throttle::Limits {
+                sign_in_per_login: Some(quota),
+                ..crate::throttle::Limits::OFF
+            },
+        ))
+    }
+
+    #[tokio::test]
+    async fn over_the_quota_no_password_is_checked_and_a_failure_keeps_its_slot() {
+        // `hasher()` expects exactly one verify: the first attempt's.
+        let use_case = SignIn::new(
+            Arc::new(users_with(Some("$hash"))),
+            Arc::new(hasher()),
+            Arc::new(tokens()),
+            Arc::new(fixtures::clock()),
+            limited_to_one_per_login(),
+        );
+
+        let first = use_case.execute(command("wrong password")).await;
+        let second = use_case.execute(command("right password")).await;
+
+        assert!(matches!(first, Err(SignInError::InvalidCredentials)));
+        match second {
+            Err(SignInError::RateLimited(limited)) => {
+                assert_eq!(limited.retry_after, std::time::Duration::from_secs(60));
+            }
+            other => panic!("expected RateLimited, got {other:?}"),
+        }
     }
 }

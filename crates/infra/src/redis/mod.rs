@@ -15,6 +15,7 @@ mod invest_gate;
 mod issue_gate;
 mod lock;
 mod ranking;
+mod rate_limit;
 mod stock_gate;
 mod stream;
 
@@ -24,6 +25,7 @@ pub use invest_gate::RedisInvestGate;
 pub use issue_gate::RedisIssueGate;
 pub use lock::{Lease, RedisLock, credentials_of, forge_release_of, release_as};
 pub use ranking::RedisSalesRanking;
+pub use rate_limit::{LocalRateLimiter, RedisRateLimiter};
 pub use stock_gate::RedisStockGate;
 pub use stream::{ORDER_EVENTS, RedisEventStream, StreamEntry};
 

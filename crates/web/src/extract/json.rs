@@ -3,7 +3,9 @@
 //! actix's own `web::Json` reports "Json deserialize error" without saying
 //! where; clients need `items[2].quantity: invalid type …`. This one reads the
 //! body up to a limit (413 beyond it), then deserializes through
-//! `serde_path_to_error` so every 400 names the field.
+//! `serde_path_to_error` so every 400 names the field. Bodies nesting deeper
+//! than [`MAX_DEPTH`] are refused before any parsing (none of ours needs more
+//! than four levels; serde_json alone would recurse to 128).
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -24,6 +26,38 @@ impl Default for JsonLimit {
     fn default() -> Self {
         Self(64 * 1024)
     }
+}
+
+/// The deepest nesting of arrays and objects accepted in a JSON body.
+pub const MAX_DEPTH: usize = 32;
+
+/// Whether `body` nests arrays and objects deeper than `max`, read without
+/// parsing (brackets inside strings do not count).
+fn nests_deeper_than(body: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// A deserialized JSON body.
@@ -103,6 +137,11 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             return Err(ApiError::validation("the body must be a JSON object"));
         }
         _ => {}
+    }
+    if nests_deeper_than(body, MAX_DEPTH) {
+        return Err(ApiError::validation(format!(
+            "the JSON body nests deeper than {MAX_DEPTH} levels"
+        )));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
@@ -204,6 +243,22 @@ mod tests {
             assert!(d.contains("must be a JSON object"), "{body}: {d}");
             assert!(!d.contains("Order"), "{body}: {d}");
         }
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_refused_and_brackets_in_strings_do_not_count() {
+        let deep = |n: usize| format!("{{\"loginId\":{}{}}}", "[".repeat(n), "]".repeat(n));
+        assert!(detail(&deep(MAX_DEPTH)).contains("nests deeper than 32"));
+        // One level less passes the depth check (and fails on its type).
+        assert!(!detail(&deep(MAX_DEPTH - 1)).contains("nests deeper"));
+        let quoted = format!(
+            "{{\"loginId\":\"{}\\\"{}\",\"items\":[]}}",
+            "[".repeat(100),
+            "{".repeat(100)
+        );
+        let order: Order = parse(quoted.as_bytes()).expect("brackets in a string are text");
+        assert!(order.login_id.starts_with("[[["));
+        assert!(nests_deeper_than(&b"[".repeat(100_000), MAX_DEPTH));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Request extractors that answer problems, not actix's plain-text errors.
 
 mod auth;
+mod client;
 mod idempotency;
 mod json;
 mod page;
 
 pub use auth::{AdminUser, AuthContext, AuthUser};
+pub use client::{ClientAddr, ProxyHops};
 pub use idempotency::{IdempotencyKeyHeader, IdempotentJson, render, respond};
 pub use json::{Json, JsonLimit};
 pub use page::{PageParams, PageQuery};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
 use application::coupon::{Campaigns, Coupons, Expiry};
+use application::throttle::{Attempt, Throttle};
 use chrono::{DateTime, Utc};
 use domain::coupon::{
     Campaign, CampaignId, CampaignName, CampaignView, CodeCount, Coupon, CouponStatus,
@@ -404,15 +405,20 @@ fn code(raw: &str) -> Result<CouponCode, ApiError> {
         (status = 400, description = "`VALIDATION_FAILED`: the id is not an integer", body = ProblemSchema, content_type = PROBLEM_JSON),
         (status = 404, description = "`CAMPAIGN_NOT_FOUND`", body = ProblemSchema, content_type = PROBLEM_JSON),
         (status = 409, description = "`COUPON_SOLD_OUT`, `COUPON_ALREADY_ISSUED`, `CAMPAIGN_NOT_ACTIVE` (outside the issue window)", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 429, description = "`RATE_LIMITED`: too many attempts by this user; `Retry-After` gives the seconds to wait", body = ProblemSchema, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds until the next attempt is admitted"))),
     ),
     security(("bearer" = [])),
 )]
 async fn issue(
     api: web::Data<CouponApi>,
     metrics: web::Data<Metrics>,
+    throttle: web::Data<Throttle>,
     AuthUser(caller): AuthUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
+    throttle
+        .attempt(caller.user_id, Attempt::CouponIssue)
+        .await?;
     let issued = api
         .coupons
         .issue(CampaignId::new(id.into_inner()), caller.user_id)

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::errors::invalid_credentials;
-use crate::extract::{AdminUser, AuthUser, Json, PageParams, PageQuery};
+use crate::extract::{AdminUser, AuthUser, ClientAddr, Json, PageParams, PageQuery};
 use crate::problem::{ApiError, PROBLEM_JSON, ProblemSchema};
 use crate::routes::PageBody;
 
@@ -78,12 +78,16 @@ struct SignInBody {
 impl SignInBody {
     /// Credentials outside the sign-up rules cannot belong to anyone: they get
     /// the same 401 as a wrong password, and reveal nothing about the rules.
-    fn try_into_domain(self) -> Result<SignInCommand, ApiError> {
+    fn try_into_domain(self, client: ClientAddr) -> Result<SignInCommand, ApiError> {
         match (
             LoginId::parse(&self.login_id),
             Password::parse(&self.password),
         ) {
-            (Ok(login_id), Ok(password)) => Ok(SignInCommand { login_id, password }),
+            (Ok(login_id), Ok(password)) => Ok(SignInCommand {
+                login_id,
+                password,
+                client: client.0,
+            }),
             _ => Err(invalid_credentials()),
         }
     }
@@ -181,7 +185,9 @@ async fn sign_up(
 
 /// Sign in
 ///
-/// Exchanges credentials for a bearer token.
+/// Exchanges credentials for a bearer token. Failed attempts are limited
+/// per login id and per client address (`429 RATE_LIMITED` with
+/// `Retry-After`); a successful sign-in does not count.
 #[utoipa::path(
     post,
     path = "/api/v1/auth/signin",
@@ -192,13 +198,15 @@ async fn sign_up(
         (status = 200, description = "Signed in", body = SessionBody),
         (status = 400, description = "`VALIDATION_FAILED`: the body cannot be read", body = ProblemSchema, content_type = PROBLEM_JSON),
         (status = 401, description = "`INVALID_CREDENTIALS`: the same answer for an unknown login and a wrong password", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 429, description = "`RATE_LIMITED`: too many failed sign-ins for this login id or from this address; `Retry-After` gives the seconds to wait", body = ProblemSchema, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds until the next attempt is admitted"))),
     ),
 )]
 async fn sign_in(
     api: web::Data<IdentityApi>,
+    client: ClientAddr,
     Json(body): Json<SignInBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let session = api.sign_in.execute(body.try_into_domain()?).await?;
+    let session = api.sign_in.execute(body.try_into_domain(client)?).await?;
     Ok(HttpResponse::Ok().json(SessionBody::from(session)))
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use application::invest::{Invest, InvestCommand, InvestProducts};
+use application::throttle::{Attempt, Throttle};
 use chrono::{DateTime, Utc};
 use domain::idempotency::IdempotentRequest;
 use domain::invest::{
@@ -266,15 +267,20 @@ async fn detail(
         (status = 404, description = "`INVEST_PRODUCT_NOT_FOUND`", body = ProblemSchema, content_type = PROBLEM_JSON),
         (status = 409, description = "`SOLD_OUT` (nothing remains), `AMOUNT_EXCEEDS_REMAINING` (carries `remainingAmount`), `NOT_IN_RECRUITING_PERIOD`, `IDEMPOTENCY_IN_PROGRESS`", body = ProblemSchema, content_type = PROBLEM_JSON),
         (status = 422, description = "`IDEMPOTENCY_KEY_REUSED`: the key came with another body", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 429, description = "`RATE_LIMITED`: too many attempts by this user; `Retry-After` gives the seconds to wait", body = ProblemSchema, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds until the next attempt is admitted"))),
     ),
     security(("bearer" = [])),
 )]
 async fn invest(
     api: web::Data<InvestApi>,
     metrics: web::Data<Metrics>,
+    throttle: web::Data<Throttle>,
     AuthUser(caller): AuthUser,
     write: IdempotentJson<InvestBody>,
 ) -> Result<HttpResponse, ApiError> {
+    throttle
+        .attempt(caller.user_id, Attempt::Investment)
+        .await?;
     let command = InvestCommand {
         user_id: caller.user_id,
         product_id: InvestProductId::new(write.body.product_id),

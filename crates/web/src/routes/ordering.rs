@@ -5,6 +5,7 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use application::ordering::{OrderQueries, PlaceOrder, PlaceOrderCommand};
+use application::throttle::{Attempt, Throttle};
 use chrono::{DateTime, Utc};
 use domain::idempotency::IdempotentRequest;
 use domain::ordering::{CouponCode, Order, OrderId, OrderRequest, PlaceOrderError, Quantity};
@@ -168,15 +169,18 @@ impl From<&Order> for OrderBody {
         (status = 404, description = "`PRODUCT_NOT_FOUND` (carries `productId`)", body = ProblemSchema, content_type = PROBLEM_JSON),
         (status = 409, description = "`OUT_OF_STOCK` (carries `productId`), `INSUFFICIENT_BALANCE`, `COUPON_NOT_APPLICABLE`, `IDEMPOTENCY_IN_PROGRESS`", body = ProblemSchema, content_type = PROBLEM_JSON),
         (status = 422, description = "`IDEMPOTENCY_KEY_REUSED`: the key came with another body", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 429, description = "`RATE_LIMITED`: too many attempts by this user; `Retry-After` gives the seconds to wait", body = ProblemSchema, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds until the next attempt is admitted"))),
     ),
     security(("bearer" = [])),
 )]
 async fn place(
     api: web::Data<OrderingApi>,
     metrics: web::Data<Metrics>,
+    throttle: web::Data<Throttle>,
     AuthUser(caller): AuthUser,
     write: IdempotentJson<PlaceBody>,
 ) -> Result<HttpResponse, ApiError> {
+    throttle.attempt(caller.user_id, Attempt::Order).await?;
     let command = write.body.try_into_domain(&caller)?;
     let request = IdempotentRequest {
         user_id: caller.user_id,
