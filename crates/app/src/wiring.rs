@@ -99,6 +99,11 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
     ));
 
     let keys = RedisKeys::new(config.redis_key_prefix.clone());
+    // Reservations a killed instance held die with it: start from Postgres.
+    match redis::forget_reservations(&redis_pool, &keys).await {
+        Ok(dropped) => tracing::info!(dropped, "gate counters reset; they rebuild from Postgres"),
+        Err(err) => tracing::warn!(error = %err, "could not reset the gate counters"),
+    }
     let throttle = Arc::new(Throttle::new(
         Arc::new(RedisRateLimiter::new(redis_pool.clone(), keys.clone())),
         config.limits,

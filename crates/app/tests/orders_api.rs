@@ -693,3 +693,52 @@ async fn a_retry_while_its_first_request_holds_the_last_unit_is_never_refused_as
         (201, Some("true"))
     );
 }
+
+/// Found by the fault runner (`tests/faults`, app-kill): an instance killed
+/// while it held reservations took them with it, so the counter refused what
+/// Postgres still had until it expired, and those refusals were stored under
+/// their keys. An instance that starts now resets the gate counters.
+#[tokio::test]
+async fn reservations_a_killed_instance_held_are_forgotten_when_an_instance_starts() {
+    let app = TestApp::spawn().await;
+    let token = app.sign_up("after-crash").await;
+    app.charge(&token, 10_000).await;
+    let product = app.create_product("Two left", 1_000, 2).await;
+    let body = json!({"items": [{"productId": product, "quantity": 1}]});
+
+    // The dead instance's two reservations: the counter says none are left.
+    let mut conn = app.redis.connect().await;
+    let _: () = deadpool_redis::redis::cmd("SET")
+        .arg(format!("{}stock:{product}", app.redis.prefix))
+        .arg(0)
+        .arg("PX")
+        .arg(30_000)
+        .query_async(&mut conn)
+        .await
+        .expect("redis");
+    // The drift itself, on the instance that did not restart.
+    app.post_idempotent("/api/v1/orders", "before", &body, &token)
+        .await
+        .assert_problem(409, "OUT_OF_STOCK");
+
+    let restarted = app.spawn_sibling().await;
+    let placed = support::Reply::from(
+        app.http
+            .post(format!("{}/api/v1/orders", restarted.base))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", "after")
+            .json(&body)
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT stock AS n FROM products WHERE id = {product}"
+        ))
+        .await,
+        1
+    );
+}

@@ -17,6 +17,66 @@ use crate::postgres::Postgres;
 /// long a drifted counter can refuse what Postgres would accept.
 pub const COUNTER_TTL: Duration = Duration::from_secs(30);
 
+/// The gate keys whose values count reservations: stock and invest
+/// counters, a campaign's codes left and its holders.
+const RESERVATION_PATTERNS: [&str; 4] = [
+    "stock:*",
+    "invest:*:left",
+    "coupon:*:left",
+    "coupon:*:users",
+];
+
+/// Drops every gate counter under `keys`, so each is rebuilt from Postgres
+/// on its next use. Called when an instance starts: a process that was
+/// killed took reservations with it that only it would have given back, and
+/// they would otherwise refuse what Postgres has until the counters expire
+/// (up to [`COUNTER_TTL`]), with those refusals stored under their keys.
+/// Reservations of instances still running are forgotten too; that errs on
+/// the safe side, since Postgres refuses whatever a too-high counter admits.
+/// Holder marks and locks are kept. Returns how many keys were dropped.
+///
+/// # Errors
+/// [`Unavailable`] when Redis cannot be reached (an empty Redis needs no reset).
+pub async fn forget_reservations(pool: &Pool, keys: &RedisKeys) -> Result<usize, Unavailable> {
+    let mut conn = pool.get().await.map_err(unavailable)?;
+    let escaped: String = keys
+        .prefix()
+        .chars()
+        .flat_map(|c| {
+            let escape = matches!(c, '*' | '?' | '[' | ']' | '\\').then_some('\\');
+            escape.into_iter().chain(std::iter::once(c))
+        })
+        .collect();
+    let mut dropped = 0;
+    for pattern in RESERVATION_PATTERNS {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, found): (u64, Vec<String>) = cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{escaped}{pattern}"))
+                .arg("COUNT")
+                .arg(1_000)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if !found.is_empty() {
+                let n: usize = cmd("UNLINK")
+                    .arg(&found)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                dropped += n;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(dropped)
+}
+
 /// What a rebuild found.
 pub(crate) enum Rebuilt {
     /// The counter exists now.

@@ -19,7 +19,7 @@ mod rate_limit;
 mod stock_gate;
 mod stream;
 
-pub use counter::COUNTER_TTL;
+pub use counter::{COUNTER_TTL, forget_reservations};
 pub use deadpool_redis::Pool as RedisPool;
 pub use invest_gate::RedisInvestGate;
 pub use issue_gate::RedisIssueGate;
