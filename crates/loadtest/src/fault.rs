@@ -636,6 +636,9 @@ struct Recovery {
     during_outage: Classes,
     /// The slowest answer sent during the outage, in ms.
     slowest_during_outage_ms: Option<u64>,
+    /// Answers to requests sent after `back`: failures here are the
+    /// recovery's own (stale pooled connections, a cold start).
+    after_return: Classes,
 }
 
 fn recovery(
@@ -682,6 +685,7 @@ fn recovery(
         .filter(|o| o.sent_ms >= fault && o.sent_ms <= back)
         .map(|o| o.done_ms.saturating_sub(o.sent_ms))
         .max();
+    r.after_return = Classes::of(outcomes.iter().filter(|o| o.sent_ms > back).map(|o| &o.got));
     // The first 100 ms bucket that starts at or after `back`.
     let first = usize::try_from(back.saturating_sub(started_ms).div_ceil(BUCKET_MS)).unwrap_or(n);
     let wanted = RECOVERED_SHARE * r.pre_fault_per_s;
@@ -1307,6 +1311,7 @@ fn print(r: &FaultReport) {
         rec.during_outage.describe(),
         rec.slowest_during_outage_ms.unwrap_or(0)
     );
+    println!("   sent after the return: {}", rec.after_return.describe());
     let line: Vec<String> = r
         .timeline
         .iter()
