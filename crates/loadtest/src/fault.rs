@@ -501,10 +501,8 @@ async fn settle(
             let run = ctx.run.clone();
             tokio::spawn(async move {
                 let mut settled = Vec::new();
-                loop {
-                    let Some(shot) = queue.lock().ok().and_then(|mut q| q.pop()) else {
-                        break;
-                    };
+                // The guard is moved into the closure and dropped there.
+                while let Some(shot) = queue.lock().ok().and_then(|mut q| q.pop()) {
                     let mut tries = 0;
                     let got = loop {
                         tries += 1;
@@ -1442,4 +1440,69 @@ async fn stale_refusals(
         }
     }
     Ok(stale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn served_at(done_ms: u64) -> Outcome {
+        Outcome {
+            shot: Shot {
+                i: 0,
+                kind: Kind::Shelf,
+                target: 0,
+                user: 0,
+                amount: 1,
+            },
+            got: Got::Answer {
+                status: 201,
+                code: String::new(),
+                replayed: false,
+                created: None,
+            },
+            sent_ms: done_ms,
+            done_ms,
+        }
+    }
+
+    #[test]
+    fn recovery_is_the_first_full_second_back_at_80_percent_after_the_return() {
+        // 100 answers a second for 10 s, nothing from 10 s to 13.5 s, then
+        // 50 a second until 14.5 s, then 100 a second again.
+        let mut outcomes = Vec::new();
+        for ms in (0..30_000).step_by(10) {
+            let keep =
+                ms < 10_000 || (13_500..14_500).contains(&ms) && ms % 20 == 0 || ms >= 14_500;
+            if keep {
+                outcomes.push(served_at(ms));
+            }
+        }
+        let marks: BTreeMap<String, u64> =
+            [("fault".to_owned(), 10_000), ("back".to_owned(), 13_000)].into();
+        let r = recovery(&outcomes, 0, 30_000, &marks);
+        assert!(
+            (r.pre_fault_per_s - 100.0).abs() < 1e-9,
+            "{}",
+            r.pre_fault_per_s
+        );
+        assert_eq!(r.outage_s, Some(3.0));
+        // [14.0, 15.0) holds 25 + 50 answers; [14.1, 15.1) holds 20 + 60,
+        // the first 80: 1.1 s after the return.
+        assert_eq!(r.recovery_s, Some(1.1));
+        assert_eq!(r.lowest_per_s, Some(0.0));
+    }
+
+    #[test]
+    fn a_retry_may_find_its_key_in_progress_but_a_first_request_may_not() {
+        let in_progress = Got::Answer {
+            status: 409,
+            code: "IDEMPOTENCY_IN_PROGRESS".to_owned(),
+            replayed: false,
+            created: None,
+        };
+        assert!(!in_progress.definite());
+        assert!(expected(Kind::Shelf, &in_progress, true));
+        assert!(!expected(Kind::Shelf, &in_progress, false));
+    }
 }
