@@ -14,6 +14,15 @@ pub struct Answer {
     pub body: Value,
 }
 
+/// One answer as the fault mode sees it: also whether it was a replay.
+#[derive(Debug, Clone)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub body: Value,
+    /// `Idempotent-Replayed: true`: the stored answer of an earlier request.
+    pub replayed: bool,
+}
+
 impl Answer {
     /// The problem `code` of an error answer ("" for a success, whose body
     /// may have a `code` of its own, a coupon's say).
@@ -34,13 +43,15 @@ pub struct Api {
 }
 
 impl Api {
-    /// A client keeping up to `connections` keep-alive connections open.
+    /// A client keeping up to `connections` keep-alive connections open,
+    /// giving up on any request after `timeout`.
     ///
     /// # Errors
     /// When the admin cannot sign in.
     pub async fn connect(
         base: &str,
         connections: usize,
+        timeout: Duration,
         admin_login: &str,
         admin_password: &str,
         user_header: &str,
@@ -49,7 +60,8 @@ impl Api {
             .pool_max_idle_per_host(connections)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
-            .timeout(Duration::from_secs(30))
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .timeout(timeout)
             .build()?;
         let mut api = Self {
             base: base.trim_end_matches('/').to_owned(),
@@ -109,6 +121,23 @@ impl Api {
         idempotency_key: Option<&str>,
         body: Option<&Value>,
     ) -> anyhow::Result<Answer> {
+        let raw = self
+            .send_raw(method, path, auth, idempotency_key, body)
+            .await?;
+        Ok(Answer {
+            status: raw.status,
+            body: raw.body,
+        })
+    }
+
+    async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        auth: Option<(&str, &str)>,
+        idempotency_key: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<RawAnswer, reqwest::Error> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some((name, value)) = auth {
             req = req.header(name, value);
@@ -121,9 +150,40 @@ impl Api {
         }
         let res = req.send().await?;
         let status = res.status().as_u16();
+        let replayed = res
+            .headers()
+            .get("idempotent-replayed")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
         let bytes = res.bytes().await?;
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Answer { status, body })
+        Ok(RawAnswer {
+            status,
+            body,
+            replayed,
+        })
+    }
+
+    /// A request as the user `login`, with the transport error itself (so
+    /// that a timeout can be told from a refused connection).
+    ///
+    /// # Errors
+    /// The transport error when no answer came.
+    pub async fn user_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        login: &str,
+        idempotency_key: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<RawAnswer, reqwest::Error> {
+        self.send_raw(
+            method,
+            path,
+            Some((&self.user_header, login)),
+            idempotency_key,
+            body,
+        )
+        .await
     }
 
     /// A request as the admin.

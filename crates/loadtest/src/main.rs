@@ -9,6 +9,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod api;
+mod fault;
 mod fire;
 mod scenarios;
 mod targets;
@@ -32,6 +33,10 @@ enum Scenario {
     #[value(name = "burst-100")]
     Burst100,
     All,
+    /// A steady mixed load (orders, coupon issues, investments) for
+    /// `--duration`, tolerating failures, for the fault runner
+    /// (`tests/faults/run.sh`); not part of `all`.
+    Fault,
 }
 
 #[derive(Debug, Parser)]
@@ -70,6 +75,42 @@ struct Args {
     /// The baselines script.
     #[arg(long, default_value_os_t = targets::default_script())]
     baselines_script: std::path::PathBuf,
+    /// The client timeout of every request, in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    request_timeout: f64,
+    /// fault: the fault's name in the report.
+    #[arg(long, default_value = "fault")]
+    fault_name: String,
+    /// fault: how long to fire, in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// fault: a file written when the measured firing starts.
+    #[arg(long)]
+    ready_file: Option<std::path::PathBuf>,
+    /// fault: the runner's `NAME EPOCH_MS` lines (`fault`, `back`), read
+    /// after the firing.
+    #[arg(long)]
+    marks: Option<std::path::PathBuf>,
+    /// fault: where to write the JSON report.
+    #[arg(long)]
+    report: Option<std::path::PathBuf>,
+    /// fault: the app itself goes away (refused and broken connections are
+    /// expected).
+    #[arg(long)]
+    expect_disconnects: bool,
+    /// fault: the outage must be answered with 503s.
+    #[arg(long)]
+    expect_503: bool,
+    /// fault: the longest recovery that passes, in seconds after the return.
+    #[arg(long, default_value_t = 5.0)]
+    recovery_within: f64,
+    /// fault: how long keys in doubt are retried after the firing, in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    settle: f64,
+    /// fault: report stale refusals (a sold-out answer while the resource
+    /// still had room) as a known limitation instead of failing.
+    #[arg(long)]
+    known_stale_refusals: bool,
 }
 
 #[tokio::main]
@@ -89,6 +130,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     let api = api::Api::connect(
         &args.base,
         args.connections,
+        std::time::Duration::from_secs_f64(args.request_timeout),
         &args.admin_login,
         &args.admin_password,
         &args.user_header,
@@ -102,6 +144,22 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         run,
         scale: args.scale,
     };
+    if args.scenario == Scenario::Fault {
+        let opts = fault::FaultOptions {
+            name: args.fault_name.clone(),
+            duration: std::time::Duration::from_secs_f64(args.duration),
+            timeout: std::time::Duration::from_secs_f64(args.request_timeout),
+            ready_file: args.ready_file.clone(),
+            marks: args.marks.clone(),
+            report: args.report.clone(),
+            expect_disconnects: args.expect_disconnects,
+            expect_503: args.expect_503,
+            recovery_within: args.recovery_within,
+            settle: std::time::Duration::from_secs_f64(args.settle),
+            known_stale_refusals: args.known_stale_refusals,
+        };
+        return fault::run(&ctx, &opts).await;
+    }
     let order = match args.scenario {
         Scenario::All => vec![
             Scenario::Health,
@@ -124,7 +182,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             Scenario::Orders => scenarios::orders(&ctx).await?,
             Scenario::Catalog => scenarios::catalog(&ctx).await?,
             Scenario::Burst100 => scenarios::burst_100(&ctx).await?,
-            Scenario::All => unreachable!("expanded above"),
+            Scenario::All | Scenario::Fault => unreachable!("expanded or run above"),
         };
         if let Some(pid) = args.app_pid {
             report

@@ -35,7 +35,12 @@ impl Ctx {
 
     /// Provisions `n` users (and charges each `charge` points when given),
     /// 64 at a time; not measured.
-    async fn users(&self, tag: &str, n: usize, charge: Option<i64>) -> anyhow::Result<Vec<String>> {
+    pub(crate) async fn users(
+        &self,
+        tag: &str,
+        n: usize,
+        charge: Option<i64>,
+    ) -> anyhow::Result<Vec<String>> {
         let logins: Arc<Vec<String>> = Arc::new((0..n).map(|i| self.login(tag, i)).collect());
         let api = Arc::clone(&self.api);
         let l = Arc::clone(&logins);
@@ -130,7 +135,7 @@ fn only(fired: &Fired, allowed: &[(u16, &str)]) -> Check {
     )
 }
 
-async fn product_stock(api: &Api, id: i64) -> anyhow::Result<i64> {
+pub(crate) async fn product_stock(api: &Api, id: i64) -> anyhow::Result<i64> {
     let a = api
         .admin(Method::GET, &format!("/api/v1/products/{id}"), None)
         .await?;
