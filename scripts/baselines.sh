@@ -22,7 +22,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release -p app >/dev/null 2>&1
+# The same package set as scripts/loadtest.sh, so neither rebuilds what the
+# other built (features unify differently for -p app alone).
+cargo build --release -p app -p loadtest >/dev/null 2>&1
 DATABASE_URL=$PGURL RUST_LOG=warn ./target/release/app migrate >/dev/null
 psql -q -h 127.0.0.1 -U postgres -d "$DB" <<'SQL'
 INSERT INTO users (login_id, name) SELECT 'bench' || g, 'bench' FROM generate_series(1, 1000) g;

@@ -26,8 +26,8 @@ use infra::postgres::{
     PgUserRepository, PostgresProbe,
 };
 use infra::redis::{
-    self, RedisEventStream, RedisInvestGate, RedisIssueGate, RedisKeys, RedisLock,
-    RedisPoolSettings, RedisProbe, RedisRateLimiter, RedisSalesRanking, RedisStockGate,
+    self, LocalRateLimiter, RedisEventStream, RedisInvestGate, RedisIssueGate, RedisKeys,
+    RedisLock, RedisPoolSettings, RedisProbe, RedisRateLimiter, RedisSalesRanking, RedisStockGate,
 };
 use web::{
     AuthContext, CatalogApi, CouponApi, IdentityApi, InvestApi, JsonLimit, Metrics, MetricsApi,
@@ -104,10 +104,15 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         Ok(dropped) => tracing::info!(dropped, "gate counters reset; they rebuild from Postgres"),
         Err(err) => tracing::warn!(error = %err, "could not reset the gate counters"),
     }
-    let throttle = Arc::new(Throttle::new(
-        Arc::new(RedisRateLimiter::new(redis_pool.clone(), keys.clone())),
-        config.limits,
-    ));
+    // Sign-ins count in Redis (one budget for all instances); attempts count
+    // in process, off the hot path's network (docs/reliability.md).
+    let throttle = Arc::new(
+        Throttle::new(
+            Arc::new(RedisRateLimiter::new(redis_pool.clone(), keys.clone())),
+            config.limits,
+        )
+        .with_attempt_limiter(Arc::new(LocalRateLimiter::default())),
+    );
     let expiry = Arc::new(Expiry::new(
         Arc::new(PgExpiryStore::new(pg.clone())),
         Arc::new(infra::notify::JsonLineNotifier::stdout()),
