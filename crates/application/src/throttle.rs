@@ -63,7 +63,7 @@ pub struct RateLimited {
 }
 
 /// The slots one sign-in attempt holds; give them back with
-/// [`Throttle::signed_in`] when the password was right.
+/// [`Throttle::give_back`] unless the password was wrong.
 #[derive(Debug)]
 #[must_use]
 pub struct SignInSlots {
@@ -159,7 +159,7 @@ impl Throttle {
                 Admission::Admitted => held.held.push((key, quota)),
                 Admission::Limited { retry_after } => {
                     tracing::info!(login_id = %login, ?retry_after, limit = %key.split(':').next().unwrap_or(""), "sign-in rate-limited");
-                    self.signed_in(held).await;
+                    self.give_back(held).await;
                     return Err(RateLimited { retry_after });
                 }
             }
@@ -167,8 +167,8 @@ impl Throttle {
         Ok(held)
     }
 
-    /// Gives back the slots of a sign-in that succeeded.
-    pub async fn signed_in(&self, slots: SignInSlots) {
+    /// Gives back the slots of a sign-in that did not fail on its password.
+    pub async fn give_back(&self, slots: SignInSlots) {
         for (key, quota) in slots.held {
             self.limiter.release(&key, quota).await;
         }
@@ -240,22 +240,16 @@ mod tests {
         (Throttle::new(limiter.clone(), limits), limiter)
     }
 
-    const SIGN_IN: Limits = Limits {
-        sign_in_per_login: None,
-        sign_in_per_address: None,
-        attempts_per_user: None,
-    };
-
     #[tokio::test]
     async fn failed_sign_ins_are_limited_per_login_and_successful_ones_give_their_slot_back() {
         let (throttle, _) = throttle(Limits {
             sign_in_per_login: Some(quota(3)),
-            ..SIGN_IN
+            ..Limits::OFF
         });
         let alice = login("alice");
         for _ in 0..10 {
             let slots = throttle.sign_in(&alice, None).await.expect("admitted");
-            throttle.signed_in(slots).await;
+            throttle.give_back(slots).await;
         }
         for _ in 0..3 {
             let _failed = throttle.sign_in(&alice, None).await.expect("admitted");
@@ -327,7 +321,7 @@ mod tests {
     async fn attempts_are_counted_per_user_and_kind() {
         let (throttle, _) = throttle(Limits {
             attempts_per_user: Some(quota(2)),
-            ..SIGN_IN
+            ..Limits::OFF
         });
         let user = UserId::new(7);
         for _ in 0..2 {
@@ -360,7 +354,7 @@ mod tests {
                 .await
                 .expect("off");
             let slots = throttle.sign_in(&login("alice"), None).await.expect("off");
-            throttle.signed_in(slots).await;
+            throttle.give_back(slots).await;
         }
     }
 
@@ -407,7 +401,7 @@ mod tests {
             Arc::new(limiter),
             Limits {
                 attempts_per_user: Some(quota(5)),
-                ..SIGN_IN
+                ..Limits::OFF
             },
         );
         throttle

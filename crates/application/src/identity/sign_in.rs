@@ -79,6 +79,17 @@ impl SignIn {
     #[tracing::instrument(name = "sign_in", skip_all, fields(login_id = %cmd.login_id))]
     pub async fn execute(&self, cmd: SignInCommand) -> Result<AuthSession, SignInError> {
         let slots = self.throttle.sign_in(&cmd.login_id, cmd.client).await?;
+        let outcome = self.check(&cmd).await;
+        // Only a wrong password keeps its slots. A success gives them back,
+        // and so does a backing-service failure: a 503 is not a guess, and
+        // retries during an outage must not lock anyone out afterwards.
+        if !matches!(outcome, Err(SignInError::InvalidCredentials)) {
+            self.throttle.give_back(slots).await;
+        }
+        outcome
+    }
+
+    async fn check(&self, cmd: &SignInCommand) -> Result<AuthSession, SignInError> {
         let found = self.users.find_credentials(&cmd.login_id).await?;
         let hash = found.as_ref().and_then(|c| c.password_hash.clone());
         // Always run the hasher, even without a hash, so timing reveals nothing.
@@ -87,7 +98,6 @@ impl SignIn {
             Some(credentials) if matches && credentials.password_hash.is_some() => {
                 let user = credentials.user;
                 let token = self.tokens.issue(&Caller::from(&user), self.clock.now());
-                self.throttle.signed_in(slots).await;
                 Ok(AuthSession { user, token })
             }
             _ => Err(SignInError::InvalidCredentials),
@@ -248,5 +258,48 @@ mod tests {
             }
             other => panic!("expected RateLimited, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_failing_backing_service_gives_the_slot_back_and_a_wrong_password_keeps_it() {
+        let quota = domain::throttle::Quota::new(10, std::time::Duration::from_secs(60))
+            .expect("valid quota");
+        let mut limiter = MockRateLimiter::new();
+        limiter
+            .expect_admit()
+            .times(2)
+            .returning(|_, _| domain::throttle::Admission::Admitted);
+        // One give-back: the outage's. The wrong password keeps its slot.
+        limiter.expect_release().times(1).return_const(());
+        let throttle = Arc::new(Throttle::new(
+            Arc::new(limiter),
+            crate::throttle::Limits {
+                sign_in_per_login: Some(quota),
+                ..crate::throttle::Limits::OFF
+            },
+        ));
+        let mut down = MockUserRepository::new();
+        down.expect_find_credentials()
+            .returning(|_| Err(Unavailable::new("postgres", "connection refused")));
+        let outage = SignIn::new(
+            Arc::new(down),
+            Arc::new(MockPasswordHasher::new()),
+            Arc::new(tokens()),
+            Arc::new(fixtures::clock()),
+            Arc::clone(&throttle),
+        );
+        let up = SignIn::new(
+            Arc::new(users_with(Some("$hash"))),
+            Arc::new(hasher()),
+            Arc::new(tokens()),
+            Arc::new(fixtures::clock()),
+            throttle,
+        );
+
+        let failed = outage.execute(command("right password")).await;
+        let wrong = up.execute(command("wrong password")).await;
+
+        assert!(matches!(failed, Err(SignInError::Unavailable(_))));
+        assert!(matches!(wrong, Err(SignInError::InvalidCredentials)));
     }
 }

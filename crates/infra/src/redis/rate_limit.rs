@@ -14,6 +14,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use deadpool_redis::Pool;
 use deadpool_redis::redis::Script;
+use domain::error::Unavailable;
 use domain::throttle::{self, Admission, Quota, RateLimiter};
 
 use super::{RedisKeys, unavailable};
@@ -74,17 +75,17 @@ impl RedisRateLimiter {
         }
     }
 
-    async fn run(&self, script: &Script, key: &str, args: &[u64]) -> Result<u64, ()> {
-        let mut conn = self.pool.get().await.map_err(|e| {
-            unavailable(e);
-        })?;
+    /// Runs `script` on `key`'s cell; a failure is logged by `unavailable`.
+    async fn run(&self, script: &Script, key: &str, args: &[u64]) -> Result<u64, Unavailable> {
+        let mut conn = self.pool.get().await.map_err(unavailable)?;
         let mut invocation = script.key(self.keys.key(&format!("rl:{key}")));
         for arg in args {
             invocation.arg(*arg);
         }
-        invocation.invoke_async(&mut conn).await.map_err(|e| {
-            unavailable(e);
-        })
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)
     }
 }
 
@@ -100,7 +101,7 @@ impl RateLimiter for RedisRateLimiter {
             Ok(wait) => Admission::Limited {
                 retry_after: std::time::Duration::from_micros(wait),
             },
-            Err(()) => self.local.admit(key, quota).await,
+            Err(_) => self.local.admit(key, quota).await,
         }
     }
 
@@ -116,19 +117,30 @@ impl RateLimiter for RedisRateLimiter {
 }
 
 /// The same cells in this process, on a monotonic clock. Cells that no
-/// longer hold anything are swept once the map passes [`Self::SWEEP_AT`], so
-/// memory stays bounded by the subjects active within one period.
+/// longer hold anything are swept when the map has doubled since the last
+/// sweep (from [`Self::SWEEP_AT`] up), so memory stays bounded by the
+/// subjects active within one period and a sweep costs O(1) per attempt
+/// amortized, however many subjects are active.
 #[derive(Debug)]
 pub struct LocalRateLimiter {
     epoch: Instant,
-    cells: Mutex<HashMap<String, u64>>,
+    cells: Mutex<Cells>,
+}
+
+#[derive(Debug)]
+struct Cells {
+    tat: HashMap<String, u64>,
+    sweep_at: usize,
 }
 
 impl Default for LocalRateLimiter {
     fn default() -> Self {
         Self {
             epoch: Instant::now(),
-            cells: Mutex::new(HashMap::new()),
+            cells: Mutex::new(Cells {
+                tat: HashMap::new(),
+                sweep_at: Self::SWEEP_AT,
+            }),
         }
     }
 }
@@ -147,12 +159,13 @@ impl RateLimiter for LocalRateLimiter {
     async fn admit(&self, key: &str, quota: Quota) -> Admission {
         let now = self.now();
         let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
-        if cells.len() >= Self::SWEEP_AT {
-            cells.retain(|_, tat| *tat > now);
+        if cells.tat.len() >= cells.sweep_at {
+            cells.tat.retain(|_, tat| *tat > now);
+            cells.sweep_at = (cells.tat.len() * 2).max(Self::SWEEP_AT);
         }
-        match throttle::admit(now, cells.get(key).copied(), quota) {
+        match throttle::admit(now, cells.tat.get(key).copied(), quota) {
             Ok(next) => {
-                cells.insert(key.to_owned(), next);
+                cells.tat.insert(key.to_owned(), next);
                 Admission::Admitted
             }
             Err(retry_after) => Admission::Limited { retry_after },
@@ -162,12 +175,12 @@ impl RateLimiter for LocalRateLimiter {
     async fn release(&self, key: &str, quota: Quota) {
         let now = self.now();
         let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
-        match throttle::release(now, cells.get(key).copied(), quota) {
+        match throttle::release(now, cells.tat.get(key).copied(), quota) {
             Some(back) => {
-                cells.insert(key.to_owned(), back);
+                cells.tat.insert(key.to_owned(), back);
             }
             None => {
-                cells.remove(key);
+                cells.tat.remove(key);
             }
         }
     }
