@@ -58,7 +58,10 @@ impl Api {
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(connections)
-            .pool_idle_timeout(Duration::from_secs(90))
+            // Below actix's keep-alive (5 s): a connection the server is
+            // closing for idleness is never reused, so a POST cannot race
+            // the close and come back as a broken connection.
+            .pool_idle_timeout(Duration::from_secs(4))
             .tcp_nodelay(true)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
             .timeout(timeout)

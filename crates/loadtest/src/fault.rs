@@ -142,7 +142,15 @@ impl Got {
             }
             Err(e) if e.is_timeout() => Self::Timeout,
             Err(e) if e.is_connect() => Self::Refused,
-            Err(_) => Self::Broken,
+            Err(e) => {
+                // The first few say why, so that a failed check can be read.
+                static SHOWN: std::sync::atomic::AtomicUsize =
+                    std::sync::atomic::AtomicUsize::new(0);
+                if SHOWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 10 {
+                    eprintln!("   broken connection: {e:?}");
+                }
+                Self::Broken
+            }
         }
     }
 
