@@ -3,7 +3,8 @@
 //! case is unit-tested with mockall mocks of its ports.
 //!
 //! One module per context (same names as in `domain`, `infra` and `web`), one
-//! file per use case with its own command, result and error types.
+//! file per use case with its own command, result and error types. Every
+//! keyed or gated write runs through [`pipeline`].
 
 pub mod catalog;
 pub mod coupon;
@@ -11,5 +12,6 @@ pub mod events;
 pub mod identity;
 pub mod invest;
 pub mod ordering;
+pub mod pipeline;
 pub mod points;
 pub mod throttle;

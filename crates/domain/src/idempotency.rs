@@ -86,6 +86,24 @@ pub struct IdempotentRequest<T, E> {
     pub render: Render<T, E>,
 }
 
+impl<T, E> Clone for IdempotentRequest<T, E> {
+    fn clone(&self) -> Self {
+        Self {
+            user_id: self.user_id,
+            key: self.key.clone(),
+            fingerprint: self.fingerprint.clone(),
+            render: Arc::clone(&self.render),
+        }
+    }
+}
+
+impl<T, E> IdempotentRequest<T, E> {
+    /// The response for `result`, as it is sent and stored.
+    pub fn render(&self, result: &Result<T, E>) -> StoredResponse {
+        (self.render)(result)
+    }
+}
+
 impl<T, E> fmt::Debug for IdempotentRequest<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdempotentRequest")
@@ -96,7 +114,76 @@ impl<T, E> fmt::Debug for IdempotentRequest<T, E> {
     }
 }
 
-/// What became of an idempotent request.
+/// What became of a keyed write: the one outcome every keyed write (charge,
+/// order, investment) returns, from the store through the use case to the
+/// edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written<T, E> {
+    /// It ran now: the effect committed (`Ok`) or the refusal was stored
+    /// (`Err`), together with `response` under the key.
+    Executed {
+        result: Result<T, E>,
+        response: StoredResponse,
+    },
+    /// It ran before with the same request: here is the same response again.
+    Replayed(StoredResponse),
+    /// The key was used before with another request.
+    KeyReused,
+    /// The first request with this key is still running.
+    InProgress,
+}
+
+impl<T, E> Written<T, E> {
+    /// The typed outcome of a key's record: `executed` is what ran now when
+    /// the record was written now.
+    pub fn from_record(record: IdempotentOutcome, executed: Result<T, E>) -> Self {
+        match record {
+            IdempotentOutcome::Executed(response) => Self::Executed {
+                result: executed,
+                response,
+            },
+            IdempotentOutcome::Replayed(response) => Self::Replayed(response),
+            IdempotentOutcome::KeyReused => Self::KeyReused,
+            IdempotentOutcome::InProgress => Self::InProgress,
+        }
+    }
+
+    /// The answer of a key that already has a record (or a running request),
+    /// when nothing ran now.
+    pub fn answered(record: IdempotentOutcome) -> Option<Self> {
+        match record {
+            IdempotentOutcome::Executed(_) => None,
+            IdempotentOutcome::Replayed(response) => Some(Self::Replayed(response)),
+            IdempotentOutcome::KeyReused => Some(Self::KeyReused),
+            IdempotentOutcome::InProgress => Some(Self::InProgress),
+        }
+    }
+
+    /// The result of what ran now, if anything ran.
+    pub fn executed(&self) -> Option<&Result<T, E>> {
+        match self {
+            Self::Executed { result, .. } => Some(result),
+            _ => None,
+        }
+    }
+
+    /// Whether the write's effect committed now.
+    pub fn committed(&self) -> bool {
+        matches!(self.executed(), Some(Ok(_)))
+    }
+
+    /// The response to send: the stored bytes of an executed or replayed
+    /// write, `None` for a reused key or a key in progress.
+    pub fn response(&self) -> Option<&StoredResponse> {
+        match self {
+            Self::Executed { response, .. } | Self::Replayed(response) => Some(response),
+            Self::KeyReused | Self::InProgress => None,
+        }
+    }
+}
+
+/// What a key's record says, in bytes: what the idempotency store answers
+/// for a refusal it stores or a key it looks up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotentOutcome {
     /// It ran now (its effect, or its business refusal, is committed with this response).

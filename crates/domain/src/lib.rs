@@ -12,7 +12,8 @@
 //! - [`ordering`]: pricing and placing orders.
 //! - [`coupon`]: campaigns, code pools and first-come issue.
 //! - [`invest`]: recruiting products and investments that never exceed the target.
-//! - [`idempotency`]: keys, fingerprints and stored responses of money writes.
+//! - [`idempotency`]: keys, fingerprints, stored responses and [`Written`](idempotency::Written), the outcome of every keyed write.
+//! - [`gate`]: the vocabulary of the Redis gates in front of the hot writes.
 //! - [`money`]: the checked `Points` amount.
 //! - [`throttle`]: quotas on attempts per subject and the rate-limiter port.
 //! - [`clock`]: the [`Clock`](clock::Clock) port; time is never read directly.
@@ -24,6 +25,7 @@ pub mod clock;
 pub mod coupon;
 pub mod error;
 pub mod events;
+pub mod gate;
 pub mod health;
 pub mod idempotency;
 pub mod identity;

@@ -3,16 +3,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::DateTime;
 use chrono::Utc;
 use deadpool_redis::redis::cmd;
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
+use domain::gate::{Admission, Holder};
 use domain::idempotency::{
-    Fingerprint, IdempotencyKey, IdempotentOutcome, IdempotentRequest, StoredResponse,
+    Fingerprint, IdempotencyKey, IdempotentRequest, StoredResponse, Written,
 };
 use domain::identity::{LoginId, NewUser, Role, UserId, UserName, UserRepository};
 use domain::invest::{
-    InvestAdmission, InvestAmount, InvestError, InvestGate, InvestOrder, InvestProductId,
-    InvestStore, InvestTitle, Investment, NewInvestProduct, RecruitingWindow,
+    InvestAmount, InvestError, InvestGate, InvestOrder, InvestProductId, InvestStore, InvestTitle,
+    Investment, NewInvestProduct, RecruitingWindow,
 };
 use domain::money::Points;
 use futures_util::future::join_all;
@@ -23,7 +24,7 @@ use rand::{RngExt as _, SeedableRng as _};
 use testkit::{TestDb, TestRedis};
 
 struct Fixture {
-    _db: TestDb,
+    db: TestDb,
     redis: TestRedis,
     pg: Postgres,
     gate: RedisInvestGate,
@@ -47,7 +48,7 @@ async fn fixture() -> Fixture {
     .expect("redis pool");
     let gate = RedisInvestGate::new(pool, RedisKeys::new(redis.prefix.clone()), pg.clone());
     Fixture {
-        _db: db,
+        db,
         redis,
         pg,
         gate,
@@ -65,15 +66,26 @@ fn store(pg: &Postgres) -> PgInvestStore {
 /// A product of `total` recruiting from an hour ago to an hour ahead.
 async fn open_product(pg: &Postgres, total: i64) -> InvestProductId {
     let now = Utc::now();
+    product_between(
+        pg,
+        total,
+        now - chrono::Duration::hours(1),
+        now + chrono::Duration::hours(1),
+    )
+    .await
+}
+
+async fn product_between(
+    pg: &Postgres,
+    total: i64,
+    from: chrono::DateTime<Utc>,
+    until: chrono::DateTime<Utc>,
+) -> InvestProductId {
     store(pg)
         .create(NewInvestProduct {
             title: InvestTitle::parse("Solar farm").expect("valid"),
             total: amount(total),
-            window: RecruitingWindow::new(
-                now - chrono::Duration::hours(1),
-                now + chrono::Duration::hours(1),
-            )
-            .expect("valid"),
+            window: RecruitingWindow::new(from, until).expect("valid"),
         })
         .await
         .expect("created")
@@ -101,7 +113,6 @@ async fn invest(
     key: &str,
     product_id: InvestProductId,
     amount_of: i64,
-    at: DateTime<Utc>,
 ) -> Result<Investment, InvestError> {
     let request = IdempotentRequest {
         user_id,
@@ -117,77 +128,62 @@ async fn invest(
         user_id,
         product_id,
         amount: amount(amount_of),
-        at,
     };
-    let placed = store(pg).invest(order, request).await.expect("postgres");
-    assert!(matches!(placed.outcome, IdempotentOutcome::Executed(_)));
-    placed.ran.expect("ran now")
+    match store(pg).invest(order, request).await.expect("postgres") {
+        Written::Executed { result, .. } => result,
+        other => panic!("expected it to run now, got {other:?}"),
+    }
 }
 
 /// The use case checks the rules on a read first; the store must hold them
-/// on its own, at the instant it is given, in the guarded update.
+/// on its own, at the database's clock, in the guarded update.
 #[tokio::test]
 async fn the_guarded_update_holds_the_window_and_the_target_on_its_own() {
     let f = fixture().await;
     let user = a_user(&f.pg).await;
     let product = open_product(&f.pg, 1_000).await;
-    let window = store(&f.pg)
-        .get(product)
-        .await
-        .expect("read")
-        .expect("exists")
-        .window;
-    let closed = Err(InvestError::NotInRecruitingPeriod {
-        product_id: product,
-    });
-    let second = chrono::Duration::seconds(1);
-
-    let early = invest(
-        &f.pg,
-        user,
-        "early",
-        product,
-        10,
-        window.started_at() - second,
-    )
-    .await;
-    let late = invest(
-        &f.pg,
-        user,
-        "late",
-        product,
-        10,
-        window.finished_at() + second,
-    )
-    .await;
-    assert_eq!((early, late), (closed.clone(), closed));
-    let first = invest(&f.pg, user, "first", product, 100, window.started_at()).await;
-    let last = invest(&f.pg, user, "last", product, 100, window.finished_at()).await;
-    assert!(first.is_ok() && last.is_ok(), "both edges are inside");
-    assert_eq!(
-        first.expect("ok").invested_at,
-        window.started_at(),
-        "dated at the instant given"
-    );
-
     let now = Utc::now();
+    let minute = chrono::Duration::minutes(1);
+    let hour = chrono::Duration::hours(1);
+    let ended = product_between(&f.pg, 1_000, now - hour, now - minute).await;
+    let upcoming = product_between(&f.pg, 1_000, now + minute, now + hour).await;
+
+    for (key, closed) in [("ended", ended), ("upcoming", upcoming)] {
+        assert_eq!(
+            invest(&f.pg, user, key, closed, 10).await,
+            Err(InvestError::NotInRecruitingPeriod { product_id: closed })
+        );
+    }
+    let before = Utc::now();
+    let first = invest(&f.pg, user, "first", product, 100)
+        .await
+        .expect("inside the window");
+    let after = Utc::now();
+    assert!(
+        (before - chrono::Duration::seconds(1)..=after + chrono::Duration::seconds(1))
+            .contains(&first.invested_at),
+        "dated by the database's clock: {} not near {before}",
+        first.invested_at
+    );
+    assert!(invest(&f.pg, user, "second", product, 100).await.is_ok());
+
     assert_eq!(
-        invest(&f.pg, user, "over", product, 801, now).await,
+        invest(&f.pg, user, "over", product, 801).await,
         Err(InvestError::AmountExceedsRemaining {
             product_id: product,
             remaining: Points::new(800).expect("valid"),
         })
     );
-    assert!(invest(&f.pg, user, "rest", product, 800, now).await.is_ok());
+    assert!(invest(&f.pg, user, "rest", product, 800).await.is_ok());
     assert_eq!(
-        invest(&f.pg, user, "more", product, 1, now).await,
+        invest(&f.pg, user, "more", product, 1).await,
         Err(InvestError::SoldOut {
             product_id: product
         })
     );
     let unknown = InvestProductId::new(987_654);
     assert_eq!(
-        invest(&f.pg, user, "unknown", unknown, 1, now).await,
+        invest(&f.pg, user, "unknown", unknown, 1).await,
         Err(InvestError::ProductNotFound {
             product_id: unknown
         })
@@ -210,6 +206,61 @@ async fn the_guarded_update_holds_the_window_and_the_target_on_its_own() {
     assert_eq!(mine.total_count, 3, "refusals leave no investment behind");
 }
 
+/// One clock for the window (issue 14): an investment that reached the
+/// product a moment before the close, but got to its row only after it, is
+/// refused. The row is held by another transaction meanwhile, as a hot
+/// product's row is held by the investments ahead of it.
+#[tokio::test]
+async fn an_investment_that_reaches_the_row_after_the_close_is_refused() {
+    let f = fixture().await;
+    let user = a_user(&f.pg).await;
+    let closes = Utc::now() + chrono::Duration::milliseconds(1_500);
+    let product = product_between(
+        &f.pg,
+        1_000,
+        Utc::now() - chrono::Duration::hours(1),
+        closes,
+    )
+    .await;
+    let mut holder = AsyncPgConnection::establish(&f.db.url)
+        .await
+        .expect("connect");
+    diesel::sql_query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    diesel::sql_query("SELECT id FROM invest_products WHERE id = $1 FOR UPDATE")
+        .bind::<diesel::sql_types::Int8, _>(product.get())
+        .execute(&mut holder)
+        .await
+        .expect("lock the row");
+
+    let pg = f.pg.clone();
+    let waiting = tokio::spawn(async move { invest(&pg, user, "late", product, 100).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the investment waits for the row");
+    let until_closed = (closes - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(until_closed + Duration::from_millis(200)).await;
+    diesel::sql_query("COMMIT")
+        .execute(&mut holder)
+        .await
+        .expect("commit");
+
+    assert_eq!(
+        waiting.await.expect("joined"),
+        Err(InvestError::NotInRecruitingPeriod {
+            product_id: product
+        })
+    );
+    let after = store(&f.pg)
+        .get(product)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(after.current.get(), 0, "nothing was taken");
+    assert_eq!(after.investors, 0);
+}
+
 async fn counter(f: &Fixture, product: InvestProductId) -> Option<i64> {
     let mut conn = f.redis.connect().await;
     cmd("GET")
@@ -219,21 +270,32 @@ async fn counter(f: &Fixture, product: InvestProductId) -> Option<i64> {
         .expect("redis answers")
 }
 
+fn key(k: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(k).expect("valid")
+}
+
 #[tokio::test]
 async fn the_counter_is_built_from_postgres_and_a_refusal_takes_nothing() {
     let f = fixture().await;
     let product = open_product(&f.pg, 1_000).await;
+    let user = UserId::new(1);
+    let (a, b, c, d) = (key("a"), key("b"), key("c"), key("d"));
+    let holder = |k| Holder::keyed(user, k);
 
     assert_eq!(
-        f.gate.reserve(product, amount(300)).await.expect("gate"),
-        InvestAdmission::Reserved
+        f.gate
+            .reserve(holder(&a), product, amount(300))
+            .await
+            .expect("gate"),
+        Admission::Reserved
     );
     assert_eq!(counter(&f, product).await, Some(700));
     assert_eq!(
-        f.gate.reserve(product, amount(701)).await.expect("gate"),
-        InvestAdmission::Refused {
-            remaining: Points::new(700).expect("valid")
-        }
+        f.gate
+            .reserve(holder(&b), product, amount(701))
+            .await
+            .expect("gate"),
+        Admission::Refused(Points::new(700).expect("valid"))
     );
     assert_eq!(
         counter(&f, product).await,
@@ -241,24 +303,42 @@ async fn the_counter_is_built_from_postgres_and_a_refusal_takes_nothing() {
         "a refusal takes nothing"
     );
     assert_eq!(
-        f.gate.reserve(product, amount(700)).await.expect("gate"),
-        InvestAdmission::Reserved
+        f.gate
+            .reserve(holder(&c), product, amount(700))
+            .await
+            .expect("gate"),
+        Admission::Reserved
     );
-    f.gate.release(product, amount(300)).await.expect("gate");
-    assert_eq!(counter(&f, product).await, Some(300));
+    for _ in 0..2 {
+        f.gate
+            .release(holder(&a), product, amount(300))
+            .await
+            .expect("gate");
+    }
+    assert_eq!(
+        counter(&f, product).await,
+        Some(300),
+        "given back once, however often released"
+    );
 
     // Forgotten, it starts again from Postgres, where nothing was invested.
     f.gate.forget(product).await.expect("gate");
     assert_eq!(counter(&f, product).await, None);
-    f.gate.release(product, amount(5)).await.expect("gate");
+    f.gate
+        .release(holder(&c), product, amount(700))
+        .await
+        .expect("gate");
     assert_eq!(
         counter(&f, product).await,
         None,
         "no give-back to a forgotten counter"
     );
     assert_eq!(
-        f.gate.reserve(product, amount(1)).await.expect("gate"),
-        InvestAdmission::Reserved
+        f.gate
+            .reserve(holder(&d), product, amount(1))
+            .await
+            .expect("gate"),
+        Admission::Reserved
     );
     assert_eq!(counter(&f, product).await, Some(999));
 }
@@ -268,10 +348,14 @@ async fn an_unknown_product_is_left_to_postgres() {
     let f = fixture().await;
     assert_eq!(
         f.gate
-            .reserve(InvestProductId::new(987_654), amount(1))
+            .reserve(
+                Holder::keyed(UserId::new(1), &key("x")),
+                InvestProductId::new(987_654),
+                amount(1)
+            )
             .await
             .expect("gate"),
-        InvestAdmission::Bypass
+        Admission::Bypass
     );
 }
 
@@ -287,23 +371,28 @@ async fn concurrent_reservations_never_refuse_an_amount_that_fits() {
     let amounts: Vec<i64> = (0..400).map(|_| rng.random_range(1..=100)).collect();
 
     let gate = &f.gate;
-    let decisions = join_all(
-        amounts
-            .iter()
-            .map(|&a| async move { (a, gate.reserve(product, amount(a)).await.expect("gate")) }),
-    )
+    let keys: Vec<IdempotencyKey> = (0..amounts.len()).map(|i| key(&format!("k{i}"))).collect();
+    let decisions = join_all(amounts.iter().zip(&keys).map(|(&a, k)| async move {
+        let holder = Holder::keyed(UserId::new(1), k);
+        (
+            a,
+            gate.reserve(holder, product, amount(a))
+                .await
+                .expect("gate"),
+        )
+    }))
     .await;
 
     let left = counter(&f, product).await.expect("built");
     let reserved: i64 = decisions
         .iter()
-        .filter(|(_, d)| *d == InvestAdmission::Reserved)
+        .filter(|(_, d)| *d == Admission::Reserved)
         .map(|(a, _)| a)
         .sum();
     assert_eq!(reserved + left, 5_000, "every unit is reserved or left");
     assert!(left >= 0);
     for (a, decision) in &decisions {
-        if let InvestAdmission::Refused { remaining } = decision {
+        if let Admission::Refused(remaining) = decision {
             assert!(
                 *a > left,
                 "{a} was refused although {left} is left at the end"
@@ -317,7 +406,7 @@ async fn concurrent_reservations_never_refuse_an_amount_that_fits() {
     assert!(
         decisions
             .iter()
-            .any(|(_, d)| matches!(d, InvestAdmission::Refused { .. })),
+            .any(|(_, d)| matches!(d, Admission::Refused(_))),
         "demand exceeded the target"
     );
 }

@@ -9,16 +9,25 @@ use diesel::sql_types::{BigInt, Text};
 use diesel_async::RunQueryDsl;
 use domain::catalog::{ProductId, ProductName};
 use domain::idempotency::{
-    Fingerprint, IdempotencyKey, IdempotentOutcome, IdempotentRequest, StoredResponse,
+    Fingerprint, IdempotencyKey, IdempotentRequest, StoredResponse, Written,
 };
 use domain::identity::UserId;
 use domain::money::Points;
 use domain::ordering::{
-    CouponCode, Order, OrderLine, OrderStore, PlaceOrderError, Placement, PricedOrder, Quantity,
+    CouponCode, Order, OrderId, OrderLine, OrderStore, PlaceOrderError, PricedOrder, Quantity,
 };
 use futures_util::future::join_all;
 use infra::postgres::{PgOrderStore, PgPoolSettings, Postgres, connect_pool};
 use testkit::TestDb;
+
+/// What became of one order handed to the store.
+type Placement = Written<Order, PlaceOrderError>;
+
+/// What ran now: the order's id or its refusal; `None` when nothing ran.
+fn ran(p: &Placement) -> Option<Result<OrderId, PlaceOrderError>> {
+    p.executed()
+        .map(|result| result.as_ref().map(|o| o.id).map_err(Clone::clone))
+}
 
 struct Fixture {
     db: TestDb,
@@ -166,10 +175,7 @@ fn order(user: UserId, product: ProductId, price: i64, coupon: Option<&str>) -> 
 }
 
 fn paid(placements: &[Placement]) -> usize {
-    placements
-        .iter()
-        .filter(|p| matches!(p.ran, Some(Ok(_))))
-        .count()
+    placements.iter().filter(|p| p.committed()).count()
 }
 
 #[tokio::test]
@@ -189,13 +195,13 @@ async fn a_hundred_simultaneous_orders_for_sixty_units_sell_exactly_sixty() {
     assert_eq!(paid(&placements), 60);
     let refused = placements
         .iter()
-        .filter(|p| p.ran == Some(Err(PlaceOrderError::OutOfStock { product_id: hot })))
+        .filter(|p| ran(p) == Some(Err(PlaceOrderError::OutOfStock { product_id: hot })))
         .count();
     assert_eq!(refused, 40, "the rest are refused as out of stock");
     assert!(
         placements
             .iter()
-            .all(|p| matches!(&p.outcome, IdempotentOutcome::Executed(_))),
+            .all(|p| matches!(p, Written::Executed { .. })),
         "every order was answered on its own"
     );
     assert_eq!(f.number("SELECT stock FROM products").await, 0);
@@ -245,16 +251,18 @@ async fn each_order_answers_with_its_own_order_and_replays_it() {
 
     let mut ids: Vec<i64> = placements
         .iter()
-        .map(|p| match p.ran {
+        .map(|p| match ran(p) {
             Some(Ok(id)) => id.get(),
-            ref other => panic!("not paid: {other:?}"),
+            other => panic!("not paid: {other:?}"),
         })
         .collect();
     for (p, user) in placements.iter().zip(&users) {
-        let IdempotentOutcome::Executed(ref response) = p.outcome else {
+        let Written::Executed { ref response, .. } = *p else {
             panic!("{p:?}")
         };
-        let Some(Ok(id)) = p.ran else { panic!("{p:?}") };
+        let Some(Ok(id)) = ran(p) else {
+            panic!("{p:?}")
+        };
         assert_eq!(
             String::from_utf8_lossy(&response.body),
             format!("order {}", id.get())
@@ -271,13 +279,13 @@ async fn each_order_answers_with_its_own_order_and_replays_it() {
     ids.dedup();
     assert_eq!(ids.len(), 20, "twenty distinct orders");
     assert_eq!(
-        again.outcome,
-        IdempotentOutcome::Replayed(match &placements[3].outcome {
-            IdempotentOutcome::Executed(r) => r.clone(),
+        again,
+        Written::Replayed(match &placements[3] {
+            Written::Executed { response, .. } => response.clone(),
             other => panic!("{other:?}"),
-        })
+        }),
+        "a replay runs nothing"
     );
-    assert_eq!(again.ran, None, "a replay runs nothing");
     assert_eq!(f.number("SELECT count(*) FROM orders").await, 20);
 }
 
@@ -294,7 +302,7 @@ async fn simultaneous_orders_of_one_payer_never_overdraw_the_balance() {
     assert_eq!(
         placements
             .iter()
-            .filter(|p| p.ran == Some(Err(PlaceOrderError::InsufficientBalance)))
+            .filter(|p| ran(p) == Some(Err(PlaceOrderError::InsufficientBalance)))
             .count(),
         7
     );
@@ -314,10 +322,8 @@ async fn one_key_sent_many_times_at_once_places_one_order() {
     assert_eq!(paid(&placements), 1);
     assert!(
         placements.iter().all(|p| matches!(
-            p.outcome,
-            IdempotentOutcome::Executed(_)
-                | IdempotentOutcome::InProgress
-                | IdempotentOutcome::Replayed(_)
+            p,
+            Written::Executed { .. } | Written::InProgress | Written::Replayed(_)
         )),
         "{placements:?}"
     );
@@ -354,7 +360,7 @@ async fn a_coupon_raced_by_simultaneous_orders_is_consumed_once() {
     assert_eq!(
         placements
             .iter()
-            .filter(|p| p.ran == Some(Err(PlaceOrderError::CouponNotApplicable)))
+            .filter(|p| ran(p) == Some(Err(PlaceOrderError::CouponNotApplicable)))
             .count(),
         7
     );
@@ -452,7 +458,7 @@ async fn an_order_whose_caller_gave_up_while_it_waited_for_its_lane_is_never_pla
     let running = running.await.expect("joined").expect("placed");
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    assert!(matches!(running.ran, Some(Ok(_))));
+    assert!(running.committed());
     assert_eq!(
         f.number(&format!(
             "SELECT count(*) FROM order_items WHERE product_id = {}",

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use diesel_async::RunQueryDsl;
 use domain::idempotency::{
-    Fingerprint, IdempotencyKey, IdempotentOutcome, IdempotentRequest, StoredResponse,
+    Fingerprint, IdempotencyKey, IdempotentRequest, StoredResponse, Written,
 };
 use domain::identity::{LoginId, NewUser, Role, UserId, UserName, UserRepository};
 use domain::points::{ChargeAmount, ChargeError, ChargeReceipt, PointsStore};
@@ -83,7 +83,7 @@ async fn a_key_older_than_the_retention_is_a_new_request() {
         .charge(amount(2_000), request(user, "old-key", "f1"))
         .await
         .expect("ran");
-    assert!(matches!(first, IdempotentOutcome::Executed(_)));
+    assert!(matches!(first, Written::Executed { .. }));
 
     exec(
         &db,
@@ -95,7 +95,7 @@ async fn a_key_older_than_the_retention_is_a_new_request() {
         .await
         .expect("ran");
 
-    let IdempotentOutcome::Executed(response) = again else {
+    let Written::Executed { response, .. } = again else {
         panic!("an expired key runs again, got {again:?}");
     };
     assert_eq!(response.body, b"5000");
@@ -127,13 +127,13 @@ async fn a_key_within_the_retention_replays_or_refuses_another_request() {
 
     assert_eq!(
         replay,
-        IdempotentOutcome::Replayed(StoredResponse {
+        Written::Replayed(StoredResponse {
             status: 200,
             content_type: "text/plain".into(),
             body: b"2000".to_vec(),
         })
     );
-    assert_eq!(reuse, IdempotentOutcome::KeyReused);
+    assert_eq!(reuse, Written::KeyReused);
     assert_eq!(
         store.wallet(user).await.expect("wallet").balance.get(),
         2_000
@@ -165,7 +165,7 @@ async fn a_key_whose_lock_is_held_is_in_progress_and_runs_nothing() {
         .await
         .expect("ran");
 
-    assert_eq!(outcome, IdempotentOutcome::InProgress);
+    assert_eq!(outcome, Written::InProgress);
     assert_eq!(store.wallet(user).await.expect("wallet").balance.get(), 0);
     // When the holder ends, even by crashing (its connection just drops),
     // the key is free again: the server releases the lock as it notices.
@@ -176,15 +176,12 @@ async fn a_key_whose_lock_is_held_is_in_progress_and_runs_nothing() {
             .charge(amount(2_000), request(user, "busy", "f"))
             .await
             .expect("ran");
-        if outcome != IdempotentOutcome::InProgress || std::time::Instant::now() > deadline {
+        if outcome != Written::InProgress || std::time::Instant::now() > deadline {
             break outcome;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert!(
-        matches!(outcome, IdempotentOutcome::Executed(_)),
-        "{outcome:?}"
-    );
+    assert!(matches!(outcome, Written::Executed { .. }), "{outcome:?}");
 }
 
 #[tokio::test]
@@ -215,5 +212,5 @@ async fn the_janitor_purges_only_expired_records() {
         .charge(amount(1_000), request(user, "fresh", "fresh"))
         .await
         .expect("ran");
-    assert!(matches!(fresh_replays, IdempotentOutcome::Replayed(_)));
+    assert!(matches!(fresh_replays, Written::Replayed(_)));
 }

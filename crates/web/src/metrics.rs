@@ -17,9 +17,12 @@
 
 use std::sync::Arc;
 
+use crate::problem::ApiError;
 use actix_web::{HttpResponse, web};
 use application::events::RelayOutbox;
-use domain::idempotency::IdempotentOutcome;
+use domain::idempotency::Written;
+use domain::invest::InvestError;
+use domain::ordering::PlaceOrderError;
 use prometheus::{
     Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -196,23 +199,23 @@ impl Metrics {
     }
 
     /// An order write's outcome: paid, refused (by code), or nothing new.
-    pub fn record_order(&self, outcome: &IdempotentOutcome) {
-        match business_outcome(outcome) {
+    pub fn record_order<T>(&self, written: &Written<T, PlaceOrderError>) {
+        match business_outcome(written) {
             Some(Ok(())) => self.orders_paid.inc(),
-            Some(Err(code)) => self.order_refusals.with_label_values(&[&code]).inc(),
+            Some(Err(code)) => self.order_refusals.with_label_values(&[code]).inc(),
             None => {}
         }
     }
 
     /// An investment write's outcome, with the amount asked for.
-    pub fn record_investment(&self, outcome: &IdempotentOutcome, amount: i64) {
-        match business_outcome(outcome) {
+    pub fn record_investment<T>(&self, written: &Written<T, InvestError>, amount: i64) {
+        match business_outcome(written) {
             Some(Ok(())) => {
                 self.investments.inc();
                 self.invested_amount
                     .inc_by(u64::try_from(amount).unwrap_or(0));
             }
-            Some(Err(code)) => self.investment_refusals.with_label_values(&[&code]).inc(),
+            Some(Err(code)) => self.investment_refusals.with_label_values(&[code]).inc(),
             None => {}
         }
     }
@@ -247,21 +250,17 @@ impl Metrics {
     }
 }
 
-/// `Some(Ok)` for a write executed now with a 2xx, `Some(Err(code))` for one
-/// refused now with a problem, `None` for replays and key conflicts (nothing
-/// new happened).
-fn business_outcome(outcome: &IdempotentOutcome) -> Option<Result<(), String>> {
-    let IdempotentOutcome::Executed(stored) = outcome else {
-        return None;
-    };
-    if stored.status < 300 {
-        return Some(Ok(()));
+/// `Some(Ok)` for a write whose effect committed now, `Some(Err(code))` for
+/// one refused now (the refusal's problem code, from the one error map),
+/// `None` for replays and key conflicts (nothing new happened).
+fn business_outcome<T, E>(written: &Written<T, E>) -> Option<Result<(), &'static str>>
+where
+    E: Clone + Into<ApiError>,
+{
+    match written.executed()? {
+        Ok(_) => Some(Ok(())),
+        Err(refusal) => Some(Err(refusal.clone().into().code())),
     }
-    let code = serde_json::from_slice::<serde_json::Value>(&stored.body)
-        .ok()
-        .and_then(|body| body["code"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| "UNKNOWN".to_owned());
-    Some(Err(code))
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -304,26 +303,31 @@ mod tests {
 
     use super::*;
 
-    fn executed(status: u16, body: &str) -> IdempotentOutcome {
-        IdempotentOutcome::Executed(StoredResponse {
-            status,
-            content_type: "application/json".into(),
-            body: body.as_bytes().to_vec(),
-        })
+    fn executed<E>(result: Result<(), E>) -> Written<(), E> {
+        Written::Executed {
+            result,
+            response: StoredResponse {
+                status: 200,
+                content_type: "application/json".into(),
+                body: b"{}".to_vec(),
+            },
+        }
     }
 
     #[test]
     fn writes_count_once_and_replays_not_at_all() {
         let m = Metrics::new();
-        m.record_order(&executed(201, "{}"));
-        m.record_order(&executed(409, r#"{"code":"OUT_OF_STOCK"}"#));
-        m.record_order(&IdempotentOutcome::Replayed(StoredResponse {
+        m.record_order(&executed(Ok(())));
+        m.record_order(&executed(Err(PlaceOrderError::OutOfStock {
+            product_id: domain::catalog::ProductId::new(3),
+        })));
+        m.record_order::<()>(&Written::Replayed(StoredResponse {
             status: 201,
             content_type: "application/json".into(),
             body: b"{}".to_vec(),
         }));
-        m.record_order(&IdempotentOutcome::InProgress);
-        m.record_investment(&executed(201, "{}"), 300);
+        m.record_order::<()>(&Written::InProgress);
+        m.record_investment(&executed(Ok(())), 300);
         m.observe_request("GET", "/api/v1/orders/{id}", 200, 0.003);
 
         let text = m.render();

@@ -3,16 +3,20 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use domain::clock::Clock;
 use domain::coupon::{
-    CampaignId, Coupon, CouponStatus, CouponStore, IssueDecision, IssueError, IssueGate,
+    Campaign, CampaignId, Coupon, CouponStatus, CouponStore, IssueError, IssueGate, IssueRefusal,
     RedeemError,
 };
 use domain::error::Unavailable;
+use domain::gate::{Admission, Holder};
 use domain::identity::UserId;
 use domain::ordering::CouponCode;
 use domain::paging::{Page, PageRequest};
 use thiserror::Error;
+
+use crate::pipeline::{self, GatedWrite, UnkeyedWrite};
 
 #[derive(Debug, Error)]
 pub enum IssueCouponError {
@@ -50,6 +54,11 @@ impl Coupons {
         Self { store, gate, clock }
     }
 
+    /// Issues a code through the gated-write pipeline: the issue gate holds
+    /// one code for the user (or refuses the rush's late majority and a
+    /// user's second issue), the campaign's window is checked, and Postgres
+    /// hands out the code.
+    ///
     /// # Errors
     /// [`IssueCouponError`] naming why no code was issued.
     pub async fn issue(
@@ -57,46 +66,12 @@ impl Coupons {
         campaign: CampaignId,
         user: UserId,
     ) -> Result<Coupon, IssueCouponError> {
-        let campaign = self
-            .store
-            .campaign(campaign)
-            .await?
-            .ok_or(IssueCouponError::CampaignNotFound(campaign))?;
-        let now = self.clock.now();
-        if !campaign.window.is_open(now) {
-            return Err(IssueCouponError::NotActive);
-        }
-        // The gate refuses the late majority without touching Postgres.
-        let admitted = match self.gate.admit(campaign.id, user).await {
-            Ok(IssueDecision::Admitted) => true,
-            Ok(IssueDecision::SoldOut) => return Err(IssueCouponError::SoldOut),
-            Ok(IssueDecision::AlreadyIssued) => return Err(IssueCouponError::AlreadyIssued),
-            Ok(IssueDecision::Bypass) => false,
-            Err(err) => {
-                tracing::warn!(error = %err, "issue gate unavailable; Postgres decides alone");
-                false
-            }
+        let issuing = Issuing {
+            use_case: self,
+            campaign,
+            user,
         };
-        let expires_at = campaign.valid_days.expiry_from(now);
-        let issued = self.store.issue(&campaign, user, now, expires_at).await;
-        if admitted {
-            let fix = match &issued {
-                Ok(_) => Ok(()),
-                // The gate admitted what Postgres refused: rebuild it from Postgres.
-                Err(IssueError::SoldOut | IssueError::AlreadyIssued) => {
-                    self.gate.forget(campaign.id).await
-                }
-                Err(IssueError::Unavailable(_)) => self.gate.give_back(campaign.id, user).await,
-            };
-            if let Err(err) = fix {
-                tracing::warn!(error = %err, "could not settle the issue gate");
-            }
-        }
-        issued.map_err(|e| match e {
-            IssueError::SoldOut => IssueCouponError::SoldOut,
-            IssueError::AlreadyIssued => IssueCouponError::AlreadyIssued,
-            IssueError::Unavailable(u) => IssueCouponError::Unavailable(u),
-        })
+        pipeline::gated(&issuing, Holder::user(user)).await?
     }
 
     /// The user's coupons, soonest expiry first; `status` filters by the
@@ -143,6 +118,79 @@ impl Coupons {
     }
 }
 
+/// One coupon issue in the pipeline.
+struct Issuing<'a> {
+    use_case: &'a Coupons,
+    campaign: CampaignId,
+    user: UserId,
+}
+
+#[async_trait]
+impl GatedWrite for Issuing<'_> {
+    type Value = Coupon;
+    type Refusal = IssueCouponError;
+    type Ready = Campaign;
+
+    async fn reserve(
+        &self,
+        holder: Holder<'_>,
+    ) -> Result<Admission<IssueCouponError>, Unavailable> {
+        let admission = self.use_case.gate.reserve(holder, self.campaign).await?;
+        Ok(admission.map_refusal(|refusal| match refusal {
+            IssueRefusal::SoldOut => IssueCouponError::SoldOut,
+            IssueRefusal::AlreadyIssued => IssueCouponError::AlreadyIssued,
+        }))
+    }
+
+    async fn release(&self, holder: Holder<'_>) -> Result<(), Unavailable> {
+        self.use_case.gate.release(holder, self.campaign).await
+    }
+
+    async fn forget(&self, refusal: &IssueCouponError) -> Result<(), Unavailable> {
+        match refusal {
+            // The gate admitted what Postgres refused: rebuild it from Postgres.
+            IssueCouponError::SoldOut | IssueCouponError::AlreadyIssued => {
+                self.use_case.gate.forget(self.campaign).await
+            }
+            IssueCouponError::CampaignNotFound(_)
+            | IssueCouponError::NotActive
+            | IssueCouponError::Unavailable(_) => Ok(()),
+        }
+    }
+
+    async fn prepare(&self) -> Result<Result<Campaign, IssueCouponError>, Unavailable> {
+        let Some(campaign) = self.use_case.store.campaign(self.campaign).await? else {
+            return Ok(Err(IssueCouponError::CampaignNotFound(self.campaign)));
+        };
+        if !campaign.window.is_open(self.use_case.clock.now()) {
+            return Ok(Err(IssueCouponError::NotActive));
+        }
+        Ok(Ok(campaign))
+    }
+}
+
+#[async_trait]
+impl UnkeyedWrite for Issuing<'_> {
+    async fn run(
+        &self,
+        campaign: Campaign,
+    ) -> Result<Result<Coupon, IssueCouponError>, Unavailable> {
+        let now = self.use_case.clock.now();
+        let expires_at = campaign.valid_days.expiry_from(now);
+        match self
+            .use_case
+            .store
+            .issue(&campaign, self.user, now, expires_at)
+            .await
+        {
+            Ok(coupon) => Ok(Ok(coupon)),
+            Err(IssueError::SoldOut) => Ok(Err(IssueCouponError::SoldOut)),
+            Err(IssueError::AlreadyIssued) => Ok(Err(IssueCouponError::AlreadyIssued)),
+            Err(IssueError::Unavailable(u)) => Err(u),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{DateTime, TimeZone, Utc};
@@ -179,8 +227,9 @@ mod tests {
     /// A gate that leaves every decision to Postgres.
     fn bypass() -> Arc<MockIssueGate> {
         let mut gate = MockIssueGate::new();
-        gate.expect_admit()
-            .returning(|_, _| Ok(IssueDecision::Bypass));
+        gate.expect_reserve()
+            .returning(|_, _| Ok(Admission::Bypass));
+        gate.expect_release().returning(|_, _| Ok(()));
         Arc::new(gate)
     }
 
@@ -250,16 +299,18 @@ mod tests {
     #[tokio::test]
     async fn the_gate_refuses_without_touching_postgres() {
         for (decision, expected) in [
-            (IssueDecision::SoldOut, "no code is left"),
+            (IssueRefusal::SoldOut, "no code is left"),
             (
-                IssueDecision::AlreadyIssued,
+                IssueRefusal::AlreadyIssued,
                 "you already hold a code of this campaign",
             ),
         ] {
             let mut store = store_with(IssueWindow::default());
             store.expect_issue().never();
             let mut gate = MockIssueGate::new();
-            gate.expect_admit().returning(move |_, _| Ok(decision));
+            gate.expect_reserve()
+                .returning(move |_, _| Ok(Admission::Refused(decision)));
+            gate.expect_release().never();
             let coupons =
                 Coupons::new(Arc::new(store), Arc::new(gate), Arc::new(clock(at(23, 12))));
 
@@ -280,13 +331,13 @@ mod tests {
             .times(1)
             .returning(|_, _, _, _| Err(IssueError::SoldOut));
         let mut gate = MockIssueGate::new();
-        gate.expect_admit()
-            .returning(|_, _| Ok(IssueDecision::Admitted));
+        gate.expect_reserve()
+            .returning(|_, _| Ok(Admission::Reserved));
         gate.expect_forget()
             .withf(|c| c.get() == 4)
             .times(1)
             .returning(|_| Ok(()));
-        gate.expect_give_back().never();
+        gate.expect_release().times(1).returning(|_, _| Ok(()));
         let coupons = Coupons::new(Arc::new(store), Arc::new(gate), Arc::new(clock(at(23, 12))));
         assert!(matches!(
             coupons.issue(CampaignId::new(4), UserId::new(1)).await,
@@ -300,10 +351,10 @@ mod tests {
             )))
         });
         let mut gate = MockIssueGate::new();
-        gate.expect_admit()
-            .returning(|_, _| Ok(IssueDecision::Admitted));
-        gate.expect_give_back()
-            .withf(|c, u| c.get() == 4 && u.get() == 1)
+        gate.expect_reserve()
+            .returning(|_, _| Ok(Admission::Reserved));
+        gate.expect_release()
+            .withf(|holder, c| c.get() == 4 && *holder == Holder::user(UserId::new(1)))
             .times(1)
             .returning(|_, _| Ok(()));
         gate.expect_forget().never();

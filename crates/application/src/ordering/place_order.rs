@@ -2,32 +2,28 @@
 //! hand it to the order store, which takes stock, balance and coupon in one
 //! transaction under the idempotency key.
 //!
-//! In front of that transaction:
-//! 1. the stock gate reserves every line, and refuses a sold-out product
-//!    without taking stock or points in Postgres. The refusal is stored
-//!    under the key in one statement, which answers a replay or a reused key
-//!    from the key's record instead, so a sale's refusals read nothing first.
-//!    With the gate down, orders go straight to Postgres, which is the final
-//!    guard either way;
-//! 2. a reservation is given back whenever the order does not commit (a
-//!    replay, a reused key or a key in progress included: the store answers
-//!    those from the key's record, inside its transaction), and a
-//!    product Postgres refused as out of stock is forgotten by the gate so
-//!    that its counter is rebuilt from the truth.
-//!
-//! Refusals found while pricing (an unknown product, a coupon that does not
-//! apply) are stored under the key like the store's own refusals.
+//! It runs through the keyed-write [`Pipeline`]: the stock gate reserves
+//! every line first (a sold-out product is refused without reading prices
+//! or touching Postgres' stock and wallets), then the order is priced (an
+//! unknown product or a coupon that does not apply is refused and stored),
+//! then the store places it. A product Postgres refused as out of stock is
+//! forgotten by the gate, so that its counter is rebuilt from the truth.
 
 use std::sync::Arc;
 
-use domain::catalog::CatalogStore;
+use async_trait::async_trait;
+use domain::catalog::{CatalogStore, ProductId};
 use domain::error::Unavailable;
-use domain::idempotency::{IdempotencyStore, IdempotentOutcome, IdempotentRequest};
+use domain::gate::{Admission, Holder};
+use domain::idempotency::{IdempotencyStore, IdempotentRequest, Written};
 use domain::identity::UserId;
+use domain::money::Points;
 use domain::ordering::{
-    CouponCode, CouponQuotes, GateDecision, GateHolder, Order, OrderRequest, OrderStore,
-    PlaceOrderError, Placement, PricedOrder, StockGate, price_lines, total_of,
+    CouponCode, CouponQuotes, Order, OrderRequest, OrderStore, PlaceOrderError, PricedOrder,
+    StockGate, price_lines, total_of,
 };
+
+use crate::pipeline::{GatedWrite, KeyedWrite, Pipeline};
 
 /// A validated order request.
 #[derive(Debug, Clone)]
@@ -41,8 +37,8 @@ pub struct PlaceOrder {
     catalog: Arc<dyn CatalogStore>,
     coupons: Arc<dyn CouponQuotes>,
     orders: Arc<dyn OrderStore>,
-    idempotency: Arc<dyn IdempotencyStore>,
     gate: Arc<dyn StockGate>,
+    pipeline: Pipeline,
 }
 
 impl std::fmt::Debug for PlaceOrder {
@@ -63,8 +59,8 @@ impl PlaceOrder {
             catalog,
             coupons,
             orders,
-            idempotency,
             gate,
+            pipeline: Pipeline::new(idempotency),
         }
     }
 
@@ -75,90 +71,14 @@ impl PlaceOrder {
         &self,
         cmd: PlaceOrderCommand,
         request: IdempotentRequest<Order, PlaceOrderError>,
-    ) -> Result<IdempotentOutcome, Unavailable> {
+    ) -> Result<Written<Order, PlaceOrderError>, Unavailable> {
         let lines = cmd.items.lines().to_vec();
-        let holder = GateHolder {
-            user_id: request.user_id,
-            key: &request.key,
+        let placing = Placing {
+            use_case: self,
+            cmd: &cmd,
+            lines: &lines,
         };
-        let reserved = match self.gate.reserve(holder, &lines).await {
-            Ok(GateDecision::Reserved) => true,
-            Ok(GateDecision::SoldOut(product_id)) => {
-                // Nothing was taken, so the key's record need not be read
-                // first: `refuse` answers a replay or a reused key from it,
-                // and otherwise stores this refusal (one statement, no stock
-                // or wallet transaction) so the key answers the same way again.
-                let response = (request.render)(&Err(PlaceOrderError::OutOfStock { product_id }));
-                return self
-                    .idempotency
-                    .refuse(
-                        request.user_id,
-                        &request.key,
-                        &request.fingerprint,
-                        response,
-                    )
-                    .await;
-            }
-            // A repeat of a key that came through a moment ago is answered
-            // by the store from the key (in progress, or its first answer).
-            Ok(GateDecision::Bypass | GateDecision::Repeated) => false,
-            Err(err) => {
-                tracing::warn!(error = %err, "stock gate unavailable; Postgres decides alone");
-                false
-            }
-        };
-        let placed = self.place(&cmd, request).await;
-        if reserved {
-            self.settle(&cmd, &placed).await;
-        }
-        placed.map(|p| p.outcome)
-    }
-
-    /// Gives the reservation back unless the order committed.
-    async fn settle(&self, cmd: &PlaceOrderCommand, placed: &Result<Placement, Unavailable>) {
-        let ran = placed.as_ref().ok().and_then(|p| p.ran.as_ref());
-        if matches!(ran, Some(Ok(_))) {
-            return;
-        }
-        self.give_back(cmd).await;
-        if let Some(Err(PlaceOrderError::OutOfStock { product_id })) = ran {
-            // The gate admitted what Postgres refused: rebuild it from Postgres.
-            if let Err(err) = self.gate.forget(*product_id).await {
-                tracing::warn!(error = %err, "could not reset a stock counter");
-            }
-        }
-    }
-
-    async fn give_back(&self, cmd: &PlaceOrderCommand) {
-        if let Err(err) = self.gate.release(cmd.items.lines()).await {
-            tracing::warn!(error = %err, "could not give a reservation back to the stock gate");
-        }
-    }
-
-    async fn place(
-        &self,
-        cmd: &PlaceOrderCommand,
-        request: IdempotentRequest<Order, PlaceOrderError>,
-    ) -> Result<Placement, Unavailable> {
-        match self.price(cmd).await? {
-            Ok(priced) => self.orders.place(priced, request).await,
-            Err(refusal) => {
-                let response = (request.render)(&Err(refusal.clone()));
-                let outcome = self
-                    .idempotency
-                    .refuse(
-                        request.user_id,
-                        &request.key,
-                        &request.fingerprint,
-                        response,
-                    )
-                    .await?;
-                Ok(Placement {
-                    outcome,
-                    ran: Some(Err(refusal)),
-                })
-            }
-        }
+        self.pipeline.keyed(&placing, request).await
     }
 
     async fn price(
@@ -175,15 +95,13 @@ impl PlaceOrder {
             Err(refusal) => return Ok(Err(refusal)),
         };
         let discount = match &cmd.coupon {
-            None => domain::money::Points::ZERO,
+            None => Points::ZERO,
             Some(code) => match self.coupons.quote(cmd.user_id, code, total).await? {
                 Some(discount) => discount.min(total),
                 None => return Ok(Err(PlaceOrderError::CouponNotApplicable)),
             },
         };
-        let paid = total
-            .checked_sub(discount)
-            .unwrap_or(domain::money::Points::ZERO);
+        let paid = total.checked_sub(discount).unwrap_or(Points::ZERO);
         Ok(Ok(PricedOrder {
             user_id: cmd.user_id,
             lines,
@@ -195,13 +113,64 @@ impl PlaceOrder {
     }
 }
 
+/// One order in the pipeline.
+struct Placing<'a> {
+    use_case: &'a PlaceOrder,
+    cmd: &'a PlaceOrderCommand,
+    lines: &'a [(ProductId, domain::ordering::Quantity)],
+}
+
+#[async_trait]
+impl GatedWrite for Placing<'_> {
+    type Value = Order;
+    type Refusal = PlaceOrderError;
+    type Ready = PricedOrder;
+
+    async fn reserve(&self, holder: Holder<'_>) -> Result<Admission<PlaceOrderError>, Unavailable> {
+        let admission = self.use_case.gate.reserve(holder, self.lines).await?;
+        Ok(admission.map_refusal(|product_id| PlaceOrderError::OutOfStock { product_id }))
+    }
+
+    async fn release(&self, holder: Holder<'_>) -> Result<(), Unavailable> {
+        self.use_case.gate.release(holder, self.lines).await
+    }
+
+    async fn forget(&self, refusal: &PlaceOrderError) -> Result<(), Unavailable> {
+        match refusal {
+            PlaceOrderError::OutOfStock { product_id } => {
+                self.use_case.gate.forget(*product_id).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn prepare(&self) -> Result<Result<PricedOrder, PlaceOrderError>, Unavailable> {
+        self.use_case.price(self.cmd).await
+    }
+}
+
+#[async_trait]
+impl KeyedWrite for Placing<'_> {
+    async fn run(
+        &self,
+        priced: PricedOrder,
+        request: IdempotentRequest<Order, PlaceOrderError>,
+    ) -> Result<Written<Order, PlaceOrderError>, Unavailable> {
+        self.use_case.orders.place(priced, request).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
     use domain::catalog::{MockCatalogStore, Product, ProductId, ProductName, Stock};
-    use domain::idempotency::{Fingerprint, IdempotencyKey, MockIdempotencyStore, StoredResponse};
+    use domain::idempotency::{
+        Fingerprint, IdempotencyKey, IdempotentOutcome, MockIdempotencyStore, StoredResponse,
+    };
     use domain::money::Points;
     use domain::ordering::{MockCouponQuotes, MockOrderStore, MockStockGate, OrderId, Quantity};
+
+    type Placed = Written<Order, PlaceOrderError>;
 
     use super::*;
 
@@ -260,8 +229,9 @@ mod tests {
     /// No stored answers; refusals are stored (and counted by `times`).
     fn idempotency(refusals: usize) -> MockIdempotencyStore {
         let mut idempotency = MockIdempotencyStore::new();
-        // The store reads the key's record itself, under the key's lock.
-        idempotency.expect_lookup().never();
+        // The store reads the key's record itself, under the key's lock;
+        // only a repeated holder is answered from it up front.
+        idempotency.expect_lookup().returning(|_, _, _| Ok(None));
         idempotency
             .expect_refuse()
             .times(refusals)
@@ -273,8 +243,8 @@ mod tests {
     fn bypassing_gate() -> MockStockGate {
         let mut gate = MockStockGate::new();
         gate.expect_reserve()
-            .returning(|_, _| Ok(GateDecision::Bypass));
-        gate.expect_release().never();
+            .returning(|_, _| Ok(Admission::Bypass));
+        gate.expect_release().returning(|_, _| Ok(()));
         gate
     }
 
@@ -292,10 +262,9 @@ mod tests {
                 coupon: priced.coupon,
                 created_at: Utc::now(),
             };
-            Ok(Placement {
-                outcome: IdempotentOutcome::Executed((req.render)(&Ok(order))),
-                ran: Some(Ok(OrderId::new(10))),
-            })
+            let result = Ok(order);
+            let response = req.render(&result);
+            Ok(Written::Executed { result, response })
         });
         orders
     }
@@ -304,10 +273,9 @@ mod tests {
     fn refusing_store(refusal: PlaceOrderError) -> MockOrderStore {
         let mut orders = MockOrderStore::new();
         orders.expect_place().returning(move |_, req| {
-            Ok(Placement {
-                outcome: IdempotentOutcome::Executed((req.render)(&Err(refusal.clone()))),
-                ran: Some(Err(refusal.clone())),
-            })
+            let result = Err(refusal.clone());
+            let response = req.render(&result);
+            Ok(Written::Executed { result, response })
         });
         orders
     }
@@ -328,12 +296,10 @@ mod tests {
         )
     }
 
-    fn body(outcome: &IdempotentOutcome) -> String {
-        match outcome {
-            IdempotentOutcome::Executed(r) | IdempotentOutcome::Replayed(r) => {
-                String::from_utf8_lossy(&r.body).into_owned()
-            }
-            other => format!("{other:?}"),
+    fn body(written: &Placed) -> String {
+        match written.response() {
+            Some(r) => String::from_utf8_lossy(&r.body).into_owned(),
+            None => format!("{written:?}"),
         }
     }
 
@@ -354,12 +320,7 @@ mod tests {
                         == [1, 2]
             })
             .times(1)
-            .returning(|_, _| {
-                Ok(Placement {
-                    outcome: IdempotentOutcome::InProgress,
-                    ran: None,
-                })
-            });
+            .returning(|_, _| Ok(Written::InProgress));
         let place = use_case(
             catalog_with(vec![product(1, 1_500), product(2, 700)]),
             MockCouponQuotes::new(),
@@ -373,7 +334,7 @@ mod tests {
             .await
             .expect("ran");
 
-        assert_eq!(outcome, IdempotentOutcome::InProgress);
+        assert_eq!(outcome, Written::InProgress);
     }
 
     #[tokio::test]
@@ -501,7 +462,7 @@ mod tests {
         orders.expect_place().never();
         let mut gate = MockStockGate::new();
         gate.expect_reserve()
-            .returning(|_, _| Ok(GateDecision::SoldOut(ProductId::new(2))));
+            .returning(|_, _| Ok(Admission::Refused(ProductId::new(2))));
         gate.expect_release().never();
         let place = use_case(catalog, MockCouponQuotes::new(), orders, idempotency, gate);
 
@@ -518,7 +479,7 @@ mod tests {
         let mut gate = MockStockGate::new();
         gate.expect_reserve()
             .times(1)
-            .returning(|_, _| Ok(GateDecision::Reserved));
+            .returning(|_, _| Ok(Admission::Reserved));
         gate.expect_release().never();
         gate.expect_forget().never();
         let place = use_case(
@@ -541,13 +502,16 @@ mod tests {
     async fn a_reservation_is_given_back_and_the_counter_forgotten_when_postgres_refuses() {
         let mut gate = MockStockGate::new();
         gate.expect_reserve()
-            .returning(|_, _| Ok(GateDecision::Reserved));
+            .returning(|_, _| Ok(Admission::Reserved));
         gate.expect_release()
-            .withf(|lines| {
-                lines.len() == 1 && lines[0].0 == ProductId::new(1) && lines[0].1.get() == 2
+            .withf(|holder, lines| {
+                holder.key.map(IdempotencyKey::as_str) == Some("o-1")
+                    && lines.len() == 1
+                    && lines[0].0 == ProductId::new(1)
+                    && lines[0].1.get() == 2
             })
             .times(1)
-            .returning(|_| Ok(()));
+            .returning(|_, _| Ok(()));
         gate.expect_forget()
             .withf(|product| *product == ProductId::new(1))
             .times(1)
@@ -579,8 +543,8 @@ mod tests {
         }] {
             let mut gate = MockStockGate::new();
             gate.expect_reserve()
-                .returning(|_, _| Ok(GateDecision::Reserved));
-            gate.expect_release().times(1).returning(|_| Ok(()));
+                .returning(|_, _| Ok(Admission::Reserved));
+            gate.expect_release().times(1).returning(|_, _| Ok(()));
             gate.expect_forget().never();
             let place = use_case(
                 catalog_with(vec![product(1, 1_000)]),
@@ -599,19 +563,16 @@ mod tests {
         let mut gate = MockStockGate::new();
         gate.expect_reserve()
             .times(1)
-            .returning(|_, _| Ok(GateDecision::Reserved));
-        gate.expect_release().times(1).returning(|_| Ok(()));
+            .returning(|_, _| Ok(Admission::Reserved));
+        gate.expect_release().times(1).returning(|_, _| Ok(()));
         gate.expect_forget().never();
         let mut orders = MockOrderStore::new();
         orders.expect_place().returning(|_, _| {
-            Ok(Placement {
-                outcome: IdempotentOutcome::Replayed(StoredResponse {
-                    status: 201,
-                    content_type: "text/plain".into(),
-                    body: b"paid:1000".to_vec(),
-                }),
-                ran: None,
-            })
+            Ok(Written::Replayed(StoredResponse {
+                status: 201,
+                content_type: "text/plain".into(),
+                body: b"paid:1000".to_vec(),
+            }))
         });
         let place = use_case(
             catalog_with(vec![product(1, 1_000)]),
@@ -627,22 +588,29 @@ mod tests {
             .expect("ran");
 
         assert_eq!(body(&outcome), "paid:1000");
-        assert!(matches!(outcome, IdempotentOutcome::Replayed(_)));
+        assert!(matches!(outcome, Written::Replayed(_)));
     }
 
     #[tokio::test]
-    async fn a_repeated_key_is_never_refused_by_the_gate_and_goes_to_the_store_unreserved() {
+    async fn a_repeated_key_is_never_refused_by_the_gate_and_is_answered_from_its_key() {
         let mut gate = MockStockGate::new();
         gate.expect_reserve()
-            .withf(|holder, _| holder.key.as_str() == "o-1" && holder.user_id == UserId::new(1))
+            .withf(|holder, _| {
+                holder.key.map(IdempotencyKey::as_str) == Some("o-1")
+                    && holder.user_id == UserId::new(1)
+            })
             .times(1)
-            .returning(|_, _| Ok(GateDecision::Repeated));
+            .returning(|_, _| Ok(Admission::Repeated));
         gate.expect_release().never();
         gate.expect_forget().never();
+        let mut catalog = MockCatalogStore::new();
+        catalog.expect_get_many().never();
+        let mut orders = MockOrderStore::new();
+        orders.expect_place().never();
         let place = use_case(
-            catalog_with(vec![product(1, 1_000)]),
+            catalog,
             MockCouponQuotes::new(),
-            placing_store(),
+            orders,
             idempotency(0),
             gate,
         );
@@ -652,7 +620,7 @@ mod tests {
             .await
             .expect("ran");
 
-        assert_eq!(body(&outcome), "paid:1000", "the store decides");
+        assert_eq!(outcome, Written::InProgress, "its first copy still runs");
     }
 
     #[tokio::test]

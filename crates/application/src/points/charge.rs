@@ -5,16 +5,21 @@
 //! the refusal is stored under the key like any business answer (API.md:
 //! every 4xx is replayed). The balance cap is enforced by the store's guarded
 //! update, because only the store sees the balance at the moment of the write.
+//! Charging has no gate; it runs through the same [`Pipeline`] as every
+//! other keyed write.
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use domain::error::Unavailable;
-use domain::idempotency::{IdempotencyStore, IdempotentOutcome, IdempotentRequest};
+use domain::idempotency::{IdempotencyStore, IdempotentRequest, Written};
 use domain::points::{ChargeAmount, ChargeError, ChargeReceipt, PointsStore};
+
+use crate::pipeline::{GatedWrite, KeyedWrite, Pipeline};
 
 pub struct ChargePoints {
     store: Arc<dyn PointsStore>,
-    idempotency: Arc<dyn IdempotencyStore>,
+    pipeline: Pipeline,
 }
 
 impl std::fmt::Debug for ChargePoints {
@@ -25,7 +30,10 @@ impl std::fmt::Debug for ChargePoints {
 
 impl ChargePoints {
     pub fn new(store: Arc<dyn PointsStore>, idempotency: Arc<dyn IdempotencyStore>) -> Self {
-        Self { store, idempotency }
+        Self {
+            store,
+            pipeline: Pipeline::new(idempotency),
+        }
     }
 
     /// # Errors
@@ -36,27 +44,48 @@ impl ChargePoints {
         &self,
         amount: i64,
         request: IdempotentRequest<ChargeReceipt, ChargeError>,
-    ) -> Result<IdempotentOutcome, Unavailable> {
-        match ChargeAmount::new(amount) {
-            Ok(amount) => self.store.charge(amount, request).await,
-            Err(invalid) => {
-                let response = (request.render)(&Err(ChargeError::InvalidAmount(invalid)));
-                self.idempotency
-                    .refuse(
-                        request.user_id,
-                        &request.key,
-                        &request.fingerprint,
-                        response,
-                    )
-                    .await
-            }
-        }
+    ) -> Result<Written<ChargeReceipt, ChargeError>, Unavailable> {
+        let charge = Charge {
+            store: &*self.store,
+            amount,
+        };
+        self.pipeline.keyed(&charge, request).await
+    }
+}
+
+/// One charge in the pipeline.
+struct Charge<'a> {
+    store: &'a dyn PointsStore,
+    amount: i64,
+}
+
+#[async_trait]
+impl GatedWrite for Charge<'_> {
+    type Value = ChargeReceipt;
+    type Refusal = ChargeError;
+    type Ready = ChargeAmount;
+
+    async fn prepare(&self) -> Result<Result<ChargeAmount, ChargeError>, Unavailable> {
+        Ok(ChargeAmount::new(self.amount).map_err(ChargeError::InvalidAmount))
+    }
+}
+
+#[async_trait]
+impl KeyedWrite for Charge<'_> {
+    async fn run(
+        &self,
+        amount: ChargeAmount,
+        request: IdempotentRequest<ChargeReceipt, ChargeError>,
+    ) -> Result<Written<ChargeReceipt, ChargeError>, Unavailable> {
+        self.store.charge(amount, request).await
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use domain::idempotency::{Fingerprint, IdempotencyKey, MockIdempotencyStore, StoredResponse};
+    use domain::idempotency::{
+        Fingerprint, IdempotencyKey, IdempotentOutcome, MockIdempotencyStore, StoredResponse,
+    };
     use domain::identity::UserId;
     use domain::points::MockPointsStore;
 
@@ -79,15 +108,18 @@ mod tests {
         }
     }
 
-    fn receipt_for(
+    fn charged(
         amount: ChargeAmount,
         req: &IdempotentRequest<ChargeReceipt, ChargeError>,
-    ) -> ChargeReceipt {
-        ChargeReceipt {
+    ) -> Written<ChargeReceipt, ChargeError> {
+        let receipt = ChargeReceipt {
             user_id: req.user_id,
             balance: amount.points(),
             charged: amount.points(),
-        }
+        };
+        let result = Ok(receipt);
+        let response = req.render(&result);
+        Written::Executed { result, response }
     }
 
     #[tokio::test]
@@ -108,9 +140,13 @@ mod tests {
         let use_case = ChargePoints::new(Arc::new(store), Arc::new(idempotency));
 
         for amount in [0, 999, 1_000_001, -1_000] {
-            let outcome = use_case.execute(amount, request()).await.expect("answered");
+            let written = use_case.execute(amount, request()).await.expect("answered");
             assert!(
-                matches!(outcome, IdempotentOutcome::Executed(r) if r.status == 400),
+                matches!(
+                    written,
+                    Written::Executed { result: Err(ChargeError::InvalidAmount(_)), ref response }
+                        if response.status == 400
+                ),
                 "{amount}"
             );
         }
@@ -123,21 +159,18 @@ mod tests {
             .expect_charge()
             .withf(|amount, _| [1_000, 1_000_000].contains(&amount.points().get()))
             .times(2)
-            .returning(|amount, req| {
-                Ok(IdempotentOutcome::Executed((req.render)(&Ok(receipt_for(
-                    amount, &req,
-                )))))
-            });
+            .returning(|amount, req| Ok(charged(amount, &req)));
         let mut idempotency = MockIdempotencyStore::new();
         idempotency.expect_refuse().never();
         let use_case = ChargePoints::new(Arc::new(store), Arc::new(idempotency));
 
         for amount in [1_000, 1_000_000] {
-            let outcome = use_case.execute(amount, request()).await.expect("charged");
-            let IdempotentOutcome::Executed(response) = outcome else {
-                panic!("expected a fresh execution");
-            };
-            assert_eq!(response.body, format!("ok:{amount}").into_bytes());
+            let written = use_case.execute(amount, request()).await.expect("charged");
+            assert!(written.committed());
+            assert_eq!(
+                written.response().map(|r| r.body.clone()),
+                Some(format!("ok:{amount}").into_bytes())
+            );
         }
     }
 
@@ -146,12 +179,12 @@ mod tests {
         let mut store = MockPointsStore::new();
         store
             .expect_charge()
-            .returning(|_, _| Ok(IdempotentOutcome::InProgress));
+            .returning(|_, _| Ok(Written::InProgress));
         let use_case = ChargePoints::new(Arc::new(store), Arc::new(MockIdempotencyStore::new()));
 
-        let outcome = use_case.execute(5_000, request()).await.expect("answered");
+        let written = use_case.execute(5_000, request()).await.expect("answered");
 
-        assert_eq!(outcome, IdempotentOutcome::InProgress);
+        assert_eq!(written, Written::InProgress);
     }
 
     #[tokio::test]

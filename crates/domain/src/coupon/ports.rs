@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::models::{Campaign, CampaignId, CampaignView, Coupon, CouponStatus, NewCampaign};
 use crate::error::Unavailable;
+use crate::gate::{Admission, Holder};
 use crate::identity::UserId;
 use crate::ordering::CouponCode;
 use crate::paging::{Page, PageRequest};
@@ -139,33 +140,41 @@ pub trait CodeGenerator: Send + Sync {
     fn generate(&self, count: usize) -> Vec<CouponCode>;
 }
 
-/// What the issue gate decided.
+/// Why the issue gate refused a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IssueDecision {
-    /// A code is held for this user; give it back if the issue fails.
-    Admitted,
+pub enum IssueRefusal {
     SoldOut,
     AlreadyIssued,
-    /// The gate cannot decide: let Postgres.
-    Bypass,
 }
 
 /// The fast path in front of coupon issue (Redis): refuses the late majority
 /// of a rush without touching Postgres. Postgres stays the final guard, so
-/// the gate may err towards admitting.
+/// the gate may err towards admitting. Its holder is the user: holding a
+/// code of the campaign is the mark, so a user's second issue is refused
+/// as [`IssueRefusal::AlreadyIssued`] and never [`Admission::Repeated`].
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait IssueGate: Send + Sync {
+    /// Holds one code of the campaign for the holder's user, or refuses.
+    ///
     /// # Errors
     /// [`Unavailable`] when the gate's store fails (nothing was held).
-    async fn admit(&self, campaign: CampaignId, user: UserId)
-    -> Result<IssueDecision, Unavailable>;
+    async fn reserve<'a>(
+        &self,
+        holder: Holder<'a>,
+        campaign: CampaignId,
+    ) -> Result<Admission<IssueRefusal>, Unavailable>;
 
-    /// Gives back what [`admit`](Self::admit) held for an issue that failed.
+    /// Gives back what [`reserve`](Self::reserve) held for an issue that
+    /// failed; a second release gives back nothing.
     ///
     /// # Errors
     /// [`Unavailable`] when the gate's store fails.
-    async fn give_back(&self, campaign: CampaignId, user: UserId) -> Result<(), Unavailable>;
+    async fn release<'a>(
+        &self,
+        holder: Holder<'a>,
+        campaign: CampaignId,
+    ) -> Result<(), Unavailable>;
 
     /// Drops what the gate knows of a campaign (new codes, or Postgres
     /// disagreed); it is rebuilt from Postgres on the next issue.

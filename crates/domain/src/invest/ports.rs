@@ -8,29 +8,19 @@ use super::models::{
     NewInvestProduct,
 };
 use crate::error::Unavailable;
-use crate::idempotency::{IdempotentOutcome, IdempotentRequest};
+use crate::gate::{Admission, Holder};
+use crate::idempotency::{IdempotentRequest, Written};
 use crate::identity::UserId;
 use crate::money::Points;
 use crate::paging::{Page, PageRequest};
 
-/// An investment to make: who, into what, how much, and when.
+/// An investment to make: who, into what, how much. When is the
+/// database's clock at the guarded update, not the caller's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvestOrder {
     pub user_id: UserId,
     pub product_id: InvestProductId,
     pub amount: InvestAmount,
-    /// The instant the window is checked at and the investment is dated.
-    pub at: DateTime<Utc>,
-}
-
-/// What became of an investment handed to the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvestPlacement {
-    /// The answer, as for any idempotent write.
-    pub outcome: IdempotentOutcome,
-    /// What ran now: the investment or its refusal. `None` when nothing ran
-    /// (a replay, a reused key, a key in progress).
-    pub ran: Option<Result<Investment, InvestError>>,
 }
 
 /// Investment products and investments.
@@ -59,9 +49,17 @@ pub trait InvestStore: Send + Sync {
 
     /// Makes the investment in one transaction, under the idempotency guard:
     /// adds the amount to the product guarded by `current + amount <= total`
-    /// and the window at `order.at`, counts a new investor once, and writes
-    /// the investment row. A refusal ([`InvestError`]) leaves nothing behind
-    /// but its stored answer.
+    /// and the window at the database's clock when the product's row is
+    /// locked, counts a new investor once, and writes the investment row
+    /// dated by that same clock. A refusal leaves nothing behind but its
+    /// stored answer.
+    ///
+    /// A replay, a reused key or a key in progress is answered from the key
+    /// and nothing runs. Otherwise the store MUST answer `Executed` with
+    /// `Err(`[`InvestError::ProductNotFound`]`)` for an unknown product,
+    /// [`InvestError::NotInRecruitingPeriod`] outside the window at that clock,
+    /// [`InvestError::SoldOut`] when nothing is left and
+    /// [`InvestError::AmountExceedsRemaining`] when too little is.
     ///
     /// # Errors
     /// [`Unavailable`] when the store fails; nothing was written.
@@ -69,7 +67,7 @@ pub trait InvestStore: Send + Sync {
         &self,
         order: InvestOrder,
         request: IdempotentRequest<Investment, InvestError>,
-    ) -> Result<InvestPlacement, Unavailable>;
+    ) -> Result<Written<Investment, InvestError>, Unavailable>;
 
     /// The user's investments, newest first, one row per investment.
     ///
@@ -82,20 +80,6 @@ pub trait InvestStore: Send + Sync {
     ) -> Result<Page<MyInvestment>, Unavailable>;
 }
 
-/// What the invest gate decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InvestAdmission {
-    /// The amount is reserved; give it back if the investment does not commit.
-    Reserved,
-    /// Less than the amount is left (`remaining`, possibly zero): refuse
-    /// without a transaction. Nothing was reserved.
-    Refused { remaining: Points },
-    /// The gate cannot decide (it does not know the product, or another
-    /// instance is building its counter): nothing was reserved, let Postgres
-    /// decide.
-    Bypass,
-}
-
 /// The fast path in front of the investment transaction (a Redis counter of
 /// what remains per product). It never takes part of an amount: the check
 /// and the reservation are one atomic step, so a refusal never disturbs the
@@ -104,22 +88,29 @@ pub enum InvestAdmission {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait InvestGate: Send + Sync {
-    /// Reserves `amount` of the product's remaining amount, or nothing.
+    /// Reserves `amount` of the product's remaining amount for `holder`, or
+    /// nothing, and marks the holder. A holder marked within the last minute
+    /// is [`Admission::Repeated`]; an amount that does not fit is
+    /// `Refused(remaining)` (possibly zero); a product the gate does not know
+    /// is [`Admission::Bypass`].
     ///
     /// # Errors
     /// [`Unavailable`] when the gate's store fails (then nothing was reserved).
-    async fn reserve(
+    async fn reserve<'a>(
         &self,
+        holder: Holder<'a>,
         product: InvestProductId,
         amount: InvestAmount,
-    ) -> Result<InvestAdmission, Unavailable>;
+    ) -> Result<Admission<Points>, Unavailable>;
 
-    /// Gives back a reservation whose investment did not commit.
+    /// Gives back what `reserve` took for `holder` (nothing when it only
+    /// marked it) and drops the mark; a second release gives back nothing.
     ///
     /// # Errors
     /// [`Unavailable`] when the gate's store fails.
-    async fn release(
+    async fn release<'a>(
         &self,
+        holder: Holder<'a>,
         product: InvestProductId,
         amount: InvestAmount,
     ) -> Result<(), Unavailable>;

@@ -5,20 +5,11 @@ use async_trait::async_trait;
 use super::models::{CouponCode, Order, OrderId, PlaceOrderError, PricedOrder, Quantity};
 use crate::catalog::ProductId;
 use crate::error::Unavailable;
-use crate::idempotency::{IdempotencyKey, IdempotentOutcome, IdempotentRequest};
+use crate::gate::{Admission, Holder};
+use crate::idempotency::{IdempotentRequest, Written};
 use crate::identity::UserId;
 use crate::money::Points;
 use crate::paging::{Page, PageRequest};
-
-/// What became of an order handed to the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placement {
-    /// The answer, as for any idempotent write.
-    pub outcome: IdempotentOutcome,
-    /// What ran now: the placed order or its refusal. `None` when nothing ran
-    /// (a replay, a reused key, a key in progress).
-    pub ran: Option<Result<OrderId, PlaceOrderError>>,
-}
 
 /// Orders.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
@@ -29,7 +20,15 @@ pub trait OrderStore: Send + Sync {
     /// `stock >= quantity`), debits the balance (guarded by
     /// `balance >= paid`) with a PAYMENT ledger row, consumes the coupon,
     /// writes the order, its lines and its `order.paid` outbox event. A
-    /// refusal ([`PlaceOrderError`]) leaves nothing behind but its stored answer.
+    /// refusal leaves nothing behind but its stored answer.
+    ///
+    /// The key is decided first, under its lock: a replay, a reused key or a
+    /// key in progress is answered from the key and nothing runs. Otherwise
+    /// the store MUST answer `Executed` with `Err(`[`PlaceOrderError::OutOfStock`]`)`
+    /// when a line's stock is short, [`PlaceOrderError::InsufficientBalance`]
+    /// when the balance is short, and [`PlaceOrderError::CouponNotApplicable`]
+    /// when the coupon is not the payer's, used or expired at the moment its
+    /// row is locked (the database's clock), checked in that order.
     ///
     /// # Errors
     /// [`Unavailable`] when the store fails; nothing was written.
@@ -37,7 +36,7 @@ pub trait OrderStore: Send + Sync {
         &self,
         order: PricedOrder,
         request: IdempotentRequest<Order, PlaceOrderError>,
-    ) -> Result<Placement, Unavailable>;
+    ) -> Result<Written<Order, PlaceOrderError>, Unavailable>;
 
     /// The caller's order; `None` for an unknown id or another user's order.
     ///
@@ -70,52 +69,36 @@ pub trait CouponQuotes: Send + Sync {
     ) -> Result<Option<Points>, Unavailable>;
 }
 
-/// What the stock gate decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GateDecision {
-    /// Every line's quantity is reserved; give it back if the order fails.
-    Reserved,
-    /// This product has too little stock left: refuse without a transaction.
-    SoldOut(ProductId),
-    /// The gate cannot decide (a product it does not know): nothing was
-    /// reserved, let Postgres decide.
-    Bypass,
-    /// This idempotency key came through the gate a moment ago (a retry, a
-    /// double click, a replay): nothing is reserved again and the store
-    /// answers it from the key. Above all, it is not refused as sold out
-    /// because its own first request holds the last units.
-    Repeated,
-}
-
-/// Who a reservation is for: the request's idempotency key.
-#[derive(Debug, Clone, Copy)]
-pub struct GateHolder<'a> {
-    pub user_id: UserId,
-    pub key: &'a IdempotencyKey,
-}
-
 /// The fast path in front of the order transaction (Redis counters): it
 /// refuses the late majority of a sale without touching Postgres. Postgres
 /// stays the final guard, so the gate may err towards admitting.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait StockGate: Send + Sync {
-    /// Reserves every line at once for `holder`, or nothing. A holder that
-    /// reserved (or bypassed) within the last minute is [`GateDecision::Repeated`].
+    /// Reserves every line at once for `holder`, or nothing, and marks the
+    /// holder. A holder marked within the last minute is
+    /// [`Admission::Repeated`]; a line with too little stock is
+    /// `Refused(product)`; a product the gate does not know is
+    /// [`Admission::Bypass`].
     ///
     /// # Errors
     /// [`Unavailable`] when the gate's store fails (then nothing was reserved).
     async fn reserve<'a>(
         &self,
-        holder: GateHolder<'a>,
+        holder: Holder<'a>,
         lines: &[(ProductId, Quantity)],
-    ) -> Result<GateDecision, Unavailable>;
+    ) -> Result<Admission<ProductId>, Unavailable>;
 
-    /// Gives back a reservation whose order did not go through.
+    /// Gives back what `reserve` took for `holder` (nothing when it only
+    /// marked it) and drops the mark; a second release gives back nothing.
     ///
     /// # Errors
     /// [`Unavailable`] when the gate's store fails.
-    async fn release(&self, lines: &[(ProductId, Quantity)]) -> Result<(), Unavailable>;
+    async fn release<'a>(
+        &self,
+        holder: Holder<'a>,
+        lines: &[(ProductId, Quantity)],
+    ) -> Result<(), Unavailable>;
 
     /// Drops what the gate knows about a product, so that its next
     /// reservation starts again from Postgres (after an admin changed the

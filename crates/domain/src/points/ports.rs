@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::models::{ChargeAmount, ChargeError, ChargeReceipt, LedgerEntry, Wallet};
 use crate::error::Unavailable;
-use crate::idempotency::{IdempotentOutcome, IdempotentRequest};
+use crate::idempotency::{IdempotentRequest, Written};
 use crate::identity::UserId;
 use crate::paging::{Page, PageRequest};
 
@@ -42,5 +42,5 @@ pub trait PointsStore: Send + Sync {
         &self,
         amount: ChargeAmount,
         request: IdempotentRequest<ChargeReceipt, ChargeError>,
-    ) -> Result<IdempotentOutcome, Unavailable>;
+    ) -> Result<Written<ChargeReceipt, ChargeError>, Unavailable>;
 }

@@ -28,7 +28,7 @@ use diesel::sql_types::{Bool, Bytea, Double, Int2, Int8, Text};
 use diesel_async::{AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, TransactionManager};
 use domain::error::Unavailable;
 use domain::idempotency::{
-    Fingerprint, IdempotencyKey, IdempotentOutcome, IdempotentRequest, StoredResponse,
+    Fingerprint, IdempotencyKey, IdempotentOutcome, IdempotentRequest, StoredResponse, Written,
 };
 use domain::identity::UserId;
 
@@ -59,10 +59,6 @@ where
     type Fut = Fut;
 }
 
-/// What [`guarded`] did: the answer, and the effect's own result when it ran
-/// now (`None` for a replay, a reused key or a key in progress).
-pub(crate) type Guarded<T, E> = (IdempotentOutcome, Option<Result<T, E>>);
-
 /// Runs `effect` at most once per (user, key), storing its rendered response
 /// in the same transaction. See the module documentation.
 ///
@@ -74,7 +70,7 @@ pub(crate) async fn guarded<T, E, F>(
     request: &IdempotentRequest<T, E>,
     retention: Duration,
     effect: F,
-) -> Result<Guarded<T, E>, Unavailable>
+) -> Result<Written<T, E>, Unavailable>
 where
     F: for<'c> Effect<'c, T, E>,
 {
@@ -100,12 +96,12 @@ async fn run<T, E, F>(
     request: &IdempotentRequest<T, E>,
     retention: Duration,
     effect: F,
-) -> Result<Guarded<T, E>, Unavailable>
+) -> Result<Written<T, E>, Unavailable>
 where
     F: for<'c> Effect<'c, T, E>,
 {
     if let Some(decided) = begin(conn, request, retention).await.map_err(unavailable)? {
-        return Ok((decided, None));
+        return Ok(decided);
     }
     Tm::begin_transaction(conn).await.map_err(unavailable)?; // SAVEPOINT
     let result = match effect(conn).await.map_err(unavailable)? {
@@ -118,7 +114,7 @@ where
             Err(refusal)
         }
     };
-    let response = (request.render)(&result);
+    let response = request.render(&result);
     if response.status >= 500 {
         return Err(unavailable(format!(
             "refusing to store a {} response under an idempotency key",
@@ -128,7 +124,7 @@ where
     finish(conn, request, &response)
         .await
         .map_err(unavailable)?;
-    Ok((IdempotentOutcome::Executed(response), Some(result)))
+    Ok(Written::Executed { result, response })
 }
 
 /// Rolls back every open level (savepoints, then the transaction).
@@ -207,8 +203,14 @@ pub(crate) async fn refuse(
         fingerprint: fingerprint.clone(),
         render: Arc::new(move |_| response.clone()),
     };
-    let (outcome, _) = guarded(conn, &request, retention, async |_| Ok(Err(()))).await?;
-    Ok(outcome)
+    Ok(
+        match guarded(conn, &request, retention, async |_| Ok(Err(()))).await? {
+            Written::Executed { response, .. } => IdempotentOutcome::Executed(response),
+            Written::Replayed(response) => IdempotentOutcome::Replayed(response),
+            Written::KeyReused => IdempotentOutcome::KeyReused,
+            Written::InProgress => IdempotentOutcome::InProgress,
+        },
+    )
 }
 
 /// The key's fresh answer, if any, without taking the key's lock.
@@ -264,7 +266,7 @@ async fn begin<T, E>(
     conn: &mut AsyncPgConnection,
     request: &IdempotentRequest<T, E>,
     retention: Duration,
-) -> diesel::QueryResult<Option<IdempotentOutcome>> {
+) -> diesel::QueryResult<Option<Written<T, E>>> {
     let user_id = request.user_id.get();
     let key = request.key.as_str();
     let lock = prepared("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)) AS locked")
@@ -272,10 +274,10 @@ async fn begin<T, E>(
         .get_result::<Locked>(conn)
         .await?;
     if !lock.locked {
-        return Ok(Some(IdempotentOutcome::InProgress));
+        return Ok(Some(Written::InProgress));
     }
     match stored(conn, request.user_id, &request.key, retention).await? {
-        Some(row) if row.fresh => Ok(Some(row.into_outcome(&request.fingerprint))),
+        Some(row) if row.fresh => Ok(Some(row.answer(&request.fingerprint))),
         Some(_) => {
             // Kept past the retention, not yet purged: a new request.
             prepared("DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2")
@@ -311,6 +313,11 @@ async fn stored(
 }
 
 impl StoredRow {
+    /// What a fresh record answers a write with `fingerprint`: nothing runs.
+    pub(crate) fn answer<T, E>(self, fingerprint: &Fingerprint) -> Written<T, E> {
+        Written::answered(self.into_outcome(fingerprint)).unwrap_or(Written::KeyReused)
+    }
+
     /// What a fresh record answers a request with `fingerprint`: its
     /// response again for the same request, `KeyReused` for another.
     pub(crate) fn into_outcome(self, fingerprint: &Fingerprint) -> IdempotentOutcome {
@@ -445,14 +452,14 @@ mod tests {
         let (_db, pg, user) = setup().await;
         let mut conn = pg.conn().await.expect("conn");
 
-        let (outcome, _) = guarded(&mut conn, &request(user, 409), DAY, async |tx| {
+        let outcome = guarded(&mut conn, &request(user, 409), DAY, async |tx| {
             write_then_refuse(tx, user).await
         })
         .await
         .expect("ran");
 
         assert!(
-            matches!(outcome, IdempotentOutcome::Executed(ref r) if r.status == 409),
+            matches!(outcome, Written::Executed { result: Err("OUT_OF_STOCK"), ref response } if response.status == 409),
             "{outcome:?}"
         );
         assert_eq!(

@@ -4,14 +4,16 @@
 //! Inside the guard's savepoint, in this order:
 //! 1. the product row, with
 //!    `UPDATE … SET current_amount = current_amount + $a WHERE id = $id AND
-//!    current_amount + $a <= total_amount AND started_at <= $at AND
-//!    finished_at >= $at`. The row lock it takes serialises the investments
+//!    current_amount + $a <= total_amount AND` the window holds at the
+//!    database's clock. The row lock it takes serialises the investments
 //!    of one product until commit; no other lock is needed, and an amount is
 //!    taken whole or not at all;
-//! 2. the investment row, with whether the user had invested in the product
-//!    before. That statement starts after the row lock was granted, so under
-//!    READ COMMITTED it sees every earlier investment of the product (each
-//!    committed before it released the lock);
+//! 2. the investment row, dated by the database's clock, inserted only if
+//!    the window still holds at that moment, with whether the user had
+//!    invested in the product before. That statement starts after the row
+//!    lock was granted, so under READ COMMITTED it sees every earlier
+//!    investment of the product (each committed before it released the
+//!    lock);
 //! 3. for a first investment, `investor_count + 1` on the row already locked.
 //!
 //! A guarded update that finds no row is a refusal, classified from the row
@@ -26,18 +28,18 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Int8, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::error::Unavailable;
-use domain::idempotency::IdempotentRequest;
+use domain::idempotency::{IdempotentRequest, Written};
 use domain::identity::UserId;
 use domain::invest::{
-    InvestAmount, InvestError, InvestOrder, InvestPlacement, InvestProduct, InvestProductId,
-    InvestStore, InvestTitle, Investment, InvestmentId, MyInvestment, NewInvestProduct,
-    RecruitingWindow,
+    InvestAmount, InvestError, InvestOrder, InvestProduct, InvestProductId, InvestStore,
+    InvestTitle, Investment, InvestmentId, MyInvestment, NewInvestProduct, RecruitingWindow,
 };
 use domain::money::Points;
 use domain::paging::{Page, PageRequest};
 
 use super::idempotency;
 use super::paging::page_of;
+use super::prepared::prepared;
 use super::schema::{invest_products, investments};
 use super::{Postgres, unavailable};
 
@@ -127,46 +129,69 @@ struct Made {
     seen_before: bool,
 }
 
+#[derive(QueryableByName)]
+struct Now {
+    #[diesel(sql_type = Timestamptz)]
+    now: DateTime<Utc>,
+}
+
 /// The effect of investing, run inside the guard's savepoint.
+///
+/// The window is checked with the database's clock, never the caller's, so
+/// every instance judges it alike. `clock_timestamp()` rather than `now()`,
+/// which is when the transaction began: the update may wait for the row's
+/// lock behind other investments, and an update that waited behind a lock
+/// that was only held (not a row that was changed) is not re-checked by
+/// Postgres. So the insert, which runs while the row lock is held, checks
+/// the window again at its own moment and dates the investment with it: a
+/// request that reached the row after the close is refused.
 async fn invest_in(
     tx: &mut AsyncPgConnection,
     order: &InvestOrder,
 ) -> QueryResult<Result<Investment, InvestError>> {
     let (product, amount) = (order.product_id.get(), order.amount.get());
-    let taken = diesel::update(
-        invest_products::table
-            .filter(invest_products::id.eq(product))
-            .filter((invest_products::current_amount + amount).le(invest_products::total_amount))
-            .filter(invest_products::started_at.le(order.at))
-            .filter(invest_products::finished_at.ge(order.at)),
+    let taken = prepared(
+        "UPDATE invest_products SET current_amount = current_amount + $1, updated_at = now() \
+          WHERE id = $2 AND current_amount + $3 <= total_amount \
+            AND started_at <= clock_timestamp() AND finished_at >= clock_timestamp()",
     )
-    .set((
-        invest_products::current_amount.eq(invest_products::current_amount + amount),
-        invest_products::updated_at.eq(diesel::dsl::now),
-    ))
+    .bind::<Int8, _>(amount)
+    .bind::<Int8, _>(product)
+    .bind::<Int8, _>(amount)
     .execute(tx)
     .await?;
     if taken == 0 {
         return refusal(tx, order).await.map(Err);
     }
-    let made: Made = diesel::sql_query(
-        "WITH prior AS ( \
+    let made: Option<Made> = prepared(
+        "WITH clock AS (SELECT clock_timestamp() AS now), \
+              prior AS ( \
              SELECT EXISTS (SELECT 1 FROM investments WHERE product_id = $1 AND user_id = $2) AS seen \
          ), made AS ( \
              INSERT INTO investments (product_id, user_id, amount, invested_at) \
-             VALUES ($1, $2, $3, $4) RETURNING id, invested_at \
+             SELECT p.id, $3, $4, clock.now FROM invest_products p, clock \
+              WHERE p.id = $5 AND clock.now BETWEEN p.started_at AND p.finished_at \
+             RETURNING id, invested_at \
          ) \
          SELECT made.id, made.invested_at, prior.seen AS seen_before FROM made, prior",
     )
     .bind::<Int8, _>(product)
     .bind::<Int8, _>(order.user_id.get())
+    .bind::<Int8, _>(order.user_id.get())
     .bind::<Int8, _>(amount)
-    .bind::<Timestamptz, _>(order.at)
+    .bind::<Int8, _>(product)
     .get_result(tx)
-    .await?;
+    .await
+    .optional()?;
+    let Some(made) = made else {
+        // The window closed while the investment waited for the row.
+        return Ok(Err(InvestError::NotInRecruitingPeriod {
+            product_id: order.product_id,
+        }));
+    };
     if !made.seen_before {
-        diesel::update(invest_products::table.find(product))
-            .set(invest_products::investor_count.eq(invest_products::investor_count + 1))
+        prepared("UPDATE invest_products SET investor_count = investor_count + 1 WHERE id = $1")
+            .bind::<Int8, _>(product)
             .execute(tx)
             .await?;
     }
@@ -179,9 +204,10 @@ async fn invest_in(
     }))
 }
 
-/// Why the guarded update found no row, from the row as it is now. What is
-/// left only shrinks and windows never move, so the row still shows the
-/// reason; should it not, the amount is reported as too large.
+/// Why the guarded update found no row, from the row as it is now and the
+/// database's clock. What is left only shrinks and windows never move, so
+/// the row still shows the reason; should it not, the amount is reported as
+/// too large.
 async fn refusal(tx: &mut AsyncPgConnection, order: &InvestOrder) -> QueryResult<InvestError> {
     let row = invest_products::table
         .find(order.product_id.get())
@@ -194,11 +220,15 @@ async fn refusal(tx: &mut AsyncPgConnection, order: &InvestOrder) -> QueryResult
             product_id: order.product_id,
         });
     };
+    let now = prepared("SELECT clock_timestamp() AS now")
+        .get_result::<Now>(tx)
+        .await?
+        .now;
     let product = row
         .into_product()
         .map_err(|e| diesel::result::Error::DeserializationError(Box::new(e)))?;
     Ok(product
-        .admit(order.amount, order.at)
+        .admit(order.amount, now)
         .err()
         .unwrap_or(InvestError::AmountExceedsRemaining {
             product_id: order.product_id,
@@ -283,17 +313,15 @@ impl InvestStore for PgInvestStore {
         &self,
         order: InvestOrder,
         request: IdempotentRequest<Investment, InvestError>,
-    ) -> Result<InvestPlacement, Unavailable> {
+    ) -> Result<Written<Investment, InvestError>, Unavailable> {
         let (order, request) = (&order, &request);
         self.db
             .timed(async {
                 let mut conn = self.db.conn().await?;
-                let (outcome, ran) =
-                    idempotency::guarded(&mut conn, request, self.retention, async |tx| {
-                        invest_in(tx, order).await
-                    })
-                    .await?;
-                Ok(InvestPlacement { outcome, ran })
+                idempotency::guarded(&mut conn, request, self.retention, async |tx| {
+                    invest_in(tx, order).await
+                })
+                .await
             })
             .await
     }

@@ -33,8 +33,11 @@ use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{Array, Bool, Bytea, Double, Int2, Int8, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use domain::idempotency::{IdempotentOutcome, IdempotentRequest};
-use domain::ordering::{Order, OrderId, PlaceOrderError, Placement, PricedOrder};
+use domain::idempotency::{IdempotentRequest, Written};
+use domain::ordering::{Order, OrderId, PlaceOrderError, PricedOrder};
+
+/// What became of one order of the batch.
+pub(super) type Placed = Written<Order, PlaceOrderError>;
 
 use super::idempotency::{StoredRow, lock_name};
 use super::order_books::Books;
@@ -102,8 +105,8 @@ pub(super) async fn place_batch(
     tx: &mut AsyncPgConnection,
     entries: &[Entry],
     retention: Duration,
-) -> Result<Vec<Placement>, BatchError> {
-    let mut answers: Vec<Option<Placement>> = vec![None; entries.len()];
+) -> Result<Vec<Placed>, BatchError> {
+    let mut answers: Vec<Option<Placed>> = vec![None; entries.len()];
     let live = claim_keys(tx, entries, retention, &mut answers).await?;
     let mut books = lock_books(tx, entries, &live).await?;
     let decided: Vec<(usize, Result<Option<i64>, PlaceOrderError>)> = live
@@ -124,7 +127,7 @@ pub(super) async fn place_batch(
             Ok(_) => Ok(placed[&i].clone()),
             Err(refusal) => Err(refusal),
         };
-        let response = (entries[i].request.render)(&result);
+        let response = entries[i].request.render(&result);
         if response.status >= 500 {
             return Err(BatchError::Inconsistent(format!(
                 "refusing to store a {} response under an idempotency key",
@@ -132,10 +135,7 @@ pub(super) async fn place_batch(
             )));
         }
         w.answer(&entries[i].request, &response);
-        answers[i] = Some(Placement {
-            outcome: IdempotentOutcome::Executed(response),
-            ran: Some(result.map(|order| order.id)),
-        });
+        answers[i] = Some(Written::Executed { result, response });
     }
     if !w.key_user.is_empty() {
         w.write(tx).await?;
@@ -152,9 +152,8 @@ async fn claim_keys(
     tx: &mut AsyncPgConnection,
     entries: &[Entry],
     retention: Duration,
-    answers: &mut [Option<Placement>],
+    answers: &mut [Option<Placed>],
 ) -> Result<Vec<usize>, BatchError> {
-    let not_run = |outcome| Placement { outcome, ran: None };
     // Advisory locks are re-entrant within a session: a second entry with a
     // key already in this batch is a concurrent duplicate, so it is in progress.
     let mut seen = HashSet::new();
@@ -163,7 +162,7 @@ async fn claim_keys(
         if seen.insert(lock_name(e.request.user_id, &e.request.key)) {
             firsts.push(i);
         } else {
-            answers[i] = Some(not_run(IdempotentOutcome::InProgress));
+            answers[i] = Some(Written::InProgress);
         }
     }
     let names: Vec<String> = firsts
@@ -183,7 +182,7 @@ async fn claim_keys(
         if lock.locked {
             held.push(i);
         } else {
-            answers[i] = Some(not_run(IdempotentOutcome::InProgress));
+            answers[i] = Some(Written::InProgress);
         }
     }
     if held.is_empty() {
@@ -213,7 +212,7 @@ async fn claim_keys(
         let i = held[position(r.n)];
         if r.record.fresh {
             let fingerprint = &entries[i].request.fingerprint;
-            answers[i] = Some(not_run(r.record.into_outcome(fingerprint)));
+            answers[i] = Some(r.record.answer(fingerprint));
         } else {
             stale.push(i); // kept past the retention, not yet purged: a new request
         }
@@ -369,7 +368,7 @@ struct Writes {
 }
 
 #[derive(QueryableByName)]
-struct Written {
+struct WriteCounts {
     #[diesel(sql_type = Int8)]
     products: i64,
     #[diesel(sql_type = Int8)]
@@ -436,7 +435,7 @@ impl Writes {
     /// balances and coupons are taken again under the same guards as one
     /// order's UPDATEs, and the counts must match what was decided.
     async fn write(&self, tx: &mut AsyncPgConnection) -> Result<(), BatchError> {
-        let written: Written = prepared(
+        let written: WriteCounts = prepared(
             "WITH stock AS ( \
                UPDATE products p SET stock = p.stock - t.q, updated_at = now() \
                  FROM (SELECT id, sum(q)::int8 AS q FROM unnest($1::int8[], $2::int8[]) AS u(id, q) \

@@ -27,8 +27,7 @@ use domain::idempotency::IdempotentRequest;
 use domain::identity::UserId;
 use domain::money::Points;
 use domain::ordering::{
-    CouponCode, Order, OrderId, OrderLine, OrderStore, PlaceOrderError, Placement, PricedOrder,
-    Quantity,
+    CouponCode, Order, OrderId, OrderLine, OrderStore, PlaceOrderError, PricedOrder, Quantity,
 };
 use domain::paging::{Page, PageRequest};
 use futures_util::FutureExt as _;
@@ -36,7 +35,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use super::idempotency::rollback_all;
-use super::order_batch::{BatchError, Entry, place_batch};
+use super::order_batch::{BatchError, Entry, Placed, place_batch};
 use super::paging::page_of;
 use super::schema::{order_items, orders};
 use super::{Postgres, unavailable};
@@ -58,7 +57,7 @@ const LANE_QUEUE: usize = 1024;
 /// An order and where its answer goes.
 struct Job {
     entry: Entry,
-    reply: oneshot::Sender<Result<Placement, Unavailable>>,
+    reply: oneshot::Sender<Result<Placed, Unavailable>>,
 }
 
 #[derive(Clone)]
@@ -158,7 +157,7 @@ async fn run_batch(
     db: &Postgres,
     entries: &[Entry],
     retention: Duration,
-) -> Result<Vec<Placement>, Unavailable> {
+) -> Result<Vec<Placed>, Unavailable> {
     type Tm = AnsiTransactionManager;
     let mut conn = db.conn().await?;
     let tx: &mut AsyncPgConnection = &mut conn;
@@ -291,7 +290,7 @@ impl OrderStore for PgOrderStore {
         &self,
         order: PricedOrder,
         request: IdempotentRequest<Order, PlaceOrderError>,
-    ) -> Result<Placement, Unavailable> {
+    ) -> Result<Placed, Unavailable> {
         let lane = &self.lanes[lane_of(&order)];
         let (reply, answer) = oneshot::channel();
         self.db

@@ -10,7 +10,7 @@ use diesel_async::RunQueryDsl;
 use domain::error::Unavailable;
 use domain::idempotency::{
     Fingerprint, IdempotencyKey, IdempotencyStore, IdempotentOutcome, IdempotentRequest,
-    StoredResponse,
+    StoredResponse, Written,
 };
 use domain::identity::UserId;
 use domain::money::Points;
@@ -154,39 +154,37 @@ impl PointsStore for PgPointsStore {
         &self,
         amount: ChargeAmount,
         request: IdempotentRequest<ChargeReceipt, ChargeError>,
-    ) -> Result<IdempotentOutcome, Unavailable> {
+    ) -> Result<Written<ChargeReceipt, ChargeError>, Unavailable> {
         let request = &request;
         self.db
             .timed(async {
                 let mut conn = self.db.conn().await?;
-                let (outcome, _) =
-                    idempotency::guarded(&mut conn, request, self.retention, async |tx| {
-                        let user_id = request.user_id.get();
-                        let charged = amount.points();
-                        let Some(balance) =
-                            add_to_wallet(tx, user_id, charged.get(), MAX_BALANCE.get()).await?
-                        else {
-                            return Ok(Err(ChargeError::BalanceLimitExceeded {
-                                max: MAX_BALANCE.get(),
-                            }));
-                        };
-                        diesel::insert_into(point_ledger::table)
-                            .values((
-                                point_ledger::user_id.eq(user_id),
-                                point_ledger::kind.eq(LedgerKind::Charge.as_str()),
-                                point_ledger::amount.eq(charged.get()),
-                                point_ledger::balance_after.eq(balance),
-                            ))
-                            .execute(tx)
-                            .await?;
-                        Ok(Ok(ChargeReceipt {
-                            user_id: request.user_id,
-                            balance: Points::new(balance).unwrap_or(Points::ZERO),
-                            charged,
-                        }))
-                    })
-                    .await?;
-                Ok(outcome)
+                idempotency::guarded(&mut conn, request, self.retention, async |tx| {
+                    let user_id = request.user_id.get();
+                    let charged = amount.points();
+                    let Some(balance) =
+                        add_to_wallet(tx, user_id, charged.get(), MAX_BALANCE.get()).await?
+                    else {
+                        return Ok(Err(ChargeError::BalanceLimitExceeded {
+                            max: MAX_BALANCE.get(),
+                        }));
+                    };
+                    diesel::insert_into(point_ledger::table)
+                        .values((
+                            point_ledger::user_id.eq(user_id),
+                            point_ledger::kind.eq(LedgerKind::Charge.as_str()),
+                            point_ledger::amount.eq(charged.get()),
+                            point_ledger::balance_after.eq(balance),
+                        ))
+                        .execute(tx)
+                        .await?;
+                    Ok(Ok(ChargeReceipt {
+                        user_id: request.user_id,
+                        balance: Points::new(balance).unwrap_or(Points::ZERO),
+                        charged,
+                    }))
+                })
+                .await
             })
             .await
     }

@@ -1,14 +1,23 @@
-//! Rebuilding a gate's counter from Postgres, shared by the stock and invest
-//! gates: one instance at a time builds it (a lock), the others wait for it
-//! briefly, and it lives at most [`COUNTER_TTL`] so that a drifted counter
-//! heals.
+//! What the stock and invest gates share: reserving amounts from counters
+//! for a holder (one script), releasing them (one script), and rebuilding a
+//! counter from Postgres. One instance at a time builds a counter (a lock),
+//! the others wait for it briefly, and it lives at most [`COUNTER_TTL`] so
+//! that a drifted counter heals.
+//!
+//! The holder's mark says what the holder holds: `r` when its amounts were
+//! taken, `b` when it went past the gate without them (the gate did not
+//! know the item). Release reads the mark and deletes it in the same
+//! script, so what was taken is given back once, however often a release
+//! is repeated, and a holder that only passed gives back nothing.
 
 use std::future::Future;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use deadpool_redis::Pool;
-use deadpool_redis::redis::cmd;
+use deadpool_redis::redis::{Script, cmd};
 use domain::error::Unavailable;
+use domain::gate::{Admission, Holder};
 
 use super::{RedisKeys, RedisLock, unavailable};
 use crate::postgres::Postgres;
@@ -77,6 +86,53 @@ pub async fn forget_reservations(pool: &Pool, keys: &RedisKeys) -> Result<usize,
     Ok(dropped)
 }
 
+/// How long a holder's mark lasts: longer than a write can wait for its
+/// transaction, and than a client's quick retry takes.
+pub const HOLDER_TTL: Duration = Duration::from_secs(60);
+
+/// KEYS: the counters, then the holder's mark; ARGV: the amounts, then the
+/// mark's lifetime in ms. `{2, 0, 0}`: the holder is marked already;
+/// `{-1, i, 0}`: counter i is missing; `{0, i, left}`: counter i holds only
+/// `left`; `{1, 0, 0}`: every amount was taken and the holder marked `r`.
+const RESERVE: &str = r"
+local n = #KEYS - 1
+if redis.call('EXISTS', KEYS[n + 1]) == 1 then return {2, 0, 0} end
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[i]) == 0 then return {-1, i, 0} end
+end
+for i = 1, n do
+  local left = tonumber(redis.call('GET', KEYS[i]))
+  if left < tonumber(ARGV[i]) then return {0, i, left} end
+end
+for i = 1, n do
+  redis.call('DECRBY', KEYS[i], ARGV[i])
+end
+redis.call('SET', KEYS[n + 1], 'r', 'PX', ARGV[n + 1])
+return {1, 0, 0}";
+
+/// KEYS: the holder's mark, then the counters; ARGV: the amounts. Gives
+/// back only what a mark of `r` took, only to counters that still exist (a
+/// forgotten one is rebuilt from Postgres, which never lost those units).
+const RELEASE: &str = r"
+local held = redis.call('GET', KEYS[1])
+redis.call('DEL', KEYS[1])
+if held ~= 'r' then return 0 end
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i - 1]) end
+end
+return 1";
+
+static RESERVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE));
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
+
+/// A counter that was too low: which one (its index in the request) and
+/// what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Short {
+    pub index: usize,
+    pub left: i64,
+}
+
 /// What a rebuild found.
 pub(crate) enum Rebuilt {
     /// The counter exists now.
@@ -133,6 +189,94 @@ impl Counters {
             .query_async(&mut conn)
             .await
             .map_err(unavailable)
+    }
+
+    /// The key of `holder`'s mark at the gate named `gate`.
+    pub(crate) fn holder_key(&self, gate: &str, holder: Holder<'_>) -> String {
+        let key = holder.key.map_or("", |k| k.as_str());
+        self.key(&format!("{gate}-holder:{}:{key}", holder.user_id))
+    }
+
+    /// Takes every amount from its counter for the holder, or nothing; a
+    /// missing counter is rebuilt with `rebuild(index)` and the reservation
+    /// tried again. With a counter it cannot build, the holder is only
+    /// marked and passes ([`Admission::Bypass`]).
+    pub(crate) async fn reserve<F, Fut>(
+        &self,
+        marker: &str,
+        amounts: &[(String, i64)],
+        rebuild: F,
+    ) -> Result<Admission<Short>, Unavailable>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: Future<Output = Result<Rebuilt, Unavailable>>,
+    {
+        let ttl_ms = i64::try_from(HOLDER_TTL.as_millis()).unwrap_or(i64::MAX);
+        // A few rounds at most: each round rebuilds one missing counter.
+        for _ in 0..=amounts.len() {
+            let mut conn = self.connection().await?;
+            let mut script = RESERVE_SCRIPT.prepare_invoke();
+            for (key, _) in amounts {
+                script.key(key);
+            }
+            script.key(marker);
+            for (_, amount) in amounts {
+                script.arg(*amount);
+            }
+            script.arg(ttl_ms);
+            let (status, position, left): (i64, usize, i64) =
+                script.invoke_async(&mut conn).await.map_err(unavailable)?;
+            drop(conn);
+            let index = position.checked_sub(1).filter(|i| *i < amounts.len());
+            match (status, index) {
+                (1, _) => return Ok(Admission::Reserved),
+                (2, _) => return Ok(Admission::Repeated),
+                (0, Some(index)) => return Ok(Admission::Refused(Short { index, left })),
+                (-1, Some(index)) => match rebuild(index).await? {
+                    Rebuilt::Ready => {}
+                    Rebuilt::Unknown | Rebuilt::Busy => return self.pass(marker).await,
+                },
+                _ => return self.pass(marker).await,
+            }
+        }
+        self.pass(marker).await
+    }
+
+    /// Marks a holder that goes past the gate without a reservation, so that
+    /// its copies are recognised while it is in flight.
+    async fn pass(&self, marker: &str) -> Result<Admission<Short>, Unavailable> {
+        let mut conn = self.connection().await?;
+        let set: Option<String> = cmd("SET")
+            .arg(marker)
+            .arg("b")
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(HOLDER_TTL.as_millis()).unwrap_or(u64::MAX))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(if set.is_some() {
+            Admission::Bypass
+        } else {
+            Admission::Repeated
+        })
+    }
+
+    /// Gives back what the holder's reservation took, once, and drops its mark.
+    pub(crate) async fn release(
+        &self,
+        marker: &str,
+        amounts: &[(String, i64)],
+    ) -> Result<(), Unavailable> {
+        let mut conn = self.connection().await?;
+        let mut script = RELEASE_SCRIPT.prepare_invoke();
+        script.key(marker);
+        for (key, amount) in amounts {
+            script.key(key);
+            script.arg(*amount);
+        }
+        let _: i64 = script.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(())
     }
 
     /// Drops the counter: the next use rebuilds it from Postgres.

@@ -1,9 +1,12 @@
 //! The Redis invest gate: per product, a counter of what can still be
 //! invested (`invest:{id}:left`) in front of the investment transaction.
 //!
-//! One Lua script compares the amount with the counter and takes it only if
-//! it fits, atomically on the Redis server. A refusal leaves the counter
-//! untouched. That is the point: with a plain `DECRBY` followed by "went
+//! One Lua script (shared with the stock gate, `counter.rs`) compares the
+//! amount with the counter and takes it only if it fits, and marks the
+//! investment's holder, atomically on the Redis server. A refusal leaves the
+//! counter untouched. A copy of a request in flight (same user and key)
+//! finds the mark and is answered from its key, never refused because its
+//! own first copy took what was left. That is the point: with a plain `DECRBY` followed by "went
 //! negative? give it back", a refused amount is taken for an instant, and an
 //! investor arriving in that instant is refused although their amount fits
 //! (see `docs/concurrency.md`). With the script, the counter only ever
@@ -18,40 +21,19 @@
 //! here: they decide nothing at the gate, and Postgres counts them in the
 //! same transaction as the amount.
 
-use std::sync::LazyLock;
-
 use async_trait::async_trait;
 use deadpool_redis::Pool;
-use deadpool_redis::redis::Script;
 use diesel::OptionalExtension as _;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use domain::error::Unavailable;
-use domain::invest::{InvestAdmission, InvestAmount, InvestGate, InvestProductId};
+use domain::gate::{Admission, Holder};
+use domain::invest::{InvestAmount, InvestGate, InvestProductId};
 use domain::money::Points;
 
+use super::RedisKeys;
 use super::counter::{Counters, Rebuilt};
-use super::{RedisKeys, unavailable};
 use crate::postgres::{Postgres, unavailable as pg_unavailable};
-
-/// `{-1, 0}`: no counter; `{0, left}`: the amount does not fit (nothing
-/// taken); `{1, left}`: taken, `left` remains.
-const RESERVE: &str = r"
-local left = redis.call('GET', KEYS[1])
-if not left then return {-1, 0} end
-left = tonumber(left)
-local amount = tonumber(ARGV[1])
-if left < amount then return {0, left} end
-return {1, redis.call('DECRBY', KEYS[1], amount)}";
-
-/// Gives back only to a counter that still exists (a forgotten one is
-/// rebuilt from Postgres, which never took the amount).
-const RELEASE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBY', KEYS[1], ARGV[1]) end
-return 1";
-
-static RESERVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE));
-static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
 
 #[derive(Clone)]
 pub struct RedisInvestGate {
@@ -105,51 +87,35 @@ impl RedisInvestGate {
 
 #[async_trait]
 impl InvestGate for RedisInvestGate {
-    async fn reserve(
+    async fn reserve<'a>(
         &self,
+        holder: Holder<'a>,
         product: InvestProductId,
         amount: InvestAmount,
-    ) -> Result<InvestAdmission, Unavailable> {
-        let key = self.key(product);
-        // Two rounds at most: the second follows a rebuild.
-        for _ in 0..2 {
-            let mut conn = self.counters.connection().await?;
-            let (status, left): (i64, i64) = RESERVE_SCRIPT
-                .key(&key)
-                .arg(amount.get())
-                .invoke_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            drop(conn);
-            match status {
-                1 => return Ok(InvestAdmission::Reserved),
-                0 => {
-                    return Ok(InvestAdmission::Refused {
-                        remaining: Points::new(left).unwrap_or(Points::ZERO),
-                    });
-                }
-                _ => match self.rebuild(product).await? {
-                    Rebuilt::Ready => {}
-                    Rebuilt::Unknown | Rebuilt::Busy => return Ok(InvestAdmission::Bypass),
-                },
-            }
-        }
-        Ok(InvestAdmission::Bypass)
+    ) -> Result<Admission<Points>, Unavailable> {
+        let admission = self
+            .counters
+            .reserve(
+                &self.counters.holder_key("invest", holder),
+                &[(self.key(product), amount.get())],
+                |_| self.rebuild(product),
+            )
+            .await?;
+        Ok(admission.map_refusal(|short| Points::new(short.left).unwrap_or(Points::ZERO)))
     }
 
-    async fn release(
+    async fn release<'a>(
         &self,
+        holder: Holder<'a>,
         product: InvestProductId,
         amount: InvestAmount,
     ) -> Result<(), Unavailable> {
-        let mut conn = self.counters.connection().await?;
-        let _: i64 = RELEASE_SCRIPT
-            .key(self.key(product))
-            .arg(amount.get())
-            .invoke_async(&mut conn)
+        self.counters
+            .release(
+                &self.counters.holder_key("invest", holder),
+                &[(self.key(product), amount.get())],
+            )
             .await
-            .map_err(unavailable)?;
-        Ok(())
     }
 
     async fn forget(&self, product: InvestProductId) -> Result<(), Unavailable> {

@@ -20,16 +20,16 @@ use deadpool_redis::redis::{Script, cmd, pipe};
 use diesel::QueryableByName;
 use diesel::sql_types::Int8;
 use diesel_async::RunQueryDsl;
-use domain::coupon::{CampaignId, IssueDecision, IssueGate};
+use domain::coupon::{CampaignId, IssueGate, IssueRefusal};
 use domain::error::Unavailable;
-use domain::identity::UserId;
+use domain::gate::{Admission, Holder};
 
 use super::COUNTER_TTL;
 use super::{RedisKeys, RedisLock, unavailable};
 use crate::postgres::{Postgres, unavailable as pg_unavailable};
 
 /// -1: not built; 2: already holds one; 0: none left; 1: admitted.
-const ADMIT: &str = r"
+const RESERVE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 2 end
 if tonumber(redis.call('GET', KEYS[1])) <= 0 then return 0 end
@@ -37,14 +37,16 @@ redis.call('DECR', KEYS[1])
 redis.call('SADD', KEYS[2], ARGV[1])
 return 1";
 
-const GIVE_BACK: &str = r"
+/// Gives back a user's hold once: only a user still in the set is removed
+/// and counted back.
+const RELEASE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
   redis.call('INCR', KEYS[1])
 end
 return 1";
 
-static ADMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADMIT));
-static GIVE_BACK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(GIVE_BACK));
+static RESERVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE));
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
 
 #[derive(Clone)]
 pub struct RedisIssueGate {
@@ -181,41 +183,45 @@ impl RedisIssueGate {
 
 #[async_trait]
 impl IssueGate for RedisIssueGate {
-    async fn admit(
+    async fn reserve<'a>(
         &self,
+        holder: Holder<'a>,
         campaign: CampaignId,
-        user: UserId,
-    ) -> Result<IssueDecision, Unavailable> {
+    ) -> Result<Admission<IssueRefusal>, Unavailable> {
         for _ in 0..2 {
             let mut conn = self.pool.get().await.map_err(unavailable)?;
-            let decision: i64 = ADMIT_SCRIPT
+            let decision: i64 = RESERVE_SCRIPT
                 .key(self.left_key(campaign))
                 .key(self.users_key(campaign))
-                .arg(user.get())
+                .arg(holder.user_id.get())
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
             drop(conn);
             match decision {
-                1 => return Ok(IssueDecision::Admitted),
-                0 => return Ok(IssueDecision::SoldOut),
-                2 => return Ok(IssueDecision::AlreadyIssued),
+                1 => return Ok(Admission::Reserved),
+                0 => return Ok(Admission::Refused(IssueRefusal::SoldOut)),
+                2 => return Ok(Admission::Refused(IssueRefusal::AlreadyIssued)),
                 _ => {
                     if !self.rebuild(campaign).await? {
-                        return Ok(IssueDecision::Bypass);
+                        return Ok(Admission::Bypass);
                     }
                 }
             }
         }
-        Ok(IssueDecision::Bypass)
+        Ok(Admission::Bypass)
     }
 
-    async fn give_back(&self, campaign: CampaignId, user: UserId) -> Result<(), Unavailable> {
+    async fn release<'a>(
+        &self,
+        holder: Holder<'a>,
+        campaign: CampaignId,
+    ) -> Result<(), Unavailable> {
         let mut conn = self.pool.get().await.map_err(unavailable)?;
-        let _: i64 = GIVE_BACK_SCRIPT
+        let _: i64 = RELEASE_SCRIPT
             .key(self.left_key(campaign))
             .key(self.users_key(campaign))
-            .arg(user.get())
+            .arg(holder.user_id.get())
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;

@@ -10,7 +10,7 @@ use actix_web::dev::Payload;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{FromRequest, HttpRequest, HttpResponse};
-use domain::idempotency::{Fingerprint, IdempotencyKey, IdempotentOutcome, Render, StoredResponse};
+use domain::idempotency::{Fingerprint, IdempotencyKey, Render, StoredResponse, Written};
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -163,11 +163,11 @@ pub fn render<T: 'static, E: 'static>(
 ///
 /// # Errors
 /// `422 IDEMPOTENCY_KEY_REUSED` or `409 IDEMPOTENCY_IN_PROGRESS`.
-pub fn respond(outcome: IdempotentOutcome) -> Result<HttpResponse, ApiError> {
-    let (stored, replayed) = match outcome {
-        IdempotentOutcome::Executed(stored) => (stored, false),
-        IdempotentOutcome::Replayed(stored) => (stored, true),
-        IdempotentOutcome::KeyReused => {
+pub fn respond<T, E>(written: Written<T, E>) -> Result<HttpResponse, ApiError> {
+    let (stored, replayed) = match written {
+        Written::Executed { response, .. } => (response, false),
+        Written::Replayed(stored) => (stored, true),
+        Written::KeyReused => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "IDEMPOTENCY_KEY_REUSED",
@@ -175,7 +175,7 @@ pub fn respond(outcome: IdempotentOutcome) -> Result<HttpResponse, ApiError> {
                 "this Idempotency-Key was already used with a different request",
             ));
         }
-        IdempotentOutcome::InProgress => {
+        Written::InProgress => {
             return Err(ApiError::conflict(
                 "IDEMPOTENCY_IN_PROGRESS",
                 "Idempotent request in progress",

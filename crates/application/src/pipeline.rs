@@ -1,0 +1,526 @@
+//! The one pipeline every keyed or gated write runs through: charge, place
+//! order and invest (keyed), and coupon issue (gated, one per user).
+//!
+//! ```text
+//! reserve at the gate, marking the holder (user, key)
+//!   Refused(r)  → store r under the key, answer it         (nothing was taken)
+//!   Repeated    → answer from the key: replay, 422, or 409 in progress
+//!   Reserved / Bypass / gate down → go on
+//! prepare (the use case's own checks: pricing, rules at the clock)
+//!   Err(r)      → store r under the key, answer it
+//! run the guarded effect (the store decides the key under its lock,
+//!   runs the effect, stores the rendered answer, in one transaction)
+//! settle: unless the effect committed, release what the gate took and the
+//!   holder's mark; if Postgres refused what the gate admitted, the gate
+//!   forgets that item so it is rebuilt from Postgres
+//! ```
+//!
+//! A use case supplies its gate and its guarded effect by implementing
+//! [`GatedWrite`] and [`KeyedWrite`] (or [`UnkeyedWrite`]) for one call, and
+//! gets back one typed outcome, [`Written`]. Refusals are rendered here with
+//! the request's renderer, the same one the store uses inside its
+//! transaction, so a refusal decided early and one decided by Postgres are
+//! the same bytes.
+//!
+//! Why the holder mark: a copy of a request (double click, a client's retry
+//! after a timeout, the same key on another instance) must never be refused
+//! because its own first copy holds what is left. The gate marks the holder
+//! in the same atomic step as the reservation, and a marked holder is
+//! answered from its key instead of being asked to reserve again.
+
+use async_trait::async_trait;
+use domain::error::Unavailable;
+use domain::gate::{Admission, Holder};
+use domain::idempotency::{IdempotencyStore, IdempotentOutcome, IdempotentRequest, Written};
+
+/// One write as the pipeline sees it: its gate, its checks before the
+/// effect. Implemented by a use case for the length of one call.
+#[async_trait]
+pub trait GatedWrite: Send + Sync {
+    /// What the effect gives when it commits.
+    type Value: Send + Sync;
+    /// A business refusal; stored under the key like a success.
+    type Refusal: Send + Sync;
+    /// What [`prepare`](Self::prepare) hands to the effect.
+    type Ready: Send;
+
+    /// Asks the gate for this write's reservation and marks the holder.
+    /// A write without a gate keeps the default: Postgres decides.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the gate fails; the write goes on without it.
+    async fn reserve(&self, _holder: Holder<'_>) -> Result<Admission<Self::Refusal>, Unavailable> {
+        Ok(Admission::Bypass)
+    }
+
+    /// Gives back what [`reserve`](Self::reserve) took, and drops the mark.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the gate fails (its counters heal by expiry).
+    async fn release(&self, _holder: Holder<'_>) -> Result<(), Unavailable> {
+        Ok(())
+    }
+
+    /// Postgres refused what the gate admitted: drops what the gate knows
+    /// about the item this refusal names, so it is rebuilt from Postgres.
+    /// Refusals that say nothing about the gate's count change nothing.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the gate fails.
+    async fn forget(&self, _refusal: &Self::Refusal) -> Result<(), Unavailable> {
+        Ok(())
+    }
+
+    /// The use case's checks before the effect (pricing, rules at the
+    /// clock's now): the effect's input, or a refusal to store.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when a store fails.
+    async fn prepare(&self) -> Result<Result<Self::Ready, Self::Refusal>, Unavailable>;
+}
+
+/// A write that runs at most once per idempotency key.
+#[async_trait]
+pub trait KeyedWrite: GatedWrite {
+    /// The guarded effect: the store decides the key under its lock, runs
+    /// the effect and stores the rendered answer in one transaction.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails; nothing was stored.
+    async fn run(
+        &self,
+        ready: Self::Ready,
+        request: IdempotentRequest<Self::Value, Self::Refusal>,
+    ) -> Result<Written<Self::Value, Self::Refusal>, Unavailable>;
+}
+
+/// A gated write without a key (coupon issue: one per user is the rule).
+#[async_trait]
+pub trait UnkeyedWrite: GatedWrite {
+    /// The guarded effect.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails; nothing was written.
+    async fn run(
+        &self,
+        ready: Self::Ready,
+    ) -> Result<Result<Self::Value, Self::Refusal>, Unavailable>;
+}
+
+/// What the gate left behind for this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// Units are reserved and the holder is marked.
+    Reserved,
+    /// Only the holder is marked.
+    Marked,
+    /// Nothing: the gate was down.
+    Nothing,
+}
+
+/// How the gate step ended.
+enum Gate<R> {
+    Proceed(Held),
+    Refused(R),
+    Repeated,
+}
+
+/// Runs keyed and gated writes; holds the idempotency records for refusals
+/// decided before the effect and for answering a repeated holder.
+#[derive(Clone)]
+pub struct Pipeline {
+    idempotency: std::sync::Arc<dyn IdempotencyStore>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pipeline")
+    }
+}
+
+impl Pipeline {
+    pub fn new(idempotency: std::sync::Arc<dyn IdempotencyStore>) -> Self {
+        Self { idempotency }
+    }
+
+    /// Runs `write` at most once per key. See the module documentation.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when a store fails; nothing is stored under the key,
+    /// and the gate's reservation and mark are given back, so a retry runs.
+    pub async fn keyed<W: KeyedWrite>(
+        &self,
+        write: &W,
+        request: IdempotentRequest<W::Value, W::Refusal>,
+    ) -> Result<Written<W::Value, W::Refusal>, Unavailable> {
+        let key = request.key.clone();
+        let holder = Holder::keyed(request.user_id, &key);
+        let held = match reserve(write, holder).await {
+            Gate::Proceed(held) => held,
+            Gate::Refused(refusal) => return self.refuse(&request, refusal).await,
+            Gate::Repeated => return self.answer_from_key(&request).await,
+        };
+        let written = match write.prepare().await {
+            Ok(Ok(ready)) => write.run(ready, request).await,
+            Ok(Err(refusal)) => self.refuse(&request, refusal).await,
+            Err(err) => Err(err),
+        };
+        let ran = written.as_ref().ok().and_then(Written::executed);
+        settle(write, holder, held, ran).await;
+        written
+    }
+
+    /// Stores a refusal decided before the effect (one statement), so the
+    /// key answers the same way again; a key that already has a record or
+    /// runs is answered from it instead.
+    async fn refuse<T, E>(
+        &self,
+        request: &IdempotentRequest<T, E>,
+        refusal: E,
+    ) -> Result<Written<T, E>, Unavailable> {
+        let refusal = Err(refusal);
+        let response = request.render(&refusal);
+        let record = self
+            .idempotency
+            .refuse(
+                request.user_id,
+                &request.key,
+                &request.fingerprint,
+                response,
+            )
+            .await?;
+        Ok(Written::from_record(record, refusal))
+    }
+
+    /// A repeated holder's answer: the key's record, or in progress while
+    /// its first copy runs.
+    async fn answer_from_key<T, E>(
+        &self,
+        request: &IdempotentRequest<T, E>,
+    ) -> Result<Written<T, E>, Unavailable> {
+        let record = self
+            .idempotency
+            .lookup(request.user_id, &request.key, &request.fingerprint)
+            .await?
+            .unwrap_or(IdempotentOutcome::InProgress);
+        Ok(Written::answered(record).unwrap_or(Written::InProgress))
+    }
+}
+
+/// Runs a gated write that has no key: the gate, the checks, the
+/// effect, and settling the gate.
+///
+/// # Errors
+/// [`Unavailable`] when a store fails; the gate's hold is given back.
+pub async fn gated<W: UnkeyedWrite>(
+    write: &W,
+    holder: Holder<'_>,
+) -> Result<Result<W::Value, W::Refusal>, Unavailable> {
+    let held = match reserve(write, holder).await {
+        Gate::Proceed(held) => held,
+        Gate::Refused(refusal) => return Ok(Err(refusal)),
+        // Without a key there is nothing to answer from: Postgres decides.
+        Gate::Repeated => Held::Nothing,
+    };
+    let result = match write.prepare().await {
+        Ok(Ok(ready)) => write.run(ready).await,
+        Ok(Err(refusal)) => Ok(Err(refusal)),
+        Err(err) => Err(err),
+    };
+    settle(write, holder, held, result.as_ref().ok()).await;
+    result
+}
+
+async fn reserve<W: GatedWrite>(write: &W, holder: Holder<'_>) -> Gate<W::Refusal> {
+    match write.reserve(holder).await {
+        Ok(Admission::Reserved) => Gate::Proceed(Held::Reserved),
+        Ok(Admission::Bypass) => Gate::Proceed(Held::Marked),
+        Ok(Admission::Refused(refusal)) => Gate::Refused(refusal),
+        Ok(Admission::Repeated) => Gate::Repeated,
+        Err(err) => {
+            tracing::warn!(error = %err, "gate unavailable; Postgres decides alone");
+            Gate::Proceed(Held::Nothing)
+        }
+    }
+}
+
+/// Unless the effect committed: gives back what the gate holds for this
+/// request, and makes the gate forget an item Postgres refused although
+/// the gate admitted it.
+async fn settle<W: GatedWrite>(
+    write: &W,
+    holder: Holder<'_>,
+    held: Held,
+    ran: Option<&Result<W::Value, W::Refusal>>,
+) {
+    if held == Held::Nothing || matches!(ran, Some(Ok(_))) {
+        return;
+    }
+    if let Err(err) = write.release(holder).await {
+        tracing::warn!(error = %err, "could not give a reservation back to its gate");
+    }
+    if held == Held::Reserved
+        && let Some(Err(refusal)) = ran
+        && let Err(err) = write.forget(refusal).await
+    {
+        tracing::warn!(error = %err, "could not reset a gate counter");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use domain::idempotency::{Fingerprint, IdempotencyKey, MockIdempotencyStore, StoredResponse};
+    use domain::identity::UserId;
+
+    use super::*;
+
+    /// A scripted write that records what the pipeline asked of it.
+    struct Script {
+        gate: Result<Admission<&'static str>, ()>,
+        prepared: Result<(), &'static str>,
+        /// What the store's guarded run answers.
+        store: fn() -> Written<u32, &'static str>,
+        calls: Mutex<Vec<&'static str>>,
+    }
+
+    impl Script {
+        fn new(gate: Admission<&'static str>) -> Self {
+            Self {
+                gate: Ok(gate),
+                prepared: Ok(()),
+                store: || Written::Executed {
+                    result: Ok(7),
+                    response: stored(201, "ok"),
+                },
+                calls: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn calls(&self) -> Vec<&'static str> {
+            self.calls.lock().expect("lock").clone()
+        }
+
+        fn log(&self, call: &'static str) {
+            self.calls.lock().expect("lock").push(call);
+        }
+    }
+
+    #[async_trait]
+    impl GatedWrite for Script {
+        type Value = u32;
+        type Refusal = &'static str;
+        type Ready = ();
+
+        async fn reserve(&self, _: Holder<'_>) -> Result<Admission<&'static str>, Unavailable> {
+            self.log("reserve");
+            self.gate
+                .map_err(|()| Unavailable::new("redis", "connection refused"))
+        }
+
+        async fn release(&self, _: Holder<'_>) -> Result<(), Unavailable> {
+            self.log("release");
+            Ok(())
+        }
+
+        async fn forget(&self, _: &&'static str) -> Result<(), Unavailable> {
+            self.log("forget");
+            Ok(())
+        }
+
+        async fn prepare(&self) -> Result<Result<(), &'static str>, Unavailable> {
+            self.log("prepare");
+            Ok(self.prepared)
+        }
+    }
+
+    #[async_trait]
+    impl KeyedWrite for Script {
+        async fn run(
+            &self,
+            (): (),
+            _: IdempotentRequest<u32, &'static str>,
+        ) -> Result<Written<u32, &'static str>, Unavailable> {
+            self.log("run");
+            Ok((self.store)())
+        }
+    }
+
+    fn stored(status: u16, body: &str) -> StoredResponse {
+        StoredResponse {
+            status,
+            content_type: "text/plain".into(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn request() -> IdempotentRequest<u32, &'static str> {
+        IdempotentRequest {
+            user_id: UserId::new(1),
+            key: IdempotencyKey::parse("k-1").expect("valid"),
+            fingerprint: Fingerprint::new("f".into()),
+            render: Arc::new(|result| match result {
+                Ok(v) => stored(201, &v.to_string()),
+                Err(e) => stored(409, e),
+            }),
+        }
+    }
+
+    /// An idempotency store that stores every refusal and has no records.
+    fn records() -> MockIdempotencyStore {
+        let mut store = MockIdempotencyStore::new();
+        store
+            .expect_refuse()
+            .returning(|_, _, _, r| Ok(IdempotentOutcome::Executed(r)));
+        store.expect_lookup().returning(|_, _, _| Ok(None));
+        store
+    }
+
+    async fn run(script: &Script, store: MockIdempotencyStore) -> Written<u32, &'static str> {
+        Pipeline::new(Arc::new(store))
+            .keyed(script, request())
+            .await
+            .expect("answered")
+    }
+
+    #[tokio::test]
+    async fn a_committed_write_keeps_its_reservation() {
+        let script = Script::new(Admission::Reserved);
+        let written = run(&script, records()).await;
+        assert!(written.committed());
+        assert_eq!(script.calls(), ["reserve", "prepare", "run"]);
+    }
+
+    #[tokio::test]
+    async fn a_gate_refusal_is_stored_under_the_key_and_nothing_runs() {
+        let script = Script::new(Admission::Refused("SOLD_OUT"));
+        let written = run(&script, records()).await;
+        assert_eq!(
+            written,
+            Written::Executed {
+                result: Err("SOLD_OUT"),
+                response: stored(409, "SOLD_OUT"),
+            }
+        );
+        assert_eq!(script.calls(), ["reserve"]);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_holder_is_answered_from_its_key_never_refused() {
+        let script = Script::new(Admission::Repeated);
+        let written = run(&script, records()).await;
+        assert_eq!(written, Written::InProgress, "its first copy still runs");
+        assert_eq!(script.calls(), ["reserve"]);
+
+        let mut answered = MockIdempotencyStore::new();
+        answered
+            .expect_lookup()
+            .returning(|_, _, _| Ok(Some(IdempotentOutcome::Replayed(stored(201, "7")))));
+        answered.expect_refuse().never();
+        let written = run(&Script::new(Admission::Repeated), answered).await;
+        assert_eq!(written, Written::Replayed(stored(201, "7")));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_found_while_preparing_is_stored_and_the_reservation_given_back() {
+        let mut script = Script::new(Admission::Reserved);
+        script.prepared = Err("COUPON_NOT_APPLICABLE");
+        let written = run(&script, records()).await;
+        assert_eq!(written.executed(), Some(&Err("COUPON_NOT_APPLICABLE")));
+        assert_eq!(
+            script.calls(),
+            ["reserve", "prepare", "release", "forget"],
+            "the pipeline asks; the write decides whether this refusal says anything about the gate"
+        );
+    }
+
+    #[tokio::test]
+    async fn what_postgres_refused_is_given_back_and_forgotten() {
+        let mut script = Script::new(Admission::Reserved);
+        script.store = || Written::Executed {
+            result: Err("OUT_OF_STOCK"),
+            response: stored(409, "OUT_OF_STOCK"),
+        };
+        run(&script, records()).await;
+        assert_eq!(
+            script.calls(),
+            ["reserve", "prepare", "run", "release", "forget"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replay_from_the_store_gives_the_reservation_back_and_forgets_nothing() {
+        for store in [
+            (|| Written::Replayed(stored(201, "7"))) as fn() -> Written<u32, &'static str>,
+            || Written::InProgress,
+            || Written::KeyReused,
+        ] {
+            let mut script = Script::new(Admission::Reserved);
+            script.store = store;
+            run(&script, records()).await;
+            assert_eq!(script.calls(), ["reserve", "prepare", "run", "release"]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bypass_drops_its_mark_unless_the_write_committed_and_never_forgets() {
+        let mut script = Script::new(Admission::Bypass);
+        script.store = || Written::Executed {
+            result: Err("OUT_OF_STOCK"),
+            response: stored(409, "OUT_OF_STOCK"),
+        };
+        run(&script, records()).await;
+        assert_eq!(script.calls(), ["reserve", "prepare", "run", "release"]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_gives_everything_back_and_stores_nothing() {
+        struct Failing(Script);
+        #[async_trait]
+        impl GatedWrite for Failing {
+            type Value = u32;
+            type Refusal = &'static str;
+            type Ready = ();
+            async fn reserve(&self, h: Holder<'_>) -> Result<Admission<&'static str>, Unavailable> {
+                self.0.reserve(h).await
+            }
+            async fn release(&self, h: Holder<'_>) -> Result<(), Unavailable> {
+                self.0.release(h).await
+            }
+            async fn prepare(&self) -> Result<Result<(), &'static str>, Unavailable> {
+                self.0.prepare().await
+            }
+        }
+        #[async_trait]
+        impl KeyedWrite for Failing {
+            async fn run(
+                &self,
+                (): (),
+                _: IdempotentRequest<u32, &'static str>,
+            ) -> Result<Written<u32, &'static str>, Unavailable> {
+                Err(Unavailable::new("postgres", "connection reset"))
+            }
+        }
+        let mut store = MockIdempotencyStore::new();
+        store.expect_refuse().never();
+        let write = Failing(Script::new(Admission::Reserved));
+        let result = Pipeline::new(Arc::new(store))
+            .keyed(&write, request())
+            .await;
+        assert!(matches!(result, Err(u) if u.service() == "postgres"));
+        assert_eq!(write.0.calls(), ["reserve", "prepare", "release"]);
+    }
+
+    #[tokio::test]
+    async fn with_the_gate_down_postgres_decides_and_nothing_is_given_back() {
+        let mut script = Script::new(Admission::Reserved);
+        script.gate = Err(());
+        script.store = || Written::Executed {
+            result: Err("OUT_OF_STOCK"),
+            response: stored(409, "OUT_OF_STOCK"),
+        };
+        run(&script, records()).await;
+        assert_eq!(script.calls(), ["reserve", "prepare", "run"]);
+    }
+}

@@ -1,0 +1,94 @@
+//! The vocabulary every gate shares: the stock gate in front of orders, the
+//! invest gate in front of investments and the issue gate in front of coupon
+//! issue.
+//!
+//! A gate is a fast path (Redis counters) that refuses the late majority of
+//! a rush without a Postgres transaction. Postgres stays the final guard, so
+//! a gate may err towards admitting, never towards refusing what Postgres
+//! would take. Each gate has the same two verbs — `reserve` and `release` —
+//! plus `forget` (drop what it knows, so it is rebuilt from Postgres), and
+//! answers `reserve` with one [`Admission`].
+//!
+//! A reservation is made for a [`Holder`], the request's user and key. The
+//! gate marks the holder in the same atomic step, so a retry of the same
+//! request (a double click, a client's timeout retry, the same key on
+//! another instance) is recognised as [`Admission::Repeated`] instead of
+//! being refused because its own first copy holds what is left.
+
+use crate::idempotency::IdempotencyKey;
+use crate::identity::UserId;
+
+/// Who a reservation is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder<'a> {
+    pub user_id: UserId,
+    /// The request's idempotency key; `None` for a write that is not keyed
+    /// (coupon issue), whose holder is the user alone.
+    pub key: Option<&'a IdempotencyKey>,
+}
+
+impl<'a> Holder<'a> {
+    /// The holder of a keyed write.
+    pub fn keyed(user_id: UserId, key: &'a IdempotencyKey) -> Self {
+        Self {
+            user_id,
+            key: Some(key),
+        }
+    }
+
+    /// The holder of a write that is one per user (coupon issue).
+    pub fn user(user_id: UserId) -> Self {
+        Self { user_id, key: None }
+    }
+}
+
+/// What a gate answered to `reserve`. `R` is what a refusal tells: the
+/// product that is sold out, the amount that remains, the coupon refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission<R> {
+    /// Reserved for the holder; released again unless the write commits.
+    Reserved,
+    /// Refused without a transaction; nothing was reserved.
+    Refused(R),
+    /// The gate cannot decide (it does not know the item, or another
+    /// instance is rebuilding it): nothing was reserved, Postgres decides.
+    /// The holder is marked all the same, so its copies are recognised.
+    Bypass,
+    /// The holder came through a moment ago: this is a copy of a request in
+    /// flight or just answered. Nothing was reserved; the request is
+    /// answered from its key, never refused by the gate.
+    Repeated,
+}
+
+impl<R> Admission<R> {
+    /// The same decision with the refusal translated.
+    pub fn map_refusal<S>(self, f: impl FnOnce(R) -> S) -> Admission<S> {
+        match self {
+            Self::Reserved => Admission::Reserved,
+            Self::Refused(r) => Admission::Refused(f(r)),
+            Self::Bypass => Admission::Bypass,
+            Self::Repeated => Admission::Repeated,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_translated_and_nothing_else_changes() {
+        assert_eq!(
+            Admission::Refused(3).map_refusal(|n| n * 2),
+            Admission::Refused(6)
+        );
+        assert_eq!(
+            Admission::<i32>::Repeated.map_refusal(|n| n * 2),
+            Admission::Repeated
+        );
+        assert_eq!(
+            Admission::<i32>::Reserved.map_refusal(|n| n * 2),
+            Admission::Reserved
+        );
+    }
+}
