@@ -12,12 +12,12 @@
 //! Each order is still decided on its own, answered on its own, and durable
 //! before it is answered: the reply is sent after the batch commits.
 //!
-//! The files of this adapter, each importing only those below it:
+//! The files of this adapter import each other in one direction only:
 //! `batch` (the steps of one batch) uses `keys` (claim the idempotency
-//! keys), `lock` (lock the rows, load the domain's books) and `write` (the
-//! one statement), which uses `rows` (one struct per table row), which uses
-//! `event` (the outbox payload). `read` serves `get` and `list`; `error` is
-//! why a batch fails.
+//! keys), `lock` (lock the rows, load the domain's books), `rows` (one
+//! struct per table row) and `write` (the one statement, which uses `rows`);
+//! `rows` uses `event` (the outbox payload). `read` serves `get` and `list`,
+//! and `error` (why a batch fails) is used by all the steps.
 
 mod batch;
 mod error;
