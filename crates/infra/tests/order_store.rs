@@ -477,3 +477,81 @@ async fn an_order_whose_caller_gave_up_while_it_waited_for_its_lane_is_never_pla
         10_000
     );
 }
+
+/// Sessions of this test's database waiting for a lock.
+const LOCK_WAITS: &str = "SELECT count(*) FROM pg_stat_activity \
+                           WHERE datname = current_database() AND wait_event_type = 'Lock'";
+
+#[tokio::test]
+async fn a_coupon_that_expires_while_its_order_waits_for_the_coupon_lock_is_refused() {
+    use diesel_async::{AnsiTransactionManager, TransactionManager as _};
+    let f = fixture().await;
+    let users = f.users(1, 1_000).await;
+    let hot = f.product(100, 10).await;
+    f.exec(
+        "INSERT INTO coupon_campaigns (name, discount_type, discount_value, valid_days) \
+         VALUES ('c', 'AMOUNT', 10, 7)",
+    )
+    .await;
+    f.exec(&format!(
+        "INSERT INTO coupons (campaign_id, code, owner_id, issued_at, expires_at) \
+         SELECT id, 'SOON-GONE', {}, now(), now() + interval '2 seconds' \
+           FROM coupon_campaigns",
+        users[0].get()
+    ))
+    .await;
+    let mut holder = f.db.connect().await;
+    AnsiTransactionManager::begin_transaction(&mut holder)
+        .await
+        .expect("begin");
+    diesel::sql_query("SELECT code FROM coupons WHERE code = 'SOON-GONE' FOR UPDATE")
+        .execute(&mut holder)
+        .await
+        .expect("lock");
+
+    let waiting = {
+        let store = Arc::clone(&f.store);
+        let o = order(users[0], hot, 100, Some("SOON-GONE"));
+        tokio::spawn(async move { store.place(o.clone(), request(o.user_id, "late")).await })
+    };
+    for _ in 0..50 {
+        if f.number(LOCK_WAITS).await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        f.number("SELECT count(*) FROM coupons WHERE expires_at > clock_timestamp()")
+            .await,
+        1,
+        "the coupon was still valid when the order began to wait for it"
+    );
+    assert!(
+        f.number(LOCK_WAITS).await > 0,
+        "the order waits for the coupon's lock"
+    );
+    for _ in 0..50 {
+        let unexpired = "SELECT count(*) FROM coupons WHERE expires_at > clock_timestamp()";
+        if f.number(unexpired).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    AnsiTransactionManager::commit_transaction(&mut holder)
+        .await
+        .expect("release the lock");
+    let placement = waiting.await.expect("joined").expect("placed");
+
+    assert_eq!(
+        ran(&placement),
+        Some(Err(PlaceOrderError::CouponNotApplicable))
+    );
+    assert_eq!(f.number("SELECT balance FROM wallets").await, 1_000);
+    assert_eq!(f.number("SELECT stock FROM products").await, 10);
+    assert_eq!(f.number("SELECT count(*) FROM orders").await, 0);
+    assert_eq!(
+        f.number("SELECT count(*) FROM coupons WHERE used_at IS NULL")
+            .await,
+        1
+    );
+}

@@ -9,8 +9,6 @@ mod health;
 mod idempotency;
 mod identity;
 mod invest;
-mod order_batch;
-mod order_books;
 mod ordering;
 mod outbox;
 mod paging;
@@ -19,6 +17,7 @@ mod pool;
 mod popular;
 mod prepared;
 mod schema;
+mod unnest;
 
 /// The investment products table, for the invest gate's rebuild.
 pub(crate) use schema::invest_products as schema_invest_products;

@@ -4,40 +4,47 @@
 //! `place` hands the order to one of [`LANES`] lanes, chosen by its first
 //! product, and waits for its answer. A lane runs one batch at a time: the
 //! orders that arrived while the previous batch ran (up to [`MAX_BATCH`])
-//! go into one transaction ([`order_batch`](super::order_batch)). An order
-//! that arrives at an idle lane is a batch of one and waits for nobody; a
-//! sale's orders for one hot product queue on one lane and share its lock
-//! wait and its commit instead of queueing on the product's row lock.
+//! go into one transaction ([`batch`]). An order that arrives at an idle
+//! lane is a batch of one and waits for nobody; a sale's orders for one hot
+//! product queue on one lane and share its lock wait and its commit instead
+//! of queueing on the product's row lock.
 //!
 //! Each order is still decided on its own, answered on its own, and durable
 //! before it is answered: the reply is sent after the batch commits.
+//!
+//! The files of this adapter import each other in one direction only:
+//! `batch` (the steps of one batch) uses `keys` (claim the idempotency
+//! keys), `lock` (lock the rows, load the domain's books), `rows` (one
+//! struct per table row) and `write` (the one statement, which uses `rows`);
+//! `rows` uses `event` (the outbox payload). `read` serves `get` and `list`,
+//! and `error` (why a batch fails) is used by all the steps.
 
-use std::collections::BTreeMap;
+mod batch;
+mod error;
+mod event;
+mod keys;
+mod lock;
+mod read;
+mod rows;
+mod write;
+
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
-use diesel::prelude::*;
-use diesel_async::{AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, TransactionManager};
-use domain::catalog::{ProductId, ProductName};
+use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
 use domain::error::Unavailable;
 use domain::idempotency::IdempotentRequest;
 use domain::identity::UserId;
-use domain::money::Points;
-use domain::ordering::{
-    CouponCode, Order, OrderId, OrderLine, OrderStore, PlaceOrderError, PricedOrder, Quantity,
-};
+use domain::ordering::{Order, OrderId, OrderStore, PlaceOrderError, PricedOrder};
 use domain::paging::{Page, PageRequest};
 use futures_util::FutureExt as _;
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
+use self::batch::{Entry, Placed, place_batch};
+use self::error::BatchError;
 use super::idempotency::rollback_all;
-use super::order_batch::{BatchError, Entry, Placed, place_batch};
-use super::paging::page_of;
-use super::schema::{order_items, orders};
 use super::{Postgres, unavailable};
 
 /// How many batches run at once. An order's lane is its lowest product id
@@ -183,107 +190,6 @@ async fn run_batch(
     }
 }
 
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = orders, check_for_backend(diesel::pg::Pg))]
-struct OrderRow {
-    id: i64,
-    user_id: i64,
-    total_amount: i64,
-    discount_amount: i64,
-    paid_amount: i64,
-    coupon_code: Option<String>,
-    created_at: DateTime<Utc>,
-}
-
-#[derive(Queryable, Selectable, Insertable)]
-#[diesel(table_name = order_items, check_for_backend(diesel::pg::Pg))]
-struct ItemRow {
-    order_id: i64,
-    product_id: i64,
-    name: String,
-    quantity: i64,
-    unit_price: i64,
-    line_total: i64,
-}
-
-impl ItemRow {
-    fn into_line(self) -> Result<OrderLine, Unavailable> {
-        let corrupt = || {
-            unavailable(format!(
-                "order_items row of order {} is invalid",
-                self.order_id
-            ))
-        };
-        Ok(OrderLine {
-            product_id: ProductId::new(self.product_id),
-            name: ProductName::parse(&self.name).map_err(|_| corrupt())?,
-            quantity: Quantity::new(self.quantity).ok_or_else(corrupt)?,
-            unit_price: Points::new(self.unit_price).ok_or_else(corrupt)?,
-            line_total: Points::new(self.line_total).ok_or_else(corrupt)?,
-        })
-    }
-}
-
-fn order_from(row: OrderRow, items: Vec<ItemRow>) -> Result<Order, Unavailable> {
-    let id = row.id;
-    let corrupt = || unavailable(format!("orders row {id} is invalid"));
-    Ok(Order {
-        id: OrderId::new(row.id),
-        user_id: UserId::new(row.user_id),
-        lines: items
-            .into_iter()
-            .map(ItemRow::into_line)
-            .collect::<Result<_, _>>()?,
-        total: Points::new(row.total_amount).ok_or_else(corrupt)?,
-        discount: Points::new(row.discount_amount).ok_or_else(corrupt)?,
-        paid: Points::new(row.paid_amount).ok_or_else(corrupt)?,
-        coupon: row
-            .coupon_code
-            .map(|code| CouponCode::parse(&code))
-            .transpose()
-            .map_err(|_| corrupt())?,
-        created_at: row.created_at,
-    })
-}
-
-/// The `order.paid` event, as the data platform receives it.
-pub(super) fn order_paid_event(event_id: &str, order: &Order) -> serde_json::Value {
-    json!({
-        "eventId": event_id,
-        "type": "order.paid",
-        "occurredAt": order.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-        "orderId": order.id.get(),
-        "userId": order.user_id.get(),
-        "items": order.lines.iter().map(|l| json!({
-            "productId": l.product_id.get(),
-            "quantity": l.quantity.get(),
-            "unitPrice": l.unit_price.get(),
-            "lineTotal": l.line_total.get(),
-        })).collect::<Vec<_>>(),
-        "totalAmount": order.total.get(),
-        "discountAmount": order.discount.get(),
-        "paidAmount": order.paid.get(),
-    })
-}
-
-async fn items_of(
-    conn: &mut AsyncPgConnection,
-    order_ids: &[i64],
-) -> Result<BTreeMap<i64, Vec<ItemRow>>, Unavailable> {
-    let rows: Vec<ItemRow> = order_items::table
-        .filter(order_items::order_id.eq_any(order_ids))
-        .order((order_items::order_id, order_items::product_id))
-        .select(ItemRow::as_select())
-        .load(conn)
-        .await
-        .map_err(unavailable)?;
-    let mut by_order: BTreeMap<i64, Vec<ItemRow>> = BTreeMap::new();
-    for row in rows {
-        by_order.entry(row.order_id).or_default().push(row);
-    }
-    Ok(by_order)
-}
-
 #[async_trait]
 impl OrderStore for PgOrderStore {
     async fn place(
@@ -312,20 +218,7 @@ impl OrderStore for PgOrderStore {
         self.db
             .timed(async {
                 let mut conn = self.db.conn().await?;
-                let Some(row) = orders::table
-                    .filter(orders::id.eq(id.get()))
-                    .filter(orders::user_id.eq(user_id.get()))
-                    .select(OrderRow::as_select())
-                    .first(&mut *conn)
-                    .await
-                    .optional()
-                    .map_err(unavailable)?
-                else {
-                    return Ok(None);
-                };
-                let mut items = items_of(&mut conn, &[row.id]).await?;
-                let lines = items.remove(&row.id).unwrap_or_default();
-                order_from(row, lines).map(Some)
+                read::find(&mut conn, user_id, id).await
             })
             .await
     }
@@ -334,31 +227,7 @@ impl OrderStore for PgOrderStore {
         self.db
             .timed(async {
                 let mut conn = self.db.conn().await?;
-                let mine = orders::table.filter(orders::user_id.eq(user_id.get()));
-                let total: i64 = mine
-                    .count()
-                    .get_result(&mut *conn)
-                    .await
-                    .map_err(unavailable)?;
-                let rows: Vec<OrderRow> = mine
-                    .order(orders::id.desc())
-                    .offset(page.offset())
-                    .limit(page.limit())
-                    .select(OrderRow::as_select())
-                    .load(&mut *conn)
-                    .await
-                    .map_err(unavailable)?;
-                let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-                let mut items = items_of(&mut conn, &ids).await?;
-                page_of(
-                    rows,
-                    |row| {
-                        let lines = items.remove(&row.id).unwrap_or_default();
-                        order_from(row, lines)
-                    },
-                    page,
-                    total,
-                )
+                read::page(&mut conn, user_id, page).await
             })
             .await
     }
