@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use application::catalog::Catalog;
+use application::catalog::{CatalogQueries, CreateProduct};
 use application::coupon::Campaigns;
 use application::invest::InvestProducts;
 use chrono::Utc;
@@ -22,7 +22,8 @@ use infra::redis::RedisLock;
 
 /// The use cases the seed goes through.
 pub(crate) struct Seeders<'a> {
-    pub catalog: &'a Catalog,
+    pub products: &'a CatalogQueries,
+    pub create_product: &'a CreateProduct,
     pub campaigns: &'a Campaigns,
     pub invest: &'a InvestProducts,
     pub lock: &'a RedisLock,
@@ -49,7 +50,7 @@ pub(crate) async fn seed(s: &Seeders<'_>) -> anyhow::Result<bool> {
 
 async fn seed_locked(s: &Seeders<'_>) -> anyhow::Result<bool> {
     let first = PageRequest::new(Some(0), Some(1))?;
-    if s.catalog.list(first).await?.total_count > 0 {
+    if s.products.list(first).await?.total_count > 0 {
         tracing::info!("APP_DEMO_DATA: the database has products already; not seeding");
         return Ok(false);
     }
@@ -58,8 +59,8 @@ async fn seed_locked(s: &Seeders<'_>) -> anyhow::Result<bool> {
         ("Butter croissant", 3_800, 50),
         ("Limited edition mug", 25_000, 10),
     ] {
-        s.catalog
-            .create(NewProduct {
+        s.create_product
+            .execute(NewProduct {
                 name: ProductName::parse(name)?,
                 price: Points::new(price).ok_or_else(|| anyhow::anyhow!("negative price"))?,
                 stock: Stock::new(stock)?,

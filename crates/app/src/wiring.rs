@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use application::catalog::{Catalog, PopularProducts};
+use application::catalog::{CatalogQueries, CreateProduct, PopularProducts, UpdateProduct};
 use application::coupon::{Campaigns, Coupons, Expiry};
 use application::events::RelayOutbox;
 use application::identity::{Authenticate, BootstrapAdmin, SignIn, SignUp, UserQueries};
@@ -198,7 +198,9 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
             expiry: Arc::clone(&expiry),
         },
         catalog: CatalogApi {
-            catalog: Arc::new(Catalog::new(Arc::clone(&catalog), Arc::clone(&gate))),
+            create: Arc::new(CreateProduct::new(Arc::clone(&catalog))),
+            update: Arc::new(UpdateProduct::new(Arc::clone(&catalog), Arc::clone(&gate))),
+            queries: Arc::new(CatalogQueries::new(Arc::clone(&catalog))),
             popular: Arc::new(PopularProducts::new(
                 Arc::new(ranking.clone()),
                 Arc::new(PgSalesRanking::new(pg.clone())),
@@ -254,7 +256,8 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
     };
     if config.demo_data {
         crate::demo::seed(&crate::demo::Seeders {
-            catalog: &web.catalog.catalog,
+            products: &web.catalog.queries,
+            create_product: &web.catalog.create,
             campaigns: &web.coupon.campaigns,
             invest: &web.invest.products,
             lock: &lock,

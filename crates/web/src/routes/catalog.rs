@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
-use application::catalog::{Catalog, PopularProducts};
+use application::catalog::{CatalogQueries, CreateProduct, PopularProducts, UpdateProduct};
 use domain::catalog::{NewProduct, Product, ProductId, ProductName, ProductPatch, Stock};
 use domain::money::Points;
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,9 @@ use crate::routes::PageBody;
 /// The catalogue use cases the routes call.
 #[derive(Debug, Clone)]
 pub struct CatalogApi {
-    pub catalog: Arc<Catalog>,
+    pub create: Arc<CreateProduct>,
+    pub update: Arc<UpdateProduct>,
+    pub queries: Arc<CatalogQueries>,
     pub popular: Arc<PopularProducts>,
 }
 
@@ -130,7 +132,7 @@ async fn list(
     _caller: AuthUser,
     PageParams(page): PageParams,
 ) -> Result<HttpResponse, ApiError> {
-    let page = api.catalog.list(page).await?;
+    let page = api.queries.list(page).await?;
     Ok(HttpResponse::Ok().json(PageBody::from_page(page, ProductBody::from)))
 }
 
@@ -190,7 +192,7 @@ async fn detail(
     _caller: AuthUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let product = api.catalog.get(product_id(id.into_inner())).await?;
+    let product = api.queries.get(product_id(id.into_inner())).await?;
     Ok(HttpResponse::Ok().json(ProductBody::from(product)))
 }
 
@@ -212,7 +214,7 @@ async fn create(
     _admin: AdminUser,
     Json(body): Json<CreateBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let product = api.catalog.create(body.try_into_domain()?).await?;
+    let product = api.create.execute(body.try_into_domain()?).await?;
     Ok(HttpResponse::Created().json(ProductBody::from(product)))
 }
 
@@ -238,8 +240,8 @@ async fn update(
     Json(body): Json<PatchBody>,
 ) -> Result<HttpResponse, ApiError> {
     let product = api
-        .catalog
-        .update(product_id(id.into_inner()), body.try_into_domain()?)
+        .update
+        .execute(product_id(id.into_inner()), body.try_into_domain()?)
         .await?;
     Ok(HttpResponse::Ok().json(ProductBody::from(product)))
 }
