@@ -5,6 +5,7 @@ use thiserror::Error;
 
 use chrono::{DateTime, Utc};
 
+use super::expiry::{ClaimedNotices, ExpiringCoupon, ExpiryNotice, NoticeClaim};
 use super::models::{Campaign, CampaignId, CampaignView, Coupon, CouponStatus, NewCampaign};
 use crate::error::Unavailable;
 use crate::identity::UserId;
@@ -175,29 +176,15 @@ pub trait IssueGate: Send + Sync {
     async fn forget(&self, campaign: CampaignId) -> Result<(), Unavailable>;
 }
 
-/// An issued, unused coupon in an admin's expiring list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExpiringCoupon {
-    /// Position in the list, for the cursor.
-    pub id: i64,
-    pub code: CouponCode,
-    pub campaign_id: CampaignId,
-    pub user_id: UserId,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// A coupon whose owner must hear it expires soon.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExpiryNotice {
-    pub user_id: UserId,
-    pub code: CouponCode,
-    pub expires_at: DateTime<Utc>,
-}
-
 /// Delivers expiry notices (one JSON line each on standard output today).
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait Notifier: Send + Sync {
-    fn notify(&self, notice: &ExpiryNotice);
+    /// Writes one notice, with its [`ExpiryNotice::notice_id`].
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the notice could not be written; the run then
+    /// leaves it unmarked, to be written again when its claim lapses.
+    fn notify(&self, notice: &ExpiryNotice) -> Result<(), Unavailable>;
 }
 
 /// Coupons by expiry, for admins and the notice job.
@@ -217,18 +204,32 @@ pub trait ExpiryStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<ExpiringCoupon>, Unavailable>;
 
-    /// Claims up to `limit` issued, unused, not yet notified coupons expiring
-    /// in `(now, until]`, hands each to `notify` and marks it notified, in one
-    /// transaction that concurrent runs skip past (`FOR UPDATE SKIP LOCKED`).
-    /// Returns how many were notified.
+    /// Claims up to `limit` issued, unused coupons expiring in `(now, until]`
+    /// whose notice is not yet marked sent and not claimed, or claimed longer
+    /// than `lifetime` ago, in one short transaction; concurrent runs skip
+    /// each other's rows (`FOR UPDATE SKIP LOCKED`). The claim is taken and
+    /// judged by the store's clock.
     ///
     /// # Errors
-    /// [`Unavailable`] when the store fails (nothing is marked).
-    async fn notify_due(
+    /// [`Unavailable`] when the store fails (a claim that committed anyway
+    /// lapses after `lifetime`).
+    async fn claim_notices(
         &self,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
         limit: usize,
-        notifier: std::sync::Arc<dyn Notifier>,
+        lifetime: std::time::Duration,
+    ) -> Result<ClaimedNotices, Unavailable>;
+
+    /// Marks the notices of `coupons` sent, for those `claim` still holds.
+    /// Returns how many were marked.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails (the notices are written again,
+    /// with the same id, once the claim lapses).
+    async fn mark_notified(
+        &self,
+        claim: NoticeClaim,
+        coupons: Vec<i64>,
     ) -> Result<usize, Unavailable>;
 }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Int8, Text};
+use diesel::sql_types::{Array, Double, Int8, Text};
 use diesel::sql_types::{Nullable, Timestamptz};
 use diesel_async::RunQueryDsl;
 use domain::coupon::{
@@ -575,55 +575,86 @@ impl domain::coupon::ExpiryStore for PgExpiryStore {
             .await
     }
 
-    async fn notify_due(
+    async fn claim_notices(
         &self,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
         limit: usize,
-        notifier: std::sync::Arc<dyn domain::coupon::Notifier>,
-    ) -> Result<usize, Unavailable> {
-        use diesel_async::AsyncConnection as _;
+        lifetime: std::time::Duration,
+    ) -> Result<domain::coupon::ClaimedNotices, Unavailable> {
+        let claim = domain::coupon::NoticeClaim::new(rand::random());
         self.db
             .timed(async {
                 let mut conn = self.db.conn().await?;
-                conn.transaction(async |tx| {
-                    // Concurrent runs skip each other's claimed rows, and the
-                    // notified_at mark commits with the claim: one notice each.
-                    let due: Vec<ExpiringRow> = prepared(
-                        "SELECT id, code, campaign_id, owner_id, expires_at FROM coupons \
+                // One statement, so the claim commits on its own before any
+                // notice is written. Concurrent runs skip each other's locked
+                // rows, and a row claimed meanwhile fails the claim test when
+                // its lock is taken. A lapsed claim is judged by Postgres'
+                // clock, the one that stamped it.
+                let rows: Vec<ExpiringRow> = prepared(
+                    "WITH due AS ( \
+                         SELECT id FROM coupons \
                           WHERE owner_id IS NOT NULL AND used_at IS NULL AND notified_at IS NULL \
                             AND expires_at > $1 AND expires_at <= $2 \
-                          ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
-                    )
-                    .bind::<Timestamptz, _>(now)
-                    .bind::<Timestamptz, _>(until)
-                    .bind::<Int8, _>(i64::try_from(limit).unwrap_or(1_000))
-                    .load(tx)
-                    .await?;
-                    if due.is_empty() {
-                        return Ok::<_, diesel::result::Error>(Vec::new());
-                    }
-                    let ids: Vec<i64> = due.iter().map(|r| r.id).collect();
-                    prepared("UPDATE coupons SET notified_at = now() WHERE id = ANY($1)")
-                        .bind::<Array<Int8>, _>(&ids)
-                        .execute(tx)
-                        .await?;
-                    Ok(due)
+                            AND (notice_claimed_at IS NULL \
+                                 OR notice_claimed_at <= clock_timestamp() - make_interval(secs => $3)) \
+                          ORDER BY expires_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                     UPDATE coupons c SET notice_claimed_at = clock_timestamp(), notice_claim = $5 \
+                       FROM due WHERE c.id = due.id \
+                     RETURNING c.id, c.code, c.campaign_id, c.owner_id, c.expires_at",
+                )
+                .bind::<Timestamptz, _>(now)
+                .bind::<Timestamptz, _>(until)
+                .bind::<Double, _>(lifetime.as_secs_f64())
+                .bind::<Int8, _>(i64::try_from(limit).unwrap_or(1_000))
+                .bind::<Int8, _>(claim.get())
+                .load(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+                let claimed = rows.len();
+                // An unreadable row stays claimed and unmarked: the others go
+                // out, and it is tried again when its claim lapses.
+                let notices = rows
+                    .into_iter()
+                    .filter_map(|r| match r.code() {
+                        Ok(code) => Some(domain::coupon::ExpiryNotice {
+                            coupon_id: r.id,
+                            user_id: UserId::new(r.owner_id),
+                            code,
+                            expires_at: r.expires_at,
+                        }),
+                        Err(err) => {
+                            tracing::error!(error = %err, coupon_id = r.id, "skipping an unreadable coupon's notice");
+                            None
+                        }
+                    })
+                    .collect();
+                Ok(domain::coupon::ClaimedNotices {
+                    claim,
+                    notices,
+                    claimed,
                 })
+            })
+            .await
+    }
+
+    async fn mark_notified(
+        &self,
+        claim: domain::coupon::NoticeClaim,
+        coupons: Vec<i64>,
+    ) -> Result<usize, Unavailable> {
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                prepared(
+                    "UPDATE coupons SET notified_at = clock_timestamp() \
+                      WHERE id = ANY($1) AND notice_claim = $2 AND notified_at IS NULL",
+                )
+                .bind::<Array<Int8>, _>(&coupons)
+                .bind::<Int8, _>(claim.get())
+                .execute(&mut *conn)
                 .await
                 .map_err(unavailable)
-                .and_then(|due| {
-                    // Written once the marks are committed: a crash can lose a
-                    // notice at worst, never send one twice.
-                    for row in &due {
-                        notifier.notify(&domain::coupon::ExpiryNotice {
-                            user_id: UserId::new(row.owner_id),
-                            code: row.code()?,
-                            expires_at: row.expires_at,
-                        });
-                    }
-                    Ok(due.len())
-                })
             })
             .await
     }
