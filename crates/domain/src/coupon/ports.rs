@@ -31,6 +31,8 @@ pub enum AddCodesError {
 /// Why a code could not be issued.
 #[derive(Debug, Error)]
 pub enum IssueError {
+    #[error("the campaign's issue window is closed")]
+    NotActive,
     #[error("no free code is left")]
     SoldOut,
     #[error("this user already holds a code of the campaign")]
@@ -78,19 +80,17 @@ pub trait CouponStore: Send + Sync {
         codes: Vec<CouponCode>,
     ) -> Result<AddedCodes, AddCodesError>;
 
-    /// Hands the lowest free code of the campaign to `user`, valid until
-    /// `expires_at`. Concurrent calls never get the same code
-    /// (`FOR UPDATE SKIP LOCKED`) and a user never gets two (unique index).
+    /// Hands the lowest free code of the campaign to `user`. Concurrent
+    /// calls never get the same code (`FOR UPDATE SKIP LOCKED`) and a user
+    /// never gets two (unique index). The store's clock decides, in the
+    /// same statement, whether the campaign's issue window is open, and
+    /// stamps `issued_at`; the coupon expires `valid_days` after that.
     ///
     /// # Errors
-    /// [`IssueError::SoldOut`], [`IssueError::AlreadyIssued`], or `Unavailable`.
-    async fn issue(
-        &self,
-        campaign: &Campaign,
-        user: UserId,
-        issued_at: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-    ) -> Result<Coupon, IssueError>;
+    /// [`IssueError::NotActive`] when the window is closed at the store's
+    /// clock, [`IssueError::SoldOut`], [`IssueError::AlreadyIssued`], or
+    /// `Unavailable`.
+    async fn issue(&self, campaign: &Campaign, user: UserId) -> Result<Coupon, IssueError>;
 
     /// The user's coupons by expiry, soonest first, optionally only those
     /// with `status` at `now`.
@@ -105,16 +105,20 @@ pub trait CouponStore: Send + Sync {
         page: PageRequest,
     ) -> Result<Page<Coupon>, Unavailable>;
 
-    /// Marks the user's unexpired, unused coupon used at `now`, in one guarded
-    /// update: two concurrent uses never both succeed.
+    /// Marks the user's unexpired, unused coupon used, in one guarded
+    /// update: two concurrent uses never both succeed. Expiry is judged, and
+    /// `used_at` stamped, by the store's clock at the moment the coupon's
+    /// row is held, so a use that waited on the row past the expiry is
+    /// refused.
     ///
     /// # Errors
-    /// [`Unavailable`] when the store fails; refusals are `Ok(Err(_))`.
+    /// [`Unavailable`] when the store fails. Refusals are `Ok(Err(_))`:
+    /// [`RedeemError::NotFound`] for an unknown or another user's code,
+    /// [`RedeemError::AlreadyUsed`], [`RedeemError::Expired`].
     async fn redeem(
         &self,
         user: UserId,
         code: &CouponCode,
-        now: DateTime<Utc>,
     ) -> Result<Result<Coupon, RedeemError>, Unavailable>;
 
     /// Gives a used coupon back to its owner (unused again).

@@ -130,6 +130,19 @@ impl CouponRow {
 struct Issued {
     #[diesel(sql_type = Text)]
     code: String,
+    #[diesel(sql_type = Timestamptz)]
+    issued_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    expires_at: DateTime<Utc>,
+}
+
+/// Why the issue statement handed out no code.
+#[derive(QueryableByName)]
+struct NotIssued {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    held: bool,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    open: bool,
 }
 
 #[derive(QueryableByName)]
@@ -255,33 +268,33 @@ impl CouponStore for PgCouponStore {
             .await
     }
 
-    async fn issue(
-        &self,
-        campaign: &Campaign,
-        user: UserId,
-        issued_at: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-    ) -> Result<Coupon, IssueError> {
+    async fn issue(&self, campaign: &Campaign, user: UserId) -> Result<Coupon, IssueError> {
         self.db
             .timed(async {
                 let mut conn = self.db.conn().await?;
                 // A user who already holds a code locks no free one (so others
                 // never see a false sold-out); concurrent issuers skip each
                 // other's locked rows; the unique index catches a user racing
-                // themselves.
+                // themselves. The window is judged by Postgres' clock, read
+                // once for the row with clock_timestamp(), and that instant
+                // is also the coupon's issued_at: now() would be the start of
+                // the transaction, not the moment the code is handed out.
                 let issued = diesel::sql_query(
                     "WITH pick AS ( \
                          SELECT id FROM coupons \
                           WHERE campaign_id = $1 AND owner_id IS NULL \
                             AND NOT EXISTS (SELECT 1 FROM coupons WHERE campaign_id = $1 AND owner_id = $2) \
                           ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                     UPDATE coupons c SET owner_id = $2, issued_at = $3, expires_at = $4 \
-                       FROM pick WHERE c.id = pick.id RETURNING c.code",
+                     UPDATE coupons c SET owner_id = $2, issued_at = t.at, \
+                            expires_at = t.at + make_interval(days => k.valid_days) \
+                       FROM pick, coupon_campaigns k, (SELECT clock_timestamp() AS at) t \
+                      WHERE c.id = pick.id AND k.id = $1 \
+                        AND (k.issue_starts_at IS NULL OR k.issue_starts_at <= t.at) \
+                        AND (k.issue_ends_at IS NULL OR t.at < k.issue_ends_at) \
+                     RETURNING c.code, c.issued_at, c.expires_at",
                 )
                 .bind::<Int8, _>(campaign.id.get())
                 .bind::<Int8, _>(user.get())
-                .bind::<Timestamptz, _>(issued_at)
-                .bind::<Timestamptz, _>(expires_at)
                 .get_result::<Issued>(&mut *conn)
                 .await
                 .optional()
@@ -293,15 +306,25 @@ impl CouponStore for PgCouponStore {
                     }
                 })?;
                 let Some(issued) = issued else {
-                    let held: Total = prepared(
-                        "SELECT count(*) AS n FROM coupons WHERE campaign_id = $1 AND owner_id = $2",
+                    let why: NotIssued = prepared(
+                        "SELECT EXISTS (SELECT 1 FROM coupons WHERE campaign_id = $1 AND owner_id = $2) AS held, \
+                                EXISTS (SELECT 1 FROM coupon_campaigns WHERE id = $3 \
+                                          AND (issue_starts_at IS NULL OR issue_starts_at <= clock_timestamp()) \
+                                          AND (issue_ends_at IS NULL OR clock_timestamp() < issue_ends_at)) AS open",
                     )
                     .bind::<Int8, _>(campaign.id.get())
                     .bind::<Int8, _>(user.get())
+                    .bind::<Int8, _>(campaign.id.get())
                     .get_result(&mut *conn)
                     .await
                     .map_err(unavailable)?;
-                    return Err(if held.n > 0 { IssueError::AlreadyIssued } else { IssueError::SoldOut });
+                    return Err(if why.held {
+                        IssueError::AlreadyIssued
+                    } else if !why.open {
+                        IssueError::NotActive
+                    } else {
+                        IssueError::SoldOut
+                    });
                 };
                 Ok(Coupon {
                     code: CouponCode::parse(&issued.code)
@@ -309,8 +332,8 @@ impl CouponStore for PgCouponStore {
                     campaign_id: campaign.id,
                     campaign_name: campaign.name.clone(),
                     rule: campaign.rule,
-                    issued_at,
-                    expires_at,
+                    issued_at: issued.issued_at,
+                    expires_at: issued.expires_at,
                     used_at: None,
                 })
             })
@@ -362,18 +385,25 @@ impl CouponStore for PgCouponStore {
         &self,
         user: UserId,
         code: &CouponCode,
-        now: DateTime<Utc>,
     ) -> Result<Result<Coupon, RedeemError>, Unavailable> {
         self.db
             .timed(async {
                 let mut conn = self.db.conn().await?;
-                let used = diesel::sql_query(
-                    "UPDATE coupons SET used_at = $3 \
-                      WHERE code = $1 AND owner_id = $2 AND used_at IS NULL AND expires_at > $3",
+                // The row is locked first (the subquery's FOR UPDATE waits for
+                // whoever holds it, an order batch say) and judged after, by
+                // clock_timestamp(), the time of the judgement; now() would be
+                // the time the statement began, before the wait. In READ
+                // COMMITTED a row the holder changed is judged again on its
+                // new version, and a row it only locked is judged once the
+                // lock is ours: either way a use that reaches the row after
+                // the expiry is refused, however early it arrived.
+                let used = prepared(
+                    "UPDATE coupons SET used_at = clock_timestamp() \
+                      WHERE id = (SELECT id FROM coupons WHERE code = $1 AND owner_id = $2 FOR UPDATE) \
+                        AND used_at IS NULL AND expires_at > clock_timestamp()",
                 )
                 .bind::<Text, _>(code.as_str())
                 .bind::<Int8, _>(user.get())
-                .bind::<Timestamptz, _>(now)
                 .execute(&mut *conn)
                 .await
                 .map_err(unavailable)?;
