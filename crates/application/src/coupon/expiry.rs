@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{Duration, NaiveDate};
 use domain::clock::Clock;
-use domain::coupon::{ExpiringCoupon, ExpiryStore, Notifier};
+use domain::coupon::{ExpiringCoupon, ExpiringCursor, ExpiryStore, Notifier};
 use domain::error::Unavailable;
 
 /// How far ahead the notice looks.
@@ -59,7 +59,7 @@ impl Expiry {
     pub async fn expiring_on(
         &self,
         date: NaiveDate,
-        after: Option<(DateTime<Utc>, i64)>,
+        after: Option<ExpiringCursor>,
         limit: usize,
     ) -> Result<Vec<ExpiringCoupon>, Unavailable> {
         let from = date.and_time(chrono::NaiveTime::MIN).and_utc();
@@ -119,7 +119,7 @@ impl Expiry {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Utc};
     use domain::clock::MockClock;
     use domain::coupon::{
         ClaimedNotices, ExpiryNotice, MockExpiryStore, MockNotifier, NoticeClaim,

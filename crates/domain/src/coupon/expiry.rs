@@ -1,5 +1,5 @@
-//! Coupons about to expire: the admin's expiring list and the notice each
-//! owner is sent once. The ports that move them are in `ports.rs`.
+//! Coupons about to expire: the admin's expiring list (and its cursor) and
+//! the notice each owner is sent. The ports that move them are in `ports.rs`.
 //!
 //! A notice is claimed, written, then marked sent. A run that dies between
 //! the claim and the mark leaves a claim that lapses, and a later run writes
@@ -9,6 +9,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use thiserror::Error;
 
 use crate::identity::UserId;
 use crate::ordering::CouponCode;
@@ -24,6 +25,64 @@ pub struct ExpiringCoupon {
     pub campaign_id: CampaignId,
     pub user_id: UserId,
     pub expires_at: DateTime<Utc>,
+}
+
+/// A position in the expiring list: just after the coupon that expires at
+/// `expires_at` with row `id`. Clients see it as `<expiresAt in µs>.<id>`,
+/// an opaque string to pass back as it came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiringCursor {
+    expires_at: DateTime<Utc>,
+    id: i64,
+}
+
+/// A cursor this list never wrote.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("is not a cursor from this list")]
+pub struct InvalidCursor;
+
+impl ExpiringCursor {
+    /// The position just after `coupon`.
+    pub fn after(coupon: &ExpiringCoupon) -> Self {
+        Self {
+            expires_at: coupon.expires_at,
+            id: coupon.id,
+        }
+    }
+
+    /// Reads only what [`Display`](fmt::Display) writes for a coupon
+    /// expiring after 1970: two runs of 1 to 18 digits. That keeps the
+    /// instant inside what Postgres can compare with, so a forged cursor is
+    /// a client's mistake, never a failed query.
+    ///
+    /// # Errors
+    /// [`InvalidCursor`] for anything else.
+    pub fn parse(raw: &str) -> Result<Self, InvalidCursor> {
+        let (micros, id) = raw.split_once('.').ok_or(InvalidCursor)?;
+        let digits = |s: &str| (1..=18).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(micros) || !digits(id) {
+            return Err(InvalidCursor);
+        }
+        let micros = micros.parse().map_err(|_| InvalidCursor)?;
+        Ok(Self {
+            expires_at: DateTime::from_timestamp_micros(micros).ok_or(InvalidCursor)?,
+            id: id.parse().map_err(|_| InvalidCursor)?,
+        })
+    }
+
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        self.expires_at
+    }
+
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+}
+
+impl fmt::Display for ExpiringCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.expires_at.timestamp_micros(), self.id)
+    }
 }
 
 /// The id a consumer of notices deduplicates on. It is derived from the
@@ -121,5 +180,44 @@ mod tests {
         );
         assert_ne!(notice(42, 0).notice_id(), notice(43, 0).notice_id());
         assert_ne!(notice(42, 0).notice_id(), notice(42, 1).notice_id());
+    }
+
+    #[test]
+    fn a_cursor_reads_back_the_position_it_was_written_from() {
+        let coupon = ExpiringCoupon {
+            id: 17,
+            code: CouponCode::parse("ABCD-1234").expect("valid"),
+            campaign_id: CampaignId::new(1),
+            user_id: UserId::new(7),
+            expires_at: Utc
+                .with_ymd_and_hms(2030, 1, 2, 0, 5, 0)
+                .single()
+                .expect("valid"),
+        };
+        let cursor = ExpiringCursor::after(&coupon);
+
+        let read = ExpiringCursor::parse(&cursor.to_string()).expect("readable");
+
+        assert_eq!(read, cursor);
+        assert_eq!((read.expires_at(), read.id()), (coupon.expires_at, 17));
+    }
+
+    #[test]
+    fn a_cursor_outside_what_the_list_writes_is_refused() {
+        for raw in [
+            "",
+            "12",
+            "1.",
+            ".1",
+            "-999999999999999999.1",
+            "1.-1",
+            "1234567890123456789.1",
+            "1.2.3",
+            "1e3.4",
+        ] {
+            assert_eq!(ExpiringCursor::parse(raw), Err(InvalidCursor), "{raw:?}");
+        }
+        assert!(ExpiringCursor::parse("999999999999999999.999999999999999999").is_ok());
+        assert!(ExpiringCursor::parse("0.0").is_ok());
     }
 }

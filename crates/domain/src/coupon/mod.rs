@@ -7,7 +7,9 @@
 pub mod expiry;
 pub mod models;
 pub mod ports;
+pub mod status;
 
 pub use expiry::*;
 pub use models::*;
 pub use ports::*;
+pub use status::*;

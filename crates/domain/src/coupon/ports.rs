@@ -5,8 +5,9 @@ use thiserror::Error;
 
 use chrono::{DateTime, Utc};
 
-use super::expiry::{ClaimedNotices, ExpiringCoupon, ExpiryNotice, NoticeClaim};
-use super::models::{Campaign, CampaignId, CampaignView, Coupon, CouponStatus, NewCampaign};
+use super::expiry::{ClaimedNotices, ExpiringCoupon, ExpiringCursor, ExpiryNotice, NoticeClaim};
+use super::models::{Campaign, CampaignId, CampaignView, Coupon, NewCampaign};
+use super::status::CouponStatus;
 use crate::error::Unavailable;
 use crate::identity::UserId;
 use crate::ordering::CouponCode;
@@ -196,7 +197,7 @@ pub trait Notifier: Send + Sync {
 #[async_trait]
 pub trait ExpiryStore: Send + Sync {
     /// Issued, unused coupons expiring in `[from, until)`, by expiry then id,
-    /// after the cursor position `after` (an id), at most `limit`.
+    /// after the cursor position `after`, at most `limit`.
     ///
     /// # Errors
     /// [`Unavailable`] when the store fails.
@@ -204,7 +205,7 @@ pub trait ExpiryStore: Send + Sync {
         &self,
         from: DateTime<Utc>,
         until: DateTime<Utc>,
-        after: Option<(DateTime<Utc>, i64)>,
+        after: Option<ExpiringCursor>,
         limit: usize,
     ) -> Result<Vec<ExpiringCoupon>, Unavailable>;
 
