@@ -69,6 +69,9 @@ pub struct Config {
     pub events_max_len: usize,
     /// When the daily coupon expiry notices go out (UTC).
     pub notice_time: chrono::NaiveTime,
+    /// How long a notice run's claim on a notice holds; a claim older than
+    /// this (its run died or stalled before marking) is taken again.
+    pub notice_claim_ttl: Duration,
     /// Seed demo products, a coupon campaign and an investment product into
     /// an empty database at start-up.
     pub demo_data: bool,
@@ -114,6 +117,15 @@ impl Config {
             .transpose()
             .map_err(|e| invalid("APP_JWT_SECRET", e.to_string()))?;
         let jwt_ttl = duration(&get, "APP_JWT_TTL", "1h")?;
+        let notice_claim_ttl = duration(&get, "APP_NOTICE_CLAIM_TTL", "10m")?;
+        if notice_claim_ttl < Duration::from_secs(1)
+            || notice_claim_ttl > Duration::from_secs(24 * 3600)
+        {
+            return Err(invalid(
+                "APP_NOTICE_CLAIM_TTL",
+                "must be between 1s and 24h",
+            ));
+        }
         if jwt_ttl < Duration::from_secs(60) || jwt_ttl > Duration::from_secs(30 * 24 * 3600) {
             return Err(invalid("APP_JWT_TTL", "must be between 1m and 30d"));
         }
@@ -184,6 +196,7 @@ impl Config {
                 "%H:%M",
             )
             .map_err(|_| invalid("APP_NOTICE_TIME", "must be HH:MM (UTC)"))?,
+            notice_claim_ttl,
             demo_data: flag(&get, "APP_DEMO_DATA")?,
             limits: application::throttle::Limits {
                 sign_in_per_login: quota(&get, "APP_SIGNIN_LIMIT_PER_LOGIN", "10/5m")?,
@@ -299,6 +312,14 @@ mod tests {
             }
         );
         assert_eq!(c.proxy_hops, 0);
+        assert_eq!(c.notice_claim_ttl, Duration::from_secs(600));
+        assert_eq!(
+            config(&[("APP_NOTICE_CLAIM_TTL", "2")])
+                .expect("valid")
+                .notice_claim_ttl,
+            Duration::from_secs(2),
+            "tests set seconds"
+        );
         assert!(
             config(&[("APP_DEMO_DATA", "true")])
                 .expect("valid")
@@ -325,6 +346,8 @@ mod tests {
             ("APP_DB_POOL_SIZE", "0"),
             ("APP_IDEMPOTENCY_RETENTION", "1h"),
             ("APP_NOTICE_TIME", "25:00"),
+            ("APP_NOTICE_CLAIM_TTL", "0s"),
+            ("APP_NOTICE_CLAIM_TTL", "2d"),
             ("APP_DEMO_DATA", "maybe"),
             ("APP_SIGNIN_LIMIT_PER_LOGIN", "10"),
             ("APP_SIGNIN_LIMIT_PER_ADDRESS", "0/1m"),

@@ -7,8 +7,11 @@
 //!   backing off while Redis or Postgres is down. The others stand by and
 //!   take over within a few seconds when the holder dies.
 //! - coupon expiry notices: once a day at `APP_NOTICE_TIME` (UTC), on one
-//!   instance (the `coupon-notices` lock); the `notified_at` guard makes a
-//!   second run, or the admin trigger at the same time, send nothing twice.
+//!   instance (the `coupon-notices` lock). Each notice is claimed, written,
+//!   then marked (`notified_at`), so a second run, or the admin trigger at
+//!   the same time, skips what is claimed or sent; a run that dies leaves
+//!   claims that lapse after `APP_NOTICE_CLAIM_TTL`, and the next run
+//!   writes those notices again under the same `noticeId`.
 //! - sales ranking: every instance consumes the order stream in the
 //!   `popular` consumer group (each event goes to one consumer), counts each
 //!   event once, and every 30 s takes over events a dead consumer left
@@ -237,7 +240,7 @@ async fn run_notices(
             }
             Ok(None) => {}
             Err(err) => {
-                // Without Redis, send anyway: notified_at still prevents duplicates.
+                // Without Redis, send anyway: the claims keep concurrent runs apart.
                 tracing::warn!(error = %err, "notice lock unavailable; sending without it");
                 let _ = expiry.send_notices().await;
             }

@@ -117,6 +117,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         Arc::new(PgExpiryStore::new(pg.clone())),
         Arc::new(infra::notify::JsonLineNotifier::stdout()),
         Arc::clone(&clock),
+        config.notice_claim_ttl,
     ));
     let issue_gate: Arc<dyn domain::coupon::IssueGate> = Arc::new(RedisIssueGate::new(
         redis_pool.clone(),

@@ -802,6 +802,113 @@ async fn two_notice_runs_at_once_notify_each_due_coupon_exactly_once() {
     assert_eq!(again.body["notified"], 0, "nobody is told twice");
 }
 
+/// A notice output that remembers each notice's id, or that dies after
+/// `dies_after` notices, as a process killed mid-run would.
+#[derive(Default)]
+struct Recording {
+    ids: std::sync::Mutex<Vec<String>>,
+    dies_after: Option<usize>,
+}
+
+impl Recording {
+    fn ids(&self) -> Vec<String> {
+        self.ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl domain::coupon::Notifier for Recording {
+    fn notify(
+        &self,
+        notice: &domain::coupon::ExpiryNotice,
+    ) -> Result<(), domain::error::Unavailable> {
+        let mut ids = self
+            .ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if Some(ids.len()) == self.dies_after {
+            drop(ids);
+            panic!("killed between writing and marking");
+        }
+        ids.push(notice.notice_id().as_str().to_owned());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_notice_run_killed_mid_batch_loses_no_notice_and_repeats_only_under_the_same_id() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    five_holders(&app).await;
+    app.scalar(
+        "WITH x AS (UPDATE coupons SET expires_at = now() + interval '2 days' \
+         WHERE owner_id IS NOT NULL RETURNING 1) SELECT count(*) AS n FROM x",
+    )
+    .await;
+    let lifetime = Duration::from_secs(1);
+    let pg = infra::postgres::connect_pool(&infra::postgres::PgPoolSettings {
+        url: app.db.url.clone(),
+        max_size: 2,
+        timeout: Duration::from_secs(2),
+        statement_timeout: Duration::from_secs(5),
+    })
+    .expect("pool");
+    let expiry = |notifier: Arc<Recording>| {
+        application::coupon::Expiry::new(
+            Arc::new(infra::postgres::PgExpiryStore::new(pg.clone())),
+            notifier,
+            Arc::new(infra::clock::SystemClock),
+            lifetime,
+        )
+    };
+    let killed = Arc::new(Recording {
+        dies_after: Some(2),
+        ..Recording::default()
+    });
+    let survivor = Arc::new(Recording::default());
+    let next = expiry(Arc::clone(&survivor));
+
+    let dead = expiry(Arc::clone(&killed));
+    let crash = tokio::spawn(async move { dead.send_notices().await }).await;
+    let while_claimed = next.send_notices().await.expect("ran");
+    tokio::time::sleep(lifetime + Duration::from_millis(300)).await;
+    let after_lapse = next.send_notices().await.expect("ran");
+    tokio::time::sleep(lifetime + Duration::from_millis(300)).await;
+    let once_more = next.send_notices().await.expect("ran");
+
+    assert!(crash.expect_err("the run died").is_panic());
+    assert_eq!(
+        while_claimed, 0,
+        "the dead run's claims hold until they lapse"
+    );
+    assert_eq!(after_lapse, 5, "every due coupon is told");
+    assert_eq!(once_more, 0, "a notice marked sent is never sent again");
+    let (written_before, sent) = (killed.ids(), survivor.ids());
+    assert_eq!(written_before.len(), 2);
+    assert!(
+        written_before.iter().all(|id| sent.contains(id)),
+        "the repeats carry the ids of the first writing: {written_before:?} in {sent:?}"
+    );
+    let mut distinct = sent.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 5, "one notice per coupon");
+    let trigger = app
+        .post(
+            "/api/v1/admin/jobs/coupon-expiry-notices",
+            &json!({}),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(trigger.status, 200, "{}", trigger.text);
+    assert_eq!(trigger.body, json!({"notified": 0}));
+}
+
 async fn import(app: &TestApp, campaign: i64, csv: String, token: &str) -> support::Reply {
     let auth = format!("Bearer {token}");
     app.send(

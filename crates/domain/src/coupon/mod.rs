@@ -4,8 +4,12 @@
 //! The discount rule is computed here ([`DiscountRule::discount_for`]); the
 //! store guards the pool (one code per user, never more than the pool).
 
+pub mod expiry;
 pub mod models;
 pub mod ports;
+pub mod status;
 
+pub use expiry::*;
 pub use models::*;
 pub use ports::*;
+pub use status::*;

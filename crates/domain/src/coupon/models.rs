@@ -8,6 +8,8 @@ use thiserror::Error;
 use crate::money::Points;
 use crate::ordering::CouponCode;
 
+use super::status::CouponStatus;
+
 /// Database id of a campaign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CampaignId(i64);
@@ -278,24 +280,6 @@ pub struct Coupon {
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub used_at: Option<DateTime<Utc>>,
-}
-
-/// Where a coupon stands; EXPIRED is derived from the clock, never stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CouponStatus {
-    Issued,
-    Used,
-    Expired,
-}
-
-impl CouponStatus {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Issued => "ISSUED",
-            Self::Used => "USED",
-            Self::Expired => "EXPIRED",
-        }
-    }
 }
 
 impl Coupon {

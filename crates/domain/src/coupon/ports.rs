@@ -5,7 +5,9 @@ use thiserror::Error;
 
 use chrono::{DateTime, Utc};
 
-use super::models::{Campaign, CampaignId, CampaignView, Coupon, CouponStatus, NewCampaign};
+use super::expiry::{ClaimedNotices, ExpiringCoupon, ExpiringCursor, ExpiryNotice, NoticeClaim};
+use super::models::{Campaign, CampaignId, CampaignView, Coupon, NewCampaign};
+use super::status::CouponStatus;
 use crate::error::Unavailable;
 use crate::gate::{Admission, Holder};
 use crate::identity::UserId;
@@ -31,6 +33,8 @@ pub enum AddCodesError {
 /// Why a code could not be issued.
 #[derive(Debug, Error)]
 pub enum IssueError {
+    #[error("the campaign's issue window is closed")]
+    NotActive,
     #[error("no free code is left")]
     SoldOut,
     #[error("this user already holds a code of the campaign")]
@@ -78,19 +82,17 @@ pub trait CouponStore: Send + Sync {
         codes: Vec<CouponCode>,
     ) -> Result<AddedCodes, AddCodesError>;
 
-    /// Hands the lowest free code of the campaign to `user`, valid until
-    /// `expires_at`. Concurrent calls never get the same code
-    /// (`FOR UPDATE SKIP LOCKED`) and a user never gets two (unique index).
+    /// Hands the lowest free code of the campaign to `user`. Concurrent
+    /// calls never get the same code (`FOR UPDATE SKIP LOCKED`) and a user
+    /// never gets two (unique index). The store's clock decides, in the
+    /// same statement, whether the campaign's issue window is open, and
+    /// stamps `issued_at`; the coupon expires `valid_days` after that.
     ///
     /// # Errors
-    /// [`IssueError::SoldOut`], [`IssueError::AlreadyIssued`], or `Unavailable`.
-    async fn issue(
-        &self,
-        campaign: &Campaign,
-        user: UserId,
-        issued_at: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-    ) -> Result<Coupon, IssueError>;
+    /// [`IssueError::NotActive`] when the window is closed at the store's
+    /// clock, [`IssueError::SoldOut`], [`IssueError::AlreadyIssued`], or
+    /// `Unavailable`.
+    async fn issue(&self, campaign: &Campaign, user: UserId) -> Result<Coupon, IssueError>;
 
     /// The user's coupons by expiry, soonest first, optionally only those
     /// with `status` at `now`.
@@ -105,16 +107,20 @@ pub trait CouponStore: Send + Sync {
         page: PageRequest,
     ) -> Result<Page<Coupon>, Unavailable>;
 
-    /// Marks the user's unexpired, unused coupon used at `now`, in one guarded
-    /// update: two concurrent uses never both succeed.
+    /// Marks the user's unexpired, unused coupon used, in one guarded
+    /// update: two concurrent uses never both succeed. Expiry is judged, and
+    /// `used_at` stamped, by the store's clock at the moment the coupon's
+    /// row is held, so a use that waited on the row past the expiry is
+    /// refused.
     ///
     /// # Errors
-    /// [`Unavailable`] when the store fails; refusals are `Ok(Err(_))`.
+    /// [`Unavailable`] when the store fails. Refusals are `Ok(Err(_))`:
+    /// [`RedeemError::NotFound`] for an unknown or another user's code,
+    /// [`RedeemError::AlreadyUsed`], [`RedeemError::Expired`].
     async fn redeem(
         &self,
         user: UserId,
         code: &CouponCode,
-        now: DateTime<Utc>,
     ) -> Result<Result<Coupon, RedeemError>, Unavailable>;
 
     /// Gives a used coupon back to its owner (unused again).
@@ -184,29 +190,15 @@ pub trait IssueGate: Send + Sync {
     async fn forget(&self, campaign: CampaignId) -> Result<(), Unavailable>;
 }
 
-/// An issued, unused coupon in an admin's expiring list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExpiringCoupon {
-    /// Position in the list, for the cursor.
-    pub id: i64,
-    pub code: CouponCode,
-    pub campaign_id: CampaignId,
-    pub user_id: UserId,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// A coupon whose owner must hear it expires soon.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExpiryNotice {
-    pub user_id: UserId,
-    pub code: CouponCode,
-    pub expires_at: DateTime<Utc>,
-}
-
 /// Delivers expiry notices (one JSON line each on standard output today).
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait Notifier: Send + Sync {
-    fn notify(&self, notice: &ExpiryNotice);
+    /// Writes one notice, with its [`ExpiryNotice::notice_id`].
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the notice could not be written; the run then
+    /// leaves it unmarked, to be written again when its claim lapses.
+    fn notify(&self, notice: &ExpiryNotice) -> Result<(), Unavailable>;
 }
 
 /// Coupons by expiry, for admins and the notice job.
@@ -214,7 +206,7 @@ pub trait Notifier: Send + Sync {
 #[async_trait]
 pub trait ExpiryStore: Send + Sync {
     /// Issued, unused coupons expiring in `[from, until)`, by expiry then id,
-    /// after the cursor position `after` (an id), at most `limit`.
+    /// after the cursor position `after`, at most `limit`.
     ///
     /// # Errors
     /// [`Unavailable`] when the store fails.
@@ -222,22 +214,36 @@ pub trait ExpiryStore: Send + Sync {
         &self,
         from: DateTime<Utc>,
         until: DateTime<Utc>,
-        after: Option<(DateTime<Utc>, i64)>,
+        after: Option<ExpiringCursor>,
         limit: usize,
     ) -> Result<Vec<ExpiringCoupon>, Unavailable>;
 
-    /// Claims up to `limit` issued, unused, not yet notified coupons expiring
-    /// in `(now, until]`, hands each to `notify` and marks it notified, in one
-    /// transaction that concurrent runs skip past (`FOR UPDATE SKIP LOCKED`).
-    /// Returns how many were notified.
+    /// Claims up to `limit` issued, unused coupons expiring in `(now, until]`
+    /// whose notice is not yet marked sent and not claimed, or claimed longer
+    /// than `lifetime` ago, in one short transaction; concurrent runs skip
+    /// each other's rows (`FOR UPDATE SKIP LOCKED`). The claim is taken and
+    /// judged by the store's clock.
     ///
     /// # Errors
-    /// [`Unavailable`] when the store fails (nothing is marked).
-    async fn notify_due(
+    /// [`Unavailable`] when the store fails (a claim that committed anyway
+    /// lapses after `lifetime`).
+    async fn claim_notices(
         &self,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
         limit: usize,
-        notifier: std::sync::Arc<dyn Notifier>,
+        lifetime: std::time::Duration,
+    ) -> Result<ClaimedNotices, Unavailable>;
+
+    /// Marks the notices of `coupons` sent, for those `claim` still holds.
+    /// Returns how many were marked.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails (the notices are written again,
+    /// with the same id, once the claim lapses).
+    async fn mark_notified(
+        &self,
+        claim: NoticeClaim,
+        coupons: Vec<i64>,
     ) -> Result<usize, Unavailable>;
 }
