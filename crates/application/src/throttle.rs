@@ -97,8 +97,8 @@ impl Throttle {
 
     /// Counts attempts with `attempts` instead. The service counts them in
     /// process: an attempt is on the hot path of a flash sale, where one
-    /// more Redis round trip per request cost a fifth of the throughput,
-    /// while a sign-in's cost is the password hash.
+    /// more Redis round trip per request costs throughput that matters
+    /// (`docs/performance.md`), while a sign-in's cost is the password hash.
     #[must_use]
     pub fn with_attempt_limiter(mut self, attempts: Arc<dyn RateLimiter>) -> Self {
         self.attempts = attempts;

@@ -24,12 +24,10 @@ use thiserror::Error;
 
 /// How many gateway logins [`Authenticate`] remembers.
 ///
-/// An entry costs about 100 bytes of the cache's own memory (96 measured with
-/// quick_cache 0.7 at this capacity: the key's `String`, the user id, table
-/// and eviction bookkeeping) plus the login id's heap allocation (3..=64
-/// bytes, 32..=80 from the allocator): 13 to 18 MB when full, whatever the
-/// traffic. That holds five times the 20,000 users the load generator
-/// provisions. Past the bound the least useful entries are evicted and simply
+/// An entry is the key's `String`, the user id and the cache's table and
+/// eviction bookkeeping, so the memory it takes when full is bounded
+/// whatever the traffic (`docs/performance.md` has the measured size). It
+/// holds several times the users the load generator provisions. Past the bound the least useful entries are evicted and simply
 /// resolved again from the store. Memory grows as entries arrive; nothing is
 /// allocated up front.
 pub const DEFAULT_GATEWAY_CACHE_CAPACITY: usize = 100_000;

@@ -17,6 +17,7 @@ use futures_util::FutureExt as _;
 use url::Url;
 
 use super::Postgres;
+use super::prepared::prepared;
 
 /// The SQL migrations of `migrations/`, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
@@ -126,12 +127,11 @@ pub async fn ensure_database(url: &str, timeout: Duration) -> anyhow::Result<()>
             .await
             .map_err(|_| anyhow!("connecting to Postgres timed out after {timeout:?}"))?
             .context("connecting to the Postgres maintenance database")?;
-    let found =
-        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
-            .bind::<Text, _>(&name)
-            .get_result::<Exists>(&mut conn)
-            .await
-            .context("looking up the database")?;
+    let found = prepared("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
+        .bind::<Text, _>(&name)
+        .get_result::<Exists>(&mut conn)
+        .await
+        .context("looking up the database")?;
     if found.exists {
         return Ok(());
     }

@@ -1,9 +1,9 @@
 //! Hand-written SQL that Postgres prepares once per connection.
 //!
 //! Diesel never caches a `sql_query` statement (it cannot know whether the
-//! text was built at run time), so each run is parsed and planned again:
-//! measured under the flash-sale load, parsing and planning were about a
-//! seventh of Postgres' time. [`prepared`] takes SQL that is a `&'static str`,
+//! text was built at run time), so each run is parsed and planned again, on
+//! the hottest paths too (`docs/performance.md` has the profile). [`prepared`]
+//! takes SQL that is a `&'static str`,
 //! so the set of statements is bounded and safe to keep, and Diesel's
 //! statement cache keys it by its text.
 //!

@@ -26,7 +26,7 @@ use domain::gate::{Admission, Holder};
 
 use super::COUNTER_TTL;
 use super::{RedisKeys, RedisLock, unavailable};
-use crate::postgres::{Postgres, unavailable as pg_unavailable};
+use crate::postgres::{Postgres, prepared, unavailable as pg_unavailable};
 
 /// -1: not built; 2: already holds one; 0: none left; 1: admitted.
 const RESERVE: &str = r"
@@ -74,6 +74,8 @@ struct Owner {
 struct Left {
     #[diesel(sql_type = Int8)]
     n: i64,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    known: bool,
 }
 
 impl RedisIssueGate {
@@ -125,25 +127,32 @@ impl RedisIssueGate {
             .pg
             .timed(async {
                 let mut conn = self.pg.conn().await?;
-                let left: Left = diesel::sql_query(
-                    "SELECT count(*) AS n FROM coupons WHERE campaign_id = $1 AND owner_id IS NULL",
+                let left: Left = prepared(
+                    "SELECT (SELECT count(*) FROM coupons WHERE campaign_id = $1 AND owner_id IS NULL) AS n, \
+                            EXISTS (SELECT 1 FROM coupon_campaigns WHERE id = $2) AS known",
                 )
+                .bind::<Int8, _>(campaign.get())
                 .bind::<Int8, _>(campaign.get())
                 .get_result(&mut *conn)
                 .await
                 .map_err(pg_unavailable)?;
-                let owners: Vec<Owner> = diesel::sql_query(
+                if !left.known {
+                    return Ok(None);
+                }
+                let owners: Vec<Owner> = prepared(
                     "SELECT owner_id FROM coupons WHERE campaign_id = $1 AND owner_id IS NOT NULL",
                 )
                 .bind::<Int8, _>(campaign.get())
                 .load(&mut *conn)
                 .await
                 .map_err(pg_unavailable)?;
-                Ok::<_, Unavailable>((left.n, owners))
+                Ok::<_, Unavailable>(Some((left.n, owners)))
             })
             .await;
         let result = match counts {
-            Ok((left, owners)) => {
+            // An unknown campaign is left to the use case, which says so.
+            Ok(None) => Ok(false),
+            Ok(Some((left, owners))) => {
                 let (left_key, users_key) = (self.left_key(campaign), self.users_key(campaign));
                 let mut batch = pipe();
                 batch.atomic().cmd("DEL").arg(&users_key).ignore();
