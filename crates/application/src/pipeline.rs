@@ -4,7 +4,7 @@
 //! ```text
 //! reserve at the gate, marking the holder (user, key)
 //!   Refused(r)  → store r under the key, answer it         (nothing was taken)
-//!   Repeated    → answer from the key: replay, 422, or 409 in progress
+//!   Repeated    → go on without a reservation: never refused by the gate
 //!   Reserved / Bypass / gate down → go on
 //! prepare (the use case's own checks: pricing, rules at the clock)
 //!   Err(r)      → store r under the key, answer it
@@ -25,13 +25,16 @@
 //! Why the holder mark: a copy of a request (double click, a client's retry
 //! after a timeout, the same key on another instance) must never be refused
 //! because its own first copy holds what is left. The gate marks the holder
-//! in the same atomic step as the reservation, and a marked holder is
-//! answered from its key instead of being asked to reserve again.
+//! in the same atomic step as the reservation, and a marked holder goes on
+//! without reserving again. The store then answers it from its key under
+//! the key's lock: in progress while the first copy runs, its replay once
+//! it committed. A first copy that died with its instance holds no lock, so
+//! its retry runs instead of waiting for the mark to expire.
 
 use async_trait::async_trait;
 use domain::error::Unavailable;
 use domain::gate::{Admission, Holder};
-use domain::idempotency::{IdempotencyStore, IdempotentOutcome, IdempotentRequest, Written};
+use domain::idempotency::{IdempotencyStore, IdempotentRequest, Written};
 
 /// One write as the pipeline sees it: its gate, its checks before the
 /// effect. Implemented by a use case for the length of one call.
@@ -122,11 +125,10 @@ enum Held {
 enum Gate<R> {
     Proceed(Held),
     Refused(R),
-    Repeated,
 }
 
-/// Runs keyed and gated writes; holds the idempotency records for refusals
-/// decided before the effect and for answering a repeated holder.
+/// Runs keyed writes; holds the idempotency records for refusals decided
+/// before the effect.
 #[derive(Clone)]
 pub struct Pipeline {
     idempotency: std::sync::Arc<dyn IdempotencyStore>,
@@ -158,7 +160,6 @@ impl Pipeline {
         let held = match reserve(write, holder).await {
             Gate::Proceed(held) => held,
             Gate::Refused(refusal) => return self.refuse(&request, refusal).await,
-            Gate::Repeated => return self.answer_from_key(&request).await,
         };
         let written = match write.prepare().await {
             Ok(Ok(ready)) => write.run(ready, request).await,
@@ -191,20 +192,6 @@ impl Pipeline {
             .await?;
         Ok(Written::from_record(record, refusal))
     }
-
-    /// A repeated holder's answer: the key's record, or in progress while
-    /// its first copy runs.
-    async fn answer_from_key<T, E>(
-        &self,
-        request: &IdempotentRequest<T, E>,
-    ) -> Result<Written<T, E>, Unavailable> {
-        let record = self
-            .idempotency
-            .lookup(request.user_id, &request.key, &request.fingerprint)
-            .await?
-            .unwrap_or(IdempotentOutcome::InProgress);
-        Ok(Written::answered(record).unwrap_or(Written::InProgress))
-    }
 }
 
 /// Runs a gated write that has no key: the gate, the checks, the
@@ -219,8 +206,6 @@ pub async fn gated<W: UnkeyedWrite>(
     let held = match reserve(write, holder).await {
         Gate::Proceed(held) => held,
         Gate::Refused(refusal) => return Ok(Err(refusal)),
-        // Without a key there is nothing to answer from: Postgres decides.
-        Gate::Repeated => Held::Nothing,
     };
     let result = match write.prepare().await {
         Ok(Ok(ready)) => write.run(ready).await,
@@ -236,7 +221,8 @@ async fn reserve<W: GatedWrite>(write: &W, holder: Holder<'_>) -> Gate<W::Refusa
         Ok(Admission::Reserved) => Gate::Proceed(Held::Reserved),
         Ok(Admission::Bypass) => Gate::Proceed(Held::Marked),
         Ok(Admission::Refused(refusal)) => Gate::Refused(refusal),
-        Ok(Admission::Repeated) => Gate::Repeated,
+        // The mark and any reservation belong to the first copy.
+        Ok(Admission::Repeated) => Gate::Proceed(Held::Nothing),
         Err(err) => {
             tracing::warn!(error = %err, "gate unavailable; Postgres decides alone");
             Gate::Proceed(Held::Nothing)
@@ -271,7 +257,9 @@ async fn settle<W: GatedWrite>(
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use domain::idempotency::{Fingerprint, IdempotencyKey, MockIdempotencyStore, StoredResponse};
+    use domain::idempotency::{
+        Fingerprint, IdempotencyKey, IdempotentOutcome, MockIdempotencyStore, StoredResponse,
+    };
     use domain::identity::UserId;
 
     use super::*;
@@ -373,7 +361,6 @@ mod tests {
         store
             .expect_refuse()
             .returning(|_, _, _, r| Ok(IdempotentOutcome::Executed(r)));
-        store.expect_lookup().returning(|_, _, _| Ok(None));
         store
     }
 
@@ -407,19 +394,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_repeated_holder_is_answered_from_its_key_never_refused() {
-        let script = Script::new(Admission::Repeated);
+    async fn a_repeated_holder_is_never_refused_and_runs_without_a_reservation() {
+        let mut script = Script::new(Admission::Repeated);
+        script.store = || Written::InProgress;
         let written = run(&script, records()).await;
-        assert_eq!(written, Written::InProgress, "its first copy still runs");
-        assert_eq!(script.calls(), ["reserve"]);
-
-        let mut answered = MockIdempotencyStore::new();
-        answered
-            .expect_lookup()
-            .returning(|_, _, _| Ok(Some(IdempotentOutcome::Replayed(stored(201, "7")))));
-        answered.expect_refuse().never();
-        let written = run(&Script::new(Admission::Repeated), answered).await;
-        assert_eq!(written, Written::Replayed(stored(201, "7")));
+        assert_eq!(
+            written,
+            Written::InProgress,
+            "the store answers from the key"
+        );
+        assert_eq!(
+            script.calls(),
+            ["reserve", "prepare", "run"],
+            "nothing of the first copy's is given back"
+        );
     }
 
     #[tokio::test]

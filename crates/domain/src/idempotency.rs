@@ -215,19 +215,6 @@ pub trait IdempotencyStore: Send + Sync {
         fingerprint: &Fingerprint,
         response: StoredResponse,
     ) -> Result<IdempotentOutcome, crate::error::Unavailable>;
-
-    /// A look at the key without taking it: `Some(Replayed | KeyReused)` when
-    /// it already has a fresh answer, `None` otherwise. For fast paths in
-    /// front of the guarded transaction, which still decides.
-    ///
-    /// # Errors
-    /// [`Unavailable`](crate::error::Unavailable) when the store fails.
-    async fn lookup(
-        &self,
-        user_id: UserId,
-        key: &IdempotencyKey,
-        fingerprint: &Fingerprint,
-    ) -> Result<Option<IdempotentOutcome>, crate::error::Unavailable>;
 }
 
 #[cfg(test)]

@@ -253,7 +253,6 @@ mod tests {
     /// No stored answers; `refusals` refusals are stored.
     fn idempotency(refusals: usize) -> MockIdempotencyStore {
         let mut idempotency = MockIdempotencyStore::new();
-        idempotency.expect_lookup().returning(|_, _, _| Ok(None));
         idempotency
             .expect_refuse()
             .times(refusals)
@@ -443,32 +442,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_copy_of_a_request_in_flight_is_answered_from_its_key_never_refused() {
+    async fn a_copy_of_a_request_in_flight_is_never_refused_and_goes_to_the_store_unreserved() {
         let mut gate = MockInvestGate::new();
         gate.expect_reserve()
             .returning(|_, _, _| Ok(Admission::Repeated));
         gate.expect_release().never();
+        gate.expect_forget().never();
         let mut store = MockInvestStore::new();
-        store.expect_get().never();
-        store.expect_invest().never();
+        store
+            .expect_get()
+            .returning(|_| Ok(Some(product(1_000_000, 0))));
+        store
+            .expect_invest()
+            .times(1)
+            .returning(|_, _| Ok(Written::InProgress));
         let invest = use_case(store, idempotency(0), gate, noon());
-        assert_eq!(run(&invest, 100).await, "InProgress");
-
-        let mut answered = MockIdempotencyStore::new();
-        answered.expect_lookup().returning(|_, _, _| {
-            Ok(Some(IdempotentOutcome::Replayed(StoredResponse {
-                status: 201,
-                content_type: "text/plain".into(),
-                body: b"invested:100".to_vec(),
-            })))
-        });
-        let mut gate = MockInvestGate::new();
-        gate.expect_reserve()
-            .returning(|_, _, _| Ok(Admission::Repeated));
-        let mut store = MockInvestStore::new();
-        store.expect_get().never();
-        let invest = use_case(store, answered, gate, noon());
-        assert_eq!(run(&invest, 100).await, "invested:100");
+        assert_eq!(run(&invest, 600_000).await, "InProgress");
     }
 
     #[tokio::test]

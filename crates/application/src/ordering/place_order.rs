@@ -229,9 +229,7 @@ mod tests {
     /// No stored answers; refusals are stored (and counted by `times`).
     fn idempotency(refusals: usize) -> MockIdempotencyStore {
         let mut idempotency = MockIdempotencyStore::new();
-        // The store reads the key's record itself, under the key's lock;
-        // only a repeated holder is answered from it up front.
-        idempotency.expect_lookup().returning(|_, _, _| Ok(None));
+        // The store reads the key's record itself, under the key's lock.
         idempotency
             .expect_refuse()
             .times(refusals)
@@ -451,7 +449,6 @@ mod tests {
     #[tokio::test]
     async fn a_product_sold_out_at_the_gate_is_stored_without_reading_pricing_or_placing() {
         let mut idempotency = MockIdempotencyStore::new();
-        idempotency.expect_lookup().never();
         idempotency
             .expect_refuse()
             .times(1)
@@ -592,7 +589,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_repeated_key_is_never_refused_by_the_gate_and_is_answered_from_its_key() {
+    async fn a_repeated_key_is_never_refused_by_the_gate_and_goes_to_the_store_unreserved() {
         let mut gate = MockStockGate::new();
         gate.expect_reserve()
             .withf(|holder, _| {
@@ -603,12 +600,13 @@ mod tests {
             .returning(|_, _| Ok(Admission::Repeated));
         gate.expect_release().never();
         gate.expect_forget().never();
-        let mut catalog = MockCatalogStore::new();
-        catalog.expect_get_many().never();
         let mut orders = MockOrderStore::new();
-        orders.expect_place().never();
+        orders
+            .expect_place()
+            .times(1)
+            .returning(|_, _| Ok(Written::InProgress));
         let place = use_case(
-            catalog,
+            catalog_with(vec![product(1, 1_000)]),
             MockCouponQuotes::new(),
             orders,
             idempotency(0),
@@ -620,7 +618,11 @@ mod tests {
             .await
             .expect("ran");
 
-        assert_eq!(outcome, Written::InProgress, "its first copy still runs");
+        assert_eq!(
+            outcome,
+            Written::InProgress,
+            "the store answers from the key"
+        );
     }
 
     #[tokio::test]

@@ -213,26 +213,6 @@ pub(crate) async fn refuse(
     )
 }
 
-/// The key's fresh answer, if any, without taking the key's lock.
-///
-/// # Errors
-/// [`Unavailable`] when Postgres fails.
-pub(crate) async fn lookup(
-    conn: &mut AsyncPgConnection,
-    user_id: UserId,
-    key: &IdempotencyKey,
-    fingerprint: &Fingerprint,
-    retention: Duration,
-) -> Result<Option<IdempotentOutcome>, Unavailable> {
-    match stored(conn, user_id, key, retention)
-        .await
-        .map_err(unavailable)?
-    {
-        Some(row) if row.fresh => Ok(Some(row.into_outcome(fingerprint))),
-        _ => Ok(None),
-    }
-}
-
 #[derive(QueryableByName)]
 struct Locked {
     #[diesel(sql_type = Bool)]

@@ -230,20 +230,6 @@ impl IdempotencyStore for PgIdempotencyStore {
             })
             .await
     }
-
-    async fn lookup(
-        &self,
-        user_id: UserId,
-        key: &IdempotencyKey,
-        fingerprint: &Fingerprint,
-    ) -> Result<Option<IdempotentOutcome>, Unavailable> {
-        self.db
-            .timed(async {
-                let mut conn = self.db.conn().await?;
-                idempotency::lookup(&mut conn, user_id, key, fingerprint, self.retention).await
-            })
-            .await
-    }
 }
 
 impl PgIdempotencyStore {
