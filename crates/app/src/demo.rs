@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use application::catalog::{CatalogQueries, CreateProduct};
-use application::coupon::Campaigns;
-use application::invest::InvestProducts;
+use application::coupon::{CreateCampaign, GenerateCodes};
+use application::invest::CreateInvestProduct;
 use chrono::Utc;
 use domain::catalog::{NewProduct, ProductName, Stock};
 use domain::coupon::{
@@ -24,8 +24,9 @@ use infra::redis::RedisLock;
 pub(crate) struct Seeders<'a> {
     pub products: &'a CatalogQueries,
     pub create_product: &'a CreateProduct,
-    pub campaigns: &'a Campaigns,
-    pub invest: &'a InvestProducts,
+    pub create_campaign: &'a CreateCampaign,
+    pub generate_codes: &'a GenerateCodes,
+    pub create_invest_product: &'a CreateInvestProduct,
     pub lock: &'a RedisLock,
 }
 
@@ -68,21 +69,21 @@ async fn seed_locked(s: &Seeders<'_>) -> anyhow::Result<bool> {
             .await?;
     }
     let campaign = s
-        .campaigns
-        .create(NewCampaign {
+        .create_campaign
+        .execute(NewCampaign {
             name: CampaignName::parse("Welcome 10% off")?,
             rule: DiscountRule::new(DiscountKind::Percent, 10, Some(5_000), 10_000)?,
             valid_days: ValidDays::new(30)?,
             window: IssueWindow::default(),
         })
         .await?;
-    s.campaigns
-        .generate(campaign.id, CodeCount::new(100)?)
+    s.generate_codes
+        .execute(campaign.id, CodeCount::new(100)?)
         .await?;
     let now = Utc::now();
     let fund = s
-        .invest
-        .create(NewInvestProduct {
+        .create_invest_product
+        .execute(NewInvestProduct {
             title: InvestTitle::parse("Solar rooftop fund")?,
             total: InvestAmount::new(10_000_000)?,
             window: RecruitingWindow::new(

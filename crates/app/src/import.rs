@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use application::coupon::Campaigns;
+use application::coupon::ImportCodes;
 use domain::coupon::CampaignId;
 use futures_util::stream;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -47,7 +47,7 @@ pub async fn coupons_import(
         RedisKeys::new(config.redis_key_prefix.clone()),
         pg,
     ));
-    let campaigns = Campaigns::new(store, Arc::new(infra::codes::RandomCodes), gate);
+    let import = ImportCodes::new(store, gate);
 
     let handle = tokio::fs::File::open(file)
         .await
@@ -75,7 +75,7 @@ pub async fn coupons_import(
             }
         }
     });
-    let report = campaigns.import(CampaignId::new(campaign), chunks).await;
+    let report = import.execute(CampaignId::new(campaign), chunks).await;
     progress.finish_and_clear();
     let report = report.map_err(|e| anyhow::anyhow!("{e}"))?;
     let summary = json!({

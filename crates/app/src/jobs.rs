@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use application::coupon::Expiry;
+use application::coupon::SendExpiryNotices;
 use application::events::RelayOutbox;
 use infra::postgres::PgIdempotencyStore;
 use infra::redis::{RedisLock, RedisSalesRanking};
@@ -41,7 +41,7 @@ pub(crate) struct JobDeps {
     pub relay: Arc<RelayOutbox>,
     pub lock: RedisLock,
     pub ranking: RedisSalesRanking,
-    pub expiry: Arc<Expiry>,
+    pub send_notices: Arc<SendExpiryNotices>,
     pub notice_time: chrono::NaiveTime,
 }
 
@@ -59,7 +59,7 @@ impl Jobs {
             tokio::spawn(run_relay(deps.relay, deps.lock.clone(), stopped.clone())),
             tokio::spawn(run_ranking(deps.ranking, stopped.clone())),
             tokio::spawn(run_notices(
-                deps.expiry,
+                deps.send_notices,
                 deps.lock.clone(),
                 deps.notice_time,
                 stopped,
@@ -215,7 +215,7 @@ fn until_next(now: chrono::DateTime<chrono::Utc>, at: chrono::NaiveTime) -> Dura
 }
 
 async fn run_notices(
-    expiry: Arc<Expiry>,
+    send_notices: Arc<SendExpiryNotices>,
     lock: RedisLock,
     at: chrono::NaiveTime,
     mut stopped: watch::Receiver<bool>,
@@ -230,7 +230,7 @@ async fn run_notices(
             .await
         {
             Ok(Some(lease)) => {
-                match expiry.send_notices().await {
+                match send_notices.execute().await {
                     Ok(notified) => tracing::info!(notified, "coupon expiry notices sent"),
                     Err(err) => {
                         tracing::warn!(error = %err, "coupon expiry notices failed; the admin trigger can retry")
@@ -242,7 +242,7 @@ async fn run_notices(
             Err(err) => {
                 // Without Redis, send anyway: the claims keep concurrent runs apart.
                 tracing::warn!(error = %err, "notice lock unavailable; sending without it");
-                let _ = expiry.send_notices().await;
+                let _ = send_notices.execute().await;
             }
         }
         // Past the minute, so the next wait is a day.

@@ -4,10 +4,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use application::catalog::{CatalogQueries, CreateProduct, PopularProducts, UpdateProduct};
-use application::coupon::{Campaigns, Coupons, Expiry};
+use application::coupon::{
+    CampaignQueries, CancelCouponUse, CouponQueries, CreateCampaign, ExpiringCoupons,
+    GenerateCodes, ImportCodes, IssueCoupon, SendExpiryNotices, UseCoupon,
+};
 use application::events::RelayOutbox;
 use application::identity::{Authenticate, BootstrapAdmin, SignIn, SignUp, UserQueries};
-use application::invest::{Invest, InvestProducts};
+use application::invest::{CreateInvestProduct, InvestQueries, MakeInvestment};
 use application::ordering::{OrderQueries, PlaceOrder};
 use application::points::{ChargePoints, PointsQueries};
 use application::throttle::Throttle;
@@ -113,8 +116,10 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         )
         .with_attempt_limiter(Arc::new(LocalRateLimiter::default())),
     );
-    let expiry = Arc::new(Expiry::new(
-        Arc::new(PgExpiryStore::new(pg.clone())),
+    let expiry_store: Arc<dyn domain::coupon::ExpiryStore> =
+        Arc::new(PgExpiryStore::new(pg.clone()));
+    let send_notices = Arc::new(SendExpiryNotices::new(
+        Arc::clone(&expiry_store),
         Arc::new(infra::notify::JsonLineNotifier::stdout()),
         Arc::clone(&clock),
         config.notice_claim_ttl,
@@ -171,32 +176,44 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
     let invest_store: Arc<dyn domain::invest::InvestStore> =
         Arc::new(PgInvestStore::new(pg.clone(), config.idempotency_retention));
     let invest = InvestApi {
-        products: Arc::new(InvestProducts::new(
+        create: Arc::new(CreateInvestProduct::new(Arc::clone(&invest_store))),
+        queries: Arc::new(InvestQueries::new(
             Arc::clone(&invest_store),
             Arc::clone(&clock),
         )),
-        invest: Arc::new(Invest::new(
+        invest: Arc::new(MakeInvestment::new(
             invest_store,
             Arc::new(idempotency.clone()),
             invest_gate,
             Arc::clone(&clock),
         )),
     };
+    let coupons: Arc<dyn domain::coupon::CouponStore> = Arc::new(PgCouponStore::new(pg.clone()));
     let web = WebState {
         invest,
         metrics,
         coupon: CouponApi {
-            campaigns: Arc::new(Campaigns::new(
-                Arc::new(PgCouponStore::new(pg.clone())),
+            create_campaign: Arc::new(CreateCampaign::new(Arc::clone(&coupons))),
+            generate_codes: Arc::new(GenerateCodes::new(
+                Arc::clone(&coupons),
                 Arc::new(infra::codes::RandomCodes),
                 Arc::clone(&issue_gate),
             )),
-            coupons: Arc::new(Coupons::new(
-                Arc::new(PgCouponStore::new(pg.clone())),
+            import_codes: Arc::new(ImportCodes::new(
+                Arc::clone(&coupons),
+                Arc::clone(&issue_gate),
+            )),
+            campaign_queries: Arc::new(CampaignQueries::new(Arc::clone(&coupons))),
+            issue: Arc::new(IssueCoupon::new(
+                Arc::clone(&coupons),
                 issue_gate,
                 Arc::clone(&clock),
             )),
-            expiry: Arc::clone(&expiry),
+            use_coupon: Arc::new(UseCoupon::new(Arc::clone(&coupons))),
+            cancel_use: Arc::new(CancelCouponUse::new(Arc::clone(&coupons))),
+            coupon_queries: Arc::new(CouponQueries::new(coupons, Arc::clone(&clock))),
+            expiring: Arc::new(ExpiringCoupons::new(expiry_store, Arc::clone(&clock))),
+            send_notices: Arc::clone(&send_notices),
         },
         catalog: CatalogApi {
             create: Arc::new(CreateProduct::new(Arc::clone(&catalog))),
@@ -259,8 +276,9 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         crate::demo::seed(&crate::demo::Seeders {
             products: &web.catalog.queries,
             create_product: &web.catalog.create,
-            campaigns: &web.coupon.campaigns,
-            invest: &web.invest.products,
+            create_campaign: &web.coupon.create_campaign,
+            generate_codes: &web.coupon.generate_codes,
+            create_invest_product: &web.invest.create,
             lock: &lock,
         })
         .await
@@ -273,7 +291,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
             relay,
             lock,
             ranking,
-            expiry,
+            send_notices,
             notice_time: config.notice_time,
         },
     })

@@ -858,8 +858,8 @@ async fn a_notice_run_killed_mid_batch_loses_no_notice_and_repeats_only_under_th
         statement_timeout: Duration::from_secs(5),
     })
     .expect("pool");
-    let expiry = |notifier: Arc<Recording>| {
-        application::coupon::Expiry::new(
+    let notices = |notifier: Arc<Recording>| {
+        application::coupon::SendExpiryNotices::new(
             Arc::new(infra::postgres::PgExpiryStore::new(pg.clone())),
             notifier,
             Arc::new(infra::clock::SystemClock),
@@ -871,15 +871,15 @@ async fn a_notice_run_killed_mid_batch_loses_no_notice_and_repeats_only_under_th
         ..Recording::default()
     });
     let survivor = Arc::new(Recording::default());
-    let next = expiry(Arc::clone(&survivor));
+    let next = notices(Arc::clone(&survivor));
 
-    let dead = expiry(Arc::clone(&killed));
-    let crash = tokio::spawn(async move { dead.send_notices().await }).await;
-    let while_claimed = next.send_notices().await.expect("ran");
+    let dead = notices(Arc::clone(&killed));
+    let crash = tokio::spawn(async move { dead.execute().await }).await;
+    let while_claimed = next.execute().await.expect("ran");
     tokio::time::sleep(lifetime + Duration::from_millis(300)).await;
-    let after_lapse = next.send_notices().await.expect("ran");
+    let after_lapse = next.execute().await.expect("ran");
     tokio::time::sleep(lifetime + Duration::from_millis(300)).await;
-    let once_more = next.send_notices().await.expect("ran");
+    let once_more = next.execute().await.expect("ran");
 
     assert!(crash.expect_err("the run died").is_panic());
     assert_eq!(

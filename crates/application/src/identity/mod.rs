@@ -3,15 +3,15 @@
 
 mod authenticate;
 mod bootstrap_admin;
-mod queries;
 mod sign_in;
 mod sign_up;
+mod user_queries;
 
 pub use authenticate::{Authenticate, AuthenticateError};
 pub use bootstrap_admin::BootstrapAdmin;
-pub use queries::{ProfileError, UserQueries};
 pub use sign_in::{SignIn, SignInCommand, SignInError};
 pub use sign_up::{SignUp, SignUpCommand, SignUpError};
+pub use user_queries::{ProfileError, UserQueries};
 
 use domain::identity::{AccessToken, User};
 

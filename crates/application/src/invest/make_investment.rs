@@ -1,5 +1,5 @@
-//! Invest: add an amount to a recruiting product without ever exceeding its
-//! target, once per idempotency key.
+//! Make an investment: add an amount to a recruiting product without ever
+//! exceeding its target, once per idempotency key.
 //!
 //! It runs through the keyed-write [`Pipeline`]:
 //! 1. the invest gate reserves the amount for the request's holder, or
@@ -38,22 +38,22 @@ pub struct InvestCommand {
     pub amount: InvestAmount,
 }
 
-pub struct Invest {
+pub struct MakeInvestment {
     store: Arc<dyn InvestStore>,
     gate: Arc<dyn InvestGate>,
     clock: Arc<dyn Clock>,
     pipeline: Pipeline,
 }
 
-impl std::fmt::Debug for Invest {
+impl std::fmt::Debug for MakeInvestment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Invest")
+        f.write_str("MakeInvestment")
     }
 }
 
 type Request = IdempotentRequest<Investment, InvestError>;
 
-impl Invest {
+impl MakeInvestment {
     pub fn new(
         store: Arc<dyn InvestStore>,
         idempotency: Arc<dyn IdempotencyStore>,
@@ -86,7 +86,7 @@ impl Invest {
 
 /// One investment in the pipeline.
 struct Investing<'a> {
-    use_case: &'a Invest,
+    use_case: &'a MakeInvestment,
     cmd: InvestCommand,
 }
 
@@ -339,8 +339,8 @@ mod tests {
         idempotency: MockIdempotencyStore,
         gate: MockInvestGate,
         now: DateTime<Utc>,
-    ) -> Invest {
-        Invest::new(
+    ) -> MakeInvestment {
+        MakeInvestment::new(
             Arc::new(store),
             Arc::new(idempotency),
             Arc::new(gate),
@@ -348,7 +348,7 @@ mod tests {
         )
     }
 
-    async fn run(invest: &Invest, amount: i64) -> String {
+    async fn run(invest: &MakeInvestment, amount: i64) -> String {
         body(
             &invest
                 .execute(command(amount), request())

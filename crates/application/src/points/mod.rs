@@ -1,45 +1,8 @@
-//! Points use cases: read a balance and its history, charge it.
+//! Points use cases: read a balance and its history, charge it. One file per
+//! use case, named after its type.
 
-mod charge;
+mod charge_points;
+mod points_queries;
 
-pub use charge::ChargePoints;
-
-use std::sync::Arc;
-
-use domain::error::Unavailable;
-use domain::identity::UserId;
-use domain::paging::{Page, PageRequest};
-use domain::points::{LedgerEntry, PointsStore, Wallet};
-
-/// Balance and ledger reads.
-pub struct PointsQueries {
-    store: Arc<dyn PointsStore>,
-}
-
-impl std::fmt::Debug for PointsQueries {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PointsQueries")
-    }
-}
-
-impl PointsQueries {
-    pub fn new(store: Arc<dyn PointsStore>) -> Self {
-        Self { store }
-    }
-
-    /// # Errors
-    /// [`Unavailable`] when the store fails.
-    pub async fn wallet(&self, user_id: UserId) -> Result<Wallet, Unavailable> {
-        self.store.wallet(user_id).await
-    }
-
-    /// # Errors
-    /// [`Unavailable`] when the store fails.
-    pub async fn history(
-        &self,
-        user_id: UserId,
-        page: PageRequest,
-    ) -> Result<Page<LedgerEntry>, Unavailable> {
-        self.store.history(user_id, page).await
-    }
-}
+pub use charge_points::ChargePoints;
+pub use points_queries::PointsQueries;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use application::invest::{Invest, InvestCommand, InvestProducts};
+use application::invest::{CreateInvestProduct, InvestCommand, InvestQueries, MakeInvestment};
 use application::throttle::{Attempt, Throttle};
 use chrono::{DateTime, Utc};
 use domain::idempotency::IdempotentRequest;
@@ -28,8 +28,9 @@ use crate::routes::PageBody;
 /// The invest use cases the routes call.
 #[derive(Debug, Clone)]
 pub struct InvestApi {
-    pub products: Arc<InvestProducts>,
-    pub invest: Arc<Invest>,
+    pub create: Arc<CreateInvestProduct>,
+    pub invest: Arc<MakeInvestment>,
+    pub queries: Arc<InvestQueries>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -195,7 +196,7 @@ async fn create(
     _admin: AdminUser,
     Json(body): Json<CreateBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let product = api.products.create(body.try_into_domain()?).await?;
+    let product = api.create.execute(body.try_into_domain()?).await?;
     Ok(HttpResponse::Created().json(ProductBody::from(product)))
 }
 
@@ -219,7 +220,7 @@ async fn list(
     _caller: AuthUser,
     PageParams(page): PageParams,
 ) -> Result<HttpResponse, ApiError> {
-    let page = api.products.open_now(page).await?;
+    let page = api.queries.open_now(page).await?;
     Ok(HttpResponse::Ok().json(PageBody::from_page(page, ProductBody::from)))
 }
 
@@ -243,7 +244,7 @@ async fn detail(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let product_id = InvestProductId::new(id.into_inner());
-    match api.products.get(product_id).await? {
+    match api.queries.get(product_id).await? {
         Some(product) => Ok(HttpResponse::Ok().json(ProductBody::from(product))),
         None => Err(InvestError::ProductNotFound { product_id }.into()),
     }
@@ -321,6 +322,6 @@ async fn mine(
     AuthUser(caller): AuthUser,
     PageParams(page): PageParams,
 ) -> Result<HttpResponse, ApiError> {
-    let page = api.products.mine(caller.user_id, page).await?;
+    let page = api.queries.mine(caller.user_id, page).await?;
     Ok(HttpResponse::Ok().json(PageBody::from_page(page, MyInvestmentBody::from)))
 }

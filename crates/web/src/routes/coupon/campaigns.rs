@@ -157,7 +157,7 @@ pub(super) async fn create(
     _admin: AdminUser,
     Json(body): Json<CampaignBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let campaign = api.campaigns.create(body.try_into_domain()?).await?;
+    let campaign = api.create_campaign.execute(body.try_into_domain()?).await?;
     Ok(HttpResponse::Created().json(CampaignJson::from(&campaign)))
 }
 
@@ -180,7 +180,10 @@ pub(super) async fn view(
     _caller: AuthUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = api.campaigns.view(CampaignId::new(id.into_inner())).await?;
+    let view = api
+        .campaign_queries
+        .view(CampaignId::new(id.into_inner()))
+        .await?;
     Ok(HttpResponse::Ok().json(CampaignViewJson::from(&view)))
 }
 
@@ -210,7 +213,7 @@ pub(super) async fn generate(
 ) -> Result<HttpResponse, ApiError> {
     let id = CampaignId::new(id.into_inner());
     let count = CodeCount::new(body.count).map_err(ApiError::from)?;
-    let generated = api.campaigns.generate(id, count).await?;
+    let generated = api.generate_codes.execute(id, count).await?;
     Ok(HttpResponse::Created().json(GeneratedBody {
         campaign_id: id.get(),
         generated,

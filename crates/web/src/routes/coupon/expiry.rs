@@ -93,7 +93,7 @@ pub(super) async fn expiring(
     query: web::Query<ExpiringQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let date = match query.date.as_deref() {
-        None => api.expiry.today(),
+        None => api.expiring.today(),
         Some(raw) => {
             parse_day(raw).ok_or_else(|| ApiError::invalid_field("date", "must be YYYY-MM-DD"))?
         }
@@ -109,7 +109,7 @@ pub(super) async fn expiring(
             ExpiringCursor::parse(raw).map_err(|e| ApiError::invalid_field("after", e.to_string()))
         })
         .transpose()?;
-    let items = api.expiry.expiring_on(date, after, limit).await?;
+    let items = api.expiring.expiring_on(date, after, limit).await?;
     let next_cursor = (items.len() == limit)
         .then(|| items.last().map(|c| ExpiringCursor::after(c).to_string()))
         .flatten();
@@ -146,6 +146,6 @@ pub(super) async fn send_notices(
     api: web::Data<CouponApi>,
     _admin: AdminUser,
 ) -> Result<HttpResponse, ApiError> {
-    let notified = api.expiry.send_notices().await?;
+    let notified = api.send_notices.execute().await?;
     Ok(HttpResponse::Ok().json(NoticesBody { notified }))
 }

@@ -113,8 +113,8 @@ pub(super) async fn issue(
         .attempt(caller.user_id, Attempt::CouponIssue)
         .await?;
     let issued = api
-        .coupons
-        .issue(CampaignId::new(id.into_inner()), caller.user_id)
+        .issue
+        .execute(CampaignId::new(id.into_inner()), caller.user_id)
         .await;
     let coupon = match issued {
         Ok(coupon) => {
@@ -129,7 +129,10 @@ pub(super) async fn issue(
             return Err(err);
         }
     };
-    Ok(HttpResponse::Created().json(CouponJson::new(&coupon, api.coupons.status_of(&coupon))))
+    Ok(HttpResponse::Created().json(CouponJson::new(
+        &coupon,
+        api.coupon_queries.status_of(&coupon),
+    )))
 }
 
 /// The caller's coupons
@@ -159,9 +162,12 @@ pub(super) async fn mine(
         .map(CouponStatus::parse)
         .transpose()
         .map_err(|e| ApiError::invalid_field("status", e.to_string()))?;
-    let page = api.coupons.mine(caller.user_id, status, page).await?;
+    let page = api
+        .coupon_queries
+        .mine(caller.user_id, status, page)
+        .await?;
     Ok(HttpResponse::Ok().json(PageBody::from_page(page, |c| {
-        let status = api.coupons.status_of(&c);
+        let status = api.coupon_queries.status_of(&c);
         CouponJson::new(&c, status)
     })))
 }
@@ -185,8 +191,14 @@ pub(super) async fn redeem(
     AuthUser(caller): AuthUser,
     raw: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let coupon = api.coupons.redeem(caller.user_id, &code(&raw)?).await??;
-    Ok(HttpResponse::Ok().json(CouponJson::new(&coupon, api.coupons.status_of(&coupon))))
+    let coupon = api
+        .use_coupon
+        .execute(caller.user_id, &code(&raw)?)
+        .await??;
+    Ok(HttpResponse::Ok().json(CouponJson::new(
+        &coupon,
+        api.coupon_queries.status_of(&coupon),
+    )))
 }
 
 /// Cancel the use of a coupon
@@ -209,8 +221,11 @@ pub(super) async fn cancel_redeem(
     raw: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let coupon = api
-        .coupons
-        .cancel_redeem(caller.user_id, &code(&raw)?)
+        .cancel_use
+        .execute(caller.user_id, &code(&raw)?)
         .await??;
-    Ok(HttpResponse::Ok().json(CouponJson::new(&coupon, api.coupons.status_of(&coupon))))
+    Ok(HttpResponse::Ok().json(CouponJson::new(
+        &coupon,
+        api.coupon_queries.status_of(&coupon),
+    )))
 }

@@ -87,8 +87,8 @@ pub(super) async fn import(
         Ok(chunk.to_vec())
     });
     match api
-        .campaigns
-        .import(CampaignId::new(id.into_inner()), chunks)
+        .import_codes
+        .execute(CampaignId::new(id.into_inner()), chunks)
         .await
     {
         Ok(report) => Ok(HttpResponse::Ok().json(ImportBody {

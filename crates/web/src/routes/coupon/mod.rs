@@ -12,7 +12,10 @@ pub(crate) mod import;
 use std::sync::Arc;
 
 use actix_web::web;
-use application::coupon::{Campaigns, Coupons, Expiry};
+use application::coupon::{
+    CampaignQueries, CancelCouponUse, CouponQueries, CreateCampaign, ExpiringCoupons,
+    GenerateCodes, ImportCodes, IssueCoupon, SendExpiryNotices, UseCoupon,
+};
 use domain::coupon::DiscountKind;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -20,9 +23,16 @@ use utoipa::ToSchema;
 /// The coupon use cases the routes call.
 #[derive(Debug, Clone)]
 pub struct CouponApi {
-    pub campaigns: Arc<Campaigns>,
-    pub coupons: Arc<Coupons>,
-    pub expiry: Arc<Expiry>,
+    pub create_campaign: Arc<CreateCampaign>,
+    pub generate_codes: Arc<GenerateCodes>,
+    pub import_codes: Arc<ImportCodes>,
+    pub campaign_queries: Arc<CampaignQueries>,
+    pub issue: Arc<IssueCoupon>,
+    pub use_coupon: Arc<UseCoupon>,
+    pub cancel_use: Arc<CancelCouponUse>,
+    pub coupon_queries: Arc<CouponQueries>,
+    pub expiring: Arc<ExpiringCoupons>,
+    pub send_notices: Arc<SendExpiryNotices>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

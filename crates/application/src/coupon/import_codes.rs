@@ -6,10 +6,14 @@
 //! `[A-Z0-9-]`, optionally quoted). Blank lines are skipped. A bad line is
 //! rejected with its line number and the import goes on; a code that exists
 //! already (in this file or any campaign) is counted as a duplicate.
+//!
+//! [`ImportCodes`] is the use case (the campaign must exist; the issue gate
+//! counts again afterwards); [`import_codes`] is the streaming import itself.
 
 use std::fmt::Display;
+use std::sync::Arc;
 
-use domain::coupon::{CampaignId, CouponStore};
+use domain::coupon::{CampaignId, CouponStore, IssueGate};
 use domain::error::Unavailable;
 use domain::ordering::CouponCode;
 use futures_util::{Stream, StreamExt as _};
@@ -57,6 +61,48 @@ impl From<CampaignError> for ImportError {
             CampaignError::NotFound(id) => Self::CampaignNotFound(id),
             CampaignError::Unavailable(u) => Self::Unavailable(u),
         }
+    }
+}
+
+/// An admin imports codes from a CSV upload into a campaign's pool.
+pub struct ImportCodes {
+    store: Arc<dyn CouponStore>,
+    gate: Arc<dyn IssueGate>,
+}
+
+impl std::fmt::Debug for ImportCodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ImportCodes")
+    }
+}
+
+impl ImportCodes {
+    pub fn new(store: Arc<dyn CouponStore>, gate: Arc<dyn IssueGate>) -> Self {
+        Self { store, gate }
+    }
+
+    /// Imports codes from a CSV upload (see [`import_codes`]).
+    ///
+    /// # Errors
+    /// [`ImportError`]; an unknown campaign is refused before any byte is read.
+    pub async fn execute<S, E>(
+        &self,
+        id: CampaignId,
+        chunks: S,
+    ) -> Result<ImportReport, ImportError>
+    where
+        S: Stream<Item = Result<Vec<u8>, E>>,
+        E: Display,
+    {
+        if self.store.campaign(id).await?.is_none() {
+            return Err(ImportError::CampaignNotFound(id));
+        }
+        let report = import_codes(&*self.store, id, chunks).await;
+        // The pool may have grown even if the import failed halfway.
+        if let Err(err) = self.gate.forget(id).await {
+            tracing::warn!(error = %err, "could not reset the issue gate");
+        }
+        report
     }
 }
 
@@ -203,7 +249,7 @@ where
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     use domain::coupon::{AddedCodes, MockCouponStore};
     use futures_util::stream;

@@ -6,14 +6,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use domain::clock::Clock;
 use domain::coupon::{
-    Campaign, CampaignId, Coupon, CouponStatus, CouponStore, IssueError, IssueGate, IssueRefusal,
-    RedeemError,
+    Campaign, CampaignId, Coupon, CouponStore, IssueError, IssueGate, IssueRefusal,
 };
 use domain::error::Unavailable;
 use domain::gate::{Admission, Holder};
 use domain::identity::UserId;
-use domain::ordering::CouponCode;
-use domain::paging::{Page, PageRequest};
 use thiserror::Error;
 
 use crate::pipeline::{self, GatedWrite, UnkeyedWrite};
@@ -32,20 +29,19 @@ pub enum IssueCouponError {
     Unavailable(#[from] Unavailable),
 }
 
-/// Issuing, listing, using and giving back coupons.
-pub struct Coupons {
+pub struct IssueCoupon {
     store: Arc<dyn CouponStore>,
     gate: Arc<dyn IssueGate>,
     clock: Arc<dyn Clock>,
 }
 
-impl std::fmt::Debug for Coupons {
+impl std::fmt::Debug for IssueCoupon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Coupons")
+        f.write_str("IssueCoupon")
     }
 }
 
-impl Coupons {
+impl IssueCoupon {
     pub fn new(
         store: Arc<dyn CouponStore>,
         gate: Arc<dyn IssueGate>,
@@ -61,7 +57,7 @@ impl Coupons {
     ///
     /// # Errors
     /// [`IssueCouponError`] naming why no code was issued.
-    pub async fn issue(
+    pub async fn execute(
         &self,
         campaign: CampaignId,
         user: UserId,
@@ -73,54 +69,11 @@ impl Coupons {
         };
         pipeline::gated(&issuing, Holder::user(user)).await?
     }
-
-    /// The user's coupons, soonest expiry first; `status` filters by the
-    /// status at this moment (EXPIRED is derived from the clock).
-    ///
-    /// # Errors
-    /// [`Unavailable`] when the store fails.
-    pub async fn mine(
-        &self,
-        user: UserId,
-        status: Option<CouponStatus>,
-        page: PageRequest,
-    ) -> Result<Page<Coupon>, Unavailable> {
-        self.store.mine(user, status, self.clock.now(), page).await
-    }
-
-    /// Uses the coupon now, by the store's clock.
-    ///
-    /// # Errors
-    /// [`Unavailable`] when the store fails; refusals are `Ok(Err(_))`.
-    pub async fn redeem(
-        &self,
-        user: UserId,
-        code: &CouponCode,
-    ) -> Result<Result<Coupon, RedeemError>, Unavailable> {
-        self.store.redeem(user, code).await
-    }
-
-    /// Gives a used coupon back.
-    ///
-    /// # Errors
-    /// [`Unavailable`] when the store fails; refusals are `Ok(Err(_))`.
-    pub async fn cancel_redeem(
-        &self,
-        user: UserId,
-        code: &CouponCode,
-    ) -> Result<Result<Coupon, RedeemError>, Unavailable> {
-        self.store.cancel_redeem(user, code).await
-    }
-
-    /// The status of a coupon at this moment.
-    pub fn status_of(&self, coupon: &Coupon) -> CouponStatus {
-        coupon.status(self.clock.now())
-    }
 }
 
 /// One coupon issue in the pipeline.
 struct Issuing<'a> {
-    use_case: &'a Coupons,
+    use_case: &'a IssueCoupon,
     campaign: CampaignId,
     user: UserId,
 }
@@ -243,9 +196,9 @@ mod tests {
         for now in [at(23, 8), at(23, 18)] {
             let mut store = store_with(window);
             store.expect_issue().never();
-            let coupons = Coupons::new(Arc::new(store), bypass(), Arc::new(clock(now)));
+            let issue = IssueCoupon::new(Arc::new(store), bypass(), Arc::new(clock(now)));
 
-            let result = coupons.issue(CampaignId::new(4), UserId::new(1)).await;
+            let result = issue.execute(CampaignId::new(4), UserId::new(1)).await;
 
             assert!(matches!(result, Err(IssueCouponError::NotActive)), "{now}");
         }
@@ -259,9 +212,9 @@ mod tests {
             .withf(|campaign, user| campaign.id.get() == 4 && user.get() == 1)
             .times(1)
             .returning(|_, _| Err(IssueError::NotActive));
-        let coupons = Coupons::new(Arc::new(store), bypass(), Arc::new(clock(at(23, 12))));
+        let issue = IssueCoupon::new(Arc::new(store), bypass(), Arc::new(clock(at(23, 12))));
 
-        let result = coupons.issue(CampaignId::new(4), UserId::new(1)).await;
+        let result = issue.execute(CampaignId::new(4), UserId::new(1)).await;
 
         assert!(matches!(result, Err(IssueCouponError::NotActive)));
     }
@@ -270,9 +223,9 @@ mod tests {
     async fn an_unknown_campaign_is_not_found_and_already_issued_is_passed_on() {
         let mut store = MockCouponStore::new();
         store.expect_campaign().returning(|_| Ok(None));
-        let coupons = Coupons::new(Arc::new(store), bypass(), Arc::new(clock(at(23, 12))));
+        let issue = IssueCoupon::new(Arc::new(store), bypass(), Arc::new(clock(at(23, 12))));
         assert!(matches!(
-            coupons.issue(CampaignId::new(9), UserId::new(1)).await,
+            issue.execute(CampaignId::new(9), UserId::new(1)).await,
             Err(IssueCouponError::CampaignNotFound(id)) if id.get() == 9
         ));
 
@@ -280,9 +233,9 @@ mod tests {
         store
             .expect_issue()
             .returning(|_, _| Err(IssueError::AlreadyIssued));
-        let coupons = Coupons::new(Arc::new(store), bypass(), Arc::new(clock(at(23, 12))));
+        let issue = IssueCoupon::new(Arc::new(store), bypass(), Arc::new(clock(at(23, 12))));
         assert!(matches!(
-            coupons.issue(CampaignId::new(4), UserId::new(1)).await,
+            issue.execute(CampaignId::new(4), UserId::new(1)).await,
             Err(IssueCouponError::AlreadyIssued)
         ));
     }
@@ -302,10 +255,10 @@ mod tests {
             gate.expect_reserve()
                 .returning(move |_, _| Ok(Admission::Refused(decision)));
             gate.expect_release().never();
-            let coupons =
-                Coupons::new(Arc::new(store), Arc::new(gate), Arc::new(clock(at(23, 12))));
+            let issue =
+                IssueCoupon::new(Arc::new(store), Arc::new(gate), Arc::new(clock(at(23, 12))));
 
-            let result = coupons.issue(CampaignId::new(4), UserId::new(1)).await;
+            let result = issue.execute(CampaignId::new(4), UserId::new(1)).await;
 
             assert_eq!(
                 result.map(|_| ()).map_err(|e| e.to_string()),
@@ -329,9 +282,9 @@ mod tests {
             .times(1)
             .returning(|_| Ok(()));
         gate.expect_release().times(1).returning(|_, _| Ok(()));
-        let coupons = Coupons::new(Arc::new(store), Arc::new(gate), Arc::new(clock(at(23, 12))));
+        let issue = IssueCoupon::new(Arc::new(store), Arc::new(gate), Arc::new(clock(at(23, 12))));
         assert!(matches!(
-            coupons.issue(CampaignId::new(4), UserId::new(1)).await,
+            issue.execute(CampaignId::new(4), UserId::new(1)).await,
             Err(IssueCouponError::SoldOut)
         ));
 
@@ -349,53 +302,12 @@ mod tests {
             .times(1)
             .returning(|_, _| Ok(()));
         gate.expect_forget().never();
-        let coupons = Coupons::new(Arc::new(store), Arc::new(gate), Arc::new(clock(at(23, 12))));
+        let issue = IssueCoupon::new(Arc::new(store), Arc::new(gate), Arc::new(clock(at(23, 12))));
         assert!(
-            coupons
-                .issue(CampaignId::new(4), UserId::new(1))
+            issue
+                .execute(CampaignId::new(4), UserId::new(1))
                 .await
                 .is_err()
         );
-    }
-
-    #[tokio::test]
-    async fn giving_back_a_coupon_passes_the_stores_refusal_on() {
-        let mut store = MockCouponStore::new();
-        store
-            .expect_cancel_redeem()
-            .withf(|user, code| user.get() == 1 && code.as_str() == "ABCD-1234")
-            .times(1)
-            .returning(|_, _| Ok(Err(RedeemError::NotUsed)));
-        let coupons = Coupons::new(Arc::new(store), bypass(), Arc::new(clock(at(23, 12))));
-
-        let result = coupons
-            .cancel_redeem(
-                UserId::new(1),
-                &CouponCode::parse("ABCD-1234").expect("valid"),
-            )
-            .await
-            .expect("answered");
-
-        assert_eq!(result, Err(RedeemError::NotUsed));
-    }
-
-    #[tokio::test]
-    async fn using_an_expired_coupon_passes_the_stores_refusal_on() {
-        let mut store = MockCouponStore::new();
-        store
-            .expect_redeem()
-            .withf(|user, code| user.get() == 1 && code.as_str() == "ABCD-1234")
-            .returning(|_, _| Ok(Err(RedeemError::Expired)));
-        let coupons = Coupons::new(Arc::new(store), bypass(), Arc::new(clock(at(23, 12))));
-
-        let result = coupons
-            .redeem(
-                UserId::new(1),
-                &CouponCode::parse("ABCD-1234").expect("valid"),
-            )
-            .await
-            .expect("answered");
-
-        assert_eq!(result, Err(RedeemError::Expired));
     }
 }

@@ -1,5 +1,5 @@
-//! Expiring coupons: the admin's list by date, and the notice every owner
-//! whose coupon expires within three days is sent.
+//! Send the expiry notices: every owner whose coupon expires within three
+//! days is told once.
 //!
 //! A notice is claimed, written, then marked sent, so a run that dies in
 //! between loses nothing: its claim lapses after `claim_lifetime` and a later
@@ -7,16 +7,16 @@
 
 use std::sync::Arc;
 
-use chrono::{Duration, NaiveDate};
+use chrono::Duration;
 use domain::clock::Clock;
-use domain::coupon::{ExpiringCoupon, ExpiringCursor, ExpiryStore, Notifier};
+use domain::coupon::{ExpiryStore, Notifier};
 use domain::error::Unavailable;
 
 /// How far ahead the notice looks.
 pub const NOTICE_AHEAD: Duration = Duration::days(3);
 const NOTICE_BATCH: usize = 1_000;
 
-pub struct Expiry {
+pub struct SendExpiryNotices {
     store: Arc<dyn ExpiryStore>,
     notifier: Arc<dyn Notifier>,
     clock: Arc<dyn Clock>,
@@ -26,13 +26,13 @@ pub struct Expiry {
     claim_lifetime: std::time::Duration,
 }
 
-impl std::fmt::Debug for Expiry {
+impl std::fmt::Debug for SendExpiryNotices {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Expiry")
+        f.write_str("SendExpiryNotices")
     }
 }
 
-impl Expiry {
+impl SendExpiryNotices {
     pub fn new(
         store: Arc<dyn ExpiryStore>,
         notifier: Arc<dyn Notifier>,
@@ -47,27 +47,6 @@ impl Expiry {
         }
     }
 
-    /// Today in UTC, the default date of the list.
-    pub fn today(&self) -> NaiveDate {
-        self.clock.now().date_naive()
-    }
-
-    /// Issued, unused coupons expiring on `date` (UTC), after the cursor.
-    ///
-    /// # Errors
-    /// [`Unavailable`] when the store fails.
-    pub async fn expiring_on(
-        &self,
-        date: NaiveDate,
-        after: Option<ExpiringCursor>,
-        limit: usize,
-    ) -> Result<Vec<ExpiringCoupon>, Unavailable> {
-        let from = date.and_time(chrono::NaiveTime::MIN).and_utc();
-        self.store
-            .expiring(from, from + Duration::days(1), after, limit)
-            .await
-    }
-
     /// Notifies every owner of an issued, unused coupon expiring within
     /// three days whose notice is owed: claims a batch, writes it, marks
     /// what was written, until a batch comes back short. Returns how many
@@ -76,7 +55,7 @@ impl Expiry {
     /// # Errors
     /// [`Unavailable`] when the store fails. Notices written but not marked
     /// are written again, with the same id, once their claim lapses.
-    pub async fn send_notices(&self) -> Result<usize, Unavailable> {
+    pub async fn execute(&self) -> Result<usize, Unavailable> {
         let now = self.clock.now();
         let mut total = 0;
         loop {
@@ -184,14 +163,14 @@ mod tests {
             .returning(|_, coupons| Ok(coupons.len()));
         let mut notifier = MockNotifier::new();
         notifier.expect_notify().times(1_007).returning(|_| Ok(()));
-        let expiry = Expiry::new(
+        let notices = SendExpiryNotices::new(
             Arc::new(store),
             Arc::new(notifier),
             Arc::new(clock()),
             LIFETIME,
         );
 
-        assert_eq!(expiry.send_notices().await.expect("sent"), 1_007);
+        assert_eq!(notices.execute().await.expect("sent"), 1_007);
     }
 
     #[tokio::test]
@@ -214,42 +193,13 @@ mod tests {
                 Ok(())
             }
         });
-        let expiry = Expiry::new(
+        let notices = SendExpiryNotices::new(
             Arc::new(store),
             Arc::new(notifier),
             Arc::new(clock()),
             LIFETIME,
         );
 
-        assert_eq!(expiry.send_notices().await.expect("sent"), 2);
-    }
-
-    #[tokio::test]
-    async fn the_list_covers_one_utc_day() {
-        let mut store = MockExpiryStore::new();
-        store
-            .expect_expiring()
-            .withf(|from, until, after, limit| {
-                from.to_rfc3339() == "2026-11-23T00:00:00+00:00"
-                    && *until - *from == Duration::days(1)
-                    && after.is_none()
-                    && *limit == 50
-            })
-            .returning(|_, _, _, _| Ok(vec![]));
-        let expiry = Expiry::new(
-            Arc::new(store),
-            Arc::new(MockNotifier::new()),
-            Arc::new(clock()),
-            LIFETIME,
-        );
-
-        let today = expiry.today();
-        assert!(
-            expiry
-                .expiring_on(today, None, 50)
-                .await
-                .expect("listed")
-                .is_empty()
-        );
+        assert_eq!(notices.execute().await.expect("sent"), 2);
     }
 }
