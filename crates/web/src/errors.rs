@@ -238,6 +238,16 @@ impl From<domain::coupon::RedeemError> for ApiError {
     }
 }
 
+impl From<application::coupon::RedeemCouponError> for ApiError {
+    fn from(err: application::coupon::RedeemCouponError) -> Self {
+        use application::coupon::RedeemCouponError as E;
+        match err {
+            E::Refused(refusal) => refusal.into(),
+            E::Unavailable(u) => u.into(),
+        }
+    }
+}
+
 impl From<application::coupon::ImportError> for ApiError {
     fn from(err: application::coupon::ImportError) -> Self {
         use application::coupon::ImportError as E;

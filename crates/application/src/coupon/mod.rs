@@ -26,13 +26,23 @@ pub use issue_coupon::{IssueCoupon, IssueCouponError};
 pub use send_expiry_notices::{NOTICE_AHEAD, SendExpiryNotices};
 pub use use_coupon::UseCoupon;
 
-use domain::coupon::{AddCodesError, CampaignId};
+use domain::coupon::{AddCodesError, CampaignId, RedeemError};
 use domain::error::Unavailable;
 use thiserror::Error;
 
 /// Codes are written in batches of this many, each its own short
 /// transaction: a million codes never sit in one transaction's memory.
 pub const CODE_BATCH: usize = 10_000;
+
+/// Why a coupon could not be used or given back: the store's refusal, or a
+/// failure of the store.
+#[derive(Debug, Error)]
+pub enum RedeemCouponError {
+    #[error(transparent)]
+    Refused(#[from] RedeemError),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
 
 /// Why a campaign could not be read or its pool filled.
 #[derive(Debug, Error)]

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use domain::coupon::{Coupon, CouponStore, RedeemError};
-use domain::error::Unavailable;
+use domain::coupon::{Coupon, CouponStore};
 use domain::identity::UserId;
 use domain::ordering::CouponCode;
+
+use super::RedeemCouponError;
 
 pub struct UseCoupon {
     store: Arc<dyn CouponStore>,
@@ -26,19 +27,20 @@ impl UseCoupon {
     /// Uses the coupon now, by the store's clock.
     ///
     /// # Errors
-    /// [`Unavailable`] when the store fails; refusals are `Ok(Err(_))`.
+    /// [`RedeemCouponError::Refused`] with the store's refusal;
+    /// [`RedeemCouponError::Unavailable`] when the store fails.
     pub async fn execute(
         &self,
         user: UserId,
         code: &CouponCode,
-    ) -> Result<Result<Coupon, RedeemError>, Unavailable> {
-        self.store.redeem(user, code).await
+    ) -> Result<Coupon, RedeemCouponError> {
+        Ok(self.store.redeem(user, code).await??)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use domain::coupon::MockCouponStore;
+    use domain::coupon::{MockCouponStore, RedeemError};
 
     use super::*;
 
@@ -56,9 +58,11 @@ mod tests {
                 UserId::new(1),
                 &CouponCode::parse("ABCD-1234").expect("valid"),
             )
-            .await
-            .expect("answered");
+            .await;
 
-        assert_eq!(result, Err(RedeemError::Expired));
+        assert!(matches!(
+            result,
+            Err(RedeemCouponError::Refused(RedeemError::Expired))
+        ));
     }
 }

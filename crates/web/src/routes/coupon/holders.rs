@@ -191,10 +191,7 @@ pub(super) async fn redeem(
     AuthUser(caller): AuthUser,
     raw: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let coupon = api
-        .use_coupon
-        .execute(caller.user_id, &code(&raw)?)
-        .await??;
+    let coupon = api.use_coupon.execute(caller.user_id, &code(&raw)?).await?;
     Ok(HttpResponse::Ok().json(CouponJson::new(
         &coupon,
         api.coupon_queries.status_of(&coupon),
@@ -220,10 +217,7 @@ pub(super) async fn cancel_redeem(
     AuthUser(caller): AuthUser,
     raw: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let coupon = api
-        .cancel_use
-        .execute(caller.user_id, &code(&raw)?)
-        .await??;
+    let coupon = api.cancel_use.execute(caller.user_id, &code(&raw)?).await?;
     Ok(HttpResponse::Ok().json(CouponJson::new(
         &coupon,
         api.coupon_queries.status_of(&coupon),
