@@ -47,6 +47,13 @@ pub trait GatedWrite: Send + Sync {
     /// What [`prepare`](Self::prepare) hands to the effect.
     type Ready: Send;
 
+    /// Whether the use case's own refusals outrank the gate's: an unknown
+    /// or closed campaign or product is answered as such, not as sold out.
+    /// Such a write runs [`prepare`](Self::prepare) before answering a gate
+    /// refusal (one read, as cheap as the refusal's own answer). An order
+    /// keeps the gate first, so a sale's refusals read no prices.
+    const RULES_OUTRANK_GATE: bool = false;
+
     /// Asks the gate for this write's reservation and marks the holder.
     /// A write without a gate keeps the default: Postgres decides.
     ///
@@ -159,7 +166,10 @@ impl Pipeline {
         let holder = Holder::keyed(request.user_id, &key);
         let held = match reserve(write, holder).await {
             Gate::Proceed(held) => held,
-            Gate::Refused(refusal) => return self.refuse(&request, refusal).await,
+            Gate::Refused(refusal) => {
+                let refusal = outranking(write, refusal).await;
+                return self.refuse(&request, refusal).await;
+            }
         };
         let written = match write.prepare().await {
             Ok(Ok(ready)) => write.run(ready, request).await,
@@ -205,7 +215,7 @@ pub async fn gated<W: UnkeyedWrite>(
 ) -> Result<Result<W::Value, W::Refusal>, Unavailable> {
     let held = match reserve(write, holder).await {
         Gate::Proceed(held) => held,
-        Gate::Refused(refusal) => return Ok(Err(refusal)),
+        Gate::Refused(refusal) => return Ok(Err(outranking(write, refusal).await)),
     };
     let result = match write.prepare().await {
         Ok(Ok(ready)) => write.run(ready).await,
@@ -228,6 +238,17 @@ async fn reserve<W: GatedWrite>(write: &W, holder: Holder<'_>) -> Gate<W::Refusa
             Gate::Proceed(Held::Nothing)
         }
     }
+}
+
+/// The refusal to answer for a gate refusal: the use case's own, when its
+/// rules outrank the gate and refuse too.
+async fn outranking<W: GatedWrite>(write: &W, refusal: W::Refusal) -> W::Refusal {
+    if W::RULES_OUTRANK_GATE
+        && let Ok(Err(rule)) = write.prepare().await
+    {
+        return rule;
+    }
+    refusal
 }
 
 /// Unless the effect committed: gives back what the gate holds for this
@@ -407,6 +428,54 @@ mod tests {
             script.calls(),
             ["reserve", "prepare", "run"],
             "nothing of the first copy's is given back"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_rules_outrank_the_gate_answers_its_own_refusal() {
+        struct RulesFirst(Script);
+        #[async_trait]
+        impl GatedWrite for RulesFirst {
+            type Value = u32;
+            type Refusal = &'static str;
+            type Ready = ();
+            const RULES_OUTRANK_GATE: bool = true;
+            async fn reserve(&self, h: Holder<'_>) -> Result<Admission<&'static str>, Unavailable> {
+                self.0.reserve(h).await
+            }
+            async fn prepare(&self) -> Result<Result<(), &'static str>, Unavailable> {
+                self.0.prepare().await
+            }
+        }
+        #[async_trait]
+        impl KeyedWrite for RulesFirst {
+            async fn run(
+                &self,
+                (): (),
+                r: IdempotentRequest<u32, &'static str>,
+            ) -> Result<Written<u32, &'static str>, Unavailable> {
+                self.0.run((), r).await
+            }
+        }
+        let mut script = Script::new(Admission::Refused("SOLD_OUT"));
+        script.prepared = Err("NOT_ACTIVE");
+        let write = RulesFirst(script);
+        let written = Pipeline::new(Arc::new(records()))
+            .keyed(&write, request())
+            .await
+            .expect("answered");
+        assert_eq!(written.executed(), Some(&Err("NOT_ACTIVE")));
+        assert_eq!(write.0.calls(), ["reserve", "prepare"], "nothing runs");
+
+        let write = RulesFirst(Script::new(Admission::Refused("SOLD_OUT")));
+        let written = Pipeline::new(Arc::new(records()))
+            .keyed(&write, request())
+            .await
+            .expect("answered");
+        assert_eq!(
+            written.executed(),
+            Some(&Err("SOLD_OUT")),
+            "rules that pass leave the gate's refusal"
         );
     }
 

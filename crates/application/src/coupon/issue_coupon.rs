@@ -83,6 +83,7 @@ impl GatedWrite for Issuing<'_> {
     type Value = Coupon;
     type Refusal = IssueCouponError;
     type Ready = Campaign;
+    const RULES_OUTRANK_GATE: bool = true;
 
     async fn reserve(
         &self,
@@ -241,7 +242,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_gate_refuses_without_touching_postgres() {
+    async fn the_gate_refuses_without_issuing_a_code() {
         for (decision, expected) in [
             (IssueRefusal::SoldOut, "no code is left"),
             (

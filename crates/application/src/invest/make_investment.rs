@@ -95,6 +95,7 @@ impl GatedWrite for Investing<'_> {
     type Value = Investment;
     type Refusal = InvestError;
     type Ready = InvestOrder;
+    const RULES_OUTRANK_GATE: bool = true;
 
     async fn reserve(&self, holder: Holder<'_>) -> Result<Admission<InvestError>, Unavailable> {
         let InvestCommand {
@@ -461,7 +462,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_gate_refuses_with_what_it_counts_as_left_without_reading_the_product() {
+    async fn the_gate_refuses_with_what_it_counts_as_left() {
         // Postgres says 1,000 is left, but 800 of it is reserved by
         // investments in flight: the gate's count is what remains.
         let mut gate = MockInvestGate::new();
@@ -469,13 +470,33 @@ mod tests {
             .times(1)
             .returning(|_, _, _| Ok(Admission::Refused(points(200))));
         gate.expect_release().never();
-        let mut store = MockInvestStore::new();
-        store.expect_get().never();
-        store.expect_invest().never();
-        let invest = use_case(store, idempotency(1), gate, noon());
+        let invest = use_case(
+            store_refusing_early(Some(product(5_000, 4_000))),
+            idempotency(1),
+            gate,
+            noon(),
+        );
         assert_eq!(
             run(&invest, 500).await,
             "only 200 can still be invested in product 7"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_window_outranks_the_gates_refusal() {
+        let mut gate = MockInvestGate::new();
+        gate.expect_reserve()
+            .returning(|_, _, _| Ok(Admission::Refused(Points::ZERO)));
+        gate.expect_release().never();
+        let invest = use_case(
+            store_refusing_early(Some(product(5_000, 5_000))),
+            idempotency(1),
+            gate,
+            finish() + Duration::seconds(1),
+        );
+        assert_eq!(
+            run(&invest, 500).await,
+            "investment product 7 is not recruiting now"
         );
     }
 
