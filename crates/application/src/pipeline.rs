@@ -10,8 +10,8 @@
 //!   Err(r)      → store r under the key, answer it
 //! run the guarded effect (the store decides the key under its lock,
 //!   runs the effect, stores the rendered answer, in one transaction)
-//! settle: unless the effect committed, release what the gate took and the
-//!   holder's mark; if Postgres refused what the gate admitted, the gate
+//! settle: unless the effect committed, release what the gate reserved and
+//!   the holder's mark; if Postgres refused what the gate admitted, the gate
 //!   forgets that item so it is rebuilt from Postgres
 //! ```
 //!
@@ -117,14 +117,15 @@ pub trait UnkeyedWrite: GatedWrite {
     ) -> Result<Result<Self::Value, Self::Refusal>, Unavailable>;
 }
 
-/// What the gate left behind for this request.
+/// What the gate holds for this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Held {
-    /// Units are reserved and the holder is marked.
+    /// Units are reserved and the holder is marked: released unless the
+    /// write commits.
     Reserved,
-    /// Only the holder is marked.
-    Marked,
-    /// Nothing: the gate was down.
+    /// Nothing to give back: the gate was bypassed or down, or this is a
+    /// copy of a request in flight. A bypass's mark lapses by itself; a
+    /// copy that finds it goes on unreserved, as the store decides anyway.
     Nothing,
 }
 
@@ -229,7 +230,7 @@ pub async fn gated<W: UnkeyedWrite>(
 async fn reserve<W: GatedWrite>(write: &W, holder: Holder<'_>) -> Gate<W::Refusal> {
     match write.reserve(holder).await {
         Ok(Admission::Reserved) => Gate::Proceed(Held::Reserved),
-        Ok(Admission::Bypass) => Gate::Proceed(Held::Marked),
+        Ok(Admission::Bypass) => Gate::Proceed(Held::Nothing),
         Ok(Admission::Refused(refusal)) => Gate::Refused(refusal),
         // The mark and any reservation belong to the first copy.
         Ok(Admission::Repeated) => Gate::Proceed(Held::Nothing),
@@ -266,8 +267,7 @@ async fn settle<W: GatedWrite>(
     if let Err(err) = write.release(holder).await {
         tracing::warn!(error = %err, "could not give a reservation back to its gate");
     }
-    if held == Held::Reserved
-        && let Some(Err(refusal)) = ran
+    if let Some(Err(refusal)) = ran
         && let Err(err) = write.forget(refusal).await
     {
         tracing::warn!(error = %err, "could not reset a gate counter");
@@ -521,14 +521,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_bypass_drops_its_mark_unless_the_write_committed_and_never_forgets() {
+    async fn a_bypass_gives_nothing_back_and_never_forgets() {
         let mut script = Script::new(Admission::Bypass);
         script.store = || Written::Executed {
             result: Err("OUT_OF_STOCK"),
             response: stored(409, "OUT_OF_STOCK"),
         };
         run(&script, records()).await;
-        assert_eq!(script.calls(), ["reserve", "prepare", "run", "release"]);
+        assert_eq!(
+            script.calls(),
+            ["reserve", "prepare", "run"],
+            "a bypass took nothing, and releasing could take what a holder owns"
+        );
     }
 
     #[tokio::test]

@@ -171,6 +171,12 @@ pub(crate) async fn refuse(
     response: StoredResponse,
     retention: Duration,
 ) -> Result<IdempotentOutcome, Unavailable> {
+    if response.status >= 500 {
+        return Err(unavailable(format!(
+            "refusing to store a {} response under an idempotency key",
+            response.status
+        )));
+    }
     // The lock CTE is referenced twice, so it is evaluated once, before the
     // insert that depends on it; the lock is held until the statement ends.
     let first = prepared(
@@ -544,6 +550,32 @@ mod tests {
         assert_eq!(
             count(&pg, "(SELECT count(*) FROM idempotency_keys)").await,
             1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_5xx_refusal_is_never_stored() {
+        let (_db, pg, user) = setup().await;
+        let key = IdempotencyKey::parse("k").expect("valid");
+        let mut conn = pg.conn().await.expect("conn");
+        let mut response = refusal("down");
+        response.status = 503;
+
+        let outcome = refuse(
+            &mut conn,
+            user,
+            &key,
+            &Fingerprint::new("f".into()),
+            response,
+            DAY,
+        )
+        .await;
+
+        assert!(outcome.is_err(), "{outcome:?}");
+        drop(conn);
+        assert_eq!(
+            count(&pg, "(SELECT count(*) FROM idempotency_keys)").await,
+            0
         );
     }
 
