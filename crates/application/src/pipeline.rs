@@ -291,6 +291,8 @@ mod tests {
         prepared: Result<(), &'static str>,
         /// What the store's guarded run answers.
         store: fn() -> Written<u32, &'static str>,
+        /// The store fails instead.
+        store_fails: bool,
         calls: Mutex<Vec<&'static str>>,
     }
 
@@ -303,6 +305,7 @@ mod tests {
                     result: Ok(7),
                     response: stored(201, "ok"),
                 },
+                store_fails: false,
                 calls: Mutex::new(Vec::new()),
             }
         }
@@ -352,6 +355,9 @@ mod tests {
             _: IdempotentRequest<u32, &'static str>,
         ) -> Result<Written<u32, &'static str>, Unavailable> {
             self.log("run");
+            if self.store_fails {
+                return Err(Unavailable::new("postgres", "connection reset"));
+            }
             Ok((self.store)())
         }
     }
@@ -537,40 +543,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_store_gives_everything_back_and_stores_nothing() {
-        struct Failing(Script);
-        #[async_trait]
-        impl GatedWrite for Failing {
-            type Value = u32;
-            type Refusal = &'static str;
-            type Ready = ();
-            async fn reserve(&self, h: Holder<'_>) -> Result<Admission<&'static str>, Unavailable> {
-                self.0.reserve(h).await
-            }
-            async fn release(&self, h: Holder<'_>) -> Result<(), Unavailable> {
-                self.0.release(h).await
-            }
-            async fn prepare(&self) -> Result<Result<(), &'static str>, Unavailable> {
-                self.0.prepare().await
-            }
-        }
-        #[async_trait]
-        impl KeyedWrite for Failing {
-            async fn run(
-                &self,
-                (): (),
-                _: IdempotentRequest<u32, &'static str>,
-            ) -> Result<Written<u32, &'static str>, Unavailable> {
-                Err(Unavailable::new("postgres", "connection reset"))
-            }
-        }
         let mut store = MockIdempotencyStore::new();
         store.expect_refuse().never();
-        let write = Failing(Script::new(Admission::Reserved));
+        let mut script = Script::new(Admission::Reserved);
+        script.store_fails = true;
         let result = Pipeline::new(Arc::new(store))
-            .keyed(&write, request())
+            .keyed(&script, request())
             .await;
         assert!(matches!(result, Err(u) if u.service() == "postgres"));
-        assert_eq!(write.0.calls(), ["reserve", "prepare", "release"]);
+        assert_eq!(script.calls(), ["reserve", "prepare", "run", "release"]);
     }
 
     #[tokio::test]

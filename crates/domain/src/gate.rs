@@ -55,8 +55,8 @@ pub enum Admission<R> {
     /// The holder is marked all the same, so its copies are recognised.
     Bypass,
     /// The holder came through a moment ago: this is a copy of a request in
-    /// flight or just answered. Nothing was reserved; the request is
-    /// answered from its key, never refused by the gate.
+    /// flight or just answered. Nothing was reserved and it is never
+    /// refused by the gate; the store answers it under the key's lock.
     Repeated,
 }
 

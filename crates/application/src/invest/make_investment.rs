@@ -4,7 +4,8 @@
 //! It runs through the keyed-write [`Pipeline`]:
 //! 1. the invest gate reserves the amount for the request's holder, or
 //!    refuses it when the counter says too little is left (a copy of a
-//!    request in flight is answered from its key, never refused);
+//!    request in flight is never refused: it goes on unreserved, and the
+//!    store answers it under the key's lock);
 //! 2. the product is read and the rules are checked at the clock's now
 //!    (unknown product, closed window, nothing or too little left), a cheap
 //!    early refusal that is stored under the key;

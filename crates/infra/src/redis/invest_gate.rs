@@ -5,8 +5,8 @@
 //! amount with the counter and takes it only if it fits, and marks the
 //! investment's holder, atomically on the Redis server. A refusal leaves the
 //! counter untouched. A copy of a request in flight (same user and key)
-//! finds the mark and is answered from its key, never refused because its
-//! own first copy took what was left. That is the point: with a plain `DECRBY` followed by "went
+//! finds the mark and is never refused because its own first copy took
+//! what was left. That is the point: with a plain `DECRBY` followed by "went
 //! negative? give it back", a refused amount is taken for an instant, and an
 //! investor arriving in that instant is refused although their amount fits
 //! (see `docs/concurrency.md`). With the script, the counter only ever
