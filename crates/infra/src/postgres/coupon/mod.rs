@@ -25,9 +25,19 @@ pub use quotes::PgCouponQuotes;
 
 use super::Postgres;
 
+/// How many campaigns [`PgCouponStore`] keeps in memory.
+const CAMPAIGNS_CACHED: usize = 10_000;
+
 #[derive(Clone)]
 pub struct PgCouponStore {
     db: Postgres,
+    /// Campaigns read before. A campaign never changes once created (its
+    /// name, discount, windows and validity are fixed; its pool's counts are
+    /// not part of it), so a cached one is exactly what Postgres holds, and
+    /// a rush's refusals (which answer an unknown or closed campaign before
+    /// sold out) read it from here instead of from Postgres. An unknown id
+    /// is never cached: the campaign may be created a moment later.
+    campaigns: std::sync::Arc<quick_cache::sync::Cache<CampaignId, Campaign>>,
 }
 
 impl std::fmt::Debug for PgCouponStore {
@@ -38,7 +48,10 @@ impl std::fmt::Debug for PgCouponStore {
 
 impl PgCouponStore {
     pub fn new(db: Postgres) -> Self {
-        Self { db }
+        Self {
+            db,
+            campaigns: std::sync::Arc::new(quick_cache::sync::Cache::new(CAMPAIGNS_CACHED)),
+        }
     }
 }
 
@@ -91,6 +104,13 @@ impl CouponStore for PgCouponStore {
     }
 
     async fn campaign(&self, id: CampaignId) -> Result<Option<Campaign>, Unavailable> {
-        campaigns::campaign(&self.db, id).await
+        if let Some(campaign) = self.campaigns.get(&id) {
+            return Ok(Some(campaign));
+        }
+        let found = campaigns::campaign(&self.db, id).await?;
+        if let Some(campaign) = &found {
+            self.campaigns.insert(id, campaign.clone());
+        }
+        Ok(found)
     }
 }
