@@ -172,7 +172,7 @@ pub async fn flash_sale(ctx: &Ctx) -> anyhow::Result<Report> {
         let key = format!("{run}-fs-{i}");
         async move {
             let body = json!({"items": [{"productId": product, "quantity": 1}]});
-            api.user(
+            api.fire_user(
                 Method::POST,
                 "/api/v1/orders",
                 &login,
@@ -236,7 +236,7 @@ pub async fn coupon_rush(ctx: &Ctx) -> anyhow::Result<Report> {
     let fired = fire(ctx.n(50_000), ctx.connections, move |i| {
         let (api, login) = (Arc::clone(&api), u[i % u.len()].clone());
         async move {
-            api.user(
+            api.fire_user(
                 Method::POST,
                 &format!("/api/v1/coupon-campaigns/{id}/issue"),
                 &login,
@@ -323,7 +323,7 @@ pub async fn invest_rush(ctx: &Ctx) -> anyhow::Result<Report> {
         let body = json!({"productId": product, "investAmount": a[i]});
         let key = format!("{run}-ir-{i}");
         async move {
-            api.user(
+            api.fire_user(
                 Method::POST,
                 "/api/v1/investments",
                 &login,
@@ -402,7 +402,7 @@ pub async fn orders(ctx: &Ctx) -> anyhow::Result<Report> {
         let body = json!({"items": [{"productId": p[i % p.len()], "quantity": 1}]});
         let key = format!("{run}-or-{i}");
         async move {
-            api.user(
+            api.fire_user(
                 Method::POST,
                 "/api/v1/orders",
                 &login,
@@ -444,7 +444,7 @@ pub async fn catalog(ctx: &Ctx) -> anyhow::Result<Report> {
         } else {
             format!("/api/v1/products/{product}")
         };
-        async move { api.user(Method::GET, &path, &reader, None, None).await }
+        async move { api.fire_user(Method::GET, &path, &reader, None, None).await }
     })
     .await;
     let mut report = Report::new("catalog", ctx.connections, &fired);
@@ -501,7 +501,7 @@ pub async fn burst_100(ctx: &Ctx) -> anyhow::Result<Report> {
         let key = format!("{run}-b-{i}");
         async move {
             let body = json!({"items": [{"productId": product, "quantity": 1}]});
-            api.user(
+            api.fire_user(
                 Method::POST,
                 "/api/v1/orders",
                 &login,
