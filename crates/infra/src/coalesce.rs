@@ -1,6 +1,7 @@
 //! Request coalescing for reads that must see every write that finished
-//! before they arrived: [`Coalescer`], and the catalogue reads built on it
-//! ([`CoalescedCatalog`]).
+//! before they arrived: [`Coalescer`] (reads of one key share a query),
+//! [`Batcher`] (reads of different keys share one `= ANY(…)` query), and the
+//! catalogue reads built on them ([`CoalescedCatalog`]).
 //!
 //! Many simultaneous reads of one key (a sale's product page, the pricing
 //! of a hundred orders of one product) share one query instead of each
@@ -125,11 +126,165 @@ where
     }
 }
 
+/// The most keys one combined query of a [`Batcher`] asks for; reads past
+/// it wait for the next query.
+const MAX_BATCH_KEYS: usize = 1_000;
+
+type Load<K, V> = Arc<
+    dyn Fn(Vec<K>) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<V>, Unavailable>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Reads by key, each of one or more keys, combined across keys: every
+/// read waiting when a query starts joins it, and the query asks for the
+/// union of their keys (`WHERE id = ANY(…)`). Where a [`Coalescer`] shares
+/// a query among reads of the *same* key, this shares one among reads of
+/// *different* keys, which is what a hundred orders of a hundred products
+/// need. Like the coalescer, a read never joins a query already running,
+/// so it sees every write that finished before it arrived.
+pub struct Batcher<K, V> {
+    waiting: Queue<K, V>,
+    load: Load<K, V>,
+    key_of: fn(&V) -> K,
+    service: &'static str,
+}
+
+/// `Some` while a query loop runs: the reads waiting for its next query.
+type Queue<K, V> = Arc<Mutex<Option<Vec<BatchRead<K, V>>>>>;
+
+struct BatchRead<K, V> {
+    keys: Vec<K>,
+    reply: Waiter<Vec<V>>,
+}
+
+impl<K, V> std::fmt::Debug for Batcher<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> Batcher<K, V>
+where
+    K: Ord + Clone + Send + Sync + 'static,
+    V: Clone + Send + 'static,
+{
+    /// `load` reads the values of some keys (those it finds); `key_of` says
+    /// which key a value answers.
+    pub fn new<F, Fut>(service: &'static str, key_of: fn(&V) -> K, load: F) -> Self
+    where
+        F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<V>, Unavailable>> + Send + 'static,
+    {
+        Self {
+            waiting: Arc::new(Mutex::new(None)),
+            load: Arc::new(move |keys| Box::pin(load(keys))),
+            key_of,
+            service,
+        }
+    }
+
+    /// The values of `keys` that exist, in the order of `keys` (each once),
+    /// as a query started after this call would read them.
+    ///
+    /// # Errors
+    /// The query's error, shared by every read it answered.
+    pub async fn read(&self, keys: Vec<K>) -> Result<Vec<V>, Unavailable> {
+        let (reply, rx) = oneshot::channel();
+        let lead = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            let lead = waiting.is_none();
+            waiting
+                .get_or_insert_with(Vec::new)
+                .push(BatchRead { keys, reply });
+            lead
+        };
+        if lead {
+            // A task of its own, as for the coalescer.
+            tokio::spawn(run_batches(
+                Arc::clone(&self.waiting),
+                Arc::clone(&self.load),
+                self.key_of,
+            ));
+        }
+        match rx.await {
+            Ok(result) => result.map_err(|why| Unavailable::new(self.service, why)),
+            Err(_) => Err(Unavailable::new(self.service, "a batched read was dropped")),
+        }
+    }
+}
+
+/// Runs combined queries while reads wait; each answers the reads that
+/// arrived before it started (up to [`MAX_BATCH_KEYS`] keys).
+async fn run_batches<K, V>(
+    waiting: Queue<K, V>,
+    load: Load<K, V>,
+    key_of: fn(&V) -> K,
+) where
+    K: Ord + Clone,
+    V: Clone,
+{
+    loop {
+        let reads = {
+            let mut slot = waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            let queue = slot.get_or_insert_with(Vec::new);
+            if queue.is_empty() {
+                *slot = None;
+                return;
+            }
+            take_batch(queue)
+        };
+        let mut keys: Vec<K> = reads.iter().flat_map(|r| r.keys.iter().cloned()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let result = match AssertUnwindSafe(load(keys)).catch_unwind().await {
+            Ok(Ok(values)) => Ok(values
+                .into_iter()
+                .map(|v| (key_of(&v), v))
+                .collect::<std::collections::BTreeMap<K, V>>()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the query panicked".to_owned()),
+        };
+        for read in reads {
+            let answer = match &result {
+                Ok(found) => {
+                    let mut seen = std::collections::BTreeSet::new();
+                    Ok(read
+                        .keys
+                        .iter()
+                        .filter(|k| seen.insert(*k))
+                        .filter_map(|k| found.get(k).cloned())
+                        .collect())
+                }
+                Err(why) => Err(why.clone()),
+            };
+            let _ = read.reply.send(answer);
+        }
+    }
+}
+
+/// The reads at the front of `queue` whose keys fit one query (at least one).
+fn take_batch<K, V>(queue: &mut Vec<BatchRead<K, V>>) -> Vec<BatchRead<K, V>> {
+    let mut keys = 0;
+    let fit = queue
+        .iter()
+        .take_while(|r| {
+            keys += r.keys.len();
+            keys <= MAX_BATCH_KEYS
+        })
+        .count()
+        .max(1);
+    queue.drain(..fit).collect()
+}
+
 /// A [`CatalogStore`] whose reads are coalesced; writes pass through.
 pub struct CoalescedCatalog {
     inner: Arc<dyn CatalogStore>,
-    one: Coalescer<ProductId, Option<Product>>,
-    many: Coalescer<Vec<ProductId>, Vec<Product>>,
+    /// Product reads by id, of one product (a product page) or several (an
+    /// order's pricing), combined into one query.
+    by_id: Batcher<ProductId, Product>,
     pages: Coalescer<(i64, i64), Page<Product>>,
 }
 
@@ -141,10 +296,17 @@ impl std::fmt::Debug for CoalescedCatalog {
 
 impl CoalescedCatalog {
     pub fn new(inner: Arc<dyn CatalogStore>) -> Self {
+        let store = Arc::clone(&inner);
         Self {
             inner,
-            one: Coalescer::new("postgres"),
-            many: Coalescer::new("postgres"),
+            by_id: Batcher::new(
+                "postgres",
+                |p: &Product| p.id,
+                move |ids: Vec<ProductId>| {
+                    let store = Arc::clone(&store);
+                    async move { store.get_many(&ids).await }
+                },
+            ),
             pages: Coalescer::new("postgres"),
         }
     }
@@ -165,27 +327,13 @@ impl CatalogStore for CoalescedCatalog {
     }
 
     async fn get(&self, id: ProductId) -> Result<Option<Product>, Unavailable> {
-        let inner = Arc::clone(&self.inner);
-        self.one
-            .read(id, move || {
-                let inner = Arc::clone(&inner);
-                async move { inner.get(id).await }
-            })
-            .await
+        Ok(self.by_id.read(vec![id]).await?.into_iter().next())
     }
 
     async fn get_many(&self, ids: &[ProductId]) -> Result<Vec<Product>, Unavailable> {
-        let mut key = ids.to_vec();
-        key.sort_unstable();
-        key.dedup();
-        let inner = Arc::clone(&self.inner);
-        let wanted = key.clone();
-        self.many
-            .read(key, move || {
-                let (inner, wanted) = (Arc::clone(&inner), wanted.clone());
-                async move { inner.get_many(&wanted).await }
-            })
-            .await
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        self.by_id.read(ids).await
     }
 
     async fn list(&self, page: PageRequest) -> Result<Page<Product>, Unavailable> {
@@ -282,5 +430,105 @@ mod tests {
 
         assert_eq!(ok.expect("read"), 10);
         assert_eq!(failed.expect_err("failed").service(), "test");
+    }
+
+    /// A loader of keys that counts its queries, answers `key * 10 + value`
+    /// for the keys below 100 as `value` is when it starts, and takes 20 ms.
+    fn batch_loader(
+        queries: &Arc<AtomicUsize>,
+        value: &Arc<AtomicUsize>,
+    ) -> Batcher<usize, (usize, usize)> {
+        let (queries, value) = (Arc::clone(queries), Arc::clone(value));
+        Batcher::new(
+            "test",
+            |v: &(usize, usize)| v.0,
+            move |keys: Vec<usize>| {
+                let (queries, value) = (Arc::clone(&queries), Arc::clone(&value));
+                async move {
+                    queries.fetch_add(1, Ordering::SeqCst);
+                    let seen = value.load(Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok(keys
+                        .into_iter()
+                        .filter(|k| *k < 100)
+                        .map(|k| (k, k * 10 + seen))
+                        .collect())
+                }
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn simultaneous_reads_of_different_keys_share_a_query_and_get_their_own_keys() {
+        let (queries, value) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(1)));
+        let b = Arc::new(batch_loader(&queries, &value));
+
+        let reads: Vec<_> = (0..50_usize)
+            .map(|i| {
+                let b = Arc::clone(&b);
+                tokio::spawn(async move { b.read(vec![i, 100 + i, i]).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for r in reads {
+            answers.push(r.await.expect("joined").expect("read"));
+        }
+
+        for (i, answer) in answers.iter().enumerate() {
+            assert_eq!(
+                answer,
+                &[(i, i * 10 + 1)],
+                "its key once, the missing one left out"
+            );
+        }
+        assert!(
+            queries.load(Ordering::SeqCst) <= 2,
+            "50 reads of 50 keys took {} queries",
+            queries.load(Ordering::SeqCst)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batched_read_arriving_during_a_query_waits_for_the_next_one() {
+        let (queries, value) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(1)));
+        let b = Arc::new(batch_loader(&queries, &value));
+        let first = {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move { b.read(vec![3]).await })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await; // the first query runs
+
+        value.store(2, Ordering::SeqCst); // a write that finishes before the second read
+        let second = b.read(vec![3]).await.expect("read");
+
+        assert_eq!(first.await.expect("joined").expect("read"), [(3, 31)]);
+        assert_eq!(second, [(3, 32)], "not answered by the older query");
+        assert_eq!(queries.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_reaches_every_read_and_the_next_read_queries_again() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let b = Batcher::new(
+            "test",
+            |v: &usize| *v,
+            move |keys: Vec<usize>| {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n == 0 {
+                        Err(Unavailable::new("test", "down"))
+                    } else {
+                        Ok(keys)
+                    }
+                }
+            },
+        );
+
+        let failed = b.read(vec![1]).await;
+        let ok = b.read(vec![2, 1]).await;
+
+        assert_eq!(failed.expect_err("failed").service(), "test");
+        assert_eq!(ok.expect("read"), [2, 1], "in the order asked");
     }
 }
