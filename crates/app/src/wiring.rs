@@ -88,13 +88,18 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
     let catalog: Arc<dyn CatalogStore> = Arc::new(infra::coalesce::CoalescedCatalog::new(
         Arc::new(PgCatalogStore::new(pg.clone())),
     ));
-    // The order batches run on connections of their own (see PgOrderStore).
-    let order_lanes = postgres::connect_pool(&PgPoolSettings {
-        url: config.database_url.clone(),
-        max_size: infra::postgres::ORDER_LANES,
-        timeout: config.dependency_timeout,
-        statement_timeout: config.statement_timeout,
-    })?;
+    // The order and investment batches run on connections of their own
+    // (see PgOrderStore, PgInvestStore): a pool each, one connection a lane.
+    let lanes_pool = || {
+        postgres::connect_pool(&PgPoolSettings {
+            url: config.database_url.clone(),
+            max_size: postgres::LANES,
+            timeout: config.dependency_timeout,
+            statement_timeout: config.statement_timeout,
+        })
+    };
+    let order_lanes = lanes_pool()?;
+    let invest_lanes = lanes_pool()?;
     let orders: Arc<dyn OrderStore> = Arc::new(PgOrderStore::new(
         pg.clone(),
         &order_lanes,
@@ -156,6 +161,10 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         Arc::new(move || pool_status(pg.pool().status()))
     };
     let lanes_status: PoolStatusFn = Arc::new(move || pool_status(order_lanes.pool().status()));
+    let invest_lanes_status: PoolStatusFn = {
+        let pool = invest_lanes.clone();
+        Arc::new(move || pool_status(pool.pool().status()))
+    };
     let redis_status: PoolStatusFn = {
         let pool = redis_pool.clone();
         Arc::new(move || pool_status(pool.status()))
@@ -165,6 +174,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         pools: vec![
             ("postgres", pg_status),
             ("postgres_order_lanes", lanes_status),
+            ("postgres_invest_lanes", invest_lanes_status),
             ("redis", redis_status),
         ],
         relay: Arc::clone(&relay),
@@ -173,8 +183,11 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         Arc::new(PostgresProbe::new(pg.clone())),
         Arc::new(RedisProbe::new(redis_pool)),
     ];
-    let invest_store: Arc<dyn domain::invest::InvestStore> =
-        Arc::new(PgInvestStore::new(pg.clone(), config.idempotency_retention));
+    let invest_store: Arc<dyn domain::invest::InvestStore> = Arc::new(PgInvestStore::with_lanes(
+        pg.clone(),
+        &invest_lanes,
+        config.idempotency_retention,
+    ));
     let invest = InvestApi {
         create: Arc::new(CreateInvestProduct::new(Arc::clone(&invest_store))),
         queries: Arc::new(InvestQueries::new(

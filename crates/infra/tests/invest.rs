@@ -114,6 +114,17 @@ async fn invest(
     product_id: InvestProductId,
     amount_of: i64,
 ) -> Result<Investment, InvestError> {
+    invest_through(&store(pg), user_id, key, product_id, amount_of).await
+}
+
+/// Invests through `store` under `key`; the investment must run now.
+async fn invest_through(
+    store: &PgInvestStore,
+    user_id: UserId,
+    key: &str,
+    product_id: InvestProductId,
+    amount_of: i64,
+) -> Result<Investment, InvestError> {
     let request = IdempotentRequest {
         user_id,
         key: IdempotencyKey::parse(key).expect("valid"),
@@ -129,7 +140,7 @@ async fn invest(
         product_id,
         amount: amount(amount_of),
     };
-    match store(pg).invest(order, request).await.expect("postgres") {
+    match store.invest(order, request).await.expect("postgres") {
         Written::Executed { result, .. } => result,
         other => panic!("expected it to run now, got {other:?}"),
     }
@@ -259,6 +270,107 @@ async fn an_investment_that_reaches_the_row_after_the_close_is_refused() {
         .expect("exists");
     assert_eq!(after.current.get(), 0, "nothing was taken");
     assert_eq!(after.investors, 0);
+}
+
+#[derive(diesel::QueryableByName)]
+struct Number {
+    #[diesel(sql_type = diesel::sql_types::Int8)]
+    n: i64,
+}
+
+/// The numbers `sql` selects as `n`.
+async fn numbers(f: &Fixture, sql: &str) -> Vec<i64> {
+    let mut conn = f.db.connect().await;
+    diesel::sql_query(sql)
+        .load::<Number>(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .map(|r| r.n)
+        .collect()
+}
+
+/// Many investments at once in one product go through shared batches (one
+/// store, so one set of lanes): each is still taken whole or refused in
+/// arrival order, the target holds, investors are counted once, and every
+/// request is answered and its answer stored under its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_simultaneous_investments_in_one_product_are_batched_and_never_exceed_it() {
+    let f = fixture().await;
+    let users: Vec<UserId> = numbers(
+        &f,
+        "INSERT INTO users (login_id, name) SELECT 'u' || g, 'u' FROM generate_series(1, 30) g \
+         RETURNING id::int8 AS n",
+    )
+    .await
+    .into_iter()
+    .map(UserId::new)
+    .collect();
+    let product = open_product(&f.pg, 10_000).await;
+    let mut rng = StdRng::seed_from_u64(14);
+    let amounts: Vec<i64> = (0..200).map(|_| rng.random_range(1..=150)).collect();
+    assert!(
+        amounts.iter().sum::<i64>() > 10_000,
+        "demand exceeds the target"
+    );
+    let shared = store(&f.pg);
+
+    let results = join_all(amounts.iter().enumerate().map(|(i, &a)| {
+        let (store, user) = (&shared, users[i % users.len()]);
+        async move { invest_through(store, user, &format!("k{i}"), product, a).await }
+    }))
+    .await;
+
+    let accepted: Vec<&Investment> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let taken: i64 = accepted.iter().map(|i| i.amount.get()).sum();
+    let after = shared.get(product).await.expect("read").expect("exists");
+    assert_eq!(
+        after.current.get(),
+        taken,
+        "the product holds what was accepted"
+    );
+    assert!(taken <= 10_000);
+    let one = |sql: &'static str| numbers(&f, sql);
+    assert_eq!(
+        one("SELECT sum(amount)::int8 AS n FROM investments").await,
+        [taken]
+    );
+    let investors: std::collections::HashSet<UserId> = accepted.iter().map(|i| i.user_id).collect();
+    assert_eq!(
+        after.investors,
+        i64::try_from(investors.len()).expect("small")
+    );
+    assert_eq!(
+        one("SELECT count(DISTINCT user_id)::int8 AS n FROM investments").await,
+        [after.investors]
+    );
+    for (a, result) in amounts.iter().zip(&results) {
+        match result {
+            Ok(_) => {}
+            Err(InvestError::SoldOut { .. }) => assert_eq!(taken, 10_000),
+            Err(InvestError::AmountExceedsRemaining { remaining, .. }) => {
+                assert!(*a > remaining.get(), "refused {a} with {remaining} left");
+                assert!(
+                    *a > 10_000 - taken,
+                    "refused {a} although it fits in the end"
+                );
+            }
+            Err(other) => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    assert_eq!(
+        one("SELECT count(*)::int8 AS n FROM idempotency_keys").await,
+        [200],
+        "every request's answer is stored under its key"
+    );
+    // A batch reads the database's clock once and dates all its investments
+    // with it; investments made one transaction each all differ.
+    let rows = one("SELECT count(*)::int8 AS n FROM investments").await;
+    let instants = one("SELECT count(DISTINCT invested_at)::int8 AS n FROM investments").await;
+    assert!(
+        instants < rows,
+        "{rows:?} investments at {instants:?} instants: no batch held two"
+    );
 }
 
 async fn counter(f: &Fixture, product: InvestProductId) -> Option<i64> {

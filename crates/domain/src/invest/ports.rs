@@ -15,7 +15,7 @@ use crate::money::Points;
 use crate::paging::{Page, PageRequest};
 
 /// An investment to make: who, into what, how much. When is the
-/// database's clock at the guarded update, not the caller's.
+/// database's clock once the product's row is locked, not the caller's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvestOrder {
     pub user_id: UserId,
@@ -47,8 +47,9 @@ pub trait InvestStore: Send + Sync {
         page: PageRequest,
     ) -> Result<Page<InvestProduct>, Unavailable>;
 
-    /// Makes the investment in one transaction, under the idempotency guard:
-    /// adds the amount to the product guarded by `current + amount <= total`
+    /// Makes the investment in one transaction (which other investments may
+    /// share, each decided and answered on its own), under the idempotency
+    /// guard: adds the amount to the product guarded by `current + amount <= total`
     /// and the window at the database's clock when the product's row is
     /// locked, counts a new investor once, and writes the investment row
     /// dated by that same clock. A refusal leaves nothing behind but its

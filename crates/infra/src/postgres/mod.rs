@@ -1,6 +1,7 @@
 //! Postgres, the source of truth: the connection pool, database creation,
 //! embedded migrations, and one repository module per context.
 
+mod batch_keys;
 mod catalog;
 mod coupon;
 mod db;
@@ -9,6 +10,7 @@ mod health;
 mod idempotency;
 mod identity;
 mod invest;
+mod lanes;
 mod ordering;
 mod outbox;
 mod paging;
@@ -32,7 +34,8 @@ pub use error::unavailable;
 pub use health::PostgresProbe;
 pub use identity::PgUserRepository;
 pub use invest::PgInvestStore;
-pub use ordering::{LANES as ORDER_LANES, PgOrderStore};
+pub use lanes::LANES;
+pub use ordering::PgOrderStore;
 pub use outbox::PgOutbox;
 pub use points::{PgIdempotencyStore, PgPointsStore};
 pub use pool::{MIGRATIONS, PgPool, PgPoolSettings, connect_pool, ensure_database, run_migrations};

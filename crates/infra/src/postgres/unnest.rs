@@ -58,6 +58,29 @@ macro_rules! unnest_rows {
 
 pub(crate) use unnest_rows;
 
+/// For a batch statement's unit test: asserts that `sql` lists each row
+/// struct's `COLUMNS` right after the text that reads them (`"AS take"`,
+/// `"INSERT INTO orders"`), in the order the statement's function binds
+/// the structs.
+#[cfg(test)]
+pub(crate) fn assert_columns_in_bind_order(sql: &str, bound_in_order: &[(&str, &[&str])]) {
+    fn plain(sql: &str) -> String {
+        sql.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace(" (", "(")
+    }
+    let sql = plain(sql);
+    let mut last = 0;
+    for (at, columns) in bound_in_order {
+        let listed = plain(&format!("{at} ({})", columns.join(", ")));
+        let found = sql.find(&listed);
+        assert!(found.is_some(), "{listed} is not in the statement");
+        assert!(found > Some(last), "{listed} is out of bind order");
+        last = found.unwrap_or_default();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use diesel::pg::Pg;

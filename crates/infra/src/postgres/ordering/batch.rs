@@ -1,4 +1,4 @@
-//! Many orders in one transaction: the steps of [`place_batch`].
+//! Many orders in one transaction: the steps of [`OrderBatch`].
 //!
 //! One order at a time, a hot product's row lock is held from its stock
 //! `UPDATE` to its `COMMIT`, so a sale's orders commit one after another,
@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! BEGIN
-//!   claim every key: try-lock, read its record   -- keys.rs: in progress, replay, reused
+//!   claim every key: try-lock, read its record   -- batch_keys.rs: in progress, replay, reused
 //!   lock products, wallets, coupons FOR UPDATE   -- lock.rs: each in key order
 //!   decide each order in arrival order           -- domain::ordering::Books: whole or refused
 //!   draw the order ids, render every answer
@@ -22,20 +22,18 @@
 //! fails the whole batch: everything rolls back and every order in it
 //! answers 503, so a retry runs again.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{Int8, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use domain::idempotency::{IdempotentOutcome, IdempotentRequest, Written};
+use domain::idempotency::{IdempotentRequest, Written};
 use domain::ordering::{Order, OrderId, PlaceOrderError, PricedOrder, RowsToLock, Taken};
 
-use super::error::BatchError;
-use super::keys::claim_keys;
 use super::lock::lock_books;
 use super::rows::BatchRows;
 use super::write::write_batch;
+use crate::postgres::batch_keys::Answers;
+use crate::postgres::lanes::{Batch, BatchError};
 use crate::postgres::prepared::prepared;
 
 /// One order waiting in a batch.
@@ -44,67 +42,55 @@ pub(super) struct Entry {
     pub request: IdempotentRequest<Order, PlaceOrderError>,
 }
 
-/// Places `entries` in the transaction open on `tx`; answers them in order.
-/// The caller begins and commits (or rolls back) the transaction.
-pub(super) async fn place_batch(
-    tx: &mut AsyncPgConnection,
-    entries: &[Entry],
-    retention: Duration,
-) -> Result<Vec<Placed>, BatchError> {
-    let mut answers: Vec<Option<Placed>> = vec![None; entries.len()];
-    let requests: Vec<_> = entries.iter().map(|e| &e.request).collect();
-    let claims = claim_keys(tx, &requests, retention).await?;
-    for (i, outcome) in claims.settled {
-        answers[i] = Some(answered(outcome));
+/// The order store's batch: places the orders its keys leave to run.
+pub(super) struct OrderBatch;
+
+impl Batch for OrderBatch {
+    type Entry = Entry;
+    type Value = Order;
+    type Refusal = PlaceOrderError;
+    const KIND: &'static str = "order";
+
+    fn request(entry: &Entry) -> &IdempotentRequest<Order, PlaceOrderError> {
+        &entry.request
     }
-    let live_orders = || claims.live.iter().map(|&i| &entries[i].order);
-    let mut books = lock_books(tx, &RowsToLock::of(live_orders())).await?;
-    let decided: Vec<Result<Taken, PlaceOrderError>> =
-        live_orders().map(|order| books.take(order)).collect();
-    let taken_orders = live_orders()
-        .zip(&decided)
-        .filter_map(|(order, d)| d.is_ok().then_some(order));
-    let mut placed = orders_of(tx, taken_orders.collect()).await?.into_iter();
-    let mut rows = BatchRows::default();
-    for (&i, decision) in claims.live.iter().zip(decided) {
-        let result = match decision {
-            Ok(taken) => {
-                let order = placed
-                    .next()
-                    .ok_or_else(|| BatchError::inconsistent("an order id went missing"))?;
-                rows.placed(&order, taken);
-                Ok(order)
-            }
-            Err(refusal) => Err(refusal),
-        };
-        let request = &entries[i].request;
-        let response = request.render(&result);
-        if response.status >= 500 {
-            return Err(BatchError::inconsistent(format!(
-                "refusing to store a {} response under an idempotency key",
-                response.status
-            )));
+
+    async fn run(
+        &self,
+        tx: &mut AsyncPgConnection,
+        entries: &[Entry],
+        live: &[usize],
+        answers: &mut Answers<Order, PlaceOrderError>,
+    ) -> Result<(), BatchError> {
+        let live_orders = || live.iter().map(|&i| &entries[i].order);
+        let mut books = lock_books(tx, &RowsToLock::of(live_orders())).await?;
+        let decided: Vec<Result<Taken, PlaceOrderError>> =
+            live_orders().map(|order| books.take(order)).collect();
+        let taken_orders = live_orders()
+            .zip(&decided)
+            .filter_map(|(order, d)| d.is_ok().then_some(order));
+        let mut placed = orders_of(tx, taken_orders.collect()).await?.into_iter();
+        let mut rows = BatchRows::default();
+        for (&i, decision) in live.iter().zip(decided) {
+            let result = match decision {
+                Ok(taken) => {
+                    let order = placed
+                        .next()
+                        .ok_or_else(|| BatchError::inconsistent("an order id went missing"))?;
+                    rows.placed(&order, taken);
+                    Ok(order)
+                }
+                Err(refusal) => Err(refusal),
+            };
+            answers.ran(i, &entries[i].request, result)?;
         }
-        rows.answer(request, &response);
-        answers[i] = Some(Written::Executed { result, response });
+        rows.answers = answers.rows();
+        write_batch(tx, rows).await
     }
-    if !rows.is_empty() {
-        write_batch(tx, rows).await?;
-    }
-    answers
-        .into_iter()
-        .map(|a| a.ok_or_else(|| BatchError::inconsistent("an order went unanswered")))
-        .collect()
 }
 
 /// What became of one order of the batch.
 pub(super) type Placed = Written<Order, PlaceOrderError>;
-
-/// The answer of an order that did not run: its key is in progress, or
-/// answered from its record (a replay, a reused key).
-fn answered(outcome: IdempotentOutcome) -> Placed {
-    Written::answered(outcome).unwrap_or(Written::InProgress)
-}
 
 #[derive(QueryableByName)]
 struct NewId {

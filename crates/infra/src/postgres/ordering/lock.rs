@@ -15,7 +15,7 @@ use domain::identity::UserId;
 use domain::money::Points;
 use domain::ordering::{Books, CouponCode, RowsToLock};
 
-use super::error::BatchError;
+use crate::postgres::lanes::BatchError;
 use crate::postgres::prepared::prepared;
 
 #[derive(QueryableByName)]

@@ -10,11 +10,11 @@
 
 use std::collections::BTreeMap;
 
-use diesel::sql_types::{Bytea, Int2, Int8, Nullable, Text};
-use domain::idempotency::{IdempotentRequest, StoredResponse};
+use diesel::sql_types::{Int8, Nullable, Text};
 use domain::ordering::{Order, Taken};
 
 use super::event::order_paid_event;
+use crate::postgres::batch_keys::AnswerRow;
 use crate::postgres::unnest::unnest_rows;
 
 unnest_rows! {
@@ -88,18 +88,6 @@ unnest_rows! {
     }
 }
 
-unnest_rows! {
-    /// A row of `idempotency_keys`: an order's answer under its key.
-    pub(super) struct AnswerRow {
-        user_id: i64 as Int8,
-        key: String as Text,
-        fingerprint: String as Text,
-        response_status: i16 as Int2,
-        response_content_type: String as Text,
-        response_body: Vec<u8> as Bytea,
-    }
-}
-
 /// Every row of a batch's write, table by table.
 #[derive(Default)]
 pub(super) struct BatchRows {
@@ -112,6 +100,7 @@ pub(super) struct BatchRows {
     pub ledger: Vec<LedgerRow>,
     pub coupon_uses: Vec<CouponUse>,
     pub events: Vec<OutboxRow>,
+    /// Every order's answer under its key ([`Answers`](crate::postgres::batch_keys::Answers)).
     pub answers: Vec<AnswerRow>,
 }
 
@@ -160,23 +149,6 @@ impl BatchRows {
             payload: order_paid_event(&event_id, order).to_string(),
             event_id,
         });
-    }
-
-    /// Adds an order's answer, to be stored under its key.
-    pub fn answer<T, E>(&mut self, request: &IdempotentRequest<T, E>, response: &StoredResponse) {
-        self.answers.push(AnswerRow {
-            user_id: request.user_id.get(),
-            key: request.key.as_str().to_owned(),
-            fingerprint: request.fingerprint.as_str().to_owned(),
-            response_status: i16::try_from(response.status).unwrap_or(500),
-            response_content_type: response.content_type.clone(),
-            response_body: response.body.clone(),
-        });
-    }
-
-    /// Nothing to write: every order was answered by its key.
-    pub fn is_empty(&self) -> bool {
-        self.answers.is_empty()
     }
 
     /// One row per product the batch takes from, in id order.

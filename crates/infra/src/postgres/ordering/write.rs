@@ -12,11 +12,11 @@ use diesel::QueryableByName;
 use diesel::sql_types::Int8;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::error::BatchError;
 use super::rows::{
-    AnswerRow, BatchRows, CouponUse, LedgerRow, NewItemRow, NewOrderRow, OutboxRow, StockTake,
-    WalletDebit,
+    BatchRows, CouponUse, LedgerRow, NewItemRow, NewOrderRow, OutboxRow, StockTake, WalletDebit,
 };
+use crate::postgres::batch_keys::AnswerRow;
+use crate::postgres::lanes::BatchError;
 use crate::postgres::prepared::prepared;
 
 /// Each table's placeholders are consecutive, in the order its row struct
@@ -101,32 +101,16 @@ pub(super) async fn write_batch(
     let statement = OutboxRow::bind_all(rows.events, statement);
     let statement = AnswerRow::bind_all(rows.answers, statement);
     let written: Written = statement.get_result(tx).await?;
-    expect_rows("products", written.products, want.0)?;
-    expect_rows("wallets", written.wallets, want.1)?;
-    expect_rows("coupons", written.coupons, want.2)?;
+    BatchError::unless_rows("products", written.products, want.0)?;
+    BatchError::unless_rows("wallets", written.wallets, want.1)?;
+    BatchError::unless_rows("coupons", written.coupons, want.2)?;
     Ok(())
-}
-
-fn expect_rows(table: &str, got: i64, want: usize) -> Result<(), BatchError> {
-    if usize::try_from(got) == Ok(want) {
-        Ok(())
-    } else {
-        Err(BatchError::inconsistent(format!(
-            "{table}: {got} rows passed the guard, {want} were decided"
-        )))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn plain(sql: &str) -> String {
-        sql.split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .replace(" (", "(")
-    }
+    use crate::postgres::unnest::assert_columns_in_bind_order;
 
     /// `WRITE` names each row struct's columns, in field order, where it
     /// reads that struct's arrays, and the tables come in the order
@@ -143,15 +127,7 @@ mod tests {
             ("AS new_event", OutboxRow::COLUMNS),
             ("INSERT INTO idempotency_keys", AnswerRow::COLUMNS),
         ];
-        let sql = plain(WRITE);
 
-        let mut last = 0;
-        for (at, columns) in bound_in_order {
-            let listed = plain(&format!("{at} ({})", columns.join(", ")));
-            let found = sql.find(&listed);
-            assert!(found.is_some(), "{listed} is not in the statement");
-            assert!(found > Some(last), "{listed} is out of bind order");
-            last = found.unwrap_or_default();
-        }
+        assert_columns_in_bind_order(WRITE, &bound_in_order);
     }
 }

@@ -1,32 +1,34 @@
-//! The [`InvestStore`] on Postgres: one transaction per investment, under the
-//! idempotency guard.
+//! The [`InvestStore`] on Postgres: investments are combined into batches,
+//! one transaction each, under the idempotency guard, and simultaneous
+//! reads of one product share a query.
 //!
-//! Inside the guard's savepoint, in this order:
-//! 1. the product row, with
-//!    `UPDATE … SET current_amount = current_amount + $a WHERE id = $id AND
-//!    current_amount + $a <= total_amount AND` the window holds at the
-//!    database's clock. The row lock it takes serialises the investments
-//!    of one product until commit; no other lock is needed, and an amount is
-//!    taken whole or not at all;
-//! 2. the investment row, dated by the database's clock, inserted only if
-//!    the window still holds at that moment, with whether the user had
-//!    invested in the product before. That statement starts after the row
-//!    lock was granted, so under READ COMMITTED it sees every earlier
-//!    investment of the product (each committed before it released the
-//!    lock);
-//! 3. for a first investment, `investor_count + 1` on the row already locked.
+//! `invest` hands the investment to one of the store's
+//! [`lanes`](crate::postgres::lanes), chosen by its product, and waits for
+//! its answer; a lane runs the investments that arrived while its previous
+//! batch ran as one transaction ([`batch`]). A rush's investments in one
+//! product queue on one lane and share its lock wait and its commit instead
+//! of queueing on the product's row lock. Each investment is still decided
+//! on its own (in arrival order, at the database's clock read under the
+//! lock), answered on its own, and durable before it is answered.
 //!
-//! A guarded update that finds no row is a refusal, classified from the row
-//! as it is now (not found, closed, full, too little left); the savepoint
-//! rolls back and only the refusal's answer is committed.
+//! `get` (which the invest use case calls for every request) goes through a
+//! [`Coalescer`]: reads of one product that arrive together share the next
+//! query for it, never one already running, so a read still sees every
+//! investment committed before it arrived.
+//!
+//! `batch` (the steps of one batch) uses `write` (the one statement and its
+//! rows); what every batched write shares is in `lanes` and `batch_keys`.
 
+mod batch;
+mod write;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Int8, Timestamptz};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use domain::error::Unavailable;
 use domain::idempotency::{IdempotentRequest, Written};
 use domain::identity::UserId;
@@ -37,16 +39,19 @@ use domain::invest::{
 use domain::money::Points;
 use domain::paging::{Page, PageRequest};
 
-use super::idempotency;
+use self::batch::{Entry, InvestBatch};
+use super::lanes::Lanes;
 use super::paging::page_of;
-use super::prepared::prepared;
 use super::schema::{invest_products, investments};
 use super::{Postgres, unavailable};
+use crate::coalesce::Coalescer;
 
 #[derive(Clone)]
 pub struct PgInvestStore {
     db: Postgres,
-    retention: Duration,
+    lanes: Lanes<InvestBatch>,
+    /// Reads of one product that arrive together share a query.
+    products: Arc<Coalescer<InvestProductId, Option<InvestProduct>>>,
 }
 
 impl std::fmt::Debug for PgInvestStore {
@@ -56,11 +61,35 @@ impl std::fmt::Debug for PgInvestStore {
 }
 
 impl PgInvestStore {
+    /// Reads and runs the investment batches through `db`. See
+    /// [`with_lanes`](Self::with_lanes) for a pool of the batches' own.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
     pub fn new(db: Postgres, retention: Duration) -> Self {
-        Self { db, retention }
+        let lanes = db.clone();
+        Self::with_lanes(db, &lanes, retention)
+    }
+
+    /// Reads through `db`; runs the batches on `lanes`, which should be a
+    /// pool of its own with [`LANES`](super::LANES) connections, so that a
+    /// burst of reads never keeps a batch waiting for a connection (as for
+    /// [`PgOrderStore`](super::PgOrderStore)). Starts the lanes on the
+    /// current Tokio runtime; they stop when the store and its clones are
+    /// dropped.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn with_lanes(db: Postgres, lanes: &Postgres, retention: Duration) -> Self {
+        Self {
+            db,
+            lanes: Lanes::start(InvestBatch, lanes, retention),
+            products: Arc::new(Coalescer::new("postgres")),
+        }
     }
 }
 
+/// A row of `invest_products`.
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = invest_products, check_for_backend(diesel::pg::Pg))]
 struct ProductRow {
@@ -119,121 +148,18 @@ impl MyRow {
     }
 }
 
-#[derive(QueryableByName)]
-struct Made {
-    #[diesel(sql_type = Int8)]
-    id: i64,
-    #[diesel(sql_type = Timestamptz)]
-    invested_at: DateTime<Utc>,
-    #[diesel(sql_type = Bool)]
-    seen_before: bool,
-}
-
-#[derive(QueryableByName)]
-struct Now {
-    #[diesel(sql_type = Timestamptz)]
-    now: DateTime<Utc>,
-}
-
-/// The effect of investing, run inside the guard's savepoint.
-///
-/// The window is checked with the database's clock, never the caller's, so
-/// every instance judges it alike. `clock_timestamp()` rather than `now()`,
-/// which is when the transaction began: the update may wait for the row's
-/// lock behind other investments, and an update that waited behind a lock
-/// that was only held (not a row that was changed) is not re-checked by
-/// Postgres. So the insert, which runs while the row lock is held, checks
-/// the window again at its own moment and dates the investment with it: a
-/// request that reached the row after the close is refused.
-async fn invest_in(
-    tx: &mut AsyncPgConnection,
-    order: &InvestOrder,
-) -> QueryResult<Result<Investment, InvestError>> {
-    let (product, amount) = (order.product_id.get(), order.amount.get());
-    let taken = prepared(
-        "UPDATE invest_products SET current_amount = current_amount + $1, updated_at = now() \
-          WHERE id = $2 AND current_amount + $3 <= total_amount \
-            AND started_at <= clock_timestamp() AND finished_at >= clock_timestamp()",
-    )
-    .bind::<Int8, _>(amount)
-    .bind::<Int8, _>(product)
-    .bind::<Int8, _>(amount)
-    .execute(tx)
-    .await?;
-    if taken == 0 {
-        return refusal(tx, order).await.map(Err);
-    }
-    let made: Option<Made> = prepared(
-        "WITH clock AS (SELECT clock_timestamp() AS now), \
-              prior AS ( \
-             SELECT EXISTS (SELECT 1 FROM investments WHERE product_id = $1 AND user_id = $2) AS seen \
-         ), made AS ( \
-             INSERT INTO investments (product_id, user_id, amount, invested_at) \
-             SELECT p.id, $3, $4, clock.now FROM invest_products p, clock \
-              WHERE p.id = $5 AND clock.now BETWEEN p.started_at AND p.finished_at \
-             RETURNING id, invested_at \
-         ) \
-         SELECT made.id, made.invested_at, prior.seen AS seen_before FROM made, prior",
-    )
-    .bind::<Int8, _>(product)
-    .bind::<Int8, _>(order.user_id.get())
-    .bind::<Int8, _>(order.user_id.get())
-    .bind::<Int8, _>(amount)
-    .bind::<Int8, _>(product)
-    .get_result(tx)
-    .await
-    .optional()?;
-    let Some(made) = made else {
-        // The window closed while the investment waited for the row.
-        return Ok(Err(InvestError::NotInRecruitingPeriod {
-            product_id: order.product_id,
-        }));
-    };
-    if !made.seen_before {
-        prepared("UPDATE invest_products SET investor_count = investor_count + 1 WHERE id = $1")
-            .bind::<Int8, _>(product)
-            .execute(tx)
-            .await?;
-    }
-    Ok(Ok(Investment {
-        id: InvestmentId::new(made.id),
-        product_id: order.product_id,
-        user_id: order.user_id,
-        amount: order.amount,
-        invested_at: made.invested_at,
-    }))
-}
-
-/// Why the guarded update found no row, from the row as it is now and the
-/// database's clock. What is left only shrinks and windows never move, so
-/// the row still shows the reason; should it not, the amount is reported as
-/// too large.
-async fn refusal(tx: &mut AsyncPgConnection, order: &InvestOrder) -> QueryResult<InvestError> {
-    let row = invest_products::table
-        .find(order.product_id.get())
+/// The product as it is now; `None` for an unknown id.
+async fn product(db: &Postgres, id: InvestProductId) -> Result<Option<InvestProduct>, Unavailable> {
+    let mut conn = db.conn().await?;
+    invest_products::table
+        .find(id.get())
         .select(ProductRow::as_select())
-        .first(tx)
+        .first(&mut *conn)
         .await
-        .optional()?;
-    let Some(row) = row else {
-        return Ok(InvestError::ProductNotFound {
-            product_id: order.product_id,
-        });
-    };
-    let now = prepared("SELECT clock_timestamp() AS now")
-        .get_result::<Now>(tx)
-        .await?
-        .now;
-    let product = row
-        .into_product()
-        .map_err(|e| diesel::result::Error::DeserializationError(Box::new(e)))?;
-    Ok(product
-        .admit(order.amount, now)
-        .err()
-        .unwrap_or(InvestError::AmountExceedsRemaining {
-            product_id: order.product_id,
-            remaining: product.remaining(),
-        }))
+        .optional()
+        .map_err(unavailable)?
+        .map(ProductRow::into_product)
+        .transpose()
 }
 
 #[async_trait]
@@ -259,18 +185,11 @@ impl InvestStore for PgInvestStore {
     }
 
     async fn get(&self, id: InvestProductId) -> Result<Option<InvestProduct>, Unavailable> {
-        self.db
-            .timed(async {
-                let mut conn = self.db.conn().await?;
-                invest_products::table
-                    .find(id.get())
-                    .select(ProductRow::as_select())
-                    .first(&mut *conn)
-                    .await
-                    .optional()
-                    .map_err(unavailable)?
-                    .map(ProductRow::into_product)
-                    .transpose()
+        let db = self.db.clone();
+        self.products
+            .read(id, move || {
+                let db = db.clone();
+                async move { db.timed(product(&db, id)).await }
             })
             .await
     }
@@ -314,15 +233,9 @@ impl InvestStore for PgInvestStore {
         order: InvestOrder,
         request: IdempotentRequest<Investment, InvestError>,
     ) -> Result<Written<Investment, InvestError>, Unavailable> {
-        let (order, request) = (&order, &request);
+        let lane = order.product_id.get();
         self.db
-            .timed(async {
-                let mut conn = self.db.conn().await?;
-                idempotency::guarded(&mut conn, request, self.retention, async |tx| {
-                    invest_in(tx, order).await
-                })
-                .await
-            })
+            .timed(self.lanes.submit(lane, Entry { order, request }))
             .await
     }
 
