@@ -492,16 +492,24 @@ mod tests {
 
     #[tokio::test]
     async fn a_gate_refusal_is_stored_under_the_key_and_nothing_runs() {
-        let script = Script::new(Admission::Refused("SOLD_OUT"));
-        let written = run(&script, records()).await;
-        assert_eq!(
-            written,
-            Written::Executed {
-                result: Err("SOLD_OUT"),
-                response: stored(409, "SOLD_OUT"),
-            }
-        );
-        assert_eq!(script.calls(), ["reserve"]);
+        // Recorded at the fast path when there is one (Postgres is not
+        // asked), in Postgres otherwise.
+        for fast in [false, true] {
+            let script = Script::new(Admission::Refused("SOLD_OUT"));
+            let written = if fast {
+                run_fast(&script, untouched(), recording()).await
+            } else {
+                run(&script, records()).await
+            };
+            assert_eq!(
+                written,
+                Written::Executed {
+                    result: Err("SOLD_OUT"),
+                    response: stored(409, "SOLD_OUT"),
+                }
+            );
+            assert_eq!(script.calls(), ["reserve"]);
+        }
     }
 
     #[tokio::test]
@@ -697,20 +705,6 @@ mod tests {
             .keyed(script, request())
             .await
             .expect("answered")
-    }
-
-    #[tokio::test]
-    async fn a_gate_refusal_is_recorded_at_the_fast_path_and_postgres_is_not_asked() {
-        let script = Script::new(Admission::Refused("SOLD_OUT"));
-        let written = run_fast(&script, untouched(), recording()).await;
-        assert_eq!(
-            written,
-            Written::Executed {
-                result: Err("SOLD_OUT"),
-                response: stored(409, "SOLD_OUT"),
-            }
-        );
-        assert_eq!(script.calls(), ["reserve"]);
     }
 
     #[tokio::test]
