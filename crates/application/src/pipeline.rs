@@ -29,8 +29,9 @@
 //! decided before any effect, and the gate reads its record in the same
 //! step as it reserves, so a retry of that key never reaches the effect
 //! while the record waits for its write to Postgres. A refusal found in
-//! `prepare`, or a use case's rule that outranks the gate, is stored in
-//! Postgres at once, as before.
+//! `prepare`, or one by a rule that outranks the gate and is not of the
+//! gate's kind ([`GatedWrite::is_gate_refusal`]), is stored in Postgres at
+//! once, as before.
 //!
 //! Why the holder mark: a copy of a request (double click, a client's retry
 //! after a timeout, the same key on another instance) must never be refused
