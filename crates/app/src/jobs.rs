@@ -1,5 +1,9 @@
 //! Background jobs of one instance, stopped with the server.
 //!
+//! - refusal writer: writes the gate refusals recorded in Redis to
+//!   Postgres, in batches as they come (`infra::redis::RefusalWriter`); on
+//!   stop, after the server has answered its last request, it writes what
+//!   is still queued.
 //! - idempotency janitor: every hour, deletes idempotency records past their
 //!   retention. Every instance runs it; the DELETE is idempotent.
 //! - outbox relay: one active instance (the `outbox-relay` lock) polls the
@@ -23,7 +27,7 @@ use std::time::Duration;
 use application::coupon::SendExpiryNotices;
 use application::events::RelayOutbox;
 use infra::postgres::PgIdempotencyStore;
-use infra::redis::{RedisLock, RedisSalesRanking};
+use infra::redis::{RedisLock, RedisSalesRanking, RefusalWriter};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -38,6 +42,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// What the jobs need.
 pub(crate) struct JobDeps {
     pub idempotency: PgIdempotencyStore,
+    pub refusal_writer: RefusalWriter,
     pub relay: Arc<RelayOutbox>,
     pub lock: RedisLock,
     pub ranking: RedisSalesRanking,
@@ -55,6 +60,7 @@ impl Jobs {
     pub(crate) fn start(deps: JobDeps) -> Self {
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![
+            tokio::spawn(deps.refusal_writer.run(stopped.clone())),
             tokio::spawn(run_janitor(deps.idempotency, stopped.clone())),
             tokio::spawn(run_relay(deps.relay, deps.lock.clone(), stopped.clone())),
             tokio::spawn(run_ranking(deps.ranking, stopped.clone())),

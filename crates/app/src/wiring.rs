@@ -17,6 +17,7 @@ use application::throttle::Throttle;
 use domain::catalog::CatalogStore;
 use domain::clock::Clock;
 use domain::health::HealthProbe;
+use domain::idempotency::FastRefusals;
 use domain::identity::{PasswordHasher, TokenService, UserRepository};
 use domain::ordering::OrderStore;
 use domain::ordering::StockGate;
@@ -107,6 +108,15 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
     ));
 
     let keys = RedisKeys::new(config.redis_key_prefix.clone());
+    // A gate's refusals: recorded in Redis, written to Postgres behind.
+    let (refusals, refusal_writer) = redis::write_behind(
+        redis_pool.clone(),
+        keys.clone(),
+        idempotency.clone(),
+        config.idempotency_retention,
+        redis::REFUSAL_QUEUE,
+    );
+    let fast_refusals: Arc<dyn FastRefusals> = Arc::new(refusals.clone());
     // Reservations a killed instance held die with it: start from Postgres.
     match redis::forget_reservations(&redis_pool, &keys).await {
         Ok(dropped) => tracing::info!(dropped, "gate counters reset; they rebuild from Postgres"),
@@ -178,6 +188,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
             ("redis", redis_status),
         ],
         relay: Arc::clone(&relay),
+        refusals_queued: Arc::new(move || refusals.queued()),
     };
     let probes: Vec<Arc<dyn HealthProbe>> = vec![
         Arc::new(PostgresProbe::new(pg.clone())),
@@ -197,6 +208,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         invest: Arc::new(MakeInvestment::new(
             invest_store,
             Arc::new(idempotency.clone()),
+            Arc::clone(&fast_refusals),
             invest_gate,
             Arc::clone(&clock),
         )),
@@ -244,6 +256,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
                 Arc::new(PgCouponQuotes::new(pg.clone())),
                 Arc::clone(&orders),
                 Arc::new(idempotency.clone()),
+                fast_refusals,
                 gate,
             )),
             queries: Arc::new(OrderQueries::new(orders)),
@@ -301,6 +314,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         web,
         jobs: crate::jobs::JobDeps {
             idempotency,
+            refusal_writer,
             relay,
             lock,
             ranking,

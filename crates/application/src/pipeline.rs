@@ -3,7 +3,10 @@
 //!
 //! ```text
 //! reserve at the gate, marking the holder (user, key)
-//!   Refused(r)  → store r under the key, answer it         (nothing was taken)
+//!   Recorded    → the key's refusal recorded at the gate: answer its replay
+//!                 or KeyReused, run nothing                 (nothing was taken)
+//!   Refused(r)  → record r at the fast path (Redis, written to Postgres
+//!                 behind; Postgres itself if that fails), answer it
 //!   Repeated    → go on without a reservation: never refused by the gate
 //!   Reserved / Bypass / gate down → go on
 //! prepare (the use case's own checks: pricing, rules at the clock)
@@ -22,6 +25,14 @@
 //! transaction, so a refusal decided early and one decided by Postgres are
 //! the same bytes.
 //!
+//! Only a gate's refusal takes the fast path ([`FastRefusals`]): it is
+//! decided before any effect, and the gate reads its record in the same
+//! step as it reserves, so a retry of that key never reaches the effect
+//! while the record waits for its write to Postgres. A refusal found in
+//! `prepare`, or one by a rule that outranks the gate and is not of the
+//! gate's kind ([`GatedWrite::is_gate_refusal`]), is stored in Postgres at
+//! once, as before.
+//!
 //! Why the holder mark: a copy of a request (double click, a client's retry
 //! after a timeout, the same key on another instance) must never be refused
 //! because its own first copy holds what is left. The gate marks the holder
@@ -34,7 +45,7 @@
 use async_trait::async_trait;
 use domain::error::Unavailable;
 use domain::gate::{Admission, Holder};
-use domain::idempotency::{IdempotencyStore, IdempotentRequest, Written};
+use domain::idempotency::{FastRefusals, IdempotencyStore, IdempotentRequest, Record, Written};
 
 /// One write as the pipeline sees it: its gate, its checks before the
 /// effect. Implemented by a use case for the length of one call.
@@ -53,6 +64,15 @@ pub trait GatedWrite: Send + Sync {
     /// refusal (one read, as cheap as the refusal's own answer). An order
     /// keeps the gate first, so a sale's refusals read no prices.
     const RULES_OUTRANK_GATE: bool = false;
+
+    /// Whether `refusal`, found by the use case's own rules, is of the kind
+    /// a gate decides (sold out, too little left). When the rules outrank
+    /// the gate and answer such a refusal, it confirms the gate's and takes
+    /// the fast path as the gate's would; other rules' refusals are stored
+    /// in Postgres at once.
+    fn is_gate_refusal(&self, _refusal: &Self::Refusal) -> bool {
+        false
+    }
 
     /// Asks the gate for this write's reservation and marks the holder.
     /// A write without a gate keeps the default: Postgres decides.
@@ -133,6 +153,23 @@ enum Held {
 enum Gate<R> {
     Proceed(Held),
     Refused(R),
+    /// The key's refusal, recorded at the gate: answered from it.
+    Recorded(Record),
+}
+
+/// Who decided a refusal before the effect: the gate (it may take the fast
+/// path) or the use case's own rules (stored in Postgres at once).
+enum Early<R> {
+    Gate(R),
+    Rules(R),
+}
+
+impl<R> Early<R> {
+    fn into_inner(self) -> R {
+        match self {
+            Self::Gate(r) | Self::Rules(r) => r,
+        }
+    }
 }
 
 /// Runs keyed writes; holds the idempotency records for refusals decided
@@ -140,6 +177,9 @@ enum Gate<R> {
 #[derive(Clone)]
 pub struct Pipeline {
     idempotency: std::sync::Arc<dyn IdempotencyStore>,
+    /// Where a gate's refusals are recorded first; `None` for writes
+    /// without a gate (a charge), whose refusals all go to Postgres.
+    fast_refusals: Option<std::sync::Arc<dyn FastRefusals>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -149,8 +189,14 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(idempotency: std::sync::Arc<dyn IdempotencyStore>) -> Self {
-        Self { idempotency }
+    pub fn new(
+        idempotency: std::sync::Arc<dyn IdempotencyStore>,
+        fast_refusals: Option<std::sync::Arc<dyn FastRefusals>>,
+    ) -> Self {
+        Self {
+            idempotency,
+            fast_refusals,
+        }
     }
 
     /// Runs `write` at most once per key. See the module documentation.
@@ -171,10 +217,14 @@ impl Pipeline {
                 let refusal = outranking(write, refusal).await;
                 return self.refuse(&request, refusal).await;
             }
+            Gate::Recorded(record) => {
+                let answer = record.answer(&request.fingerprint);
+                return Ok(Written::answered(answer).unwrap_or(Written::KeyReused));
+            }
         };
         let written = match write.prepare().await {
             Ok(Ok(ready)) => write.run(ready, request).await,
-            Ok(Err(refusal)) => self.refuse(&request, refusal).await,
+            Ok(Err(refusal)) => self.refuse(&request, Early::Rules(refusal)).await,
             Err(err) => Err(err),
         };
         let ran = written.as_ref().ok().and_then(Written::executed);
@@ -182,24 +232,38 @@ impl Pipeline {
         written
     }
 
-    /// Stores a refusal decided before the effect (one statement), so the
-    /// key answers the same way again; a key that already has a record or
-    /// runs is answered from it instead.
+    /// Stores a refusal decided before the effect, so the key answers the
+    /// same way again; a key that already has a record or runs is answered
+    /// from it instead. A gate's refusal is recorded at the fast path when
+    /// there is one; anything else, or a fast path that fails, is stored in
+    /// Postgres (one statement).
     async fn refuse<T, E>(
         &self,
         request: &IdempotentRequest<T, E>,
-        refusal: E,
+        refusal: Early<E>,
     ) -> Result<Written<T, E>, Unavailable> {
-        let refusal = Err(refusal);
+        let fast = match &refusal {
+            Early::Gate(_) => self.fast_refusals.as_deref(),
+            Early::Rules(_) => None,
+        };
+        let refusal = Err(refusal.into_inner());
         let response = request.render(&refusal);
+        let (user_id, key, fingerprint) = (request.user_id, &request.key, &request.fingerprint);
+        if let Some(fast) = fast {
+            match fast
+                .refuse(user_id, key, fingerprint, response.clone())
+                .await
+            {
+                Ok(record) => return Ok(Written::from_record(record, refusal)),
+                Err(err) => tracing::warn!(
+                    error = %err,
+                    "could not record a gate refusal at the fast path; storing it in Postgres"
+                ),
+            }
+        }
         let record = self
             .idempotency
-            .refuse(
-                request.user_id,
-                &request.key,
-                &request.fingerprint,
-                response,
-            )
+            .refuse(user_id, key, fingerprint, response)
             .await?;
         Ok(Written::from_record(record, refusal))
     }
@@ -216,7 +280,10 @@ pub async fn gated<W: UnkeyedWrite>(
 ) -> Result<Result<W::Value, W::Refusal>, Unavailable> {
     let held = match reserve(write, holder).await {
         Gate::Proceed(held) => held,
-        Gate::Refused(refusal) => return Ok(Err(outranking(write, refusal).await)),
+        Gate::Refused(refusal) => return Ok(Err(outranking(write, refusal).await.into_inner())),
+        // Records are kept for keys; a gate answers them only to a keyed
+        // holder. Should one come, nothing was reserved: Postgres decides.
+        Gate::Recorded(_) => Held::Nothing,
     };
     let result = match write.prepare().await {
         Ok(Ok(ready)) => write.run(ready).await,
@@ -232,6 +299,7 @@ async fn reserve<W: GatedWrite>(write: &W, holder: Holder<'_>) -> Gate<W::Refusa
         Ok(Admission::Reserved) => Gate::Proceed(Held::Reserved),
         Ok(Admission::Bypass) => Gate::Proceed(Held::Nothing),
         Ok(Admission::Refused(refusal)) => Gate::Refused(refusal),
+        Ok(Admission::Recorded(record)) => Gate::Recorded(record),
         // The mark and any reservation belong to the first copy.
         Ok(Admission::Repeated) => Gate::Proceed(Held::Nothing),
         Err(err) => {
@@ -243,13 +311,17 @@ async fn reserve<W: GatedWrite>(write: &W, holder: Holder<'_>) -> Gate<W::Refusa
 
 /// The refusal to answer for a gate refusal: the use case's own, when its
 /// rules outrank the gate and refuse too.
-async fn outranking<W: GatedWrite>(write: &W, refusal: W::Refusal) -> W::Refusal {
+async fn outranking<W: GatedWrite>(write: &W, refusal: W::Refusal) -> Early<W::Refusal> {
     if W::RULES_OUTRANK_GATE
         && let Ok(Err(rule)) = write.prepare().await
     {
-        return rule;
+        return if write.is_gate_refusal(&rule) {
+            Early::Gate(rule)
+        } else {
+            Early::Rules(rule)
+        };
     }
-    refusal
+    Early::Gate(refusal)
 }
 
 /// Unless the effect committed: gives back what the gate holds for this
@@ -274,12 +346,24 @@ async fn settle<W: GatedWrite>(
     }
 }
 
+/// For the use cases' tests: a fast path that is down, as when Redis is,
+/// so a gate's refusals are stored in Postgres, where those tests count
+/// them. The pipeline's own tests cover the fast path.
+#[cfg(test)]
+pub(crate) fn fast_path_down() -> std::sync::Arc<dyn FastRefusals> {
+    let mut fast = domain::idempotency::MockFastRefusals::new();
+    fast.expect_refuse()
+        .returning(|_, _, _, _| Err(Unavailable::new("redis", "connection refused")));
+    std::sync::Arc::new(fast)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
 
     use domain::idempotency::{
-        Fingerprint, IdempotencyKey, IdempotentOutcome, MockIdempotencyStore, StoredResponse,
+        Fingerprint, IdempotencyKey, IdempotentOutcome, MockFastRefusals, MockIdempotencyStore,
+        StoredResponse,
     };
     use domain::identity::UserId;
 
@@ -328,6 +412,7 @@ mod tests {
         async fn reserve(&self, _: Holder<'_>) -> Result<Admission<&'static str>, Unavailable> {
             self.log("reserve");
             self.gate
+                .clone()
                 .map_err(|()| Unavailable::new("redis", "connection refused"))
         }
 
@@ -392,7 +477,7 @@ mod tests {
     }
 
     async fn run(script: &Script, store: MockIdempotencyStore) -> Written<u32, &'static str> {
-        Pipeline::new(Arc::new(store))
+        Pipeline::new(Arc::new(store), None)
             .keyed(script, request())
             .await
             .expect("answered")
@@ -408,16 +493,24 @@ mod tests {
 
     #[tokio::test]
     async fn a_gate_refusal_is_stored_under_the_key_and_nothing_runs() {
-        let script = Script::new(Admission::Refused("SOLD_OUT"));
-        let written = run(&script, records()).await;
-        assert_eq!(
-            written,
-            Written::Executed {
-                result: Err("SOLD_OUT"),
-                response: stored(409, "SOLD_OUT"),
-            }
-        );
-        assert_eq!(script.calls(), ["reserve"]);
+        // Recorded at the fast path when there is one (Postgres is not
+        // asked), in Postgres otherwise.
+        for fast in [false, true] {
+            let script = Script::new(Admission::Refused("SOLD_OUT"));
+            let written = if fast {
+                run_fast(&script, untouched(), recording()).await
+            } else {
+                run(&script, records()).await
+            };
+            assert_eq!(
+                written,
+                Written::Executed {
+                    result: Err("SOLD_OUT"),
+                    response: stored(409, "SOLD_OUT"),
+                }
+            );
+            assert_eq!(script.calls(), ["reserve"]);
+        }
     }
 
     #[tokio::test]
@@ -446,6 +539,9 @@ mod tests {
             type Refusal = &'static str;
             type Ready = ();
             const RULES_OUTRANK_GATE: bool = true;
+            fn is_gate_refusal(&self, refusal: &&'static str) -> bool {
+                *refusal == "SOLD_OUT"
+            }
             async fn reserve(&self, h: Holder<'_>) -> Result<Admission<&'static str>, Unavailable> {
                 self.0.reserve(h).await
             }
@@ -466,15 +562,21 @@ mod tests {
         let mut script = Script::new(Admission::Refused("SOLD_OUT"));
         script.prepared = Err("NOT_ACTIVE");
         let write = RulesFirst(script);
-        let written = Pipeline::new(Arc::new(records()))
+        let mut fast = MockFastRefusals::new();
+        fast.expect_refuse().never();
+        let written = Pipeline::new(Arc::new(records()), Some(Arc::new(fast)))
             .keyed(&write, request())
             .await
             .expect("answered");
-        assert_eq!(written.executed(), Some(&Err("NOT_ACTIVE")));
+        assert_eq!(
+            written.executed(),
+            Some(&Err("NOT_ACTIVE")),
+            "a rule's refusal is stored in Postgres, not at the fast path"
+        );
         assert_eq!(write.0.calls(), ["reserve", "prepare"], "nothing runs");
 
         let write = RulesFirst(Script::new(Admission::Refused("SOLD_OUT")));
-        let written = Pipeline::new(Arc::new(records()))
+        let written = Pipeline::new(Arc::new(untouched()), Some(Arc::new(recording())))
             .keyed(&write, request())
             .await
             .expect("answered");
@@ -482,6 +584,19 @@ mod tests {
             written.executed(),
             Some(&Err("SOLD_OUT")),
             "rules that pass leave the gate's refusal"
+        );
+
+        let mut script = Script::new(Admission::Refused("SOLD_OUT"));
+        script.prepared = Err("SOLD_OUT");
+        let write = RulesFirst(script);
+        let written = Pipeline::new(Arc::new(untouched()), Some(Arc::new(recording())))
+            .keyed(&write, request())
+            .await
+            .expect("answered");
+        assert_eq!(
+            written.executed(),
+            Some(&Err("SOLD_OUT")),
+            "rules that confirm the gate's kind of refusal take the fast path"
         );
     }
 
@@ -547,7 +662,7 @@ mod tests {
         store.expect_refuse().never();
         let mut script = Script::new(Admission::Reserved);
         script.store_fails = true;
-        let result = Pipeline::new(Arc::new(store))
+        let result = Pipeline::new(Arc::new(store), None)
             .keyed(&script, request())
             .await;
         assert!(matches!(result, Err(u) if u.service() == "postgres"));
@@ -564,5 +679,93 @@ mod tests {
         };
         run(&script, records()).await;
         assert_eq!(script.calls(), ["reserve", "prepare", "run"]);
+    }
+
+    /// A fast path that records every refusal it is given.
+    fn recording() -> MockFastRefusals {
+        let mut fast = MockFastRefusals::new();
+        fast.expect_refuse()
+            .times(1)
+            .returning(|_, _, _, r| Ok(IdempotentOutcome::Executed(r)));
+        fast
+    }
+
+    /// An idempotency store that must not be asked.
+    fn untouched() -> MockIdempotencyStore {
+        let mut store = MockIdempotencyStore::new();
+        store.expect_refuse().never();
+        store
+    }
+
+    async fn run_fast(
+        script: &Script,
+        store: MockIdempotencyStore,
+        fast: MockFastRefusals,
+    ) -> Written<u32, &'static str> {
+        Pipeline::new(Arc::new(store), Some(Arc::new(fast)))
+            .keyed(script, request())
+            .await
+            .expect("answered")
+    }
+
+    #[tokio::test]
+    async fn a_gate_refusal_another_copy_recorded_first_is_its_replay() {
+        let mut fast = MockFastRefusals::new();
+        fast.expect_refuse()
+            .returning(|_, _, _, r| Ok(IdempotentOutcome::Replayed(r)));
+        let script = Script::new(Admission::Refused("SOLD_OUT"));
+        let written = run_fast(&script, untouched(), fast).await;
+        assert_eq!(written, Written::Replayed(stored(409, "SOLD_OUT")));
+    }
+
+    #[tokio::test]
+    async fn a_gate_refusal_the_fast_path_cannot_record_is_stored_in_postgres() {
+        let mut fast = MockFastRefusals::new();
+        fast.expect_refuse()
+            .times(1)
+            .returning(|_, _, _, _| Err(Unavailable::new("redis", "connection refused")));
+        let mut store = MockIdempotencyStore::new();
+        store
+            .expect_refuse()
+            .times(1)
+            .returning(|_, _, _, r| Ok(IdempotentOutcome::Executed(r)));
+        let script = Script::new(Admission::Refused("SOLD_OUT"));
+        let written = run_fast(&script, store, fast).await;
+        assert_eq!(written.executed(), Some(&Err("SOLD_OUT")));
+        assert_eq!(script.calls(), ["reserve"]);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_found_while_preparing_is_stored_in_postgres_not_at_the_fast_path() {
+        let mut fast = MockFastRefusals::new();
+        fast.expect_refuse().never();
+        let mut script = Script::new(Admission::Reserved);
+        script.prepared = Err("COUPON_NOT_APPLICABLE");
+        let written = run_fast(&script, records(), fast).await;
+        assert_eq!(written.executed(), Some(&Err("COUPON_NOT_APPLICABLE")));
+    }
+
+    #[tokio::test]
+    async fn a_recorded_refusal_is_replayed_or_refuses_another_request_and_nothing_runs() {
+        let record = |fingerprint: &str| Record {
+            fingerprint: Fingerprint::new(fingerprint.into()),
+            response: stored(409, "SOLD_OUT"),
+        };
+        let mut fast = MockFastRefusals::new();
+        fast.expect_refuse().never();
+
+        let script = Script::new(Admission::Recorded(record("f")));
+        let written = run_fast(&script, untouched(), fast).await;
+        assert_eq!(written, Written::Replayed(stored(409, "SOLD_OUT")));
+        assert_eq!(
+            script.calls(),
+            ["reserve"],
+            "nothing runs, nothing is given back"
+        );
+
+        let script = Script::new(Admission::Recorded(record("another body")));
+        let written = run_fast(&script, untouched(), MockFastRefusals::new()).await;
+        assert_eq!(written, Written::KeyReused);
+        assert_eq!(script.calls(), ["reserve"]);
     }
 }

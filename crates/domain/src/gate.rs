@@ -13,9 +13,12 @@
 //! gate marks the holder in the same atomic step, so a retry of the same
 //! request (a double click, a client's timeout retry, the same key on
 //! another instance) is recognised as [`Admission::Repeated`] instead of
-//! being refused because its own first copy holds what is left.
+//! being refused because its own first copy holds what is left. A keyed
+//! holder whose refusal the gate recorded (see
+//! [`FastRefusals`](crate::idempotency::FastRefusals)) is answered from that
+//! record in the same step, [`Admission::Recorded`], before anything else.
 
-use crate::idempotency::IdempotencyKey;
+use crate::idempotency::{IdempotencyKey, Record};
 use crate::identity::UserId;
 
 /// Who a reservation is for.
@@ -44,7 +47,7 @@ impl<'a> Holder<'a> {
 
 /// What a gate answered to `reserve`. `R` is what a refusal tells: the
 /// product that is sold out, the amount that remains, the coupon refusal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission<R> {
     /// Reserved for the holder; released again unless the write commits.
     Reserved,
@@ -58,6 +61,11 @@ pub enum Admission<R> {
     /// flight or just answered. Nothing was reserved and it is never
     /// refused by the gate; the store answers it under the key's lock.
     Repeated,
+    /// The holder's key has a refusal recorded at the fast path, perhaps
+    /// not yet written to Postgres: nothing was reserved, nothing may run,
+    /// and the write is answered from the record (its replay, or a reused
+    /// key). Checked before the holder's mark and before a bypass.
+    Recorded(Record),
 }
 
 impl<R> Admission<R> {
@@ -68,6 +76,7 @@ impl<R> Admission<R> {
             Self::Refused(r) => Admission::Refused(f(r)),
             Self::Bypass => Admission::Bypass,
             Self::Repeated => Admission::Repeated,
+            Self::Recorded(record) => Admission::Recorded(record),
         }
     }
 }

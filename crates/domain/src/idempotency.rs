@@ -196,6 +196,27 @@ pub enum IdempotentOutcome {
     InProgress,
 }
 
+/// A key's record as a fast store keeps it: the request it answered (its
+/// fingerprint) and the response sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub fingerprint: Fingerprint,
+    pub response: StoredResponse,
+}
+
+impl Record {
+    /// What the record answers a request with `fingerprint`: its response
+    /// again for the same request, [`IdempotentOutcome::KeyReused`] for
+    /// another. Never `Executed`: nothing runs now.
+    pub fn answer(self, fingerprint: &Fingerprint) -> IdempotentOutcome {
+        if self.fingerprint == *fingerprint {
+            IdempotentOutcome::Replayed(self.response)
+        } else {
+            IdempotentOutcome::KeyReused
+        }
+    }
+}
+
 /// The idempotency records themselves, for refusals that are decided before
 /// any effect runs (an amount outside the limits, say): they are stored and
 /// replayed like any other answer under the key.
@@ -208,6 +229,34 @@ pub trait IdempotencyStore: Send + Sync {
     ///
     /// # Errors
     /// [`Unavailable`](crate::error::Unavailable) when the store fails; nothing is stored.
+    async fn refuse(
+        &self,
+        user_id: UserId,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        response: StoredResponse,
+    ) -> Result<IdempotentOutcome, crate::error::Unavailable>;
+}
+
+/// Refusals a gate decided before any effect (`OUT_OF_STOCK`, `SOLD_OUT`,
+/// `AMOUNT_EXCEEDS_REMAINING`): recorded first in a fast store that the
+/// gate reads in the same step as it reserves, and written to the
+/// idempotency records behind, in batches (`docs/idempotency.md`). A
+/// sale's refusals come by the thousand; this keeps them off Postgres'
+/// hot path.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait::async_trait]
+pub trait FastRefusals: Send + Sync {
+    /// Records `response` under the key and queues it for the idempotency
+    /// records, unless the key already has a record here: then
+    /// [`IdempotentOutcome::Replayed`] (same fingerprint) or
+    /// [`IdempotentOutcome::KeyReused`]. Never `InProgress`.
+    ///
+    /// # Errors
+    /// [`Unavailable`](crate::error::Unavailable) when it cannot both record
+    /// and queue the refusal (the fast store is down, the queue is full, the
+    /// response is a 5xx): nothing was queued, and the caller stores the
+    /// refusal with [`IdempotencyStore::refuse`] itself.
     async fn refuse(
         &self,
         user_id: UserId,
@@ -237,5 +286,25 @@ mod tests {
         );
         assert_eq!(IdempotencyKey::parse("tab\t"), Err(InvalidIdempotencyKey));
         assert_eq!(IdempotencyKey::parse("키"), Err(InvalidIdempotencyKey));
+    }
+
+    #[test]
+    fn a_record_replays_its_own_request_and_refuses_another() {
+        let record = Record {
+            fingerprint: Fingerprint::new("f1".into()),
+            response: StoredResponse {
+                status: 409,
+                content_type: "application/problem+json".into(),
+                body: b"{}".to_vec(),
+            },
+        };
+        assert_eq!(
+            record.clone().answer(&Fingerprint::new("f1".into())),
+            IdempotentOutcome::Replayed(record.response.clone())
+        );
+        assert_eq!(
+            record.answer(&Fingerprint::new("f2".into())),
+            IdempotentOutcome::KeyReused
+        );
     }
 }

@@ -10,7 +10,9 @@
 //!   replay counts nothing): orders paid and refused by code, coupons
 //!   issued and refused by code, investments and the amount invested, and
 //!   investments refused by code;
-//! - `outbox_unpublished_events` and `outbox_oldest_unpublished_age_seconds`.
+//! - `outbox_unpublished_events` and `outbox_oldest_unpublished_age_seconds`;
+//! - `refusals_queued`: gate refusals recorded in Redis and not yet written
+//!   to Postgres (`docs/idempotency.md`).
 //!
 //! Every app has its own [`Metrics`] registry (no globals), so several apps in
 //! one test process do not mix their counts.
@@ -49,6 +51,7 @@ pub struct Metrics {
     investment_refusals: IntCounterVec,
     outbox_unpublished: IntGauge,
     outbox_oldest_age: Gauge,
+    refusals_queued: IntGauge,
 }
 
 /// A pool's state at one moment.
@@ -69,6 +72,8 @@ pub struct MetricsApi {
     pub metrics: Metrics,
     pub pools: Vec<(&'static str, PoolStatusFn)>,
     pub relay: Arc<RelayOutbox>,
+    /// Reads how many gate refusals wait to be written to Postgres.
+    pub refusals_queued: Arc<dyn Fn() -> usize + Send + Sync>,
 }
 
 impl std::fmt::Debug for MetricsApi {
@@ -147,6 +152,14 @@ impl Metrics {
         registry
             .register(Box::new(outbox_oldest_age.clone()))
             .expect("unique metric");
+        let refusals_queued = IntGauge::new(
+            "refusals_queued",
+            "Gate refusals recorded in Redis, not yet written to Postgres",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(refusals_queued.clone()))
+            .expect("unique metric");
         Self {
             http_requests: counter_vec(
                 &registry,
@@ -184,6 +197,7 @@ impl Metrics {
             ),
             outbox_unpublished,
             outbox_oldest_age,
+            refusals_queued,
             registry,
         }
     }
@@ -282,6 +296,10 @@ async fn scrape(api: web::Data<MetricsApi>) -> HttpResponse {
     for (name, status) in &api.pools {
         api.metrics.set_pool(name, status());
     }
+    let queued = (api.refusals_queued)();
+    api.metrics
+        .refusals_queued
+        .set(i64::try_from(queued).unwrap_or(i64::MAX));
     // A failed read leaves the last values: the scrape itself still answers.
     match api.relay.backlog().await {
         Ok(backlog) => {

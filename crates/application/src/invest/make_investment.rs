@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use domain::clock::Clock;
 use domain::error::Unavailable;
 use domain::gate::{Admission, Holder};
-use domain::idempotency::{IdempotencyStore, IdempotentRequest, Written};
+use domain::idempotency::{FastRefusals, IdempotencyStore, IdempotentRequest, Written};
 use domain::identity::UserId;
 use domain::invest::{
     InvestAmount, InvestError, InvestGate, InvestOrder, InvestProductId, InvestStore, Investment,
@@ -58,6 +58,7 @@ impl MakeInvestment {
     pub fn new(
         store: Arc<dyn InvestStore>,
         idempotency: Arc<dyn IdempotencyStore>,
+        fast_refusals: Arc<dyn FastRefusals>,
         gate: Arc<dyn InvestGate>,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -65,7 +66,7 @@ impl MakeInvestment {
             store,
             gate,
             clock,
-            pipeline: Pipeline::new(idempotency),
+            pipeline: Pipeline::new(idempotency, Some(fast_refusals)),
         }
     }
 
@@ -118,7 +119,15 @@ impl GatedWrite for Investing<'_> {
                 Admission::Reserved => Admission::Reserved,
                 Admission::Bypass => Admission::Bypass,
                 Admission::Repeated => Admission::Repeated,
+                Admission::Recorded(record) => Admission::Recorded(record),
             },
+        )
+    }
+
+    fn is_gate_refusal(&self, refusal: &InvestError) -> bool {
+        matches!(
+            refusal,
+            InvestError::SoldOut { .. } | InvestError::AmountExceedsRemaining { .. }
         )
     }
 
@@ -129,13 +138,10 @@ impl GatedWrite for Investing<'_> {
     }
 
     async fn forget(&self, refusal: &InvestError) -> Result<(), Unavailable> {
-        match refusal {
-            InvestError::SoldOut { .. } | InvestError::AmountExceedsRemaining { .. } => {
-                self.use_case.gate.forget(self.cmd.product_id).await
-            }
-            InvestError::ProductNotFound { .. } | InvestError::NotInRecruitingPeriod { .. } => {
-                Ok(())
-            }
+        if self.is_gate_refusal(refusal) {
+            self.use_case.gate.forget(self.cmd.product_id).await
+        } else {
+            Ok(())
         }
     }
 
@@ -345,6 +351,7 @@ mod tests {
         MakeInvestment::new(
             Arc::new(store),
             Arc::new(idempotency),
+            crate::pipeline::fast_path_down(),
             Arc::new(gate),
             clock(now),
         )

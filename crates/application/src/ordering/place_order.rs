@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use domain::catalog::{CatalogStore, ProductId};
 use domain::error::Unavailable;
 use domain::gate::{Admission, Holder};
-use domain::idempotency::{IdempotencyStore, IdempotentRequest, Written};
+use domain::idempotency::{FastRefusals, IdempotencyStore, IdempotentRequest, Written};
 use domain::identity::UserId;
 use domain::money::Points;
 use domain::ordering::{
@@ -53,6 +53,7 @@ impl PlaceOrder {
         coupons: Arc<dyn CouponQuotes>,
         orders: Arc<dyn OrderStore>,
         idempotency: Arc<dyn IdempotencyStore>,
+        fast_refusals: Arc<dyn FastRefusals>,
         gate: Arc<dyn StockGate>,
     ) -> Self {
         Self {
@@ -60,7 +61,7 @@ impl PlaceOrder {
             coupons,
             orders,
             gate,
-            pipeline: Pipeline::new(idempotency),
+            pipeline: Pipeline::new(idempotency, Some(fast_refusals)),
         }
     }
 
@@ -290,6 +291,7 @@ mod tests {
             Arc::new(coupons),
             Arc::new(orders),
             Arc::new(idempotency),
+            crate::pipeline::fast_path_down(),
             Arc::new(gate),
         )
     }

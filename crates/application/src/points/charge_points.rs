@@ -32,7 +32,8 @@ impl ChargePoints {
     pub fn new(store: Arc<dyn PointsStore>, idempotency: Arc<dyn IdempotencyStore>) -> Self {
         Self {
             store,
-            pipeline: Pipeline::new(idempotency),
+            // No gate: every refusal is stored in Postgres at once.
+            pipeline: Pipeline::new(idempotency, None),
         }
     }
 

@@ -28,12 +28,14 @@ use diesel::sql_types::{Bool, Bytea, Double, Int2, Int8, Text};
 use diesel_async::{AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, TransactionManager};
 use domain::error::Unavailable;
 use domain::idempotency::{
-    Fingerprint, IdempotencyKey, IdempotentOutcome, IdempotentRequest, StoredResponse, Written,
+    Fingerprint, IdempotencyKey, IdempotentOutcome, IdempotentRequest, Record, StoredResponse,
+    Written,
 };
 use domain::identity::UserId;
 
 use super::prepared::prepared;
 use super::unavailable;
+use super::unnest::unnest_rows;
 
 type Tm = AnsiTransactionManager;
 
@@ -307,15 +309,15 @@ impl StoredRow {
     /// What a fresh record answers a request with `fingerprint`: its
     /// response again for the same request, `KeyReused` for another.
     pub(crate) fn into_outcome(self, fingerprint: &Fingerprint) -> IdempotentOutcome {
-        if self.fingerprint == fingerprint.as_str() {
-            IdempotentOutcome::Replayed(StoredResponse {
+        Record {
+            fingerprint: Fingerprint::new(self.fingerprint),
+            response: StoredResponse {
                 status: u16::try_from(self.response_status).unwrap_or(500),
                 content_type: self.response_content_type,
                 body: self.response_body,
-            })
-        } else {
-            IdempotentOutcome::KeyReused
+            },
         }
+        .answer(fingerprint)
     }
 }
 
@@ -340,6 +342,56 @@ async fn finish<T, E>(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+unnest_rows! {
+    /// A gate's refusal recorded at the fast path (`redis/refusals.rs`),
+    /// written behind.
+    #[derive(Clone)]
+    pub(crate) struct RefusalRow {
+        user_id: i64 as Int8,
+        key: String as Text,
+        fingerprint: String as Text,
+        response_status: i16 as Int2,
+        response_content_type: String as Text,
+        response_body: Vec<u8> as Bytea,
+    }
+}
+
+const WRITE_REFUSALS: &str = "INSERT INTO idempotency_keys \
+         (user_id, key, fingerprint, response_status, response_content_type, response_body) \
+     SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[], $5::text[], $6::bytea[]) \
+     ON CONFLICT (user_id, key) DO NOTHING \
+     RETURNING user_id, key";
+
+#[derive(QueryableByName)]
+struct WrittenKey {
+    #[diesel(sql_type = Int8)]
+    user_id: i64,
+    #[diesel(sql_type = Text)]
+    key: String,
+}
+
+/// Writes refusals recorded at the fast path, one statement for them all.
+/// It takes no key's lock: a key that has a record by now (the effect of a
+/// retry decided while the refusal waited here, or an expired record not
+/// yet purged) keeps it, and the primary key stops a guarded transaction
+/// that would insert after this one. Returns the (user, key) of the rows
+/// that were not written for that reason.
+pub(crate) async fn write_refusals(
+    conn: &mut AsyncPgConnection,
+    rows: Vec<RefusalRow>,
+) -> diesel::QueryResult<Vec<(i64, String)>> {
+    let mut wanted: Vec<(i64, String)> = rows.iter().map(|r| (r.user_id, r.key.clone())).collect();
+    let written: std::collections::HashSet<(i64, String)> =
+        RefusalRow::bind_all(rows, prepared(WRITE_REFUSALS))
+            .load::<WrittenKey>(conn)
+            .await?
+            .into_iter()
+            .map(|w| (w.user_id, w.key))
+            .collect();
+    wanted.retain(|k| !written.contains(k));
+    Ok(wanted)
 }
 
 /// Deletes stored responses older than `retention`, a batch at a time.

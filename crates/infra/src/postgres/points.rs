@@ -237,6 +237,25 @@ impl PgIdempotencyStore {
         Self { db, retention }
     }
 
+    /// Writes refusals recorded at the fast path in one statement; returns
+    /// the (user, key) of those whose key had a record already, which keeps it.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when Postgres fails; nothing was written.
+    pub(crate) async fn write_refusals(
+        &self,
+        rows: Vec<super::RefusalRow>,
+    ) -> Result<Vec<(i64, String)>, Unavailable> {
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                idempotency::write_refusals(&mut conn, rows)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await
+    }
+
     /// Deletes every expired record, in batches so no statement runs long.
     /// Returns how many were deleted.
     ///

@@ -9,6 +9,12 @@
 //! know the item). Release reads the mark and deletes it in the same
 //! script, so what was taken is given back once, however often a release
 //! is repeated, and a holder that only passed gives back nothing.
+//!
+//! Before the mark, the reservation reads the holder's key's refusal
+//! record (`refusals.rs`), in the same script: a key whose gate refusal is
+//! recorded, perhaps not yet in Postgres, is answered from that record and
+//! never reaches the effect, even when stock came back since, the counter
+//! is missing, or the holder's mark is still there.
 
 use std::future::Future;
 use std::sync::LazyLock;
@@ -19,6 +25,7 @@ use deadpool_redis::redis::{Script, cmd};
 use domain::error::Unavailable;
 use domain::gate::{Admission, Holder};
 
+use super::refusals::{record_key, unpack};
 use super::{RedisKeys, RedisLock, unavailable};
 use crate::postgres::Postgres;
 
@@ -90,25 +97,30 @@ pub async fn forget_reservations(pool: &Pool, keys: &RedisKeys) -> Result<usize,
 /// transaction, and than a client's quick retry takes.
 pub const HOLDER_TTL: Duration = Duration::from_secs(60);
 
-/// KEYS: the counters, then the holder's mark; ARGV: the amounts, then the
-/// mark's lifetime in ms. `{2, 0, 0}`: the holder is marked already;
-/// `{-1, i, 0}`: counter i is missing; `{0, i, left}`: counter i holds only
-/// `left`; `{1, 0, 0}`: every amount was taken and the holder marked `r`.
+/// KEYS: the counters, then the holder's mark, then the key's refusal
+/// record; ARGV: the amounts, then the mark's lifetime in ms.
+/// `{3, 0, 0, record}`: the key has a recorded refusal (nothing else is
+/// looked at); `{2, 0, 0}`: the holder is marked already; `{-1, i, 0}`:
+/// counter i is missing; `{0, i, left}`: counter i holds only `left`;
+/// `{1, 0, 0}`: every amount was taken and the holder marked `r`. Every
+/// answer has a fourth element, empty but for a record.
 const RESERVE: &str = r"
-local n = #KEYS - 1
-if redis.call('EXISTS', KEYS[n + 1]) == 1 then return {2, 0, 0} end
+local n = #KEYS - 2
+local record = redis.call('GET', KEYS[n + 2])
+if record then return {3, 0, 0, record} end
+if redis.call('EXISTS', KEYS[n + 1]) == 1 then return {2, 0, 0, ''} end
 for i = 1, n do
-  if redis.call('EXISTS', KEYS[i]) == 0 then return {-1, i, 0} end
+  if redis.call('EXISTS', KEYS[i]) == 0 then return {-1, i, 0, ''} end
 end
 for i = 1, n do
   local left = tonumber(redis.call('GET', KEYS[i]))
-  if left < tonumber(ARGV[i]) then return {0, i, left} end
+  if left < tonumber(ARGV[i]) then return {0, i, left, ''} end
 end
 for i = 1, n do
   redis.call('DECRBY', KEYS[i], ARGV[i])
 end
 redis.call('SET', KEYS[n + 1], 'r', 'PX', ARGV[n + 1])
-return {1, 0, 0}";
+return {1, 0, 0, ''}";
 
 /// KEYS: the holder's mark, then the counters; ARGV: the amounts. Gives
 /// back only what a mark of `r` took, only to counters that still exist (a
@@ -197,12 +209,15 @@ impl Counters {
         self.key(&format!("{gate}-holder:{}:{key}", holder.user_id))
     }
 
-    /// Takes every amount from its counter for the holder, or nothing; a
-    /// missing counter is rebuilt with `rebuild(index)` and the reservation
-    /// tried again. With a counter it cannot build, the holder is only
-    /// marked and passes ([`Admission::Bypass`]).
+    /// Takes every amount from its counter for the holder (marked at
+    /// `marker`), or nothing; a missing counter is rebuilt with
+    /// `rebuild(index)` and the reservation tried again. With a counter it
+    /// cannot build, the holder is only marked and passes
+    /// ([`Admission::Bypass`]). A holder whose key has a recorded refusal
+    /// is answered from it first ([`Admission::Recorded`]).
     pub(crate) async fn reserve<F, Fut>(
         &self,
+        holder: Holder<'_>,
         marker: &str,
         amounts: &[(String, i64)],
         rebuild: F,
@@ -212,6 +227,12 @@ impl Counters {
         Fut: Future<Output = Result<Rebuilt, Unavailable>>,
     {
         let ttl_ms = i64::try_from(HOLDER_TTL.as_millis()).unwrap_or(i64::MAX);
+        // A holder without a key has an empty one, which no record has.
+        let record = record_key(
+            &self.keys,
+            holder.user_id,
+            holder.key.map_or("", |k| k.as_str()),
+        );
         // A few rounds at most: each round rebuilds one missing counter.
         for _ in 0..=amounts.len() {
             let mut conn = self.connection().await?;
@@ -220,15 +241,17 @@ impl Counters {
                 script.key(key);
             }
             script.key(marker);
+            script.key(&record);
             for (_, amount) in amounts {
                 script.arg(*amount);
             }
             script.arg(ttl_ms);
-            let (status, position, left): (i64, usize, i64) =
+            let (status, position, left, recorded): (i64, usize, i64, Vec<u8>) =
                 script.invoke_async(&mut conn).await.map_err(unavailable)?;
             drop(conn);
             let index = position.checked_sub(1).filter(|i| *i < amounts.len());
             match (status, index) {
+                (3, _) => return Ok(Admission::Recorded(unpack(&recorded)?)),
                 (1, _) => return Ok(Admission::Reserved),
                 (2, _) => return Ok(Admission::Repeated),
                 (0, Some(index)) => return Ok(Admission::Refused(Short { index, left })),

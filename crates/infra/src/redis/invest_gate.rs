@@ -96,6 +96,7 @@ impl InvestGate for RedisInvestGate {
         let admission = self
             .counters
             .reserve(
+                holder,
                 &self.counters.holder_key("invest", holder),
                 &[(self.key(product), amount.get())],
                 |_| self.rebuild(product),

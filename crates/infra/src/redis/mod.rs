@@ -16,6 +16,7 @@ mod issue_gate;
 mod lock;
 mod ranking;
 mod rate_limit;
+mod refusals;
 mod stock_gate;
 mod stream;
 
@@ -26,6 +27,7 @@ pub use issue_gate::RedisIssueGate;
 pub use lock::{Lease, RedisLock, credentials_of, forge_release_of, release_as};
 pub use ranking::RedisSalesRanking;
 pub use rate_limit::{LocalRateLimiter, RedisRateLimiter};
+pub use refusals::{REFUSAL_QUEUE, RedisRefusals, RefusalWriter, write_behind};
 pub use stock_gate::RedisStockGate;
 pub use stream::{ORDER_EVENTS, RedisEventStream, StreamEntry};
 

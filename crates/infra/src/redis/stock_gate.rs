@@ -99,9 +99,12 @@ impl StockGate for RedisStockGate {
     ) -> Result<Admission<ProductId>, Unavailable> {
         let admission = self
             .counters
-            .reserve(&self.marker(holder), &self.amounts(lines), |index| {
-                self.rebuild(lines[index].0)
-            })
+            .reserve(
+                holder,
+                &self.marker(holder),
+                &self.amounts(lines),
+                |index| self.rebuild(lines[index].0),
+            )
             .await?;
         Ok(admission.map_refusal(|short| lines[short.index].0))
     }

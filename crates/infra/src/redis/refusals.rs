@@ -1,0 +1,346 @@
+//! A gate's refusals recorded in Redis first and written to Postgres behind
+//! (`docs/idempotency.md`, "Refusals at the fast path").
+//!
+//! A flash sale refuses most of its requests at a gate, and storing each
+//! refusal under its key in Postgres was most of a refusal's cost. Here a
+//! refusal costs one Redis round trip: a script sets the key's record
+//! (`refusal:{user}:{key}`, kept as long as Postgres keeps records) unless
+//! the key has one, and answers the existing record instead. A recorded
+//! refusal goes on a bounded in-process queue, and [`RefusalWriter`] writes
+//! what is queued to `idempotency_keys` in one statement per batch.
+//!
+//! Until its batch lands, a refusal lives only in Redis. The gates' shared
+//! reservation script (`counter.rs`) reads the record before anything else,
+//! so a retry of that key is answered from it and never reaches the effect.
+//! A key that got a Postgres record meanwhile keeps it, and its Redis record
+//! is dropped, so Postgres answers it from then on.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_redis::Pool;
+use deadpool_redis::redis::{Script, cmd};
+use domain::error::Unavailable;
+use domain::idempotency::{
+    FastRefusals, Fingerprint, IdempotencyKey, IdempotentOutcome, Record, StoredResponse,
+};
+use domain::identity::UserId;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::{RedisKeys, unavailable};
+use crate::postgres::{PgIdempotencyStore, RefusalRow};
+
+/// How many refusals may wait for Postgres; beyond that a refusal is stored
+/// in Postgres by its request, as it was before this path existed.
+pub const REFUSAL_QUEUE: usize = 20_000;
+/// The most rows one write takes.
+const BATCH: usize = 1_000;
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a stopping writer keeps trying to write what is queued.
+const FLUSH_ON_STOP: Duration = Duration::from_secs(10);
+
+/// KEYS: the record; ARGV: the packed record, its lifetime in ms. Returns
+/// the record the key has already, or nil when this one was set.
+const RECORD: &str = r"
+local old = redis.call('GET', KEYS[1])
+if old then return old end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false";
+
+static RECORD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD));
+
+/// The Redis key of the refusal record of (user, key).
+pub(crate) fn record_key(keys: &RedisKeys, user_id: UserId, key: &str) -> String {
+    keys.key(&format!("refusal:{user_id}:{key}"))
+}
+
+/// `fingerprint \n status \n content type \n body`: neither of the first
+/// three holds a line break (a hex digest, a number, a header value), and
+/// the body is kept as it is.
+fn pack(fingerprint: &Fingerprint, response: &StoredResponse) -> Result<Vec<u8>, Unavailable> {
+    let head = format!(
+        "{}\n{}\n{}\n",
+        fingerprint.as_str(),
+        response.status,
+        response.content_type
+    );
+    if head.matches('\n').count() != 3 {
+        return Err(Unavailable::new(
+            "redis",
+            "a fingerprint or content type with a line break cannot be packed",
+        ));
+    }
+    let mut packed = head.into_bytes();
+    packed.extend_from_slice(&response.body);
+    Ok(packed)
+}
+
+/// The record [`pack`] made.
+pub(crate) fn unpack(packed: &[u8]) -> Result<Record, Unavailable> {
+    let malformed = || unavailable("a refusal record in Redis is malformed");
+    let mut parts = packed.splitn(4, |b| *b == b'\n');
+    let mut text = || {
+        parts
+            .next()
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .map(str::to_owned)
+            .ok_or_else(malformed)
+    };
+    let fingerprint = Fingerprint::new(text()?);
+    let status = text()?.parse::<u16>().map_err(|_| malformed())?;
+    let content_type = text()?;
+    let body = parts.next().ok_or_else(malformed)?.to_vec();
+    Ok(Record {
+        fingerprint,
+        response: StoredResponse {
+            status,
+            content_type,
+            body,
+        },
+    })
+}
+
+/// Records a gate's refusals in Redis and queues them for Postgres.
+#[derive(Clone)]
+pub struct RedisRefusals {
+    pool: Pool,
+    keys: RedisKeys,
+    /// How long a record lives: as long as Postgres replays records.
+    retention: Duration,
+    queue: mpsc::Sender<RefusalRow>,
+}
+
+impl std::fmt::Debug for RedisRefusals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRefusals")
+            .field("prefix", &self.keys.prefix())
+            .field("queued", &self.queued())
+            .finish()
+    }
+}
+
+/// Writes the queued refusals to Postgres, in batches; run it as a
+/// background job with [`RefusalWriter::run`].
+pub struct RefusalWriter {
+    pool: Pool,
+    keys: RedisKeys,
+    store: PgIdempotencyStore,
+    queue: mpsc::Receiver<RefusalRow>,
+    /// Set once asked to stop: when the writer gives up on Postgres.
+    give_up_at: Option<Instant>,
+}
+
+impl std::fmt::Debug for RefusalWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefusalWriter")
+            .field("queued", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The fast path's two halves: the recorder the pipeline calls, and the
+/// writer that empties its queue of `capacity` refusals into `store`.
+pub fn write_behind(
+    pool: Pool,
+    keys: RedisKeys,
+    store: PgIdempotencyStore,
+    retention: Duration,
+    capacity: usize,
+) -> (RedisRefusals, RefusalWriter) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let refusals = RedisRefusals {
+        pool: pool.clone(),
+        keys: keys.clone(),
+        retention,
+        queue: tx,
+    };
+    let writer = RefusalWriter {
+        pool,
+        keys,
+        store,
+        queue: rx,
+        give_up_at: None,
+    };
+    (refusals, writer)
+}
+
+impl RedisRefusals {
+    /// Refusals recorded in Redis and not yet written to Postgres.
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+}
+
+#[async_trait]
+impl FastRefusals for RedisRefusals {
+    async fn refuse(
+        &self,
+        user_id: UserId,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        response: StoredResponse,
+    ) -> Result<IdempotentOutcome, Unavailable> {
+        if response.status >= 500 {
+            return Err(Unavailable::new(
+                "redis",
+                "a 5xx is never stored under an idempotency key",
+            ));
+        }
+        // A place in the queue before the record: a refusal recorded here
+        // is always written behind.
+        let place = self
+            .queue
+            .try_reserve()
+            .map_err(|_| Unavailable::new("redis", "the refusal queue is full"))?;
+        let packed = pack(fingerprint, &response)?;
+        let ttl_ms = u64::try_from(self.retention.as_millis()).unwrap_or(u64::MAX);
+        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        let existing: Option<Vec<u8>> = RECORD_SCRIPT
+            .key(record_key(&self.keys, user_id, key.as_str()))
+            .arg(packed)
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if let Some(existing) = existing {
+            return Ok(unpack(&existing)?.answer(fingerprint));
+        }
+        place.send(RefusalRow {
+            user_id: user_id.get(),
+            key: key.as_str().to_owned(),
+            fingerprint: fingerprint.as_str().to_owned(),
+            response_status: i16::try_from(response.status).unwrap_or(i16::MAX),
+            response_content_type: response.content_type.clone(),
+            response_body: response.body.clone(),
+        });
+        Ok(IdempotentOutcome::Executed(response))
+    }
+}
+
+impl RefusalWriter {
+    /// Writes what is queued as it comes: each write takes everything
+    /// queued meanwhile (up to 1,000 rows), so under load the batches grow
+    /// by themselves and alone a refusal waits one statement. A failed
+    /// write is retried with backoff, never dropped. When `stopped` turns
+    /// true (or its sender goes), the queue is closed, so late refusals are
+    /// stored in Postgres by their requests, and what it holds is written,
+    /// trying for up to 10 s if Postgres fails.
+    pub async fn run(mut self, mut stopped: watch::Receiver<bool>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                biased;
+                n = self.queue.recv_many(&mut batch, BATCH) => if n == 0 { return },
+                _ = stopped.wait_for(|s| *s) => break,
+            }
+            self.write(&mut batch, &mut stopped).await;
+        }
+        self.stop();
+        self.queue.close();
+        while self.queue.recv_many(&mut batch, BATCH).await > 0 {
+            self.write(&mut batch, &mut stopped).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        if self.give_up_at.is_none() {
+            self.give_up_at = Some(Instant::now() + FLUSH_ON_STOP);
+        }
+    }
+
+    /// Writes `batch` and empties it: retries until it is written, or
+    /// until the writer is stopping and its time is up.
+    async fn write(&mut self, batch: &mut Vec<RefusalRow>, stopped: &mut watch::Receiver<bool>) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.store.write_refusals(batch.clone()).await {
+                Ok(kept) => {
+                    batch.clear();
+                    self.forget(kept).await;
+                    return;
+                }
+                Err(err) if self.give_up_at.is_some_and(|t| Instant::now() >= t) => {
+                    tracing::error!(
+                        error = %err,
+                        lost = batch.len(),
+                        "stopping without writing these refusals to Postgres; Redis still \
+                         answers them until their records expire"
+                    );
+                    batch.clear();
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        error = %err,
+                        rows = batch.len(),
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "writing refusals to Postgres failed; retrying"
+                    );
+                    let stopping = tokio::select! {
+                        () = tokio::time::sleep(backoff) => false,
+                        _ = stopped.wait_for(|s| *s), if self.give_up_at.is_none() => true,
+                    };
+                    if stopping {
+                        self.stop();
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Drops the Redis records of keys that had a Postgres record already,
+    /// so that Postgres answers them (a retry's effect, say, rather than
+    /// the refusal it replaced).
+    async fn forget(&self, kept: Vec<(i64, String)>) {
+        if kept.is_empty() {
+            return;
+        }
+        tracing::info!(
+            keys = kept.len(),
+            "refusals whose keys have a Postgres record already: that record answers them"
+        );
+        let records: Vec<String> = kept
+            .iter()
+            .map(|(user_id, key)| record_key(&self.keys, UserId::new(*user_id), key))
+            .collect();
+        let dropped = async {
+            let mut conn = self.pool.get().await.map_err(unavailable)?;
+            cmd("DEL")
+                .arg(&records)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map_err(unavailable)
+        };
+        if let Err(err) = dropped.await {
+            tracing::warn!(error = %err, "could not drop refusal records Postgres overrides");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_unpacks_to_what_was_packed_body_line_breaks_included() {
+        let fingerprint = Fingerprint::new("ab12".into());
+        let response = StoredResponse {
+            status: 409,
+            content_type: "application/problem+json".into(),
+            body: b"{\"a\":\n1}\n".to_vec(),
+        };
+        let packed = pack(&fingerprint, &response).expect("packs");
+        assert_eq!(
+            unpack(&packed).expect("unpacks"),
+            Record {
+                fingerprint,
+                response
+            }
+        );
+        assert!(unpack(b"ab12\n409").is_err());
+    }
+}

@@ -1,0 +1,247 @@
+//! Gate refusals recorded in Redis and written to Postgres behind, against
+//! real servers: the record, the writer, a full queue, and the gate that
+//! answers a recorded key before anything else.
+
+use std::time::Duration;
+
+use deadpool_redis::redis::cmd;
+use diesel_async::RunQueryDsl as _;
+use domain::gate::{Admission, Holder};
+use domain::idempotency::{
+    FastRefusals, Fingerprint, IdempotencyKey, IdempotentOutcome, Record, StoredResponse,
+};
+use domain::identity::UserId;
+use domain::invest::{InvestAmount, InvestGate, InvestProductId};
+use infra::postgres::{PgIdempotencyStore, PgPoolSettings, Postgres, connect_pool};
+use infra::redis::{
+    RedisInvestGate, RedisKeys, RedisPool, RedisPoolSettings, RedisRefusals, RefusalWriter,
+    write_behind,
+};
+use testkit::{TestDb, TestRedis};
+use tokio::sync::watch;
+
+const DAY: Duration = Duration::from_secs(86_400);
+const USER: UserId = UserId::new(7);
+
+struct Fixture {
+    db: TestDb,
+    redis: TestRedis,
+    pg: Postgres,
+    pool: RedisPool,
+}
+
+async fn fixture() -> Fixture {
+    let db = TestDb::create().await;
+    let redis = TestRedis::create().await;
+    let pg = connect_pool(&PgPoolSettings {
+        url: db.url.clone(),
+        max_size: 4,
+        timeout: Duration::from_secs(2),
+        statement_timeout: Duration::from_secs(5),
+    })
+    .expect("postgres pool");
+    let pool = infra::redis::connect_pool(&RedisPoolSettings {
+        url: redis.url.clone(),
+        max_size: 4,
+        timeout: Duration::from_secs(2),
+    })
+    .expect("redis pool");
+    Fixture {
+        db,
+        redis,
+        pg,
+        pool,
+    }
+}
+
+impl Fixture {
+    fn keys(&self) -> RedisKeys {
+        RedisKeys::new(self.redis.prefix.clone())
+    }
+
+    fn write_behind(&self, capacity: usize) -> (RedisRefusals, RefusalWriter) {
+        write_behind(
+            self.pool.clone(),
+            self.keys(),
+            PgIdempotencyStore::new(self.pg.clone(), DAY),
+            DAY,
+            capacity,
+        )
+    }
+
+    async fn in_redis(&self, key: &str) -> bool {
+        let mut conn = self.redis.connect().await;
+        cmd("EXISTS")
+            .arg(format!("{}refusal:{USER}:{key}", self.redis.prefix))
+            .query_async(&mut conn)
+            .await
+            .expect("redis")
+    }
+
+    /// The stored status of (USER, key) in Postgres, 0 when none.
+    async fn in_postgres(&self, key: &str) -> i64 {
+        use diesel::QueryableByName;
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = self.db.connect().await;
+        diesel::sql_query(format!(
+            "SELECT coalesce(max(response_status), 0)::bigint AS n FROM idempotency_keys \
+              WHERE user_id = {} AND key = '{key}'",
+            USER.get()
+        ))
+        .get_result::<N>(&mut conn)
+        .await
+        .expect("query")
+        .n
+    }
+}
+
+fn key(raw: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(raw).expect("valid key")
+}
+
+fn fingerprint(raw: &str) -> Fingerprint {
+    Fingerprint::new(raw.into())
+}
+
+fn sold_out(body: &str) -> StoredResponse {
+    StoredResponse {
+        status: 409,
+        content_type: "application/problem+json".into(),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+async fn refuse(refusals: &RedisRefusals, raw: &str, fp: &str, body: &str) -> IdempotentOutcome {
+    refusals
+        .refuse(USER, &key(raw), &fingerprint(fp), sold_out(body))
+        .await
+        .expect("recorded")
+}
+
+/// Runs the writer until it has written everything queued and stopped.
+async fn flush(writer: RefusalWriter) {
+    let (_stop, stopped) = watch::channel(true);
+    tokio::time::timeout(Duration::from_secs(20), writer.run(stopped))
+        .await
+        .expect("the writer stops");
+}
+
+#[tokio::test]
+async fn a_key_is_recorded_once_then_replayed_or_refused_as_reused() {
+    let f = fixture().await;
+    let (refusals, _writer) = f.write_behind(16);
+
+    let first = refuse(&refusals, "k", "f1", "{\"first\":\n1}").await;
+    let again = refuse(&refusals, "k", "f1", "{\"second\":2}").await;
+    let reused = refuse(&refusals, "k", "f2", "{\"third\":3}").await;
+
+    assert_eq!(
+        first,
+        IdempotentOutcome::Executed(sold_out("{\"first\":\n1}"))
+    );
+    assert_eq!(
+        again,
+        IdempotentOutcome::Replayed(sold_out("{\"first\":\n1}")),
+        "the first bytes, line break included"
+    );
+    assert_eq!(reused, IdempotentOutcome::KeyReused);
+    assert_eq!(refusals.queued(), 1, "queued once");
+}
+
+#[tokio::test]
+async fn the_writer_writes_what_is_queued_and_a_key_postgres_has_keeps_its_record() {
+    let f = fixture().await;
+    let mut conn = f.db.connect().await;
+    diesel::sql_query(format!(
+        "INSERT INTO idempotency_keys (user_id, key, fingerprint, response_status, \
+             response_content_type, response_body) \
+         VALUES ({}, 'taken', 'other', 201, 'application/json', '\\x7b7d')",
+        USER.get()
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("a record of the key's effect");
+    let (refusals, writer) = f.write_behind(16);
+    for raw in ["a", "b", "taken"] {
+        refuse(&refusals, raw, "f", "{}").await;
+    }
+
+    flush(writer).await;
+
+    assert_eq!(
+        (f.in_postgres("a").await, f.in_postgres("b").await),
+        (409, 409)
+    );
+    assert_eq!(
+        f.in_postgres("taken").await,
+        201,
+        "the effect's record stays"
+    );
+    assert!(f.in_redis("a").await && f.in_redis("b").await);
+    assert!(
+        !f.in_redis("taken").await,
+        "its Redis record is dropped, so Postgres answers the key"
+    );
+    assert_eq!(refusals.queued(), 0);
+}
+
+#[tokio::test]
+async fn a_stopped_writer_leaves_later_refusals_to_postgres() {
+    let f = fixture().await;
+    let (refusals, writer) = f.write_behind(16);
+    flush(writer).await;
+
+    let late = refusals
+        .refuse(USER, &key("late"), &fingerprint("f"), sold_out("{}"))
+        .await;
+
+    assert!(late.is_err(), "the caller stores it in Postgres itself");
+    assert!(!f.in_redis("late").await, "nothing recorded");
+}
+
+#[tokio::test]
+async fn a_full_queue_records_nothing() {
+    let f = fixture().await;
+    let (refusals, _writer) = f.write_behind(1);
+    refuse(&refusals, "one", "f", "{}").await;
+
+    let second = refusals
+        .refuse(USER, &key("two"), &fingerprint("f"), sold_out("{}"))
+        .await;
+
+    assert!(second.is_err(), "the caller stores it in Postgres itself");
+    assert!(!f.in_redis("two").await);
+}
+
+#[tokio::test]
+async fn the_gate_answers_a_recorded_key_before_its_counter_or_a_bypass() {
+    let f = fixture().await;
+    let (refusals, _writer) = f.write_behind(16);
+    refuse(&refusals, "k", "f", "{\"code\":\"SOLD_OUT\"}").await;
+    // No such product: without the record, the gate would bypass.
+    let gate = RedisInvestGate::new(f.pool.clone(), f.keys(), f.pg.clone());
+    let amount = InvestAmount::new(100).expect("valid");
+    let product = InvestProductId::new(999);
+
+    let recorded = gate
+        .reserve(Holder::keyed(USER, &key("k")), product, amount)
+        .await
+        .expect("gate answers");
+    let other = gate
+        .reserve(Holder::keyed(USER, &key("other")), product, amount)
+        .await
+        .expect("gate answers");
+
+    assert_eq!(
+        recorded,
+        Admission::Recorded(Record {
+            fingerprint: fingerprint("f"),
+            response: sold_out("{\"code\":\"SOLD_OUT\"}"),
+        })
+    );
+    assert_eq!(other, Admission::Bypass);
+}
