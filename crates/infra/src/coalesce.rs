@@ -218,11 +218,8 @@ where
 
 /// Runs combined queries while reads wait; each answers the reads that
 /// arrived before it started (up to [`MAX_BATCH_KEYS`] keys).
-async fn run_batches<K, V>(
-    waiting: Queue<K, V>,
-    load: Load<K, V>,
-    key_of: fn(&V) -> K,
-) where
+async fn run_batches<K, V>(waiting: Queue<K, V>, load: Load<K, V>, key_of: fn(&V) -> K)
+where
     K: Ord + Clone,
     V: Clone,
 {

@@ -190,6 +190,71 @@ async fn the_writer_writes_what_is_queued_and_a_key_postgres_has_keeps_its_recor
 }
 
 #[tokio::test]
+async fn a_refusal_whose_key_a_running_transaction_holds_waits_for_it_and_never_meets_its_insert() {
+    let f = fixture().await;
+    let mut held = f.db.connect().await;
+    // A guarded transaction (a retry's order, say) holds the key's lock and
+    // stores its answer with a plain insert, which a row written behind
+    // meanwhile would fail on the primary key.
+    for sql in [
+        "BEGIN".to_owned(),
+        format!(
+            "SELECT pg_advisory_xact_lock(hashtextextended('idem:{}:held', 0))",
+            USER.get()
+        ),
+    ] {
+        diesel::sql_query(sql)
+            .execute(&mut held)
+            .await
+            .expect("the transaction runs");
+    }
+    let (refusals, writer) = f.write_behind(16);
+    refuse(&refusals, "held", "f", "{}").await;
+    refuse(&refusals, "free", "f", "{}").await;
+    let flushing = tokio::spawn(flush(writer));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while f.in_postgres("free").await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the free key is written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        f.in_postgres("held").await,
+        0,
+        "not written while the key is held"
+    );
+    assert!(!flushing.is_finished(), "the held row waits in the writer");
+    for sql in [
+        format!(
+            "INSERT INTO idempotency_keys (user_id, key, fingerprint, response_status, \
+                 response_content_type, response_body) \
+             VALUES ({}, 'held', 'f', 201, 'application/json', '\\x7b7d')",
+            USER.get()
+        ),
+        "COMMIT".to_owned(),
+    ] {
+        diesel::sql_query(sql)
+            .execute(&mut held)
+            .await
+            .expect("the transaction stores its answer and commits");
+    }
+    flushing.await.expect("the writer stops");
+
+    assert_eq!(
+        f.in_postgres("held").await,
+        201,
+        "the effect's answer stays"
+    );
+    assert!(
+        !f.in_redis("held").await,
+        "its Redis record is dropped, so Postgres answers the key"
+    );
+}
+
+#[tokio::test]
 async fn a_stopped_writer_leaves_later_refusals_to_postgres() {
     let f = fixture().await;
     let (refusals, writer) = f.write_behind(16);

@@ -245,7 +245,11 @@ pub(crate) struct StoredRow {
 
 /// What the key's advisory lock is taken on (hashed by Postgres).
 pub(crate) fn lock_name(user_id: UserId, key: &IdempotencyKey) -> String {
-    format!("idem:{}:{}", user_id.get(), key.as_str())
+    lock_name_of(user_id.get(), key.as_str())
+}
+
+fn lock_name_of(user_id: i64, key: &str) -> String {
+    format!("idem:{user_id}:{key}")
 }
 
 /// Takes the key's lock and looks for a stored response: `Some` when no
@@ -358,11 +362,27 @@ unnest_rows! {
     }
 }
 
-const WRITE_REFUSALS: &str = "INSERT INTO idempotency_keys \
-         (user_id, key, fingerprint, response_status, response_content_type, response_body) \
-     SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[], $5::text[], $6::bytea[]) \
-     ON CONFLICT (user_id, key) DO NOTHING \
-     RETURNING user_id, key";
+/// Each row's key is try-locked first, as a guarded transaction or an order
+/// batch locks it: a row whose key a running transaction holds is not
+/// written now (that transaction may be storing the key's answer, and its
+/// plain insert must not meet this one), and while this statement holds a
+/// key, a transaction that tries it answers "in progress".
+const WRITE_REFUSALS: &str = "WITH t AS MATERIALIZED ( \
+         SELECT u.*, pg_try_advisory_xact_lock(hashtextextended(u.lock_name, 0)) AS free \
+           FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[], $5::text[], $6::bytea[], \
+                       $7::text[]) \
+             AS u(user_id, key, fingerprint, response_status, response_content_type, \
+                  response_body, lock_name)), \
+     ins AS ( \
+         INSERT INTO idempotency_keys \
+             (user_id, key, fingerprint, response_status, response_content_type, response_body) \
+         SELECT user_id, key, fingerprint, response_status, response_content_type, response_body \
+           FROM t WHERE free \
+         ON CONFLICT (user_id, key) DO NOTHING \
+         RETURNING user_id, key) \
+     SELECT t.user_id, t.key, t.free, \
+            EXISTS (SELECT 1 FROM ins WHERE ins.user_id = t.user_id AND ins.key = t.key) AS written \
+       FROM t";
 
 #[derive(QueryableByName)]
 struct WrittenKey {
@@ -370,28 +390,54 @@ struct WrittenKey {
     user_id: i64,
     #[diesel(sql_type = Text)]
     key: String,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    free: bool,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    written: bool,
 }
 
-/// Writes refusals recorded at the fast path, one statement for them all.
-/// It takes no key's lock: a key that has a record by now (the effect of a
-/// retry decided while the refusal waited here, or an expired record not
-/// yet purged) keeps it, and the primary key stops a guarded transaction
-/// that would insert after this one. Returns the (user, key) of the rows
-/// that were not written for that reason.
+/// What became of refusals written behind.
+#[derive(Default)]
+pub(crate) struct RefusalsWritten {
+    /// The (user, key) of rows not written because the key had a record
+    /// already (the effect of a retry decided while the refusal waited, or
+    /// an expired record not yet purged), which keeps it.
+    pub kept: Vec<(i64, String)>,
+    /// Rows not written because a running transaction held the key: to be
+    /// written again once it ends.
+    pub busy: Vec<RefusalRow>,
+}
+
+/// Writes refusals recorded at the fast path, one statement for them all,
+/// each under its key's lock (see [`WRITE_REFUSALS`]).
 pub(crate) async fn write_refusals(
     conn: &mut AsyncPgConnection,
     rows: Vec<RefusalRow>,
-) -> diesel::QueryResult<Vec<(i64, String)>> {
-    let mut wanted: Vec<(i64, String)> = rows.iter().map(|r| (r.user_id, r.key.clone())).collect();
-    let written: std::collections::HashSet<(i64, String)> =
-        RefusalRow::bind_all(rows, prepared(WRITE_REFUSALS))
-            .load::<WrittenKey>(conn)
-            .await?
-            .into_iter()
-            .map(|w| (w.user_id, w.key))
-            .collect();
-    wanted.retain(|k| !written.contains(k));
-    Ok(wanted)
+) -> diesel::QueryResult<RefusalsWritten> {
+    let names: Vec<String> = rows
+        .iter()
+        .map(|r| lock_name_of(r.user_id, &r.key))
+        .collect();
+    let mut pending: std::collections::HashMap<(i64, String), RefusalRow> = rows
+        .iter()
+        .map(|r| ((r.user_id, r.key.clone()), r.clone()))
+        .collect();
+    let outcomes: Vec<WrittenKey> = RefusalRow::bind_all(rows, prepared(WRITE_REFUSALS))
+        .bind::<diesel::sql_types::Array<Text>, _>(names)
+        .load(conn)
+        .await?;
+    let mut done = RefusalsWritten::default();
+    for o in outcomes {
+        let id = (o.user_id, o.key);
+        if !o.free {
+            if let Some(row) = pending.remove(&id) {
+                done.busy.push(row);
+            }
+        } else if !o.written {
+            done.kept.push(id);
+        }
+    }
+    Ok(done)
 }
 
 /// Deletes stored responses older than `retention`, a batch at a time.

@@ -237,15 +237,16 @@ impl PgIdempotencyStore {
         Self { db, retention }
     }
 
-    /// Writes refusals recorded at the fast path in one statement; returns
-    /// the (user, key) of those whose key had a record already, which keeps it.
+    /// Writes refusals recorded at the fast path in one statement; says
+    /// which were not written: those whose key had a record already, which
+    /// keeps it, and those whose key a running transaction held.
     ///
     /// # Errors
     /// [`Unavailable`] when Postgres fails; nothing was written.
     pub(crate) async fn write_refusals(
         &self,
         rows: Vec<super::RefusalRow>,
-    ) -> Result<Vec<(i64, String)>, Unavailable> {
+    ) -> Result<super::RefusalsWritten, Unavailable> {
         self.db
             .timed(async {
                 let mut conn = self.db.conn().await?;

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::{RedisKeys, unavailable};
-use crate::postgres::{PgIdempotencyStore, RefusalRow};
+use crate::postgres::{PgIdempotencyStore, RefusalRow, RefusalsWritten};
 
 /// How many refusals may wait for Postgres; beyond that a refusal is stored
 /// in Postgres by its request, as it was before this path existed.
@@ -41,6 +41,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a stopping writer keeps trying to write what is queued.
 const FLUSH_ON_STOP: Duration = Duration::from_secs(10);
+/// How long a refusal whose key a running transaction holds waits before
+/// it is written again.
+const BUSY_RETRY: Duration = Duration::from_millis(10);
 
 /// KEYS: the record; ARGV: the packed record, its lifetime in ms. Returns
 /// the record the key has already, or nil when this one was set.
@@ -257,10 +260,15 @@ impl RefusalWriter {
         let mut backoff = FIRST_BACKOFF;
         loop {
             match self.store.write_refusals(batch.clone()).await {
-                Ok(kept) => {
-                    batch.clear();
+                Ok(RefusalsWritten { kept, busy }) => {
                     self.forget(kept).await;
-                    return;
+                    *batch = busy;
+                    if batch.is_empty() {
+                        return;
+                    }
+                    // A running transaction holds these keys for a few
+                    // milliseconds; write them once it has ended.
+                    tokio::time::sleep(BUSY_RETRY).await;
                 }
                 Err(err) if self.give_up_at.is_some_and(|t| Instant::now() >= t) => {
                     tracing::error!(
