@@ -10,7 +10,7 @@ use infra::redis::{
 };
 use testkit::{TcpProxy, TestRedis, target_of};
 
-fn lock(redis: &TestRedis) -> (RedisLock, deadpool_redis::Pool) {
+fn lock(redis: &TestRedis) -> (RedisLock, infra::redis::RedisPool) {
     let pool = connect_pool(&RedisPoolSettings {
         url: redis.url.clone(),
         max_size: 32,

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use super::RedisPool;
 use deadpool_redis::redis::{Script, cmd};
 use domain::error::Unavailable;
 use domain::gate::{Admission, Holder};
@@ -53,7 +53,7 @@ const RESERVATION_PATTERNS: [&str; 4] = [
 ///
 /// # Errors
 /// [`Unavailable`] when Redis cannot be reached (an empty Redis needs no reset).
-pub async fn forget_reservations(pool: &Pool, keys: &RedisKeys) -> Result<usize, Unavailable> {
+pub async fn forget_reservations(pool: &RedisPool, keys: &RedisKeys) -> Result<usize, Unavailable> {
     let mut conn = pool.get().await.map_err(unavailable)?;
     let escaped: String = keys
         .prefix()
@@ -159,14 +159,14 @@ pub(crate) enum Rebuilt {
 /// them from, and a lock so that one instance rebuilds at a time.
 #[derive(Clone)]
 pub(crate) struct Counters {
-    pool: Pool,
+    pool: RedisPool,
     keys: RedisKeys,
     lock: RedisLock,
     pg: Postgres,
 }
 
 impl Counters {
-    pub(crate) fn new(pool: Pool, keys: RedisKeys, pg: Postgres) -> Self {
+    pub(crate) fn new(pool: RedisPool, keys: RedisKeys, pg: Postgres) -> Self {
         let lock = RedisLock::new(pool.clone(), keys.clone());
         Self {
             pool,
@@ -190,7 +190,7 @@ impl Counters {
     }
 
     /// A pooled Redis connection.
-    pub(crate) async fn connection(&self) -> Result<deadpool_redis::Connection, Unavailable> {
+    pub(crate) async fn connection(&self) -> Result<super::RedisConnection, Unavailable> {
         self.pool.get().await.map_err(unavailable)
     }
 

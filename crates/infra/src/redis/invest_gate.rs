@@ -22,7 +22,7 @@
 //! same transaction as the amount.
 
 use async_trait::async_trait;
-use deadpool_redis::Pool;
+use super::RedisPool;
 use diesel::OptionalExtension as _;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -49,7 +49,7 @@ impl std::fmt::Debug for RedisInvestGate {
 }
 
 impl RedisInvestGate {
-    pub fn new(pool: Pool, keys: RedisKeys, pg: Postgres) -> Self {
+    pub fn new(pool: RedisPool, keys: RedisKeys, pg: Postgres) -> Self {
         Self {
             counters: Counters::new(pool, keys, pg),
         }

@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::Pool;
+use super::RedisPool;
 use deadpool_redis::redis::{Script, cmd, pipe};
 use diesel::QueryableByName;
 use diesel::sql_types::Int8;
@@ -50,7 +50,7 @@ static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE))
 
 #[derive(Clone)]
 pub struct RedisIssueGate {
-    pool: Pool,
+    pool: RedisPool,
     keys: RedisKeys,
     lock: RedisLock,
     pg: Postgres,
@@ -79,7 +79,7 @@ struct Left {
 }
 
 impl RedisIssueGate {
-    pub fn new(pool: Pool, keys: RedisKeys, pg: Postgres) -> Self {
+    pub fn new(pool: RedisPool, keys: RedisKeys, pg: Postgres) -> Self {
         let lock = RedisLock::new(pool.clone(), keys.clone());
         Self {
             pool,

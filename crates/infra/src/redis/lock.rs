@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use super::RedisPool;
 use deadpool_redis::redis::{Script, cmd};
 use domain::error::Unavailable;
 use tokio::sync::watch;
@@ -38,7 +38,7 @@ return 0";
 /// Hands out leases on named locks.
 #[derive(Clone)]
 pub struct RedisLock {
-    pool: Pool,
+    pool: RedisPool,
     keys: RedisKeys,
 }
 
@@ -51,7 +51,7 @@ impl std::fmt::Debug for RedisLock {
 }
 
 impl RedisLock {
-    pub fn new(pool: Pool, keys: RedisKeys) -> Self {
+    pub fn new(pool: RedisPool, keys: RedisKeys) -> Self {
         Self { pool, keys }
     }
 
@@ -114,7 +114,7 @@ fn millis(d: Duration) -> u64 {
 /// A held lock. It renews itself until released or dropped; dropping it
 /// stops the renewal without releasing, so the lock then expires after its TTL.
 pub struct Lease {
-    pool: Pool,
+    pool: RedisPool,
     key: String,
     token: String,
     lost: watch::Receiver<bool>,
@@ -130,7 +130,7 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
-    fn start(pool: Pool, key: String, token: String, ttl: Duration) -> Self {
+    fn start(pool: RedisPool, key: String, token: String, ttl: Duration) -> Self {
         let (lost_tx, lost) = watch::channel(false);
         let renewal = tokio::spawn({
             let (pool, key, token) = (pool.clone(), key.clone(), token.clone());
@@ -200,7 +200,7 @@ impl Drop for Lease {
     }
 }
 
-async fn extend(pool: &Pool, key: &str, token: &str, ttl: Duration) -> Result<bool, Unavailable> {
+async fn extend(pool: &RedisPool, key: &str, token: &str, ttl: Duration) -> Result<bool, Unavailable> {
     let mut conn = pool.get().await.map_err(unavailable)?;
     let done: i64 = Script::new(EXTEND)
         .key(key)
@@ -216,7 +216,7 @@ async fn extend(pool: &Pool, key: &str, token: &str, ttl: Duration) -> Result<bo
 ///
 /// # Errors
 /// [`Unavailable`] when Redis fails.
-pub(crate) async fn release(pool: &Pool, key: &str, token: &str) -> Result<bool, Unavailable> {
+pub(crate) async fn release(pool: &RedisPool, key: &str, token: &str) -> Result<bool, Unavailable> {
     let mut conn = pool.get().await.map_err(unavailable)?;
     let done: i64 = Script::new(RELEASE)
         .key(key)
@@ -240,6 +240,6 @@ pub fn forge_release_of(lease: &Lease) -> (String, String) {
 }
 
 #[doc(hidden)]
-pub async fn release_as(pool: &Pool, key: &str, token: &str) -> Result<bool, Unavailable> {
+pub async fn release_as(pool: &RedisPool, key: &str, token: &str) -> Result<bool, Unavailable> {
     release(pool, key, token).await
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use deadpool_redis::{Pool, Runtime};
+use deadpool_redis::Runtime;
 use domain::error::Unavailable;
 use domain::health::HealthProbe;
 
@@ -14,6 +14,7 @@ mod counter;
 mod invest_gate;
 mod issue_gate;
 mod lock;
+mod pool;
 mod ranking;
 mod rate_limit;
 mod refusals;
@@ -21,7 +22,7 @@ mod stock_gate;
 mod stream;
 
 pub use counter::{COUNTER_TTL, forget_reservations};
-pub use deadpool_redis::Pool as RedisPool;
+pub use pool::{Connection as RedisConnection, RedisPool};
 pub use invest_gate::RedisInvestGate;
 pub use issue_gate::RedisIssueGate;
 pub use lock::{Lease, RedisLock, credentials_of, forge_release_of, release_as};
@@ -34,6 +35,7 @@ pub use stream::{ORDER_EVENTS, RedisEventStream, StreamEntry};
 /// Wraps any Redis-side failure (pool, connection, command) as `Unavailable`.
 pub fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Unavailable {
     let err = err.into();
+    pool::note_failure();
     tracing::warn!(error = %err, "redis operation failed");
     Unavailable::new("redis", err)
 }
@@ -54,20 +56,21 @@ pub struct RedisPoolSettings {
 ///
 /// # Errors
 /// When the URL is unusable.
-pub fn connect_pool(settings: &RedisPoolSettings) -> anyhow::Result<Pool> {
+pub fn connect_pool(settings: &RedisPoolSettings) -> anyhow::Result<RedisPool> {
     let connection = deadpool_redis::redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(settings.timeout))
         .set_response_timeout(Some(settings.timeout));
     let manager = deadpool_redis::Manager::new_with_config(settings.url.as_str(), connection)
         .context("REDIS_URL is not a valid Redis URL")?;
-    Pool::builder(manager)
+    let pool = deadpool::managed::Pool::builder(pool::Manager::new(manager))
         .max_size(settings.max_size)
         .wait_timeout(Some(settings.timeout))
         .create_timeout(Some(settings.timeout))
         .recycle_timeout(Some(settings.timeout))
         .runtime(Runtime::Tokio1)
         .build()
-        .context("building the Redis pool")
+        .context("building the Redis pool")?;
+    Ok(RedisPool::new(pool))
 }
 
 /// The key namespace of one deployment (or one test): every key this service
@@ -97,7 +100,7 @@ impl RedisKeys {
 /// Readiness probe: one `PING` through the pool.
 #[derive(Clone)]
 pub struct RedisProbe {
-    pool: Pool,
+    pool: RedisPool,
 }
 
 impl std::fmt::Debug for RedisProbe {
@@ -107,7 +110,7 @@ impl std::fmt::Debug for RedisProbe {
 }
 
 impl RedisProbe {
-    pub fn new(pool: Pool) -> Self {
+    pub fn new(pool: RedisPool) -> Self {
         Self { pool }
     }
 }

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration as Span, Utc};
-use deadpool_redis::Pool;
+use super::RedisPool;
 use deadpool_redis::redis::{Script, Value, cmd};
 use domain::catalog::{POPULAR_WINDOW_HOURS, ProductId, ProductSales, SalesRanking, rank};
 use domain::error::Unavailable;
@@ -46,7 +46,7 @@ static COUNT_ONCE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(COUNT_
 
 #[derive(Clone)]
 pub struct RedisSalesRanking {
-    pool: Pool,
+    pool: RedisPool,
     keys: RedisKeys,
     stream: String,
 }
@@ -81,7 +81,7 @@ fn bucket(keys: &RedisKeys, at: DateTime<Utc>) -> String {
 }
 
 impl RedisSalesRanking {
-    pub fn new(pool: Pool, keys: RedisKeys) -> Self {
+    pub fn new(pool: RedisPool, keys: RedisKeys) -> Self {
         let stream = keys.key(ORDER_EVENTS);
         Self { pool, keys, stream }
     }

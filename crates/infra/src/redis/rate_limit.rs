@@ -12,7 +12,7 @@ use std::sync::{LazyLock, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use deadpool_redis::Pool;
+use super::RedisPool;
 use deadpool_redis::redis::Script;
 use domain::error::Unavailable;
 use domain::throttle::{self, Admission, Quota, RateLimiter};
@@ -53,7 +53,7 @@ static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE))
 
 /// The deployment-wide limiter.
 pub struct RedisRateLimiter {
-    pool: Pool,
+    pool: RedisPool,
     keys: RedisKeys,
     local: LocalRateLimiter,
 }
@@ -67,7 +67,7 @@ impl std::fmt::Debug for RedisRateLimiter {
 }
 
 impl RedisRateLimiter {
-    pub fn new(pool: Pool, keys: RedisKeys) -> Self {
+    pub fn new(pool: RedisPool, keys: RedisKeys) -> Self {
         Self {
             pool,
             keys,

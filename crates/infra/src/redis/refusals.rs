@@ -19,7 +19,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::Pool;
+use super::RedisPool;
 use deadpool_redis::redis::{Script, cmd};
 use domain::error::Unavailable;
 use domain::idempotency::{
@@ -109,7 +109,7 @@ pub(crate) fn unpack(packed: &[u8]) -> Result<Record, Unavailable> {
 /// Records a gate's refusals in Redis and queues them for Postgres.
 #[derive(Clone)]
 pub struct RedisRefusals {
-    pool: Pool,
+    pool: RedisPool,
     keys: RedisKeys,
     /// How long a record lives: as long as Postgres replays records.
     retention: Duration,
@@ -128,7 +128,7 @@ impl std::fmt::Debug for RedisRefusals {
 /// Writes the queued refusals to Postgres, in batches; run it as a
 /// background job with [`RefusalWriter::run`].
 pub struct RefusalWriter {
-    pool: Pool,
+    pool: RedisPool,
     keys: RedisKeys,
     store: PgIdempotencyStore,
     queue: mpsc::Receiver<RefusalRow>,
@@ -147,7 +147,7 @@ impl std::fmt::Debug for RefusalWriter {
 /// The fast path's two halves: the recorder the pipeline calls, and the
 /// writer that empties its queue of `capacity` refusals into `store`.
 pub fn write_behind(
-    pool: Pool,
+    pool: RedisPool,
     keys: RedisKeys,
     store: PgIdempotencyStore,
     retention: Duration,

@@ -19,7 +19,7 @@
 //! reserve per product and give back the earlier ones on a refusal.
 
 use async_trait::async_trait;
-use deadpool_redis::Pool;
+use super::RedisPool;
 use diesel::OptionalExtension as _;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -46,7 +46,7 @@ impl std::fmt::Debug for RedisStockGate {
 }
 
 impl RedisStockGate {
-    pub fn new(pool: Pool, keys: RedisKeys, pg: Postgres) -> Self {
+    pub fn new(pool: RedisPool, keys: RedisKeys, pg: Postgres) -> Self {
         Self {
             counters: Counters::new(pool, keys, pg),
         }

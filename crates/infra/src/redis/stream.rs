@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::Pool;
+use super::RedisPool;
 use deadpool_redis::redis::{cmd, pipe};
 use domain::error::Unavailable;
 use domain::events::{EventStream, OutboxEvent};
@@ -24,7 +24,7 @@ pub const ORDER_EVENTS: &str = "events:orders";
 
 #[derive(Clone)]
 pub struct RedisEventStream {
-    pool: Pool,
+    pool: RedisPool,
     key: String,
     /// Approximate cap on the stream's length (`XADD MAXLEN ~`).
     max_len: usize,
@@ -47,7 +47,7 @@ pub struct StreamEntry {
 }
 
 impl RedisEventStream {
-    pub fn new(pool: Pool, keys: &RedisKeys, max_len: usize) -> Self {
+    pub fn new(pool: RedisPool, keys: &RedisKeys, max_len: usize) -> Self {
         Self {
             pool,
             key: keys.key(ORDER_EVENTS),

@@ -1,0 +1,252 @@
+//! The Redis pool: deadpool over redis-rs' multiplexed connections, with a
+//! recycle check that costs a round trip only when it can find something.
+//!
+//! deadpool-redis checks every connection it hands out with `UNWATCH` +
+//! `PING`, a round trip per `get`. On the hot paths a request takes a
+//! connection for one script (a flash-sale refusal takes two: the gate, the
+//! refusal's record), so half of Redis' commands and of the app's Redis
+//! system calls were those checks (`INFO commandstats` during a flash sale:
+//! 40,994 `PING` for 39,956 `EVALSHA`).
+//!
+//! Here a connection is checked only when the check could find a broken
+//! one: when any Redis command of this pool has failed since the
+//! connection's last check (a failure is reported through [`unavailable`],
+//! which every adapter maps its errors with, or through a command error
+//! seen by [`Connection`]), or when it sat idle for [`IDLE_CHECK`] (a server
+//! or a middlebox may have closed it). So after Redis restarts, every
+//! connection is checked once on its next use and the dead ones replaced,
+//! as before; on a healthy Redis, no round trip is spent on checks.
+//!
+//! [`unavailable`]: super::unavailable
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use deadpool::managed::{self, Metrics, RecycleResult};
+use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
+use deadpool_redis::redis::{self, RedisError};
+
+/// A connection idle this long is checked before it is handed out again.
+pub const IDLE_CHECK: Duration = Duration::from_secs(10);
+
+/// When a command of the pool last failed, in nanoseconds since the pool's
+/// start (0: never).
+#[derive(Debug)]
+struct Failures {
+    start: Instant,
+    last: AtomicU64,
+}
+
+impl Failures {
+    fn record(&self) {
+        let at = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.fetch_max(at.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether a command failed after `at`.
+    fn since(&self, at: Instant) -> bool {
+        let last = self.last.load(Ordering::Relaxed);
+        last != 0 && self.start + Duration::from_nanos(last) >= at
+    }
+}
+
+/// Every pool's failures are also recorded here, for [`super::unavailable`],
+/// which does not know which pool an error came from. A failure of one pool
+/// makes the others check too: one round trip per connection, rarely.
+static ANY_FAILURE: std::sync::LazyLock<Failures> = std::sync::LazyLock::new(|| Failures {
+    start: Instant::now(),
+    last: AtomicU64::new(0),
+});
+
+/// Notes that a Redis operation failed: every connection is checked on its
+/// next `get`.
+pub(crate) fn note_failure() {
+    ANY_FAILURE.record();
+}
+
+/// Creates connections as deadpool-redis does; recycles them as described
+/// in the module documentation.
+pub struct Manager {
+    inner: deadpool_redis::Manager,
+    ping: AtomicU64,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("redis::Manager")
+    }
+}
+
+impl Manager {
+    pub fn new(inner: deadpool_redis::Manager) -> Self {
+        Self {
+            inner,
+            ping: AtomicU64::new(0),
+        }
+    }
+
+    async fn check(&self, conn: &mut MultiplexedConnection) -> RecycleResult<RedisError> {
+        let n = self.ping.fetch_add(1, Ordering::Relaxed).to_string();
+        let (echo,): (String,) = redis::Pipeline::with_capacity(2)
+            .cmd("UNWATCH")
+            .ignore()
+            .cmd("PING")
+            .arg(&n)
+            .query_async(conn)
+            .await?;
+        if echo == n {
+            Ok(())
+        } else {
+            Err(managed::RecycleError::message("invalid PING response"))
+        }
+    }
+}
+
+impl managed::Manager for Manager {
+    type Type = MultiplexedConnection;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
+        managed::Manager::create(&self.inner).await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut MultiplexedConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<RedisError> {
+        let checked = metrics.recycled.unwrap_or(metrics.created);
+        if ANY_FAILURE.since(checked) || metrics.last_used() >= IDLE_CHECK {
+            self.check(conn).await
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The pool every Redis adapter takes its connections from.
+#[derive(Clone)]
+pub struct RedisPool {
+    inner: managed::Pool<Manager>,
+}
+
+impl std::fmt::Debug for RedisPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPool")
+            .field("status", &self.inner.status())
+            .finish()
+    }
+}
+
+impl RedisPool {
+    pub(crate) fn new(inner: managed::Pool<Manager>) -> Self {
+        Self { inner }
+    }
+
+    /// A connection, checked if it may be broken (module documentation).
+    ///
+    /// # Errors
+    /// When no connection could be created or waited for in time.
+    pub async fn get(&self) -> Result<Connection, managed::PoolError<RedisError>> {
+        match self.inner.get().await {
+            Ok(conn) => Ok(Connection { conn }),
+            Err(err) => {
+                note_failure();
+                Err(err)
+            }
+        }
+    }
+
+    /// Connections open, idle and waited for.
+    pub fn status(&self) -> managed::Status {
+        self.inner.status()
+    }
+}
+
+/// A pooled connection; a command error on it has every connection checked
+/// on its next `get`.
+pub struct Connection {
+    conn: managed::Object<Manager>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisConnection")
+    }
+}
+
+impl Connection {
+    /// Passes `result` on, noting a failure that may have broken the
+    /// connection (not a command the server refused, say a missing script).
+    fn noted<T>(result: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(e) = &result
+            && (e.is_io_error()
+                || e.is_timeout()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.is_unrecoverable_error())
+        {
+            note_failure();
+        }
+        result
+    }
+}
+
+impl std::ops::Deref for Connection {
+    type Target = MultiplexedConnection;
+
+    fn deref(&self) -> &MultiplexedConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Connection {
+    fn deref_mut(&mut self) -> &mut MultiplexedConnection {
+        &mut self.conn
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move { Self::noted(self.conn.req_packed_command(cmd).await) })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            Self::noted(self.conn.req_packed_commands(cmd, offset, count).await)
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_is_seen_by_connections_checked_before_it_only() {
+        let failures = Failures {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+        };
+        let before = Instant::now();
+        assert!(!failures.since(failures.start), "no failure yet");
+
+        failures.record();
+        let after = Instant::now();
+
+        assert!(failures.since(before), "checked before the failure");
+        assert!(!failures.since(after), "checked after it");
+    }
+}
