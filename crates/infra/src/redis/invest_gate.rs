@@ -21,8 +21,8 @@
 //! here: they decide nothing at the gate, and Postgres counts them in the
 //! same transaction as the amount.
 
-use async_trait::async_trait;
 use super::RedisPool;
+use async_trait::async_trait;
 use diesel::OptionalExtension as _;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;

@@ -14,8 +14,8 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use super::RedisPool;
+use async_trait::async_trait;
 use deadpool_redis::redis::{Script, cmd, pipe};
 use diesel::QueryableByName;
 use diesel::sql_types::Int8;

@@ -200,7 +200,12 @@ impl Drop for Lease {
     }
 }
 
-async fn extend(pool: &RedisPool, key: &str, token: &str, ttl: Duration) -> Result<bool, Unavailable> {
+async fn extend(
+    pool: &RedisPool,
+    key: &str,
+    token: &str,
+    ttl: Duration,
+) -> Result<bool, Unavailable> {
     let mut conn = pool.get().await.map_err(unavailable)?;
     let done: i64 = Script::new(EXTEND)
         .key(key)

@@ -22,10 +22,10 @@ mod stock_gate;
 mod stream;
 
 pub use counter::{COUNTER_TTL, forget_reservations};
-pub use pool::{Connection as RedisConnection, RedisPool};
 pub use invest_gate::RedisInvestGate;
 pub use issue_gate::RedisIssueGate;
 pub use lock::{Lease, RedisLock, credentials_of, forge_release_of, release_as};
+pub use pool::{Connection as RedisConnection, RedisPool};
 pub use ranking::RedisSalesRanking;
 pub use rate_limit::{LocalRateLimiter, RedisRateLimiter};
 pub use refusals::{REFUSAL_QUEUE, RedisRefusals, RefusalWriter, write_behind};

@@ -220,9 +220,9 @@ impl ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        Box::pin(async move {
-            Self::noted(self.conn.req_packed_commands(cmd, offset, count).await)
-        })
+        Box::pin(
+            async move { Self::noted(self.conn.req_packed_commands(cmd, offset, count).await) },
+        )
     }
 
     fn get_db(&self) -> i64 {

@@ -11,9 +11,9 @@
 
 use std::sync::LazyLock;
 
+use super::RedisPool;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration as Span, Utc};
-use super::RedisPool;
 use deadpool_redis::redis::{Script, Value, cmd};
 use domain::catalog::{POPULAR_WINDOW_HOURS, ProductId, ProductSales, SalesRanking, rank};
 use domain::error::Unavailable;

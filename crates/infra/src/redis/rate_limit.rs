@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::Instant;
 
-use async_trait::async_trait;
 use super::RedisPool;
+use async_trait::async_trait;
 use deadpool_redis::redis::Script;
 use domain::error::Unavailable;
 use domain::throttle::{self, Admission, Quota, RateLimiter};

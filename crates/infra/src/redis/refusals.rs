@@ -18,8 +18,8 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use super::RedisPool;
+use async_trait::async_trait;
 use deadpool_redis::redis::{Script, cmd};
 use domain::error::Unavailable;
 use domain::idempotency::{

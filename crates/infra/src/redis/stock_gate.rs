@@ -18,8 +18,8 @@
 //! multi-product order's keys live in different slots; the script would then
 //! reserve per product and give back the earlier ones on a refusal.
 
-use async_trait::async_trait;
 use super::RedisPool;
+use async_trait::async_trait;
 use diesel::OptionalExtension as _;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use super::RedisPool;
+use async_trait::async_trait;
 use deadpool_redis::redis::{cmd, pipe};
 use domain::error::Unavailable;
 use domain::events::{EventStream, OutboxEvent};
