@@ -87,6 +87,7 @@ impl Api {
                 None,
                 None,
                 Some(&json!({"loginId": admin_login, "password": admin_password})),
+                Bodies::All,
             )
             .await
             .context("is the service running? (--base)")?;
@@ -131,9 +132,10 @@ impl Api {
         auth: Option<(&str, &str)>,
         idempotency_key: Option<&str>,
         body: Option<&Value>,
+        bodies: Bodies,
     ) -> anyhow::Result<Answer> {
         let raw = self
-            .send_raw(method, path, auth, idempotency_key, body, Bodies::All)
+            .send_raw(method, path, auth, idempotency_key, body, bodies)
             .await?;
         Ok(Answer {
             status: raw.status,
@@ -219,20 +221,9 @@ impl Api {
         idempotency_key: Option<&str>,
         body: Option<&Value>,
     ) -> anyhow::Result<Answer> {
-        let raw = self
-            .send_raw(
-                method,
-                path,
-                Some((&self.user_header, login)),
-                idempotency_key,
-                body,
-                Bodies::Errors,
-            )
-            .await?;
-        Ok(Answer {
-            status: raw.status,
-            body: raw.body,
-        })
+        let user = Some((self.user_header.as_str(), login));
+        self.send(method, path, user, idempotency_key, body, Bodies::Errors)
+            .await
     }
 
     /// A request as the admin.
@@ -246,8 +237,8 @@ impl Api {
         body: Option<&Value>,
     ) -> anyhow::Result<Answer> {
         let bearer = format!("Bearer {}", self.admin);
-        self.send(method, path, Some(("authorization", &bearer)), None, body)
-            .await
+        let auth = Some(("authorization", bearer.as_str()));
+        self.send(method, path, auth, None, body, Bodies::All).await
     }
 
     /// A request as the user `login` (provisioned on first sight).
@@ -262,14 +253,9 @@ impl Api {
         idempotency_key: Option<&str>,
         body: Option<&Value>,
     ) -> anyhow::Result<Answer> {
-        self.send(
-            method,
-            path,
-            Some((&self.user_header, login)),
-            idempotency_key,
-            body,
-        )
-        .await
+        let user = Some((self.user_header.as_str(), login));
+        self.send(method, path, user, idempotency_key, body, Bodies::All)
+            .await
     }
 
     /// An unauthenticated GET (health, metrics).
@@ -277,13 +263,8 @@ impl Api {
     /// # Errors
     /// When the request cannot be sent or answered.
     pub async fn public(&self, path: &str) -> anyhow::Result<Answer> {
-        let raw = self
-            .send_raw(reqwest::Method::GET, path, None, None, None, Bodies::Errors)
-            .await?;
-        Ok(Answer {
-            status: raw.status,
-            body: raw.body,
-        })
+        self.send(reqwest::Method::GET, path, None, None, None, Bodies::Errors)
+            .await
     }
 
     /// Creates a product as the admin; returns its id.
