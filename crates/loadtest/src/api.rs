@@ -34,6 +34,10 @@ impl Answer {
     }
 }
 
+/// How often a setup request (a user's charge) is tried when the service
+/// answers that it is busy.
+const SETUP_ATTEMPTS: u64 = 5;
+
 /// Which answers' bodies are parsed as JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Bodies {
@@ -290,19 +294,32 @@ impl Api {
     /// # Errors
     /// When the service refuses.
     pub async fn charge(&self, login: &str, amount: i64) -> anyhow::Result<()> {
-        let a = self
-            .user(
-                reqwest::Method::POST,
-                "/api/v1/points/charge",
-                login,
-                Some(&format!("charge-{login}")),
-                Some(&json!({"amount": amount})),
-            )
-            .await?;
-        if a.status != 200 {
-            bail!("charging {login}: {} {}", a.status, a.body);
+        // One key per user: a retry is answered from the first charge's
+        // record, so retrying a 503 (a cold app's pool wait while hundreds
+        // of users are prepared at once) or an in-progress key never
+        // charges twice.
+        let key = format!("charge-{login}");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let a = self
+                .user(
+                    reqwest::Method::POST,
+                    "/api/v1/points/charge",
+                    login,
+                    Some(&key),
+                    Some(&json!({"amount": amount})),
+                )
+                .await?;
+            let transient = a.status == 503 || a.code() == "IDEMPOTENCY_IN_PROGRESS";
+            if a.status == 200 {
+                return Ok(());
+            }
+            if !transient || attempt >= SETUP_ATTEMPTS {
+                bail!("charging {login}: {} {}", a.status, a.body);
+            }
+            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
         }
-        Ok(())
     }
 
     /// `login`'s balance.
