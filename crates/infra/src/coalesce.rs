@@ -363,8 +363,8 @@ mod tests {
         move || {
             let (queries, value) = (Arc::clone(&queries), Arc::clone(&value));
             Box::pin(async move {
-                queries.fetch_add(1, Ordering::SeqCst);
                 let seen = value.load(Ordering::SeqCst);
+                queries.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 Ok(seen)
             })
@@ -403,7 +403,9 @@ mod tests {
             let (c, load) = (Arc::clone(&c), counting(&queries, &value));
             tokio::spawn(async move { c.read(1, load).await })
         };
-        tokio::time::sleep(Duration::from_millis(5)).await; // the first query runs
+        while queries.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await; // until the first query has read the value
+        }
 
         value.store(2, Ordering::SeqCst); // a write that finishes before the second read
         let second = c.read(1, counting(&queries, &value)).await.expect("read");
@@ -442,8 +444,8 @@ mod tests {
             move |keys: Vec<usize>| {
                 let (queries, value) = (Arc::clone(&queries), Arc::clone(&value));
                 async move {
-                    queries.fetch_add(1, Ordering::SeqCst);
                     let seen = value.load(Ordering::SeqCst);
+                    queries.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     Ok(keys
                         .into_iter()
@@ -493,7 +495,9 @@ mod tests {
             let b = Arc::clone(&b);
             tokio::spawn(async move { b.read(vec![3]).await })
         };
-        tokio::time::sleep(Duration::from_millis(5)).await; // the first query runs
+        while queries.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await; // until the first query has read the value
+        }
 
         value.store(2, Ordering::SeqCst); // a write that finishes before the second read
         let second = b.read(vec![3]).await.expect("read");

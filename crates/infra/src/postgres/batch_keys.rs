@@ -151,7 +151,9 @@ fn position(n: i64) -> usize {
 }
 
 unnest_rows! {
-    /// A row of `idempotency_keys`: a write's answer under its key.
+    /// A row of `idempotency_keys`: a write's answer under its key (a
+    /// batch's, or a gate refusal written behind, `redis/refusals.rs`).
+    #[derive(Clone)]
     pub(crate) struct AnswerRow {
         user_id: i64 as Int8,
         key: String as Text,

@@ -33,9 +33,9 @@ use domain::idempotency::{
 };
 use domain::identity::UserId;
 
+use super::batch_keys::AnswerRow;
 use super::prepared::prepared;
 use super::unavailable;
-use super::unnest::unnest_rows;
 
 type Tm = AnsiTransactionManager;
 
@@ -348,20 +348,6 @@ async fn finish<T, E>(
     Ok(())
 }
 
-unnest_rows! {
-    /// A gate's refusal recorded at the fast path (`redis/refusals.rs`),
-    /// written behind.
-    #[derive(Clone)]
-    pub(crate) struct RefusalRow {
-        user_id: i64 as Int8,
-        key: String as Text,
-        fingerprint: String as Text,
-        response_status: i16 as Int2,
-        response_content_type: String as Text,
-        response_body: Vec<u8> as Bytea,
-    }
-}
-
 /// Each row's key is try-locked first, as a guarded transaction or an order
 /// batch locks it: a row whose key a running transaction holds is not
 /// written now (that transaction may be storing the key's answer, and its
@@ -405,24 +391,24 @@ pub(crate) struct RefusalsWritten {
     pub kept: Vec<(i64, String)>,
     /// Rows not written because a running transaction held the key: to be
     /// written again once it ends.
-    pub busy: Vec<RefusalRow>,
+    pub busy: Vec<AnswerRow>,
 }
 
 /// Writes refusals recorded at the fast path, one statement for them all,
 /// each under its key's lock (see [`WRITE_REFUSALS`]).
 pub(crate) async fn write_refusals(
     conn: &mut AsyncPgConnection,
-    rows: Vec<RefusalRow>,
+    rows: Vec<AnswerRow>,
 ) -> diesel::QueryResult<RefusalsWritten> {
     let names: Vec<String> = rows
         .iter()
         .map(|r| lock_name_of(r.user_id, &r.key))
         .collect();
-    let mut pending: std::collections::HashMap<(i64, String), RefusalRow> = rows
+    let mut pending: std::collections::HashMap<(i64, String), AnswerRow> = rows
         .iter()
         .map(|r| ((r.user_id, r.key.clone()), r.clone()))
         .collect();
-    let outcomes: Vec<WrittenKey> = RefusalRow::bind_all(rows, prepared(WRITE_REFUSALS))
+    let outcomes: Vec<WrittenKey> = AnswerRow::bind_all(rows, prepared(WRITE_REFUSALS))
         .bind::<diesel::sql_types::Array<Text>, _>(names)
         .load(conn)
         .await?;

@@ -21,7 +21,8 @@ mod prepared;
 mod schema;
 mod unnest;
 
-pub(crate) use idempotency::{RefusalRow, RefusalsWritten};
+pub(crate) use batch_keys::AnswerRow;
+pub(crate) use idempotency::RefusalsWritten;
 pub(crate) use prepared::prepared;
 /// The investment products table, for the invest gate's rebuild.
 pub(crate) use schema::invest_products as schema_invest_products;

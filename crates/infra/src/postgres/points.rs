@@ -245,7 +245,7 @@ impl PgIdempotencyStore {
     /// [`Unavailable`] when Postgres fails; nothing was written.
     pub(crate) async fn write_refusals(
         &self,
-        rows: Vec<super::RefusalRow>,
+        rows: Vec<super::AnswerRow>,
     ) -> Result<super::RefusalsWritten, Unavailable> {
         self.db
             .timed(async {

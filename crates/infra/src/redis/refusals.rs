@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::{RedisKeys, unavailable};
-use crate::postgres::{PgIdempotencyStore, RefusalRow, RefusalsWritten};
+use crate::postgres::{AnswerRow, PgIdempotencyStore, RefusalsWritten};
 
 /// How many refusals may wait for Postgres; beyond that a refusal is stored
 /// in Postgres by its request, as it was before this path existed.
@@ -113,7 +113,7 @@ pub struct RedisRefusals {
     keys: RedisKeys,
     /// How long a record lives: as long as Postgres replays records.
     retention: Duration,
-    queue: mpsc::Sender<RefusalRow>,
+    queue: mpsc::Sender<AnswerRow>,
 }
 
 impl std::fmt::Debug for RedisRefusals {
@@ -131,7 +131,7 @@ pub struct RefusalWriter {
     pool: RedisPool,
     keys: RedisKeys,
     store: PgIdempotencyStore,
-    queue: mpsc::Receiver<RefusalRow>,
+    queue: mpsc::Receiver<AnswerRow>,
     /// Set once asked to stop: when the writer gives up on Postgres.
     give_up_at: Option<Instant>,
 }
@@ -211,7 +211,7 @@ impl FastRefusals for RedisRefusals {
         if let Some(existing) = existing {
             return Ok(unpack(&existing)?.answer(fingerprint));
         }
-        place.send(RefusalRow {
+        place.send(AnswerRow {
             user_id: user_id.get(),
             key: key.as_str().to_owned(),
             fingerprint: fingerprint.as_str().to_owned(),
@@ -256,7 +256,7 @@ impl RefusalWriter {
 
     /// Writes `batch` and empties it: retries until it is written, or
     /// until the writer is stopping and its time is up.
-    async fn write(&mut self, batch: &mut Vec<RefusalRow>, stopped: &mut watch::Receiver<bool>) {
+    async fn write(&mut self, batch: &mut Vec<AnswerRow>, stopped: &mut watch::Receiver<bool>) {
         let mut backoff = FIRST_BACKOFF;
         loop {
             match self.store.write_refusals(batch.clone()).await {
