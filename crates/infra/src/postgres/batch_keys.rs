@@ -1,6 +1,6 @@
 //! A batch's idempotency keys, for every batched write (orders,
 //! investments): claimed for the whole batch in two statements
-//! ([`claim_keys`]), then answered ([`Answers`]).
+//! ([`lock_keys`], then [`read_records`]), then answered ([`Answers`]).
 //!
 //! Each key's transaction-scoped advisory lock is try-locked and its record
 //! read, as [`guarded`](crate::postgres::idempotency::guarded) does for one key. A
@@ -50,12 +50,21 @@ struct Record {
     record: StoredRow,
 }
 
-/// Claims the key of each of `requests` (a batch's, in arrival order).
-pub(crate) async fn claim_keys<T, E>(
-    tx: &mut AsyncPgConnection,
+/// The keys of a batch after their try-locks, before their records are read.
+pub(crate) struct Locks {
+    /// Writes settled already: their key is held elsewhere or twice here.
+    settled: Vec<(usize, IdempotentOutcome)>,
+    /// The writes whose key this batch holds, in arrival order.
+    held: Vec<usize>,
+}
+
+/// Try-locks the key of each of `requests` (a batch's, in arrival order).
+/// The first half of a claim; [`read_records`] is the second, and must be
+/// sent after this one has returned (a record is read under its lock).
+pub(crate) async fn lock_keys<T, E>(
+    conn: &AsyncPgConnection,
     requests: &[&IdempotentRequest<T, E>],
-    retention: Duration,
-) -> Result<Claims<T, E>, BatchError> {
+) -> Result<Locks, BatchError> {
     let mut settled = Vec::new();
     // Advisory locks are re-entrant within a session: a second write with a
     // key already in this batch is a concurrent duplicate, so it is in progress.
@@ -77,7 +86,7 @@ pub(crate) async fn claim_keys<T, E>(
            FROM unnest($1::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
     )
     .bind::<Array<Text>, _>(&names)
-    .load(tx)
+    .load(&mut &*conn)
     .await?;
     let mut held = Vec::with_capacity(firsts.len());
     for lock in &locks {
@@ -88,6 +97,20 @@ pub(crate) async fn claim_keys<T, E>(
             settled.push((i, IdempotentOutcome::InProgress));
         }
     }
+    Ok(Locks { settled, held })
+}
+
+/// Reads the records of the keys `locks` holds and settles the writes they
+/// answer (a replay or a reused key); a record kept past the retention but
+/// not yet purged is deleted, its key new again. Takes `&AsyncPgConnection`
+/// so that its read can be pipelined with other statements of the batch.
+pub(crate) async fn read_records<T, E>(
+    conn: &AsyncPgConnection,
+    requests: &[&IdempotentRequest<T, E>],
+    locks: Locks,
+    retention: Duration,
+) -> Result<Claims<T, E>, BatchError> {
+    let Locks { mut settled, held } = locks;
     if held.is_empty() {
         return Ok(Claims {
             answers: Answers::new(requests.len(), settled),
@@ -104,7 +127,7 @@ pub(crate) async fn claim_keys<T, E>(
     .bind::<Double, _>(retention.as_secs_f64())
     .bind::<Array<Int8>, _>(&users)
     .bind::<Array<Text>, _>(&keys)
-    .load(tx)
+    .load(&mut &*conn)
     .await?;
     let mut answered = HashSet::new();
     let mut stale = Vec::new();
@@ -125,7 +148,7 @@ pub(crate) async fn claim_keys<T, E>(
         )
         .bind::<Array<Int8>, _>(&users)
         .bind::<Array<Text>, _>(&keys)
-        .execute(tx)
+        .execute(&mut &*conn)
         .await?;
     }
     let live = held.into_iter().filter(|i| !answered.contains(i)).collect();

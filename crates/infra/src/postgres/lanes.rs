@@ -13,8 +13,9 @@
 //! store's (`ordering::batch`) and the invest store's (`invest::batch`).
 //! This module owns what they share: the queues, dropping writes whose
 //! caller gave up, surviving a panic, and the transaction around the batch
-//! (begin; claim the keys; the store's batch for the writes they leave;
-//! commit, or roll back everything). A batch is committed whole or
+//! (begin; try-lock the keys; read their records and the batch's rows in
+//! one pipeline; the store's batch for the writes the keys leave; commit,
+//! or roll back everything). A batch is committed whole or
 //! rolled back whole, and every write is answered after the commit, so each
 //! is durable before it is answered. Its neighbour `batch_keys` claims and
 //! answers a batch's idempotency keys.
@@ -30,7 +31,7 @@ use domain::idempotency::{IdempotentRequest, Written};
 use futures_util::FutureExt as _;
 use tokio::sync::{mpsc, oneshot};
 
-use super::batch_keys::{Answers, Claims, claim_keys};
+use super::batch_keys::{Answers, Claims, lock_keys, read_records};
 use super::idempotency::rollback_all;
 use super::{Postgres, unavailable};
 
@@ -59,17 +60,34 @@ pub(crate) trait Batch: Send + Sync + 'static {
     /// What the writes are, for logs and errors ("order", "investment").
     const KIND: &'static str;
 
+    /// What [`lock`](Self::lock) read: the rows the writes are decided
+    /// against, held locked until the commit.
+    type Locked: Send;
+
     /// The keyed request of `entry`.
     fn request(entry: &Self::Entry) -> &IdempotentRequest<Self::Value, Self::Refusal>;
 
+    /// Locks and reads the rows every one of `entries` would be decided
+    /// against (all of them: it runs pipelined with the read of the keys'
+    /// records, before it is known which writes run), in the transaction
+    /// open on `conn`. Its statements go out in the order they are awaited
+    /// or polled, after the keys' try-locks.
+    fn lock(
+        &self,
+        conn: &AsyncPgConnection,
+        entries: &[Self::Entry],
+    ) -> impl Future<Output = Result<Self::Locked, BatchError>> + Send;
+
     /// Decides and writes the `live` entries (positions in `entries`, in
-    /// arrival order; never empty) in the transaction open on `tx`, giving
-    /// each its answer in `answers` and storing the answers with the effects.
+    /// arrival order; never empty) on the rows `locked` holds, in the
+    /// transaction open on `tx`, giving each its answer in `answers` and
+    /// storing the answers with the effects.
     fn run(
         &self,
         tx: &mut AsyncPgConnection,
         entries: &[Self::Entry],
         live: &[usize],
+        locked: Self::Locked,
         answers: &mut Answers<Self::Value, Self::Refusal>,
     ) -> impl Future<Output = Result<(), BatchError>> + Send;
 }
@@ -253,6 +271,13 @@ async fn run_batch<B: Batch>(
 }
 
 /// Claims the batch's keys; the writes they do not answer run in `batch`.
+///
+/// The keys are try-locked first, alone: a record is read only under its
+/// key's lock. Then the records and the batch's rows are read in one
+/// pipeline (diesel-async sends the statements of futures polled together
+/// without waiting for each answer; Postgres still runs them one after
+/// another, in the order sent), so a batch costs a round trip for those
+/// reads together rather than one each.
 async fn claim_and_run<B: Batch>(
     tx: &mut AsyncPgConnection,
     batch: &B,
@@ -260,9 +285,14 @@ async fn claim_and_run<B: Batch>(
     retention: Duration,
 ) -> Result<Vec<Answer<B>>, BatchError> {
     let requests: Vec<_> = entries.iter().map(B::request).collect();
-    let Claims { live, mut answers } = claim_keys(tx, &requests, retention).await?;
+    let locks = lock_keys(tx, &requests).await?;
+    let (Claims { live, mut answers }, locked) = futures_util::future::try_join(
+        read_records(tx, &requests, locks, retention),
+        batch.lock(tx, entries),
+    )
+    .await?;
     if !live.is_empty() {
-        batch.run(tx, entries, &live, &mut answers).await?;
+        batch.run(tx, entries, &live, locked, &mut answers).await?;
     }
     answers.all()
 }

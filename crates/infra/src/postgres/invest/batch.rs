@@ -7,12 +7,15 @@
 //!
 //! ```text
 //! BEGIN
-//!   claim every key: try-lock, read its record   -- batch_keys.rs: in progress, replay, reused
-//!   lock the products FOR UPDATE, in id order
-//!   read clock_timestamp() once                  -- the clock every window is judged at
-//!   which (product, user) pairs invested before  -- one set-based read, after the locks
+//!   try-lock every key                           -- batch_keys.rs: in progress
+//!   one pipeline: read the keys' records         -- batch_keys.rs: replay, reused
+//!     lock the products FOR UPDATE, in id order
+//!   once the locks are held, one pipeline:
+//!     read clock_timestamp() once                -- the clock every window is judged at
+//!     which (product, user) pairs invested before -- one set-based read
+//!     draw an investment id for every investment
 //!   decide each investment in arrival order      -- domain::invest::Books: whole or refused
-//!   draw the investment ids, render every answer
+//!   render every answer
 //!   one statement: UPDATE the products (guarded), INSERT the investments
 //!     and every answer                            -- write.rs
 //! COMMIT                                         -- durable before anyone is answered
@@ -63,8 +66,22 @@ impl Batch for InvestBatch {
     type Refusal = InvestError;
     const KIND: &'static str = "investment";
 
+    type Locked = (Books, Vec<i64>);
+
     fn request(entry: &Entry) -> &IdempotentRequest<Investment, InvestError> {
         &entry.request
+    }
+
+    /// The products and earlier investors of every investment, the clock,
+    /// and an id for each investment (ids of investments that do not run
+    /// are skipped, as a rollback skips them).
+    async fn lock(
+        &self,
+        conn: &AsyncPgConnection,
+        entries: &[Entry],
+    ) -> Result<(Books, Vec<i64>), BatchError> {
+        let orders: Vec<&InvestOrder> = entries.iter().map(|e| &e.order).collect();
+        lock_books(conn, &orders).await
     }
 
     async fn run(
@@ -72,13 +89,12 @@ impl Batch for InvestBatch {
         tx: &mut AsyncPgConnection,
         entries: &[Entry],
         live: &[usize],
+        (mut books, ids): (Books, Vec<i64>),
         answers: &mut Answers<Investment, InvestError>,
     ) -> Result<(), BatchError> {
         let orders: Vec<&InvestOrder> = live.iter().map(|&i| &entries[i].order).collect();
-        let mut books = lock_books(tx, &orders).await?;
         let decided: Vec<_> = orders.iter().map(|order| books.take(order)).collect();
-        let taken = decided.iter().filter(|d| d.is_ok()).count();
-        let mut ids = new_ids(tx, taken).await?.into_iter();
+        let mut ids = ids.into_iter();
         let mut rows = BatchRows::default();
         for ((&i, order), decision) in live.iter().zip(orders).zip(decided) {
             let result = match decision {
@@ -120,12 +136,13 @@ struct Pair {
 }
 
 /// Locks the products `orders` invest in, in id order (as every batch does,
-/// so batches never wait for each other in a cycle), then reads the clock
-/// and the earlier investors of the (product, user) pairs, and loads them.
+/// so batches never wait for each other in a cycle); once they are held,
+/// reads the clock, the earlier investors of the (product, user) pairs and
+/// an id per order in one pipeline, and loads them.
 async fn lock_books(
-    tx: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     orders: &[&InvestOrder],
-) -> Result<Books, BatchError> {
+) -> Result<(Books, Vec<i64>), BatchError> {
     let ids: BTreeSet<i64> = orders.iter().map(|o| o.product_id.get()).collect();
     let ids: Vec<i64> = ids.into_iter().collect();
     let locked: Vec<ProductRow> = invest_products::table
@@ -133,40 +150,42 @@ async fn lock_books(
         .order(invest_products::id)
         .for_update()
         .select(ProductRow::as_select())
-        .load(tx)
+        .load(&mut &*conn)
         .await?;
-    let now = prepared("SELECT clock_timestamp() AS now")
-        .get_result::<Clock>(tx)
-        .await?
-        .now;
-    let mut books = Books::new(now);
-    for row in locked {
-        let product = row
-            .into_product()
-            .map_err(|e| BatchError::inconsistent(e.to_string()))?;
-        books.product(product);
-    }
     let pairs: BTreeSet<(i64, i64)> = orders
         .iter()
         .map(|o| (o.product_id.get(), o.user_id.get()))
         .collect();
     let (products, users): (Vec<i64>, Vec<i64>) = pairs.into_iter().unzip();
-    let seen: Vec<Pair> = prepared(
+    let clock = prepared("SELECT clock_timestamp() AS now").get_result::<Clock>(&mut &*conn);
+    let seen = prepared(
         "SELECT DISTINCT i.product_id, i.user_id FROM investments i \
            JOIN unnest($1::int8[], $2::int8[]) AS t(product_id, user_id) \
              ON i.product_id = t.product_id AND i.user_id = t.user_id",
     )
     .bind::<Array<Int8>, _>(&products)
     .bind::<Array<Int8>, _>(&users)
-    .load(tx)
+    .load::<Pair>(&mut &*conn);
+    let (clock, seen, new_ids) = futures_util::future::try_join3(
+        async { clock.await.map_err(BatchError::from) },
+        async { seen.await.map_err(BatchError::from) },
+        new_ids(conn, orders.len()),
+    )
     .await?;
+    let mut books = Books::new(clock.now);
+    for row in locked {
+        let product = row
+            .into_product()
+            .map_err(|e| BatchError::inconsistent(e.to_string()))?;
+        books.product(product);
+    }
     for pair in seen {
         books.investor(
             InvestProductId::new(pair.product_id),
             UserId::new(pair.user_id),
         );
     }
-    Ok(books)
+    Ok((books, new_ids))
 }
 
 #[derive(QueryableByName)]
@@ -176,7 +195,7 @@ struct NewId {
 }
 
 /// `n` ids from the investments' sequence.
-async fn new_ids(tx: &mut AsyncPgConnection, n: usize) -> Result<Vec<i64>, BatchError> {
+async fn new_ids(conn: &AsyncPgConnection, n: usize) -> Result<Vec<i64>, BatchError> {
     if n == 0 {
         return Ok(Vec::new());
     }
@@ -185,7 +204,7 @@ async fn new_ids(tx: &mut AsyncPgConnection, n: usize) -> Result<Vec<i64>, Batch
            FROM generate_series(1, $1)",
     )
     .bind::<Int8, _>(i64::try_from(n).unwrap_or(i64::MAX))
-    .load(tx)
+    .load(&mut &*conn)
     .await?;
     if ids.len() != n {
         return Err(BatchError::inconsistent(

@@ -8,10 +8,12 @@
 //!
 //! ```text
 //! BEGIN
-//!   claim every key: try-lock, read its record   -- batch_keys.rs: in progress, replay, reused
-//!   lock products, wallets, coupons FOR UPDATE   -- lock.rs: each in key order
+//!   try-lock every key                           -- batch_keys.rs: in progress
+//!   one pipeline: read the keys' records         -- batch_keys.rs: replay, reused
+//!     lock products, wallets, coupons FOR UPDATE -- lock.rs: each in key order
+//!     draw an order id for every order
 //!   decide each order in arrival order           -- domain::ordering::Books: whole or refused
-//!   draw the order ids, render every answer
+//!   render every answer
 //!   one statement: UPDATE stock, wallets, coupons; INSERT orders, items,
 //!     ledger, outbox events and every answer     -- rows.rs, write.rs
 //! COMMIT                                         -- durable before anyone is answered
@@ -27,7 +29,7 @@ use diesel::QueryableByName;
 use diesel::sql_types::{Int8, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::idempotency::{IdempotentRequest, Written};
-use domain::ordering::{Order, OrderId, PlaceOrderError, PricedOrder, RowsToLock, Taken};
+use domain::ordering::{Books, Order, OrderId, PlaceOrderError, PricedOrder, RowsToLock, Taken};
 
 use super::lock::lock_books;
 use super::rows::BatchRows;
@@ -51,8 +53,21 @@ impl Batch for OrderBatch {
     type Refusal = PlaceOrderError;
     const KIND: &'static str = "order";
 
+    type Locked = (Books, Vec<NewId>);
+
     fn request(entry: &Entry) -> &IdempotentRequest<Order, PlaceOrderError> {
         &entry.request
+    }
+
+    /// The rows of every order, and an id for each (ids of orders that do
+    /// not run are skipped, as a rollback skips them).
+    async fn lock(
+        &self,
+        conn: &AsyncPgConnection,
+        entries: &[Entry],
+    ) -> Result<(Books, Vec<NewId>), BatchError> {
+        let rows = RowsToLock::of(entries.iter().map(|e| &e.order));
+        futures_util::future::try_join(lock_books(conn, &rows), new_ids(conn, entries.len())).await
     }
 
     async fn run(
@@ -60,16 +75,16 @@ impl Batch for OrderBatch {
         tx: &mut AsyncPgConnection,
         entries: &[Entry],
         live: &[usize],
+        (mut books, ids): (Books, Vec<NewId>),
         answers: &mut Answers<Order, PlaceOrderError>,
     ) -> Result<(), BatchError> {
         let live_orders = || live.iter().map(|&i| &entries[i].order);
-        let mut books = lock_books(tx, &RowsToLock::of(live_orders())).await?;
         let decided: Vec<Result<Taken, PlaceOrderError>> =
             live_orders().map(|order| books.take(order)).collect();
         let taken_orders = live_orders()
             .zip(&decided)
             .filter_map(|(order, d)| d.is_ok().then_some(order));
-        let mut placed = orders_of(tx, taken_orders.collect()).await?.into_iter();
+        let mut placed = orders_of(taken_orders.collect(), ids)?.into_iter();
         let mut rows = BatchRows::default();
         for (&i, decision) in live.iter().zip(decided) {
             let result = match decision {
@@ -93,29 +108,31 @@ impl Batch for OrderBatch {
 pub(super) type Placed = Written<Order, PlaceOrderError>;
 
 #[derive(QueryableByName)]
-struct NewId {
+pub(super) struct NewId {
     #[diesel(sql_type = Int8)]
     id: i64,
     #[diesel(sql_type = Timestamptz)]
     at: DateTime<Utc>,
 }
 
-/// The orders the books took, with the ids and the time they are placed at.
-async fn orders_of(
-    tx: &mut AsyncPgConnection,
-    taken: Vec<&PricedOrder>,
-) -> Result<Vec<Order>, BatchError> {
-    if taken.is_empty() {
-        return Ok(Vec::new());
-    }
+/// `n` order ids and the time the batch places its orders at.
+async fn new_ids(conn: &AsyncPgConnection, n: usize) -> Result<Vec<NewId>, BatchError> {
     let ids: Vec<NewId> = prepared(
         "SELECT nextval(pg_get_serial_sequence('orders', 'id')) AS id, now() AS at \
            FROM generate_series(1, $1)",
     )
-    .bind::<Int8, _>(i64::try_from(taken.len()).unwrap_or(i64::MAX))
-    .load(tx)
+    .bind::<Int8, _>(i64::try_from(n).unwrap_or(i64::MAX))
+    .load(&mut &*conn)
     .await?;
-    if ids.len() != taken.len() {
+    if ids.len() != n {
+        return Err(BatchError::inconsistent("fewer order ids than orders"));
+    }
+    Ok(ids)
+}
+
+/// The orders the books took, with the ids drawn for the batch.
+fn orders_of(taken: Vec<&PricedOrder>, ids: Vec<NewId>) -> Result<Vec<Order>, BatchError> {
+    if ids.len() < taken.len() {
         return Err(BatchError::inconsistent("fewer order ids than orders"));
     }
     let orders = taken.into_iter().zip(ids).map(|(o, new)| Order {

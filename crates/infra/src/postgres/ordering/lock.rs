@@ -34,54 +34,56 @@ struct UsableCoupon {
     owner_id: i64,
 }
 
-/// Locks `rows` and loads what they hold.
+/// Locks `rows` and loads what they hold. Its statements are pipelined:
+/// sent in order (products, wallets, coupons) without waiting for each
+/// answer, and run by Postgres in that order.
 pub(super) async fn lock_books(
-    tx: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     rows: &RowsToLock,
 ) -> Result<Books, BatchError> {
-    let mut books = Books::new();
-    if !rows.products.is_empty() {
-        let ids: Vec<i64> = rows.products.iter().map(|p| p.get()).collect();
-        let locked: Vec<IdAmount> = prepared(
+    let product_ids: Vec<i64> = rows.products.iter().map(|p| p.get()).collect();
+    let payer_ids: Vec<i64> = rows.payers.iter().map(|u| u.get()).collect();
+    let codes: Vec<&str> = rows.coupons.iter().map(CouponCode::as_str).collect();
+    let products = async {
+        if product_ids.is_empty() {
+            return Ok::<_, diesel::result::Error>(Vec::new());
+        }
+        prepared(
             "SELECT id, stock AS amount FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE",
         )
-        .bind::<Array<Int8>, _>(&ids)
-        .load(tx)
-        .await?;
-        for r in locked {
-            let stock = Stock::new(r.amount).map_err(|_| corrupt("products", r.id))?;
-            books.stock(ProductId::new(r.id), stock);
+        .bind::<Array<Int8>, _>(&product_ids)
+        .load::<IdAmount>(&mut &*conn)
+        .await
+    };
+    let wallets = async {
+        if payer_ids.is_empty() {
+            return Ok::<_, diesel::result::Error>(Vec::new());
         }
-    }
-    if !rows.payers.is_empty() {
-        let ids: Vec<i64> = rows.payers.iter().map(|u| u.get()).collect();
-        let locked: Vec<IdAmount> = prepared(
+        prepared(
             "SELECT user_id AS id, balance AS amount FROM wallets \
               WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE",
         )
-        .bind::<Array<Int8>, _>(&ids)
-        .load(tx)
-        .await?;
-        for r in locked {
-            let balance = Points::new(r.amount).ok_or_else(|| corrupt("wallets", r.id))?;
-            books.wallet(UserId::new(r.id), balance);
+        .bind::<Array<Int8>, _>(&payer_ids)
+        .load::<IdAmount>(&mut &*conn)
+        .await
+    };
+    // Expiry is judged by the database clock at the moment each row lock
+    // is held, not by `now()` (the start of the transaction, which may be
+    // long before a lock wait ends). And it is judged after the lock: a
+    // `FOR UPDATE` evaluates its `WHERE` before it waits, and in READ
+    // COMMITTED evaluates it again only if the row was updated meanwhile.
+    // A coupon that another transaction merely held locked, and that
+    // expired while this batch waited, would pass a `WHERE` check. So the
+    // locking query is a materialised CTE and the expiry filter sits
+    // above it, on rows already locked (`clock_timestamp()` is read per
+    // row, as each lock is taken). Owner and use are in the `WHERE`: a
+    // transaction that changes them updates the row, and the lock wait
+    // then re-reads it.
+    let coupons = async {
+        if codes.is_empty() {
+            return Ok::<_, diesel::result::Error>(Vec::new());
         }
-    }
-    if !rows.coupons.is_empty() {
-        let codes: Vec<&str> = rows.coupons.iter().map(CouponCode::as_str).collect();
-        // Expiry is judged by the database clock at the moment each row lock
-        // is held, not by `now()` (the start of the transaction, which may be
-        // long before a lock wait ends). And it is judged after the lock: a
-        // `FOR UPDATE` evaluates its `WHERE` before it waits, and in READ
-        // COMMITTED evaluates it again only if the row was updated meanwhile.
-        // A coupon that another transaction merely held locked, and that
-        // expired while this batch waited, would pass a `WHERE` check. So the
-        // locking query is a materialised CTE and the expiry filter sits
-        // above it, on rows already locked (`clock_timestamp()` is read per
-        // row, as each lock is taken). Owner and use are in the `WHERE`: a
-        // transaction that changes them updates the row, and the lock wait
-        // then re-reads it.
-        let usable: Vec<UsableCoupon> = prepared(
+        prepared(
             "WITH locked AS MATERIALIZED ( \
                SELECT code, owner_id, expires_at FROM coupons \
                 WHERE code = ANY($1) AND owner_id IS NOT NULL AND used_at IS NULL \
@@ -89,12 +91,23 @@ pub(super) async fn lock_books(
              SELECT code, owner_id FROM locked WHERE expires_at > clock_timestamp()",
         )
         .bind::<Array<Text>, _>(&codes)
-        .load(tx)
-        .await?;
-        for c in usable {
-            let code = CouponCode::parse(&c.code).map_err(|_| corrupt("coupons", c.code))?;
-            books.usable_coupon(code, UserId::new(c.owner_id));
-        }
+        .load::<UsableCoupon>(&mut &*conn)
+        .await
+    };
+    let (products, wallets, coupons) =
+        futures_util::future::try_join3(products, wallets, coupons).await?;
+    let mut books = Books::new();
+    for r in products {
+        let stock = Stock::new(r.amount).map_err(|_| corrupt("products", r.id))?;
+        books.stock(ProductId::new(r.id), stock);
+    }
+    for r in wallets {
+        let balance = Points::new(r.amount).ok_or_else(|| corrupt("wallets", r.id))?;
+        books.wallet(UserId::new(r.id), balance);
+    }
+    for c in coupons {
+        let code = CouponCode::parse(&c.code).map_err(|_| corrupt("coupons", c.code))?;
+        books.usable_coupon(code, UserId::new(c.owner_id));
     }
     Ok(books)
 }
