@@ -5,12 +5,6 @@ use std::process::ExitCode;
 use app::{Application, Config, shutdown_signal, telemetry};
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of glibc's malloc: a request allocates and frees many
-/// small buffers across the server's threads, and glibc's malloc took ~10%
-/// of the app's CPU in a flash sale (`docs/performance.md`).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "app",
