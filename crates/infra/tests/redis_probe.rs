@@ -33,3 +33,52 @@ async fn a_live_redis_is_ready_and_a_dead_one_fails_fast() {
     assert_eq!(err.service(), "redis");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+/// Each thread that uses the pool opens connections of its own, so a
+/// connection's driver task runs on the thread its commands come from: two
+/// threads that each hold one connection at once open two, and each keeps
+/// reusing its own afterwards (none is opened for the second round).
+#[test]
+fn each_thread_keeps_connections_of_its_own() {
+    let redis = std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(TestRedis::create())
+    })
+    .join()
+    .expect("redis");
+    let pool = connect_pool(&RedisPoolSettings {
+        url: redis.url.clone(),
+        max_size: 1,
+        timeout: Duration::from_secs(2),
+    })
+    .expect("pool");
+    let use_on_a_thread = |pool: infra::redis::RedisPool| {
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                for _ in 0..2 {
+                    let mut conn = pool.get().await.expect("a connection");
+                    let pong: String = redis::cmd("PING")
+                        .query_async(&mut conn)
+                        .await
+                        .expect("PING");
+                    assert_eq!(pong, "PONG");
+                }
+            });
+            // The set lives on with the pool; its driver task ends with this runtime.
+        })
+    };
+    let threads = [use_on_a_thread(pool.clone()), use_on_a_thread(pool.clone())];
+    for t in threads {
+        t.join().expect("thread");
+    }
+
+    // max_size 1 per set: one pool for both threads would have had one.
+    assert_eq!(pool.status().size, 2, "one connection per thread");
+}

@@ -44,12 +44,14 @@ pub fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> 
 #[derive(Debug, Clone)]
 pub struct RedisPoolSettings {
     pub url: String,
+    /// The most connections one thread's set opens.
     pub max_size: usize,
     /// Bounds connecting, waiting for a free connection and recycling one each.
     pub timeout: Duration,
 }
 
-/// Builds the pool. Connections are opened lazily, so this succeeds while
+/// Builds the pool (a set of up to `max_size` connections per thread that
+/// uses it, `pool.rs`). Connections are opened lazily, so this succeeds while
 /// Redis is down. Connecting, waiting for a connection and each command's
 /// reply are all bounded by `settings.timeout` (redis-rs' own reply timeout
 /// would otherwise be a hidden 500 ms).
@@ -60,17 +62,25 @@ pub fn connect_pool(settings: &RedisPoolSettings) -> anyhow::Result<RedisPool> {
     let connection = deadpool_redis::redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(settings.timeout))
         .set_response_timeout(Some(settings.timeout));
-    let manager = deadpool_redis::Manager::new_with_config(settings.url.as_str(), connection)
-        .context("REDIS_URL is not a valid Redis URL")?;
-    let pool = deadpool::managed::Pool::builder(pool::Manager::new(manager))
-        .max_size(settings.max_size)
-        .wait_timeout(Some(settings.timeout))
-        .create_timeout(Some(settings.timeout))
-        .recycle_timeout(Some(settings.timeout))
-        .runtime(Runtime::Tokio1)
-        .build()
-        .context("building the Redis pool")?;
-    Ok(RedisPool::new(pool))
+    let settings = settings.clone();
+    let set = move || -> anyhow::Result<deadpool::managed::Pool<pool::Manager>> {
+        let manager =
+            deadpool_redis::Manager::new_with_config(settings.url.as_str(), connection.clone())
+                .context("REDIS_URL is not a valid Redis URL")?;
+        deadpool::managed::Pool::builder(pool::Manager::new(manager))
+            .max_size(settings.max_size)
+            .wait_timeout(Some(settings.timeout))
+            .create_timeout(Some(settings.timeout))
+            .recycle_timeout(Some(settings.timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .context("building the Redis pool")
+    };
+    // Checked once here, so that building another thread's set cannot fail.
+    set()?;
+    Ok(RedisPool::new(Box::new(move || {
+        set().expect("the same settings built a pool before")
+    })))
 }
 
 /// The key namespace of one deployment (or one test): every key this service
