@@ -35,9 +35,9 @@ async fn a_live_redis_is_ready_and_a_dead_one_fails_fast() {
 }
 
 /// Each thread that uses the pool opens connections of its own, so a
-/// connection's driver task runs on the thread its commands come from: two
-/// threads that each hold one connection at once open two, and each keeps
-/// reusing its own afterwards (none is opened for the second round).
+/// connection's driver task runs on the thread its commands come from: with
+/// at most one connection per set, two threads that each use the pool
+/// twice end with two connections open (one shared set would hold one).
 #[test]
 fn each_thread_keeps_connections_of_its_own() {
     let redis = std::thread::spawn(|| {
