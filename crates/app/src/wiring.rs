@@ -33,6 +33,7 @@ use infra::redis::{
     self, LocalRateLimiter, RedisEventStream, RedisInvestGate, RedisIssueGate, RedisKeys,
     RedisLock, RedisPoolSettings, RedisProbe, RedisRateLimiter, RedisSalesRanking, RedisStockGate,
 };
+use infra::thread_sets::share_per_thread;
 use web::{
     AuthContext, CatalogApi, CouponApi, IdentityApi, InvestApi, JsonLimit, Metrics, MetricsApi,
     OrderingApi, PointsApi, PoolStatus, PoolStatusFn, ProxyHops, Readiness, WebState,
@@ -48,15 +49,17 @@ pub(crate) struct Components {
 }
 
 pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
-    let pg = postgres::connect_pool(&PgPoolSettings {
+    // Each thread keeps connections of its own (infra::thread_sets); the
+    // configured sizes are shared out among the server's worker threads.
+    let pg = postgres::connect_pool_per_thread(&PgPoolSettings {
         url: config.database_url.clone(),
-        max_size: config.db_pool_size,
+        max_size: share_per_thread(config.db_pool_size, config.workers),
         timeout: config.dependency_timeout,
         statement_timeout: config.statement_timeout,
     })?;
     let redis_pool = redis::connect_pool(&RedisPoolSettings {
         url: config.redis_url.clone(),
-        max_size: config.redis_pool_size,
+        max_size: share_per_thread(config.redis_pool_size, config.workers),
         timeout: config.dependency_timeout,
     })?;
 
@@ -168,12 +171,12 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
 
     let pg_status: PoolStatusFn = {
         let pg = pg.clone();
-        Arc::new(move || pool_status(pg.pool().status()))
+        Arc::new(move || pool_status(pg.status()))
     };
-    let lanes_status: PoolStatusFn = Arc::new(move || pool_status(order_lanes.pool().status()));
+    let lanes_status: PoolStatusFn = Arc::new(move || pool_status(order_lanes.status()));
     let invest_lanes_status: PoolStatusFn = {
         let pool = invest_lanes.clone();
-        Arc::new(move || pool_status(pool.pool().status()))
+        Arc::new(move || pool_status(pool.status()))
     };
     let redis_status: PoolStatusFn = {
         let pool = redis_pool.clone();

@@ -17,6 +17,7 @@ pub mod codes;
 pub mod notify;
 pub mod postgres;
 pub mod redis;
+pub mod thread_sets;
 
 /// A connection pool's state (both pools are deadpool pools).
 pub use deadpool_redis::Status as PoolState;

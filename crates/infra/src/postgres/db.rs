@@ -10,38 +10,66 @@ use std::future::Future;
 use std::time::Duration;
 
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 
 use diesel_async::pooled_connection::deadpool::Object;
 use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
 use domain::error::Unavailable;
 
 use super::{PgPool, unavailable};
+use crate::thread_sets::{ThreadSets, total_status};
+
+/// Where connections come from: one pool, or a pool per thread
+/// ([`ThreadSets`]: a connection's driver task runs on the thread that
+/// opened it).
+#[derive(Clone)]
+enum Pools {
+    One(PgPool),
+    PerThread(Arc<ThreadSets<PgPool>>),
+}
 
 /// The pool and the longest any one operation may take.
 #[derive(Clone)]
 pub struct Postgres {
-    pool: PgPool,
+    pools: Pools,
     op_timeout: Duration,
 }
 
 impl std::fmt::Debug for Postgres {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let status = self.pool.status();
         f.debug_struct("Postgres")
-            .field("max_size", &status.max_size)
+            .field("max_size", &self.status().max_size)
             .field("op_timeout", &self.op_timeout)
             .finish()
     }
 }
 
 impl Postgres {
+    /// Connections from `pool`, shared by every thread.
     pub fn new(pool: PgPool, op_timeout: Duration) -> Self {
-        Self { pool, op_timeout }
+        Self {
+            pools: Pools::One(pool),
+            op_timeout,
+        }
     }
 
-    /// The underlying pool (for gauges and start-up code).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// Connections from a pool per thread, each built by `make`.
+    pub fn per_thread(
+        make: impl Fn() -> PgPool + Send + Sync + 'static,
+        op_timeout: Duration,
+    ) -> Self {
+        Self {
+            pools: Pools::PerThread(Arc::new(ThreadSets::new(make))),
+            op_timeout,
+        }
+    }
+
+    /// Connections open, idle and waited for, over every pool (for gauges).
+    pub fn status(&self) -> deadpool::managed::Status {
+        match &self.pools {
+            Pools::One(pool) => pool.status(),
+            Pools::PerThread(sets) => total_status(sets.all().iter().map(PgPool::status)),
+        }
     }
 
     /// A pooled connection, within the pool's own wait and connect timeouts.
@@ -49,8 +77,11 @@ impl Postgres {
     /// # Errors
     /// [`Unavailable`] when none can be had in time.
     pub async fn conn(&self) -> Result<PgConn, Unavailable> {
-        self.pool
-            .get()
+        let pool = match &self.pools {
+            Pools::One(pool) => pool.clone(),
+            Pools::PerThread(sets) => sets.local(),
+        };
+        pool.get()
             .await
             .map(|c| PgConn(Some(c)))
             .map_err(unavailable)

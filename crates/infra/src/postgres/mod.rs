@@ -40,5 +40,8 @@ pub use lanes::LANES;
 pub use ordering::PgOrderStore;
 pub use outbox::PgOutbox;
 pub use points::{PgIdempotencyStore, PgPointsStore};
-pub use pool::{MIGRATIONS, PgPool, PgPoolSettings, connect_pool, ensure_database, run_migrations};
+pub use pool::{
+    MIGRATIONS, PgPool, PgPoolSettings, connect_pool, connect_pool_per_thread, ensure_database,
+    run_migrations,
+};
 pub use popular::PgSalesRanking;

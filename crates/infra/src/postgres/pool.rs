@@ -46,6 +46,31 @@ pub struct PgPoolSettings {
 /// # Errors
 /// When the settings are unusable.
 pub fn connect_pool(settings: &PgPoolSettings) -> anyhow::Result<Postgres> {
+    Ok(Postgres::new(
+        build_pool(settings)?,
+        settings.timeout + settings.statement_timeout,
+    ))
+}
+
+/// As [`connect_pool`], but each thread that asks for a connection gets a
+/// pool of its own, of up to `settings.max_size` connections
+/// ([`ThreadSets`](crate::thread_sets::ThreadSets)). For the pool requests
+/// use, on the server's worker threads; the lanes' pools, whose tasks move
+/// between the runtime's threads, stay one pool each.
+///
+/// # Errors
+/// When the settings are unusable.
+pub fn connect_pool_per_thread(settings: &PgPoolSettings) -> anyhow::Result<Postgres> {
+    build_pool(settings)?;
+    let settings = settings.clone();
+    let op_timeout = settings.timeout + settings.statement_timeout;
+    Ok(Postgres::per_thread(
+        move || build_pool(&settings).expect("the same settings built a pool before"),
+        op_timeout,
+    ))
+}
+
+fn build_pool(settings: &PgPoolSettings) -> anyhow::Result<PgPool> {
     let statement_timeout_ms = settings.statement_timeout.as_millis();
     let connect_timeout = settings.timeout;
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
@@ -83,18 +108,14 @@ pub fn connect_pool(settings: &PgPoolSettings) -> anyhow::Result<Postgres> {
         .boxed()
     });
     let manager = AsyncDieselConnectionManager::new_with_config(settings.url.clone(), config);
-    let pool = Pool::builder(manager)
+    Pool::builder(manager)
         .max_size(settings.max_size)
         .wait_timeout(Some(settings.timeout))
         .create_timeout(Some(settings.timeout))
         .recycle_timeout(Some(settings.timeout))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
-        .context("building the Postgres pool")?;
-    Ok(Postgres::new(
-        pool,
-        settings.timeout + settings.statement_timeout,
-    ))
+        .context("building the Postgres pool")
 }
 
 #[derive(QueryableByName)]

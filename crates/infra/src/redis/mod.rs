@@ -78,9 +78,9 @@ pub fn connect_pool(settings: &RedisPoolSettings) -> anyhow::Result<RedisPool> {
     };
     // Checked once here, so that building another thread's set cannot fail.
     set()?;
-    Ok(RedisPool::new(Box::new(move || {
+    Ok(RedisPool::new(move || {
         set().expect("the same settings built a pool before")
-    })))
+    }))
 }
 
 /// The key namespace of one deployment (or one test): every key this service

@@ -19,25 +19,19 @@
 //!
 //! [`unavailable`]: super::unavailable
 //!
-//! Each thread that uses the pool gets connections of its own (up to
-//! [`MAX_THREADS`] threads; any further share one more set). A multiplexed
-//! connection's reads and writes run in a driver task, spawned on the
-//! runtime of the thread that opened it; handed to a request on another
-//! thread (actix runs one single-threaded runtime per worker), every
-//! command crossed threads twice, to the driver and back, each a wake-up of
-//! a thread that may sleep. Keeping a thread on its own connections made a
-//! coupon rush 1.7× and a flash sale 1.8× faster, back to back
-//! (`docs/performance.md`).
+//! Each thread that uses the pool gets connections of its own
+//! ([`ThreadSets`]): a connection's driver task runs on the thread that
+//! opened it, and a command from another actix worker crossed threads twice.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, RecycleResult};
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
 use deadpool_redis::redis::{self, RedisError};
+
+use crate::thread_sets::{ThreadSets, total_status};
 
 /// A connection idle this long is checked before it is handed out again.
 pub const IDLE_CHECK: Duration = Duration::from_secs(10);
@@ -137,27 +131,11 @@ impl managed::Manager for Manager {
     }
 }
 
-/// How many threads get connections of their own; the threads past these
-/// share one more set. A server has a few (one per actix worker, the
-/// runtime's workers); the bound keeps a test binary that runs each test on
-/// a thread of its own from opening sets without end.
-pub const MAX_THREADS: usize = 32;
-
-/// Builds one thread's set of connections.
-type MakePool = dyn Fn() -> managed::Pool<Manager> + Send + Sync;
-
-struct Pools {
-    make: Box<MakePool>,
-    by_thread: std::sync::Mutex<HashMap<ThreadId, managed::Pool<Manager>>>,
-    /// For the threads past [`MAX_THREADS`].
-    shared: managed::Pool<Manager>,
-}
-
 /// The pool every Redis adapter takes its connections from: a set of up to
-/// `max_size` connections per thread (module documentation).
+/// `max_size` connections per thread that uses it ([`ThreadSets`]).
 #[derive(Clone)]
 pub struct RedisPool {
-    pools: Arc<Pools>,
+    sets: Arc<ThreadSets<managed::Pool<Manager>>>,
 }
 
 impl std::fmt::Debug for RedisPool {
@@ -169,36 +147,11 @@ impl std::fmt::Debug for RedisPool {
 }
 
 impl RedisPool {
-    /// A pool whose sets `make` builds.
-    pub(crate) fn new(make: Box<MakePool>) -> Self {
-        let shared = make();
+    /// A pool whose per-thread sets `make` builds.
+    pub(crate) fn new(make: impl Fn() -> managed::Pool<Manager> + Send + Sync + 'static) -> Self {
         Self {
-            pools: Arc::new(Pools {
-                make,
-                by_thread: std::sync::Mutex::new(HashMap::new()),
-                shared,
-            }),
+            sets: Arc::new(ThreadSets::new(make)),
         }
-    }
-
-    /// The calling thread's set of connections.
-    fn local(&self) -> managed::Pool<Manager> {
-        let pools = &self.pools;
-        let mut by_thread = pools
-            .by_thread
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let id = std::thread::current().id();
-        if let Some(pool) = by_thread.get(&id) {
-            return pool.clone();
-        }
-        if by_thread.len() >= MAX_THREADS {
-            return pools.shared.clone();
-        }
-        by_thread
-            .entry(id)
-            .or_insert_with(|| (pools.make)())
-            .clone()
     }
 
     /// A connection of the calling thread's set, checked if it may be
@@ -207,7 +160,7 @@ impl RedisPool {
     /// # Errors
     /// When no connection could be created or waited for in time.
     pub async fn get(&self) -> Result<Connection, managed::PoolError<RedisError>> {
-        match self.local().get().await {
+        match self.sets.local().get().await {
             Ok(conn) => Ok(Connection { conn }),
             Err(err) => {
                 note_failure();
@@ -216,22 +169,9 @@ impl RedisPool {
         }
     }
 
-    /// Connections open, idle and waited for, over every thread's set
-    /// (`max_size` is the most one set opens).
+    /// Connections open, idle and waited for, over every thread's set.
     pub fn status(&self) -> managed::Status {
-        let by_thread = self
-            .pools
-            .by_thread
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut total = self.pools.shared.status();
-        for pool in by_thread.values() {
-            let status = pool.status();
-            total.size += status.size;
-            total.available += status.available;
-            total.waiting += status.waiting;
-        }
-        total
+        total_status(self.sets.all().iter().map(managed::Pool::status))
     }
 }
 
