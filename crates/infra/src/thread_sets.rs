@@ -16,7 +16,7 @@
 //! a whole deadpool pool, with its own bound, waits and checks.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::thread::ThreadId;
 
 /// How many threads get a set of their own. A server has a few (its actix
@@ -28,8 +28,8 @@ pub const MAX_THREADS: usize = 32;
 pub struct ThreadSets<P> {
     make: Box<dyn Fn() -> P + Send + Sync>,
     by_thread: Mutex<HashMap<ThreadId, P>>,
-    /// The set of the threads past [`MAX_THREADS`].
-    shared: P,
+    /// The set of the threads past [`MAX_THREADS`], built when first needed.
+    shared: OnceLock<P>,
 }
 
 impl<P> std::fmt::Debug for ThreadSets<P> {
@@ -44,11 +44,10 @@ impl<P> std::fmt::Debug for ThreadSets<P> {
 impl<P: Clone> ThreadSets<P> {
     /// Sets that `make` builds, one per thread, lazily.
     pub fn new(make: impl Fn() -> P + Send + Sync + 'static) -> Self {
-        let shared = make();
         Self {
             make: Box::new(make),
             by_thread: Mutex::new(HashMap::new()),
-            shared,
+            shared: OnceLock::new(),
         }
     }
 
@@ -63,7 +62,7 @@ impl<P: Clone> ThreadSets<P> {
             return set.clone();
         }
         if by_thread.len() >= MAX_THREADS {
-            return self.shared.clone();
+            return self.shared.get_or_init(|| (self.make)()).clone();
         }
         by_thread.entry(id).or_insert_with(|| (self.make)()).clone()
     }
@@ -74,8 +73,11 @@ impl<P: Clone> ThreadSets<P> {
             .by_thread
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        std::iter::once(self.shared.clone())
-            .chain(by_thread.values().cloned())
+        self.shared
+            .get()
+            .into_iter()
+            .chain(by_thread.values())
+            .cloned()
             .collect()
     }
 }
@@ -127,9 +129,8 @@ mod tests {
             .join()
             .expect("thread");
         assert_ne!(there, here, "another thread gets another set");
-        // The shared set, this thread's and the other thread's.
-        assert_eq!(built.load(Ordering::SeqCst), 3);
-        assert_eq!(sets.all().len(), 3);
+        assert_eq!(built.load(Ordering::SeqCst), 2, "one set per thread");
+        assert_eq!(sets.all().len(), 2);
     }
 
     #[test]
@@ -139,7 +140,6 @@ mod tests {
         let sets = Arc::new(ThreadSets::new(move || {
             counter.fetch_add(1, Ordering::SeqCst)
         }));
-        let shared = 0; // the first set built
         let got: Vec<usize> = (0..MAX_THREADS + 3)
             .map(|_| {
                 let s = Arc::clone(&sets);
@@ -148,9 +148,11 @@ mod tests {
                     .expect("thread")
             })
             .collect();
+        let shared = MAX_THREADS; // built after the per-thread sets
         assert!(got[..MAX_THREADS].iter().all(|&s| s != shared));
         assert!(got[MAX_THREADS..].iter().all(|&s| s == shared));
         assert_eq!(built.load(Ordering::SeqCst), MAX_THREADS + 1);
+        assert_eq!(sets.all().len(), MAX_THREADS + 1);
     }
 
     #[test]
