@@ -4,8 +4,9 @@
 //! - `http_requests_total` and `http_request_duration_seconds` by method,
 //!   route pattern (never the raw path, so ids do not explode the series)
 //!   and status;
-//! - `pool_connections` by pool (`postgres`, `redis`) and state (`max`,
-//!   `open`, `idle`, `waiting`);
+//! - `pool_connections` by pool (`postgres`, `redis`, the lanes' pools) and
+//!   state (`max`, `open`, `idle`, `waiting`); a pool kept per thread
+//!   reports the sum of the sets its threads have built;
 //! - business counters, counted once per executed write (an idempotent
 //!   replay counts nothing): orders paid and refused by code, coupons
 //!   issued and refused by code, investments and the amount invested, and
