@@ -147,11 +147,10 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         keys.clone(),
         pg.clone(),
     ));
-    let gate: Arc<dyn StockGate> = Arc::new(RedisStockGate::new(
-        redis_pool.clone(),
-        keys.clone(),
-        pg.clone(),
-    ));
+    let gate: Arc<dyn StockGate> = Arc::new(
+        RedisStockGate::new(redis_pool.clone(), keys.clone(), pg.clone())
+            .recording_on(refusals.clone()),
+    );
     let invest_gate: Arc<dyn domain::invest::InvestGate> = Arc::new(RedisInvestGate::new(
         redis_pool.clone(),
         keys.clone(),

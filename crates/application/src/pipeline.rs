@@ -2,9 +2,12 @@
 //! order and invest (keyed), and coupon issue (gated, one per user).
 //!
 //! ```text
-//! reserve at the gate, marking the holder (user, key)
+//! reserve at the gate, marking the holder (user, key), carrying the
+//!   answers to the gate's possible refusals when the gate has the last word
 //!   Recorded    → the key's refusal recorded at the gate: answer its replay
-//!                 or KeyReused, run nothing                 (nothing was taken)
+//!                 or KeyReused (Postgres' record of the key, if it has one,
+//!                 comes first), run nothing                 (nothing was taken)
+//!   Answered(r) → the gate refused and recorded r's answer: answer it
 //!   Refused(r)  → record r at the fast path (Redis, written to Postgres
 //!                 behind; Postgres itself if that fails), answer it
 //!   Repeated    → go on without a reservation: never refused by the gate
@@ -28,7 +31,11 @@
 //! Only a gate's refusal takes the fast path ([`FastRefusals`]): it is
 //! decided before any effect, and the gate reads its record in the same
 //! step as it reserves, so a retry of that key never reaches the effect
-//! while the record waits for its write to Postgres. A refusal found in
+//! while the record waits for its write to Postgres. Where the gate has
+//! the last word on its refusals (an order), the holder carries their
+//! rendered answers and the gate records the one it gives in the same step
+//! as it refuses ([`GatedWrite::gate_refusals`]); otherwise the pipeline
+//! records it, one step more. A refusal found in
 //! `prepare`, or one by a rule that outranks the gate and is not of the
 //! gate's kind ([`GatedWrite::is_gate_refusal`]), is stored in Postgres at
 //! once, as before.
@@ -44,7 +51,7 @@
 
 use async_trait::async_trait;
 use domain::error::Unavailable;
-use domain::gate::{Admission, Holder};
+use domain::gate::{Admission, Holder, RefusalAnswers};
 use domain::idempotency::{FastRefusals, IdempotencyStore, IdempotentRequest, Record, Written};
 
 /// One write as the pipeline sees it: its gate, its checks before the
@@ -72,6 +79,17 @@ pub trait GatedWrite: Send + Sync {
     /// in Postgres at once.
     fn is_gate_refusal(&self, _refusal: &Self::Refusal) -> bool {
         false
+    }
+
+    /// The refusals the gate may give this write, one per item it counts,
+    /// in the order it counts them (an order: each line's product sold
+    /// out). The pipeline renders them and the holder carries them, so the
+    /// gate records the one it gives in the same step as it refuses. Empty
+    /// (the default): the pipeline records a gate's refusal itself. Not
+    /// asked of a write whose rules outrank the gate: its answer may be
+    /// another refusal.
+    fn gate_refusals(&self) -> Vec<Self::Refusal> {
+        Vec::new()
     }
 
     /// Asks the gate for this write's reservation and marks the holder.
@@ -153,6 +171,8 @@ enum Held {
 enum Gate<R> {
     Proceed(Held),
     Refused(R),
+    /// Refused, and the refusal recorded under the key by the gate.
+    Answered(R),
     /// The key's refusal, recorded at the gate: answered from it.
     Recorded(Record),
 }
@@ -211,16 +231,22 @@ impl Pipeline {
     ) -> Result<Written<W::Value, W::Refusal>, Unavailable> {
         let key = request.key.clone();
         let holder = Holder::keyed(request.user_id, &key);
-        let held = match reserve(write, holder).await {
+        let answers = self.gate_answers(write, &request);
+        let held = match reserve(write, holder.answering(answers.as_ref())).await {
             Gate::Proceed(held) => held,
             Gate::Refused(refusal) => {
                 let refusal = outranking(write, refusal).await;
                 return self.refuse(&request, refusal).await;
             }
-            Gate::Recorded(record) => {
-                let answer = record.answer(&request.fingerprint);
-                return Ok(Written::answered(answer).unwrap_or(Written::KeyReused));
+            Gate::Answered(refusal) => {
+                let refusal = Err(refusal);
+                let response = request.render(&refusal);
+                return Ok(Written::Executed {
+                    result: refusal,
+                    response,
+                });
             }
+            Gate::Recorded(record) => return Ok(self.replay(&request, record).await),
         };
         let written = match write.prepare().await {
             Ok(Ok(ready)) => write.run(ready, request).await,
@@ -230,6 +256,49 @@ impl Pipeline {
         let ran = written.as_ref().ok().and_then(Written::executed);
         settle(write, holder, held, ran).await;
         written
+    }
+
+    /// The answers the holder carries to the gate: only with a fast path to
+    /// record them at, and only for a write whose gate has the last word
+    /// on its refusals.
+    fn gate_answers<'r, W: KeyedWrite>(
+        &self,
+        write: &W,
+        request: &'r IdempotentRequest<W::Value, W::Refusal>,
+    ) -> Option<RefusalAnswers<'r>> {
+        if W::RULES_OUTRANK_GATE || self.fast_refusals.is_none() {
+            return None;
+        }
+        let refusals = write.gate_refusals();
+        (!refusals.is_empty()).then(|| RefusalAnswers {
+            fingerprint: &request.fingerprint,
+            responses: refusals
+                .into_iter()
+                .map(|refusal| request.render(&Err(refusal)))
+                .collect(),
+        })
+    }
+
+    /// Answers a key whose gate refusal the gate found recorded at the fast
+    /// path. Postgres' record of the key, when it has one, is the truth:
+    /// a refusal recorded by a gate step whose answer never reached its
+    /// caller (Redis hung, a connection broke) can disagree with what the
+    /// caller then did without the gate. Postgres failing, the fast path's
+    /// record answers, as it does until its write behind lands.
+    async fn replay<T, E>(
+        &self,
+        request: &IdempotentRequest<T, E>,
+        recorded: Record,
+    ) -> Written<T, E> {
+        let record = match self.idempotency.record(request.user_id, &request.key).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => recorded,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not check a recorded refusal against Postgres");
+                recorded
+            }
+        };
+        Written::answered(record.answer(&request.fingerprint)).unwrap_or(Written::KeyReused)
     }
 
     /// Stores a refusal decided before the effect, so the key answers the
@@ -280,7 +349,9 @@ pub async fn gated<W: UnkeyedWrite>(
 ) -> Result<Result<W::Value, W::Refusal>, Unavailable> {
     let held = match reserve(write, holder).await {
         Gate::Proceed(held) => held,
-        Gate::Refused(refusal) => return Ok(Err(outranking(write, refusal).await.into_inner())),
+        Gate::Refused(refusal) | Gate::Answered(refusal) => {
+            return Ok(Err(outranking(write, refusal).await.into_inner()));
+        }
         // Records are kept for keys; a gate answers them only to a keyed
         // holder. Should one come, nothing was reserved: Postgres decides.
         Gate::Recorded(_) => Held::Nothing,
@@ -299,6 +370,7 @@ async fn reserve<W: GatedWrite>(write: &W, holder: Holder<'_>) -> Gate<W::Refusa
         Ok(Admission::Reserved) => Gate::Proceed(Held::Reserved),
         Ok(Admission::Bypass) => Gate::Proceed(Held::Nothing),
         Ok(Admission::Refused(refusal)) => Gate::Refused(refusal),
+        Ok(Admission::Answered(refusal)) => Gate::Answered(refusal),
         Ok(Admission::Recorded(record)) => Gate::Recorded(record),
         // The mark and any reservation belong to the first copy.
         Ok(Admission::Repeated) => Gate::Proceed(Held::Nothing),
@@ -377,6 +449,10 @@ mod tests {
         store: fn() -> Written<u32, &'static str>,
         /// The store fails instead.
         store_fails: bool,
+        /// What it tells the pipeline its gate may refuse, in item order.
+        gate_refusals: Vec<&'static str>,
+        /// The answers the holder carried to the gate.
+        carried: Mutex<Option<Vec<StoredResponse>>>,
         calls: Mutex<Vec<&'static str>>,
     }
 
@@ -390,6 +466,8 @@ mod tests {
                     response: stored(201, "ok"),
                 },
                 store_fails: false,
+                gate_refusals: Vec::new(),
+                carried: Mutex::new(None),
                 calls: Mutex::new(Vec::new()),
             }
         }
@@ -409,8 +487,20 @@ mod tests {
         type Refusal = &'static str;
         type Ready = ();
 
-        async fn reserve(&self, _: Holder<'_>) -> Result<Admission<&'static str>, Unavailable> {
+        fn gate_refusals(&self) -> Vec<&'static str> {
+            self.gate_refusals.clone()
+        }
+
+        async fn reserve(&self, h: Holder<'_>) -> Result<Admission<&'static str>, Unavailable> {
             self.log("reserve");
+            if let Some(answers) = h.answers {
+                assert_eq!(
+                    answers.fingerprint.as_str(),
+                    "f",
+                    "the request's fingerprint"
+                );
+                *self.carried.lock().expect("lock") = Some(answers.responses.clone());
+            }
             self.gate
                 .clone()
                 .map_err(|()| Unavailable::new("redis", "connection refused"))
@@ -542,6 +632,9 @@ mod tests {
             fn is_gate_refusal(&self, refusal: &&'static str) -> bool {
                 *refusal == "SOLD_OUT"
             }
+            fn gate_refusals(&self) -> Vec<&'static str> {
+                vec!["SOLD_OUT"]
+            }
             async fn reserve(&self, h: Holder<'_>) -> Result<Admission<&'static str>, Unavailable> {
                 self.0.reserve(h).await
             }
@@ -574,6 +667,11 @@ mod tests {
             "a rule's refusal is stored in Postgres, not at the fast path"
         );
         assert_eq!(write.0.calls(), ["reserve", "prepare"], "nothing runs");
+        assert_eq!(
+            *write.0.carried.lock().expect("lock"),
+            None,
+            "a gate whose refusals the rules may replace is given no answers to record"
+        );
 
         let write = RulesFirst(Script::new(Admission::Refused("SOLD_OUT")));
         let written = Pipeline::new(Arc::new(untouched()), Some(Arc::new(recording())))
@@ -755,7 +853,7 @@ mod tests {
         fast.expect_refuse().never();
 
         let script = Script::new(Admission::Recorded(record("f")));
-        let written = run_fast(&script, untouched(), fast).await;
+        let written = run_fast(&script, postgres_has(Ok(None)), fast).await;
         assert_eq!(written, Written::Replayed(stored(409, "SOLD_OUT")));
         assert_eq!(
             script.calls(),
@@ -764,8 +862,98 @@ mod tests {
         );
 
         let script = Script::new(Admission::Recorded(record("another body")));
-        let written = run_fast(&script, untouched(), MockFastRefusals::new()).await;
+        let written = run_fast(&script, postgres_has(Ok(None)), MockFastRefusals::new()).await;
         assert_eq!(written, Written::KeyReused);
         assert_eq!(script.calls(), ["reserve"]);
+    }
+
+    /// An idempotency store whose record of the key is `found`.
+    fn postgres_has(found: Result<Option<Record>, ()>) -> MockIdempotencyStore {
+        let mut store = untouched();
+        store.expect_record().times(1).returning(move |user, key| {
+            assert_eq!((user.get(), key.as_str()), (1, "k-1"), "the request's key");
+            found
+                .clone()
+                .map_err(|()| Unavailable::new("postgres", "connection refused"))
+        });
+        store
+    }
+
+    #[tokio::test]
+    async fn a_recorded_refusal_gives_way_to_the_postgres_record_of_its_key() {
+        // A gate step whose answer was lost (Redis hung) may have recorded a
+        // refusal while its request went on without the gate and paid.
+        let recorded = Record {
+            fingerprint: Fingerprint::new("f".into()),
+            response: stored(409, "SOLD_OUT"),
+        };
+        let paid = Record {
+            fingerprint: Fingerprint::new("f".into()),
+            response: stored(201, "7"),
+        };
+        let script = Script::new(Admission::Recorded(recorded.clone()));
+        let written = run_fast(&script, postgres_has(Ok(Some(paid))), recording_nothing()).await;
+        assert_eq!(written, Written::Replayed(stored(201, "7")));
+        assert_eq!(script.calls(), ["reserve"], "nothing runs");
+
+        let script = Script::new(Admission::Recorded(recorded));
+        let written = run_fast(&script, postgres_has(Err(())), recording_nothing()).await;
+        assert_eq!(
+            written,
+            Written::Replayed(stored(409, "SOLD_OUT")),
+            "with Postgres down, the gate's record answers"
+        );
+    }
+
+    /// A fast path that must not be asked.
+    fn recording_nothing() -> MockFastRefusals {
+        let mut fast = MockFastRefusals::new();
+        fast.expect_refuse().never();
+        fast
+    }
+
+    #[tokio::test]
+    async fn a_gate_given_the_answers_records_its_refusal_itself_and_nothing_else_does() {
+        let mut script = Script::new(Admission::Answered("B_SOLD_OUT"));
+        script.gate_refusals = vec!["A_SOLD_OUT", "B_SOLD_OUT"];
+        let written = run_fast(&script, untouched(), recording_nothing()).await;
+        assert_eq!(
+            *script.carried.lock().expect("lock"),
+            Some(vec![stored(409, "A_SOLD_OUT"), stored(409, "B_SOLD_OUT")]),
+            "the holder carries each refusal rendered as the request renders it"
+        );
+        assert_eq!(
+            written,
+            Written::Executed {
+                result: Err("B_SOLD_OUT"),
+                response: stored(409, "B_SOLD_OUT"),
+            }
+        );
+        assert_eq!(
+            script.calls(),
+            ["reserve"],
+            "nothing runs, nothing is given back"
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_go_to_the_gate_only_with_a_fast_path_to_write_them_behind() {
+        let mut script = Script::new(Admission::Reserved);
+        script.gate_refusals = vec!["SOLD_OUT"];
+        run(&script, records()).await;
+        assert_eq!(*script.carried.lock().expect("lock"), None);
+
+        let mut script = Script::new(Admission::Refused("SOLD_OUT"));
+        script.gate_refusals = vec!["SOLD_OUT"];
+        let written = run_fast(&script, untouched(), recording()).await;
+        assert_eq!(
+            *script.carried.lock().expect("lock"),
+            Some(vec![stored(409, "SOLD_OUT")])
+        );
+        assert_eq!(
+            written.executed(),
+            Some(&Err("SOLD_OUT")),
+            "a gate that could not record the answer leaves it to the fast path"
+        );
     }
 }

@@ -17,8 +17,12 @@
 //! holder whose refusal the gate recorded (see
 //! [`FastRefusals`](crate::idempotency::FastRefusals)) is answered from that
 //! record in the same step, [`Admission::Recorded`], before anything else.
+//! A keyed holder may carry the answers to the refusals the gate can give
+//! it ([`RefusalAnswers`]); the gate then records the one it gives in the
+//! same step as it refuses ([`Admission::Answered`]), so a sale's refusal
+//! costs the gate one step, not two.
 
-use crate::idempotency::{IdempotencyKey, Record};
+use crate::idempotency::{Fingerprint, IdempotencyKey, Record, StoredResponse};
 use crate::identity::UserId;
 
 /// Who a reservation is for.
@@ -28,6 +32,9 @@ pub struct Holder<'a> {
     /// The request's idempotency key; `None` for a write that is not keyed
     /// (coupon issue), whose holder is the user alone.
     pub key: Option<&'a IdempotencyKey>,
+    /// What to record under the key if the gate refuses; `None`: the
+    /// caller records a refusal itself.
+    pub answers: Option<&'a RefusalAnswers<'a>>,
 }
 
 impl<'a> Holder<'a> {
@@ -36,13 +43,41 @@ impl<'a> Holder<'a> {
         Self {
             user_id,
             key: Some(key),
+            answers: None,
         }
     }
 
     /// The holder of a write that is one per user (coupon issue).
     pub fn user(user_id: UserId) -> Self {
-        Self { user_id, key: None }
+        Self {
+            user_id,
+            key: None,
+            answers: None,
+        }
     }
+
+    /// The same holder, carrying the answers a gate records if it refuses.
+    /// Ignored for a holder without a key.
+    #[must_use]
+    pub fn answering(self, answers: Option<&'a RefusalAnswers<'a>>) -> Self {
+        Self {
+            answers: answers.filter(|_| self.key.is_some()),
+            ..self
+        }
+    }
+}
+
+/// The answers a gate records under a keyed holder's key when it refuses
+/// it, in the same atomic step as the refusal: the request's fingerprint,
+/// and the response to each refusal the gate may give, one per item it
+/// counts, in the order of the items (`responses[i]` answers "item `i` is
+/// short"). A gate that cannot record them (its queue for the idempotency
+/// records is full, the counts do not match) refuses with
+/// [`Admission::Refused`] and the caller records the refusal itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalAnswers<'a> {
+    pub fingerprint: &'a Fingerprint,
+    pub responses: Vec<StoredResponse>,
 }
 
 /// What a gate answered to `reserve`. `R` is what a refusal tells: the
@@ -53,6 +88,11 @@ pub enum Admission<R> {
     Reserved,
     /// Refused without a transaction; nothing was reserved.
     Refused(R),
+    /// Refused as [`Admission::Refused`], and the response the holder
+    /// carried for this refusal ([`RefusalAnswers`]) is recorded under its
+    /// key, as [`FastRefusals`](crate::idempotency::FastRefusals) records:
+    /// the write is answered with that response, nothing else to record.
+    Answered(R),
     /// The gate cannot decide (it does not know the item, or another
     /// instance is rebuilding it): nothing was reserved, Postgres decides.
     /// The holder is marked all the same, so its copies are recognised.
@@ -74,6 +114,7 @@ impl<R> Admission<R> {
         match self {
             Self::Reserved => Admission::Reserved,
             Self::Refused(r) => Admission::Refused(f(r)),
+            Self::Answered(r) => Admission::Answered(f(r)),
             Self::Bypass => Admission::Bypass,
             Self::Repeated => Admission::Repeated,
             Self::Recorded(record) => Admission::Recorded(record),

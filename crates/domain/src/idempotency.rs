@@ -236,6 +236,18 @@ pub trait IdempotencyStore: Send + Sync {
         fingerprint: &Fingerprint,
         response: StoredResponse,
     ) -> Result<IdempotentOutcome, crate::error::Unavailable>;
+
+    /// The key's record, while it answers the key (younger than the
+    /// retention); `None` when there is none, or while the key's first
+    /// request is still running.
+    ///
+    /// # Errors
+    /// [`Unavailable`](crate::error::Unavailable) when the store fails.
+    async fn record(
+        &self,
+        user_id: UserId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Record>, crate::error::Unavailable>;
 }
 
 /// Refusals a gate decided before any effect (`OUT_OF_STOCK`, `SOLD_OUT`,

@@ -1,21 +1,24 @@
 //! Gate refusals recorded in Redis and written to Postgres behind, against
-//! real servers: the record, the writer, a full queue, and the gate that
-//! answers a recorded key before anything else.
+//! real servers: the record, the writer, a full queue, the gate that
+//! answers a recorded key before anything else, and the stock gate that
+//! records an order's refusal in the step that refuses it.
 
 use std::time::Duration;
 
 use deadpool_redis::redis::cmd;
 use diesel_async::RunQueryDsl as _;
-use domain::gate::{Admission, Holder};
+use domain::catalog::ProductId;
+use domain::gate::{Admission, Holder, RefusalAnswers};
 use domain::idempotency::{
     FastRefusals, Fingerprint, IdempotencyKey, IdempotentOutcome, Record, StoredResponse,
 };
 use domain::identity::UserId;
 use domain::invest::{InvestAmount, InvestGate, InvestProductId};
+use domain::ordering::{Quantity, StockGate};
 use infra::postgres::{PgIdempotencyStore, PgPoolSettings, Postgres, connect_pool};
 use infra::redis::{
-    RedisInvestGate, RedisKeys, RedisPool, RedisPoolSettings, RedisRefusals, RefusalWriter,
-    write_behind,
+    RedisInvestGate, RedisKeys, RedisPool, RedisPoolSettings, RedisRefusals, RedisStockGate,
+    RefusalWriter, write_behind,
 };
 use testkit::{TestDb, TestRedis};
 use tokio::sync::watch;
@@ -309,4 +312,99 @@ async fn the_gate_answers_a_recorded_key_before_its_counter_or_a_bypass() {
         })
     );
     assert_eq!(other, Admission::Bypass);
+}
+
+/// A stock gate recording on `refusals`, with product 1's counter at 5 and
+/// product 2's at 0.
+async fn stock_gate(f: &Fixture, refusals: &RedisRefusals) -> RedisStockGate {
+    let mut conn = f.redis.connect().await;
+    for (product, left) in [(1, 5), (2, 0)] {
+        let _: () = cmd("SET")
+            .arg(format!("{}stock:{product}", f.redis.prefix))
+            .arg(left)
+            .query_async(&mut conn)
+            .await
+            .expect("redis");
+    }
+    RedisStockGate::new(f.pool.clone(), f.keys(), f.pg.clone()).recording_on(refusals.clone())
+}
+
+async fn stock_left(f: &Fixture, product: i64) -> i64 {
+    let mut conn = f.redis.connect().await;
+    cmd("GET")
+        .arg(format!("{}stock:{product}", f.redis.prefix))
+        .query_async(&mut conn)
+        .await
+        .expect("redis")
+}
+
+fn lines(products: &[i64]) -> Vec<(ProductId, Quantity)> {
+    products
+        .iter()
+        .map(|p| (ProductId::new(*p), Quantity::new(1).expect("valid")))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_stock_gate_records_the_answer_an_order_carries_and_it_is_written_behind() {
+    let f = fixture().await;
+    let (refusals, writer) = f.write_behind(16);
+    let gate = stock_gate(&f, &refusals).await;
+    let fp = fingerprint("f");
+    let answers = RefusalAnswers {
+        fingerprint: &fp,
+        responses: vec![sold_out("{\"p\":1}"), sold_out("{\"p\":2}")],
+    };
+    let order = key("order");
+    let holder = Holder::keyed(USER, &order).answering(Some(&answers));
+
+    let refused = gate.reserve(holder, &lines(&[1, 2])).await.expect("gate");
+    assert_eq!(refused, Admission::Answered(ProductId::new(2)));
+    assert!(f.in_redis("order").await, "recorded in the refusing step");
+    assert_eq!(refusals.queued(), 1, "and queued for Postgres");
+    assert_eq!(stock_left(&f, 1).await, 5, "nothing was taken");
+
+    let retry = gate.reserve(holder, &lines(&[1, 2])).await.expect("gate");
+    assert_eq!(
+        retry,
+        Admission::Recorded(Record {
+            fingerprint: fp.clone(),
+            response: sold_out("{\"p\":2}"),
+        }),
+        "the retry is answered with the refused line's answer"
+    );
+    assert_eq!(refusals.queued(), 1, "a retry queues nothing");
+
+    let admitted = key("admitted");
+    let holder = Holder::keyed(USER, &admitted).answering(Some(&answers));
+    let reserved = gate.reserve(holder, &lines(&[1])).await.expect("gate");
+    assert_eq!(reserved, Admission::Reserved);
+    assert!(
+        !f.in_redis("admitted").await,
+        "an admitted order records nothing"
+    );
+
+    flush(writer).await;
+    assert_eq!(f.in_postgres("order").await, 409, "written behind");
+    assert_eq!(f.in_postgres("admitted").await, 0);
+}
+
+#[tokio::test]
+async fn a_stock_gate_whose_queue_is_full_only_refuses_and_the_caller_records() {
+    let f = fixture().await;
+    let (refusals, _writer) = f.write_behind(1);
+    refuse(&refusals, "first", "f", "{}").await;
+    let gate = stock_gate(&f, &refusals).await;
+    let fp = fingerprint("f");
+    let answers = RefusalAnswers {
+        fingerprint: &fp,
+        responses: vec![sold_out("{\"p\":2}")],
+    };
+    let second = key("second");
+    let holder = Holder::keyed(USER, &second).answering(Some(&answers));
+
+    let refused = gate.reserve(holder, &lines(&[2])).await.expect("gate");
+
+    assert_eq!(refused, Admission::Refused(ProductId::new(2)));
+    assert!(!f.in_redis("second").await);
 }

@@ -116,6 +116,14 @@ impl GatedWrite for Investing<'_> {
                     // confused: nothing was reserved, Postgres decides.
                     None => Admission::Bypass,
                 },
+                // Its rules outrank the gate, so the holder never carries
+                // answers for the gate to record (`Pipeline::keyed`).
+                Admission::Answered(_) => {
+                    return Err(Unavailable::new(
+                        "redis",
+                        "the invest gate recorded a refusal it was not given",
+                    ));
+                }
                 Admission::Reserved => Admission::Reserved,
                 Admission::Bypass => Admission::Bypass,
                 Admission::Repeated => Admission::Repeated,

@@ -127,6 +127,16 @@ impl GatedWrite for Placing<'_> {
     type Refusal = PlaceOrderError;
     type Ready = PricedOrder;
 
+    /// The stock gate counts the order's lines, in order.
+    fn gate_refusals(&self) -> Vec<PlaceOrderError> {
+        self.lines
+            .iter()
+            .map(|(product_id, _)| PlaceOrderError::OutOfStock {
+                product_id: *product_id,
+            })
+            .collect()
+    }
+
     async fn reserve(&self, holder: Holder<'_>) -> Result<Admission<PlaceOrderError>, Unavailable> {
         let admission = self.use_case.gate.reserve(holder, self.lines).await?;
         Ok(admission.map_refusal(|product_id| PlaceOrderError::OutOfStock { product_id }))

@@ -221,6 +221,23 @@ pub(crate) async fn refuse(
     )
 }
 
+/// The key's record while it answers the key; `None` without one, or
+/// while it is past the retention.
+///
+/// # Errors
+/// [`Unavailable`] when Postgres fails.
+pub(crate) async fn record(
+    conn: &mut AsyncPgConnection,
+    user_id: UserId,
+    key: &IdempotencyKey,
+    retention: Duration,
+) -> Result<Option<Record>, Unavailable> {
+    let row = stored(conn, user_id, key, retention)
+        .await
+        .map_err(unavailable)?;
+    Ok(row.filter(|row| row.fresh).map(StoredRow::into_record))
+}
+
 #[derive(QueryableByName)]
 struct Locked {
     #[diesel(sql_type = Bool)]
@@ -313,6 +330,10 @@ impl StoredRow {
     /// What a fresh record answers a request with `fingerprint`: its
     /// response again for the same request, `KeyReused` for another.
     pub(crate) fn into_outcome(self, fingerprint: &Fingerprint) -> IdempotentOutcome {
+        self.into_record().answer(fingerprint)
+    }
+
+    fn into_record(self) -> Record {
         Record {
             fingerprint: Fingerprint::new(self.fingerprint),
             response: StoredResponse {
@@ -321,7 +342,6 @@ impl StoredRow {
                 body: self.response_body,
             },
         }
-        .answer(fingerprint)
     }
 }
 
@@ -635,6 +655,32 @@ mod tests {
             count(&pg, "(SELECT count(*) FROM idempotency_keys)").await,
             1
         );
+    }
+
+    #[tokio::test]
+    async fn a_keys_record_is_found_while_it_is_fresh() {
+        let (_db, pg, user) = setup().await;
+        let (key, none) = (
+            IdempotencyKey::parse("k").expect("valid"),
+            IdempotencyKey::parse("none").expect("valid"),
+        );
+        let fingerprint = Fingerprint::new("f".into());
+        let mut conn = pg.conn().await.expect("conn");
+        refuse(&mut conn, user, &key, &fingerprint, refusal("first"), DAY)
+            .await
+            .expect("stored");
+
+        let found = record(&mut conn, user, &key, DAY).await.expect("read");
+        assert_eq!(
+            found,
+            Some(Record {
+                fingerprint,
+                response: refusal("first"),
+            })
+        );
+        assert_eq!(record(&mut conn, user, &none, DAY).await.expect("read"), None);
+        let expired = record(&mut conn, user, &key, Duration::ZERO).await;
+        assert_eq!(expired.expect("read"), None, "past the retention");
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use diesel::sql_types::Int8;
 use diesel_async::RunQueryDsl;
 use domain::error::Unavailable;
 use domain::idempotency::{
-    Fingerprint, IdempotencyKey, IdempotencyStore, IdempotentOutcome, IdempotentRequest,
+    Fingerprint, IdempotencyKey, IdempotencyStore, IdempotentOutcome, IdempotentRequest, Record,
     StoredResponse, Written,
 };
 use domain::identity::UserId;
@@ -227,6 +227,19 @@ impl IdempotencyStore for PgIdempotencyStore {
                     self.retention,
                 )
                 .await
+            })
+            .await
+    }
+
+    async fn record(
+        &self,
+        user_id: UserId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Record>, Unavailable> {
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                idempotency::record(&mut conn, user_id, key, self.retention).await
             })
             .await
     }

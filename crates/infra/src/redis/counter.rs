@@ -14,7 +14,10 @@
 //! record (`refusals.rs`), in the same script: a key whose gate refusal is
 //! recorded, perhaps not yet in Postgres, is answered from that record and
 //! never reaches the effect, even when stock came back since, the counter
-//! is missing, or the holder's mark is still there.
+//! is missing, or the holder's mark is still there. A holder that carries
+//! the answers to its possible refusals (`domain::gate::RefusalAnswers`)
+//! gets the one for the counter that is short recorded by the same script,
+//! queued for Postgres as `refusals.rs` queues its own.
 
 use std::future::Future;
 use std::sync::LazyLock;
@@ -25,7 +28,7 @@ use deadpool_redis::redis::{Script, cmd};
 use domain::error::Unavailable;
 use domain::gate::{Admission, Holder};
 
-use super::refusals::{record_key, unpack};
+use super::refusals::{RedisRefusals, record_key, unpack};
 use super::{RedisKeys, RedisLock, unavailable};
 use crate::postgres::Postgres;
 
@@ -98,10 +101,13 @@ pub async fn forget_reservations(pool: &RedisPool, keys: &RedisKeys) -> Result<u
 pub const HOLDER_TTL: Duration = Duration::from_secs(60);
 
 /// KEYS: the counters, then the holder's mark, then the key's refusal
-/// record; ARGV: the amounts, then the mark's lifetime in ms.
+/// record; ARGV: the amounts, then the mark's lifetime in ms, then
+/// optionally the record's lifetime in ms and one packed record per
+/// counter (`refusals.rs`).
 /// `{3, 0, 0, record}`: the key has a recorded refusal (nothing else is
 /// looked at); `{2, 0, 0}`: the holder is marked already; `{-1, i, 0}`:
 /// counter i is missing; `{0, i, left}`: counter i holds only `left`;
+/// `{4, i, left}`: the same, and counter i's record is set under the key;
 /// `{1, 0, 0}`: every amount was taken and the holder marked `r`. Every
 /// answer has a fourth element, empty but for a record.
 const RESERVE: &str = r"
@@ -114,7 +120,13 @@ for i = 1, n do
 end
 for i = 1, n do
   local left = tonumber(redis.call('GET', KEYS[i]))
-  if left < tonumber(ARGV[i]) then return {0, i, left, ''} end
+  if left < tonumber(ARGV[i]) then
+    if #ARGV > n + 2 then
+      redis.call('SET', KEYS[n + 2], ARGV[n + 2 + i], 'PX', ARGV[n + 2])
+      return {4, i, left, ''}
+    end
+    return {0, i, left, ''}
+  end
 end
 for i = 1, n do
   redis.call('DECRBY', KEYS[i], ARGV[i])
@@ -163,6 +175,9 @@ pub(crate) struct Counters {
     keys: RedisKeys,
     lock: RedisLock,
     pg: Postgres,
+    /// Where a refusal the reservation script records is queued for
+    /// Postgres; without it, a holder's answers are not recorded.
+    refusals: Option<RedisRefusals>,
 }
 
 impl Counters {
@@ -173,6 +188,16 @@ impl Counters {
             keys,
             lock,
             pg,
+            refusals: None,
+        }
+    }
+
+    /// The same counters, recording the refusal answers a holder carries
+    /// in the reservation's script and queueing them on `refusals`.
+    pub(crate) fn recording_on(self, refusals: RedisRefusals) -> Self {
+        Self {
+            refusals: Some(refusals),
+            ..self
         }
     }
 
@@ -233,6 +258,15 @@ impl Counters {
             holder.user_id,
             holder.key.map_or("", |k| k.as_str()),
         );
+        // The answers the holder carries, when there is one per counter.
+        let mut recording = match (&self.refusals, holder.key, holder.answers) {
+            (Some(refusals), Some(key), Some(answers))
+                if answers.responses.len() == amounts.len() =>
+            {
+                refusals.recording(holder.user_id, key, answers)
+            }
+            _ => None,
+        };
         // A few rounds at most: each round rebuilds one missing counter.
         for _ in 0..=amounts.len() {
             let mut conn = self.connection().await?;
@@ -246,6 +280,12 @@ impl Counters {
                 script.arg(*amount);
             }
             script.arg(ttl_ms);
+            if let Some(recording) = &recording {
+                script.arg(recording.ttl_ms);
+                for packed in &recording.packed {
+                    script.arg(packed);
+                }
+            }
             let (status, position, left, recorded): (i64, usize, i64, Vec<u8>) =
                 script.invoke_async(&mut conn).await.map_err(unavailable)?;
             drop(conn);
@@ -255,6 +295,12 @@ impl Counters {
                 (1, _) => return Ok(Admission::Reserved),
                 (2, _) => return Ok(Admission::Repeated),
                 (0, Some(index)) => return Ok(Admission::Refused(Short { index, left })),
+                (4, Some(index)) => {
+                    if let Some(recording) = recording.take() {
+                        recording.recorded(index);
+                    }
+                    return Ok(Admission::Answered(Short { index, left }));
+                }
                 (-1, Some(index)) => match rebuild(index).await? {
                     Rebuilt::Ready => {}
                     Rebuilt::Unknown | Rebuilt::Busy => return self.pass(marker).await,

@@ -7,7 +7,10 @@
 //! (`refusal:{user}:{key}`, kept as long as Postgres keeps records) unless
 //! the key has one, and answers the existing record instead. A recorded
 //! refusal goes on a bounded in-process queue, and [`RefusalWriter`] writes
-//! what is queued to `idempotency_keys` in one statement per batch.
+//! what is queued to `idempotency_keys` in one statement per batch. An
+//! order's refusal skips even that script: the stock gate's reservation
+//! script records it in the step that refuses ([`Recording`], the same
+//! packing and queue).
 //!
 //! Until its batch lands, a refusal lives only in Redis. The gates' shared
 //! reservation script (`counter.rs`) reads the record before anything else,
@@ -22,10 +25,12 @@ use super::RedisPool;
 use async_trait::async_trait;
 use deadpool_redis::redis::{Script, cmd};
 use domain::error::Unavailable;
+use domain::gate::RefusalAnswers;
 use domain::idempotency::{
     FastRefusals, Fingerprint, IdempotencyKey, IdempotentOutcome, Record, StoredResponse,
 };
 use domain::identity::UserId;
+use tokio::sync::mpsc::OwnedPermit;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -180,6 +185,84 @@ impl RedisRefusals {
     pub fn queued(&self) -> usize {
         self.queue.max_capacity() - self.queue.capacity()
     }
+
+    /// Readies `answers` for a gate's script to record the one it gives
+    /// (`counter.rs`): packed as [`FastRefusals::refuse`] packs them, with a
+    /// place in the queue taken first, as there, so a refusal the script
+    /// records is always written behind. `None` when the queue is full or
+    /// an answer cannot be recorded (a 5xx, a line break in a header): the
+    /// gate then only refuses, and the pipeline records the refusal.
+    pub(crate) fn recording<'a>(
+        &self,
+        user_id: UserId,
+        key: &'a IdempotencyKey,
+        answers: &'a RefusalAnswers<'a>,
+    ) -> Option<Recording<'a>> {
+        if answers.responses.iter().any(|r| r.status >= 500) {
+            return None;
+        }
+        let packed = answers
+            .responses
+            .iter()
+            .map(|response| pack(answers.fingerprint, response))
+            .collect::<Result<Vec<_>, _>>()
+            .ok()?;
+        let place = self.queue.clone().try_reserve_owned().ok()?;
+        Some(Recording {
+            place,
+            user_id,
+            key,
+            answers,
+            packed,
+            ttl_ms: u64::try_from(self.retention.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+}
+
+/// A gate's refusal answers ready to be recorded by its script, holding a
+/// place in the write-behind queue; made by [`RedisRefusals::recording`].
+pub(crate) struct Recording<'a> {
+    place: OwnedPermit<AnswerRow>,
+    user_id: UserId,
+    key: &'a IdempotencyKey,
+    answers: &'a RefusalAnswers<'a>,
+    /// `packed[i]` is recorded when item `i` is refused.
+    pub(crate) packed: Vec<Vec<u8>>,
+    /// How long a record lives.
+    pub(crate) ttl_ms: u64,
+}
+
+impl Recording<'_> {
+    /// The script recorded the answer to item `index`: queues it for
+    /// Postgres.
+    pub(crate) fn recorded(self, index: usize) {
+        let Some(response) = self.answers.responses.get(index) else {
+            return;
+        };
+        self.place.send(row(
+            self.user_id,
+            self.key,
+            self.answers.fingerprint,
+            response,
+        ));
+    }
+}
+
+/// The row a recorded refusal is written behind as.
+fn row(
+    user_id: UserId,
+    key: &IdempotencyKey,
+    fingerprint: &Fingerprint,
+    response: &StoredResponse,
+) -> AnswerRow {
+    AnswerRow {
+        user_id: user_id.get(),
+        key: key.as_str().to_owned(),
+        fingerprint: fingerprint.as_str().to_owned(),
+        response_status: i16::try_from(response.status).unwrap_or(i16::MAX),
+        response_content_type: response.content_type.clone(),
+        response_body: response.body.clone(),
+    }
 }
 
 #[async_trait]
@@ -216,14 +299,7 @@ impl FastRefusals for RedisRefusals {
         if let Some(existing) = existing {
             return Ok(unpack(&existing)?.answer(fingerprint));
         }
-        place.send(AnswerRow {
-            user_id: user_id.get(),
-            key: key.as_str().to_owned(),
-            fingerprint: fingerprint.as_str().to_owned(),
-            response_status: i16::try_from(response.status).unwrap_or(i16::MAX),
-            response_content_type: response.content_type.clone(),
-            response_body: response.body.clone(),
-        });
+        place.send(row(user_id, key, fingerprint, &response));
         Ok(IdempotentOutcome::Executed(response))
     }
 }

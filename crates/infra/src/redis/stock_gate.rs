@@ -30,6 +30,7 @@ use domain::ordering::{Quantity, StockGate};
 
 use super::RedisKeys;
 use super::counter::{Counters, Rebuilt};
+use super::refusals::RedisRefusals;
 use crate::postgres::{Postgres, unavailable as pg_unavailable};
 
 #[derive(Clone)]
@@ -49,6 +50,17 @@ impl RedisStockGate {
     pub fn new(pool: RedisPool, keys: RedisKeys, pg: Postgres) -> Self {
         Self {
             counters: Counters::new(pool, keys, pg),
+        }
+    }
+
+    /// The same gate, recording a refused order's answer under its key in
+    /// the reservation's own script, when the order carries its answers
+    /// (`domain::gate::RefusalAnswers`), and queueing it on `refusals` for
+    /// Postgres: one Redis round trip for a refusal instead of two.
+    #[must_use]
+    pub fn recording_on(self, refusals: RedisRefusals) -> Self {
+        Self {
+            counters: self.counters.recording_on(refusals),
         }
     }
 
