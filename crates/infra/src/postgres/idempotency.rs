@@ -678,7 +678,10 @@ mod tests {
                 response: refusal("first"),
             })
         );
-        assert_eq!(record(&mut conn, user, &none, DAY).await.expect("read"), None);
+        assert_eq!(
+            record(&mut conn, user, &none, DAY).await.expect("read"),
+            None
+        );
         let expired = record(&mut conn, user, &key, Duration::ZERO).await;
         assert_eq!(expired.expect("read"), None, "past the retention");
     }
