@@ -95,7 +95,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
     // The order and investment batches run on connections of their own
     // (see PgOrderStore, PgInvestStore): a pool each, one connection a lane.
     let lanes_pool = || {
-        postgres::connect_pool(&PgPoolSettings {
+        postgres::connect_batch_pool(&PgPoolSettings {
             url: config.database_url.clone(),
             max_size: postgres::LANES,
             timeout: config.dependency_timeout,

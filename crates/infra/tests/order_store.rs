@@ -17,7 +17,7 @@ use domain::ordering::{
     CouponCode, Order, OrderId, OrderLine, OrderStore, PlaceOrderError, PricedOrder, Quantity,
 };
 use futures_util::future::join_all;
-use infra::postgres::{PgOrderStore, PgPoolSettings, Postgres, connect_pool};
+use infra::postgres::{PgOrderStore, PgPoolSettings, Postgres, connect_batch_pool, connect_pool};
 use testkit::TestDb;
 
 /// What became of one order handed to the store.
@@ -36,18 +36,16 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let db = TestDb::create().await;
-    let pg: Postgres = connect_pool(&PgPoolSettings {
+    let settings = PgPoolSettings {
         url: db.url.clone(),
         max_size: 8,
         timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(5),
-    })
-    .expect("postgres pool");
-    let store = Arc::new(PgOrderStore::new(
-        pg.clone(),
-        &pg,
-        Duration::from_secs(86_400),
-    ));
+    };
+    let pg: Postgres = connect_pool(&settings).expect("postgres pool");
+    // The lanes' own pool, planned as the service plans it.
+    let lanes = connect_batch_pool(&settings).expect("postgres pool");
+    let store = Arc::new(PgOrderStore::new(pg, &lanes, Duration::from_secs(86_400)));
     Fixture { db, store }
 }
 

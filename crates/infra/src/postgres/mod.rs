@@ -41,7 +41,7 @@ pub use ordering::PgOrderStore;
 pub use outbox::PgOutbox;
 pub use points::{PgIdempotencyStore, PgPointsStore};
 pub use pool::{
-    MIGRATIONS, PgPool, PgPoolSettings, connect_pool, connect_pool_per_thread, ensure_database,
-    run_migrations,
+    MIGRATIONS, PgPool, PgPoolSettings, connect_batch_pool, connect_pool, connect_pool_per_thread,
+    ensure_database, run_migrations,
 };
 pub use popular::PgSalesRanking;
