@@ -6,7 +6,8 @@
 //!   answers to the gate's possible refusals when the gate has the last word
 //!   Recorded    → the key's refusal recorded at the gate: answer its replay
 //!                 or KeyReused (Postgres' record of the key, if it has one,
-//!                 comes first), run nothing                 (nothing was taken)
+//!                 comes first; without one, the gate's is written through),
+//!                 run nothing                               (nothing was taken)
 //!   Answered(r) → the gate refused and recorded r's answer: answer it
 //!   Refused(r)  → record r at the fast path (Redis, written to Postgres
 //!                 behind; Postgres itself if that fails), answer it
@@ -52,7 +53,9 @@
 use async_trait::async_trait;
 use domain::error::Unavailable;
 use domain::gate::{Admission, Holder, RefusalAnswers};
-use domain::idempotency::{FastRefusals, IdempotencyStore, IdempotentRequest, Record, Written};
+use domain::idempotency::{
+    FastRefusals, IdempotencyStore, IdempotentOutcome, IdempotentRequest, Record, Written,
+};
 
 /// One write as the pipeline sees it: its gate, its checks before the
 /// effect. Implemented by a use case for the length of one call.
@@ -283,16 +286,38 @@ impl Pipeline {
     /// path. Postgres' record of the key, when it has one, is the truth:
     /// a refusal recorded by a gate step whose answer never reached its
     /// caller (Redis hung, a connection broke) can disagree with what the
-    /// caller then did without the gate. Postgres failing, the fast path's
-    /// record answers, as it does until its write behind lands.
+    /// caller then did without the gate, and was never queued to be written
+    /// behind. Without a Postgres record, the gate's record is written
+    /// through (one statement; the writer behind finds it there) before it
+    /// answers, unless the key's first request still runs in Postgres: then
+    /// it is in progress. Postgres failing, the gate's record answers, as
+    /// it does until its write behind lands.
     async fn replay<T, E>(
         &self,
         request: &IdempotentRequest<T, E>,
         recorded: Record,
     ) -> Written<T, E> {
-        let record = match self.idempotency.record(request.user_id, &request.key).await {
+        let (user_id, key) = (request.user_id, &request.key);
+        let record = match self.idempotency.record(user_id, key).await {
             Ok(Some(stored)) => stored,
-            Ok(None) => recorded,
+            Ok(None) => {
+                let response = recorded.response.clone();
+                match self
+                    .idempotency
+                    .refuse(user_id, key, &recorded.fingerprint, response)
+                    .await
+                {
+                    Ok(IdempotentOutcome::InProgress) => return Written::InProgress,
+                    // Stored now, or written behind meanwhile; a record of
+                    // another request that came meanwhile (KeyReused) is
+                    // rare enough to answer from the gate's record too.
+                    Ok(_) => recorded,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "could not write a recorded refusal through to Postgres");
+                        recorded
+                    }
+                }
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "could not check a recorded refusal against Postgres");
                 recorded
@@ -867,15 +892,33 @@ mod tests {
         assert_eq!(script.calls(), ["reserve"]);
     }
 
-    /// An idempotency store whose record of the key is `found`.
+    /// An idempotency store whose record of the key is `found`; without
+    /// one, the gate's record is written through and stored.
     fn postgres_has(found: Result<Option<Record>, ()>) -> MockIdempotencyStore {
-        let mut store = untouched();
+        writing_through(found, IdempotentOutcome::Executed)
+    }
+
+    /// As [`postgres_has`], the write-through answering `outcome`.
+    fn writing_through(
+        found: Result<Option<Record>, ()>,
+        outcome: fn(StoredResponse) -> IdempotentOutcome,
+    ) -> MockIdempotencyStore {
+        let mut store = MockIdempotencyStore::new();
+        let write_through = matches!(found, Ok(None));
         store.expect_record().times(1).returning(move |user, key| {
             assert_eq!((user.get(), key.as_str()), (1, "k-1"), "the request's key");
             found
                 .clone()
                 .map_err(|()| Unavailable::new("postgres", "connection refused"))
         });
+        store
+            .expect_refuse()
+            .times(usize::from(write_through))
+            .returning(move |user, key, _, response| {
+                assert_eq!((user.get(), key.as_str()), (1, "k-1"), "the request's key");
+                assert_eq!(response, stored(409, "SOLD_OUT"), "the gate's record");
+                Ok(outcome(response))
+            });
         store
     }
 
@@ -896,13 +939,25 @@ mod tests {
         assert_eq!(written, Written::Replayed(stored(201, "7")));
         assert_eq!(script.calls(), ["reserve"], "nothing runs");
 
-        let script = Script::new(Admission::Recorded(recorded));
+        let script = Script::new(Admission::Recorded(recorded.clone()));
         let written = run_fast(&script, postgres_has(Err(())), recording_nothing()).await;
         assert_eq!(
             written,
             Written::Replayed(stored(409, "SOLD_OUT")),
             "with Postgres down, the gate's record answers"
         );
+
+        // Without a Postgres record, the gate's is written through (the
+        // mock checks it is asked to), and answers...
+        let script = Script::new(Admission::Recorded(recorded.clone()));
+        let written = run_fast(&script, postgres_has(Ok(None)), recording_nothing()).await;
+        assert_eq!(written, Written::Replayed(stored(409, "SOLD_OUT")));
+        // ...unless the key's first request still runs in Postgres.
+        let script = Script::new(Admission::Recorded(recorded));
+        let store = writing_through(Ok(None), |_| IdempotentOutcome::InProgress);
+        let written = run_fast(&script, store, recording_nothing()).await;
+        assert_eq!(written, Written::InProgress);
+        assert_eq!(script.calls(), ["reserve"], "nothing runs");
     }
 
     /// A fast path that must not be asked.

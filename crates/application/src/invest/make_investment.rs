@@ -117,13 +117,10 @@ impl GatedWrite for Investing<'_> {
                     None => Admission::Bypass,
                 },
                 // Its rules outrank the gate, so the holder never carries
-                // answers for the gate to record (`Pipeline::keyed`).
-                Admission::Answered(_) => {
-                    return Err(Unavailable::new(
-                        "redis",
-                        "the invest gate recorded a refusal it was not given",
-                    ));
-                }
+                // answers for the gate to record (`Pipeline::keyed`); were
+                // one recorded, its refusal is answered as the gate's.
+                Admission::Answered(remaining) => refusal_for(product_id, amount, remaining)
+                    .map_or(Admission::Bypass, Admission::Answered),
                 Admission::Reserved => Admission::Reserved,
                 Admission::Bypass => Admission::Bypass,
                 Admission::Repeated => Admission::Repeated,

@@ -107,7 +107,8 @@ pub const HOLDER_TTL: Duration = Duration::from_secs(60);
 /// `{3, 0, 0, record}`: the key has a recorded refusal (nothing else is
 /// looked at); `{2, 0, 0}`: the holder is marked already; `{-1, i, 0}`:
 /// counter i is missing; `{0, i, left}`: counter i holds only `left`;
-/// `{4, i, left}`: the same, and counter i's record is set under the key;
+/// `{4, i, left}`: the same, and counter i's record is set under the key
+/// (a record Redis cannot set, out of memory say, leaves a plain `0`);
 /// `{1, 0, 0}`: every amount was taken and the holder marked `r`. Every
 /// answer has a fourth element, empty but for a record.
 const RESERVE: &str = r"
@@ -122,8 +123,8 @@ for i = 1, n do
   local left = tonumber(redis.call('GET', KEYS[i]))
   if left < tonumber(ARGV[i]) then
     if #ARGV > n + 2 then
-      redis.call('SET', KEYS[n + 2], ARGV[n + 2 + i], 'PX', ARGV[n + 2])
-      return {4, i, left, ''}
+      local set = redis.pcall('SET', KEYS[n + 2], ARGV[n + 2 + i], 'PX', ARGV[n + 2])
+      if type(set) ~= 'table' or not set.err then return {4, i, left, ''} end
     end
     return {0, i, left, ''}
   end
