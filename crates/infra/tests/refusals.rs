@@ -10,7 +10,8 @@ use diesel_async::RunQueryDsl as _;
 use domain::catalog::ProductId;
 use domain::gate::{Admission, Holder, RefusalAnswers};
 use domain::idempotency::{
-    FastRefusals, Fingerprint, IdempotencyKey, IdempotentOutcome, Record, StoredResponse,
+    FastRefusals, Fingerprint, IdempotencyKey, IdempotencyStore, IdempotentOutcome, Record,
+    StoredResponse,
 };
 use domain::identity::UserId;
 use domain::invest::{InvestAmount, InvestGate, InvestProductId};
@@ -190,6 +191,30 @@ async fn the_writer_writes_what_is_queued_and_a_key_postgres_has_keeps_its_recor
         "its Redis record is dropped, so Postgres answers the key"
     );
     assert_eq!(refusals.queued(), 0);
+}
+
+#[tokio::test]
+async fn a_refusal_a_retry_wrote_through_first_keeps_its_redis_record() {
+    // A retry inside the window writes the gate's record through to
+    // Postgres (the pipeline's replay); the writer then meets that very
+    // record, and the key must keep answering from Redis as a replay.
+    let f = fixture().await;
+    let (refusals, writer) = f.write_behind(16);
+    refuse(&refusals, "k", "f", "{\"code\":\"OUT_OF_STOCK\"}").await;
+    PgIdempotencyStore::new(f.pg.clone(), DAY)
+        .refuse(
+            USER,
+            &key("k"),
+            &fingerprint("f"),
+            sold_out("{\"code\":\"OUT_OF_STOCK\"}"),
+        )
+        .await
+        .expect("written through");
+
+    flush(writer).await;
+
+    assert_eq!(f.in_postgres("k").await, 409);
+    assert!(f.in_redis("k").await, "the same record is not dropped");
 }
 
 #[tokio::test]

@@ -372,7 +372,9 @@ async fn finish<T, E>(
 /// batch locks it: a row whose key a running transaction holds is not
 /// written now (that transaction may be storing the key's answer, and its
 /// plain insert must not meet this one), and while this statement holds a
-/// key, a transaction that tries it answers "in progress".
+/// key, a transaction that tries it answers "in progress". A row whose key
+/// has this very record already (written through by a retry, `same`; the
+/// statement's snapshot does not see its own inserts) is done, not kept.
 const WRITE_REFUSALS: &str = "WITH t AS MATERIALIZED ( \
          SELECT u.*, pg_try_advisory_xact_lock(hashtextextended(u.lock_name, 0)) AS free \
            FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[], $5::text[], $6::bytea[], \
@@ -387,7 +389,12 @@ const WRITE_REFUSALS: &str = "WITH t AS MATERIALIZED ( \
          ON CONFLICT (user_id, key) DO NOTHING \
          RETURNING user_id, key) \
      SELECT t.user_id, t.key, t.free, \
-            EXISTS (SELECT 1 FROM ins WHERE ins.user_id = t.user_id AND ins.key = t.key) AS written \
+            EXISTS (SELECT 1 FROM ins WHERE ins.user_id = t.user_id AND ins.key = t.key) AS written, \
+            EXISTS (SELECT 1 FROM idempotency_keys k \
+                     WHERE k.user_id = t.user_id AND k.key = t.key \
+                       AND k.fingerprint = t.fingerprint \
+                       AND k.response_status = t.response_status \
+                       AND k.response_body = t.response_body) AS same \
        FROM t";
 
 #[derive(QueryableByName)]
@@ -400,14 +407,16 @@ struct WrittenKey {
     free: bool,
     #[diesel(sql_type = diesel::sql_types::Bool)]
     written: bool,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    same: bool,
 }
 
 /// What became of refusals written behind.
 #[derive(Default)]
 pub(crate) struct RefusalsWritten {
-    /// The (user, key) of rows not written because the key had a record
-    /// already (the effect of a retry decided while the refusal waited, or
-    /// an expired record not yet purged), which keeps it.
+    /// The (user, key) of rows not written because the key had another
+    /// record already (the effect of a retry decided while the refusal
+    /// waited, or an expired record not yet purged), which keeps it.
     pub kept: Vec<(i64, String)>,
     /// Rows not written because a running transaction held the key: to be
     /// written again once it ends.
@@ -439,7 +448,7 @@ pub(crate) async fn write_refusals(
             if let Some(row) = pending.remove(&id) {
                 done.busy.push(row);
             }
-        } else if !o.written {
+        } else if !o.written && !o.same {
             done.kept.push(id);
         }
     }

@@ -15,8 +15,9 @@
 //! Until its batch lands, a refusal lives only in Redis. The gates' shared
 //! reservation script (`counter.rs`) reads the record before anything else,
 //! so a retry of that key is answered from it and never reaches the effect.
-//! A key that got a Postgres record meanwhile keeps it, and its Redis record
-//! is dropped, so Postgres answers it from then on.
+//! A key that got another Postgres record meanwhile keeps it, and its
+//! Redis record is dropped, so Postgres answers it from then on; the same
+//! record (a retry wrote it through) leaves the Redis record in place.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -399,7 +400,7 @@ impl RefusalWriter {
         }
     }
 
-    /// Drops the Redis records of keys that had a Postgres record already,
+    /// Drops the Redis records of keys that had another Postgres record already,
     /// so that Postgres answers them (a retry's effect, say, rather than
     /// the refusal it replaced).
     async fn forget(&self, kept: Vec<(i64, String)>) {

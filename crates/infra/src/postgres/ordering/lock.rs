@@ -44,29 +44,17 @@ pub(super) async fn lock_books(
     let product_ids: Vec<i64> = rows.products.iter().map(|p| p.get()).collect();
     let payer_ids: Vec<i64> = rows.payers.iter().map(|u| u.get()).collect();
     let codes: Vec<&str> = rows.coupons.iter().map(CouponCode::as_str).collect();
-    let products = async {
-        if product_ids.is_empty() {
-            return Ok::<_, diesel::result::Error>(Vec::new());
-        }
-        prepared(
-            "SELECT id, stock AS amount FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        )
-        .bind::<Array<Int8>, _>(&product_ids)
-        .load::<IdAmount>(&mut &*conn)
-        .await
-    };
-    let wallets = async {
-        if payer_ids.is_empty() {
-            return Ok::<_, diesel::result::Error>(Vec::new());
-        }
-        prepared(
-            "SELECT user_id AS id, balance AS amount FROM wallets \
-              WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE",
-        )
-        .bind::<Array<Int8>, _>(&payer_ids)
-        .load::<IdAmount>(&mut &*conn)
-        .await
-    };
+    let products = lock_amounts(
+        conn,
+        "SELECT id, stock AS amount FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &product_ids,
+    );
+    let wallets = lock_amounts(
+        conn,
+        "SELECT user_id AS id, balance AS amount FROM wallets \
+          WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE",
+        &payer_ids,
+    );
     // Expiry is judged by the database clock at the moment each row lock
     // is held, not by `now()` (the start of the transaction, which may be
     // long before a lock wait ends). And it is judged after the lock: a
@@ -110,6 +98,22 @@ pub(super) async fn lock_books(
         books.usable_coupon(code, UserId::new(c.owner_id));
     }
     Ok(books)
+}
+
+/// Locks and reads the (id, amount) rows `sql` selects for `ids`; no
+/// statement for no ids.
+async fn lock_amounts(
+    conn: &AsyncPgConnection,
+    sql: &'static str,
+    ids: &[i64],
+) -> diesel::QueryResult<Vec<IdAmount>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    prepared(sql)
+        .bind::<Array<Int8>, _>(ids)
+        .load::<IdAmount>(&mut &*conn)
+        .await
 }
 
 fn corrupt(table: &str, key: impl std::fmt::Display) -> BatchError {
