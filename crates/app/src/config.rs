@@ -67,6 +67,9 @@ pub struct Config {
     pub idempotency_retention: Duration,
     /// Approximate cap on the order event stream's length.
     pub events_max_len: usize,
+    /// Order events on Kafka as well (`APP_KAFKA_BROKERS`); `None`: the
+    /// Redis stream only.
+    pub kafka: Option<infra::kafka::KafkaSettings>,
     /// When the daily coupon expiry notices go out (UTC).
     pub notice_time: chrono::NaiveTime,
     /// How long a notice run's claim on a notice holds; a claim older than
@@ -191,6 +194,7 @@ impl Config {
             )?,
             idempotency_retention,
             events_max_len: number(&get, "APP_EVENTS_MAX_LEN", 1_000_000, 1_000..=100_000_000)?,
+            kafka: kafka(&get)?,
             notice_time: chrono::NaiveTime::parse_from_str(
                 get("APP_NOTICE_TIME").as_deref().unwrap_or("09:00"),
                 "%H:%M",
@@ -206,6 +210,35 @@ impl Config {
             proxy_hops: number(&get, "APP_PROXY_HOPS", 0, 0..=10)?,
         })
     }
+}
+
+/// `APP_KAFKA_BROKERS` (`host:port[,…]`) and its companions, when set.
+fn kafka(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<infra::kafka::KafkaSettings>, ConfigError> {
+    let Some(brokers) = get("APP_KAFKA_BROKERS") else {
+        return Ok(None);
+    };
+    let partitions = number(get, "APP_KAFKA_PARTITIONS", 3, 1..=1000)?;
+    let replication = number(get, "APP_KAFKA_REPLICATION", 1, 1..=16)?;
+    let timeout = duration(get, "APP_KAFKA_TIMEOUT", "5s")?;
+    let settings = infra::kafka::KafkaSettings::new(
+        &brokers,
+        i32::try_from(partitions).unwrap_or(i32::MAX),
+        i16::try_from(replication).unwrap_or(i16::MAX),
+        timeout,
+    );
+    let well_formed = |b: &String| {
+        b.rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    };
+    if settings.brokers.is_empty() || !settings.brokers.iter().all(well_formed) {
+        return Err(invalid(
+            "APP_KAFKA_BROKERS",
+            "must be host:port[,host:port...], e.g. 127.0.0.1:9092",
+        ));
+    }
+    Ok(Some(settings))
 }
 
 /// A duration as humantime (`90s`, `15m`, `1h`) or plain seconds.
@@ -354,10 +387,32 @@ mod tests {
             ("APP_ATTEMPT_LIMIT_PER_USER", "5/forever"),
             ("APP_ATTEMPT_LIMIT_PER_USER", "5/2d"),
             ("APP_PROXY_HOPS", "11"),
+            ("APP_KAFKA_BROKERS", "no-port"),
+            ("APP_KAFKA_BROKERS", "host:99999"),
+            ("APP_KAFKA_BROKERS", ",,"),
         ] {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var, "{var}={value}");
         }
+        let err = config(&[
+            ("APP_KAFKA_BROKERS", "k:9092"),
+            ("APP_KAFKA_PARTITIONS", "0"),
+        ])
+        .expect_err("no partitions");
+        assert_eq!(err.var, "APP_KAFKA_PARTITIONS");
+    }
+
+    #[test]
+    fn kafka_is_off_unless_brokers_are_given() {
+        assert!(config(&[]).expect("valid").kafka.is_none());
+        let kafka = config(&[("APP_KAFKA_BROKERS", "k1:9092, k2:9093")])
+            .expect("valid")
+            .kafka
+            .expect("on");
+        assert_eq!(kafka.brokers, ["k1:9092", "k2:9093"]);
+        assert_eq!(kafka.topic, "order-events");
+        assert_eq!((kafka.partitions, kafka.replication), (3, 1));
+        assert_eq!(kafka.timeout, Duration::from_secs(5));
     }
 
     #[test]

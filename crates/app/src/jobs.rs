@@ -6,10 +6,13 @@
 //!   is still queued.
 //! - idempotency janitor: every hour, deletes idempotency records past their
 //!   retention. Every instance runs it; the DELETE is idempotent.
-//! - outbox relay: one active instance (the `outbox-relay` lock) polls the
-//!   outbox every 200 ms and appends pending events to the Redis stream,
-//!   backing off while Redis or Postgres is down. The others stand by and
-//!   take over within a few seconds when the holder dies.
+//! - outbox relays, one per sink (the Redis stream; Kafka when configured):
+//!   for each, one active instance (the `outbox-relay` lock for the stream,
+//!   `outbox-relay:kafka` for Kafka) polls the outbox every 200 ms and
+//!   appends the events that sink has not had yet, backing off while the
+//!   sink or Postgres is down. The others stand by and take over within a
+//!   few seconds when the holder dies. A sink that is down holds back only
+//!   its own copy.
 //! - coupon expiry notices: once a day at `APP_NOTICE_TIME` (UTC), on one
 //!   instance (the `coupon-notices` lock). Each notice is claimed, written,
 //!   then marked (`notified_at`), so a second run, or the admin trigger at
@@ -26,6 +29,7 @@ use std::time::Duration;
 
 use application::coupon::SendExpiryNotices;
 use application::events::RelayOutbox;
+use domain::events::Sink;
 use infra::postgres::PgIdempotencyStore;
 use infra::redis::{RedisLock, RedisSalesRanking, RefusalWriter};
 use tokio::sync::watch;
@@ -43,7 +47,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub(crate) struct JobDeps {
     pub idempotency: PgIdempotencyStore,
     pub refusal_writer: RefusalWriter,
-    pub relay: Arc<RelayOutbox>,
+    pub relays: Vec<Arc<RelayOutbox>>,
     pub lock: RedisLock,
     pub ranking: RedisSalesRanking,
     pub send_notices: Arc<SendExpiryNotices>,
@@ -59,10 +63,18 @@ pub(crate) struct Jobs {
 impl Jobs {
     pub(crate) fn start(deps: JobDeps) -> Self {
         let (stop, stopped) = watch::channel(false);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(deps.refusal_writer.run(stopped.clone())),
             tokio::spawn(run_janitor(deps.idempotency, stopped.clone())),
-            tokio::spawn(run_relay(deps.relay, deps.lock.clone(), stopped.clone())),
+        ];
+        for relay in deps.relays {
+            tasks.push(tokio::spawn(run_relay(
+                relay,
+                deps.lock.clone(),
+                stopped.clone(),
+            )));
+        }
+        tasks.extend([
             tokio::spawn(run_ranking(deps.ranking, stopped.clone())),
             tokio::spawn(run_notices(
                 deps.send_notices,
@@ -70,7 +82,7 @@ impl Jobs {
                 deps.notice_time,
                 stopped,
             )),
-        ];
+        ]);
         Self { stop, tasks }
     }
 
@@ -114,11 +126,23 @@ async fn run_janitor(janitor: PgIdempotencyStore, mut stopped: watch::Receiver<b
     }
 }
 
+/// The lock that makes one instance at a time relay to `sink`.
+fn relay_lock(sink: Sink) -> &'static str {
+    match sink {
+        Sink::Stream => "outbox-relay",
+        Sink::Kafka => "outbox-relay:kafka",
+    }
+}
+
 async fn run_relay(relay: Arc<RelayOutbox>, lock: RedisLock, mut stopped: watch::Receiver<bool>) {
     let mut backoff = RELAY_POLL;
+    let sink = relay.sink().name();
     loop {
         // Standby until this instance holds the relay lock.
-        let lease = match lock.try_acquire("outbox-relay", RELAY_LOCK_TTL).await {
+        let lease = match lock
+            .try_acquire(relay_lock(relay.sink()), RELAY_LOCK_TTL)
+            .await
+        {
             Ok(Some(lease)) => lease,
             Ok(None) => {
                 if stop_requested(&mut stopped, STANDBY_RETRY).await {
@@ -127,7 +151,7 @@ async fn run_relay(relay: Arc<RelayOutbox>, lock: RedisLock, mut stopped: watch:
                 continue;
             }
             Err(err) => {
-                tracing::warn!(error = %err, "outbox relay cannot reach Redis; retrying");
+                tracing::warn!(sink, error = %err, "outbox relay cannot reach Redis; retrying");
                 if stop_requested(&mut stopped, backoff).await {
                     return;
                 }
@@ -135,10 +159,10 @@ async fn run_relay(relay: Arc<RelayOutbox>, lock: RedisLock, mut stopped: watch:
                 continue;
             }
         };
-        tracing::info!("this instance now relays the outbox");
+        tracing::info!(sink, "this instance now relays the outbox");
         loop {
             if lease.is_lost() {
-                tracing::warn!("outbox relay lock lost; standing by");
+                tracing::warn!(sink, "outbox relay lock lost; standing by");
                 break;
             }
             let wait = match relay.relay_batch().await {
@@ -151,7 +175,7 @@ async fn run_relay(relay: Arc<RelayOutbox>, lock: RedisLock, mut stopped: watch:
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed");
+                    tracing::warn!(sink, error = %err, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed");
                     let wait = backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     wait

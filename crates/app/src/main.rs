@@ -51,10 +51,30 @@ enum CouponsCommand {
 enum EventsCommand {
     /// Print order events as they arrive, one JSON line each, until Ctrl-C.
     Tail {
-        /// Start with the events already in the stream.
+        /// Start with the events the sink still keeps.
         #[arg(long)]
         from_start: bool,
+        /// Where to read: the Redis stream, or the Kafka topic
+        /// (`APP_KAFKA_BROKERS`).
+        #[arg(long, value_enum, default_value_t = TailSink::Stream)]
+        sink: TailSink,
     },
+}
+
+/// The sinks `events tail` reads.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TailSink {
+    Stream,
+    Kafka,
+}
+
+impl From<TailSink> for domain::events::Sink {
+    fn from(sink: TailSink) -> Self {
+        match sink {
+            TailSink::Stream => Self::Stream,
+            TailSink::Kafka => Self::Kafka,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -90,10 +110,11 @@ fn main() -> ExitCode {
                 command: CouponsCommand::Import { campaign, file },
             } => app::coupons_import(&config, campaign, &file, &mut std::io::stdout()).await,
             Command::Events {
-                command: EventsCommand::Tail { from_start },
+                command: EventsCommand::Tail { from_start, sink },
             } => {
                 app::events_tail(
                     &config,
+                    sink.into(),
                     from_start,
                     &mut std::io::stdout(),
                     shutdown_signal(),

@@ -1,20 +1,85 @@
-//! `app events tail`: prints the order events from the Redis stream as they
-//! arrive, one JSON line each on standard output, like a console consumer.
+//! `app events tail`: prints the order events as they arrive, one JSON line
+//! each on standard output, like a console consumer: from the Redis stream,
+//! or with `--sink kafka` from the Kafka topic (`APP_KAFKA_BROKERS`).
 
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
+use domain::events::Sink;
+use infra::kafka::KafkaTopicReader;
 use infra::redis::{RedisEventStream, RedisKeys, RedisPoolSettings, connect_pool};
 
 use crate::config::Config;
 
-/// Follows the stream until `stop` resolves. With `from_start`, first prints
-/// every entry still in the stream.
+/// Follows `sink` until `stop` resolves. With `from_start`, first prints
+/// every event the sink still keeps.
 ///
 /// # Errors
-/// When Redis cannot be reached or standard output is closed.
+/// When the sink cannot be reached (Kafka: at start), when Kafka is not
+/// configured, or when standard output is closed.
 pub async fn events_tail(
+    config: &Config,
+    sink: Sink,
+    from_start: bool,
+    out: &mut (impl Write + Send),
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    match sink {
+        Sink::Stream => stream_tail(config, from_start, out, stop).await,
+        Sink::Kafka => kafka_tail(config, from_start, out, stop).await,
+    }
+}
+
+async fn kafka_tail(
+    config: &Config,
+    from_start: bool,
+    out: &mut (impl Write + Send),
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let settings = config
+        .kafka
+        .as_ref()
+        .context("--sink kafka needs APP_KAFKA_BROKERS")?;
+    let reader = KafkaTopicReader::connect(settings)
+        .await
+        .context("connecting to Kafka")?;
+    let mut next = Vec::with_capacity(reader.partitions());
+    for partition in 0..reader.partitions() {
+        next.push(
+            reader
+                .start_offset(partition, from_start)
+                .await
+                .context("reading the topic's offsets")?,
+        );
+    }
+    tokio::pin!(stop);
+    // Each partition in turn; each wait is short, so none starves the others.
+    let wait = Duration::from_millis(200) / u32::try_from(next.len().max(1)).unwrap_or(1);
+    loop {
+        for (partition, offset) in next.iter_mut().enumerate() {
+            let read = tokio::select! {
+                read = reader.fetch(partition, *offset, wait) => read,
+                () = &mut stop => return Ok(()),
+            };
+            match read {
+                Ok(records) => {
+                    for record in records {
+                        writeln!(out, "{}", record.value).context("writing to standard output")?;
+                        *offset = record.offset + 1;
+                    }
+                    out.flush().context("writing to standard output")?;
+                }
+                Err(err) => {
+                    tracing::warn!(partition, error = %err, "cannot read the Kafka topic; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn stream_tail(
     config: &Config,
     from_start: bool,
     out: &mut (impl Write + Send),

@@ -16,6 +16,7 @@ use application::points::{ChargePoints, PointsQueries};
 use application::throttle::Throttle;
 use domain::catalog::CatalogStore;
 use domain::clock::Clock;
+use domain::events::Sink;
 use domain::health::HealthProbe;
 use domain::idempotency::FastRefusals;
 use domain::identity::{PasswordHasher, TokenService, UserRepository};
@@ -156,15 +157,27 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         keys.clone(),
         pg.clone(),
     ));
-    let relay = Arc::new(RelayOutbox::new(
-        Arc::new(PgOutbox::new(pg.clone())),
+    // One relay per sink, each with its own progress in the outbox: the
+    // Redis stream always, Kafka when brokers are configured.
+    let outbox: Arc<dyn domain::events::Outbox> = Arc::new(PgOutbox::new(pg.clone()));
+    let mut relays = vec![Arc::new(RelayOutbox::new(
+        Arc::clone(&outbox),
+        Sink::Stream,
         Arc::new(RedisEventStream::new(
             redis_pool.clone(),
             &keys,
             config.events_max_len,
         )),
         500,
-    ));
+    ))];
+    if let Some(kafka) = &config.kafka {
+        relays.push(Arc::new(RelayOutbox::new(
+            outbox,
+            Sink::Kafka,
+            Arc::new(infra::kafka::KafkaEventSink::new(kafka.clone())),
+            500,
+        )));
+    }
     let ranking = RedisSalesRanking::new(redis_pool.clone(), keys.clone());
     let lock = RedisLock::new(redis_pool.clone(), keys);
 
@@ -189,7 +202,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
             ("postgres_invest_lanes", invest_lanes_status),
             ("redis", redis_status),
         ],
-        relay: Arc::clone(&relay),
+        relays: relays.clone(),
         refusals_queued: Arc::new(move || refusals.queued()),
     };
     let probes: Vec<Arc<dyn HealthProbe>> = vec![
@@ -317,7 +330,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         jobs: crate::jobs::JobDeps {
             idempotency,
             refusal_writer,
-            relay,
+            relays,
             lock,
             ranking,
             send_notices,

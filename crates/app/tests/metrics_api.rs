@@ -97,8 +97,14 @@ async fn metrics_count_requests_by_route_and_business_outcomes_once() {
         "the order batches' own pool"
     );
     assert!(value(text, r#"pool_connections{pool="redis",state="open"}"#).is_some());
-    assert!(value(text, "outbox_unpublished_events").is_some_and(|n| n <= 1.0));
-    assert!(value(text, "outbox_oldest_unpublished_age_seconds").is_some_and(|s| s >= 0.0));
+    assert!(value(text, r#"outbox_unpublished_events{sink="stream"}"#).is_some_and(|n| n <= 1.0));
+    assert!(
+        value(
+            text,
+            r#"outbox_oldest_unpublished_age_seconds{sink="stream"}"#
+        )
+        .is_some_and(|s| s >= 0.0)
+    );
 }
 
 #[tokio::test]
@@ -204,9 +210,16 @@ async fn the_outbox_backlog_shows_events_that_cannot_reach_the_stream() {
 
     let text = app.get("/metrics", None).await.text;
 
-    assert_eq!(value(&text, "outbox_unpublished_events"), Some(2.0));
+    assert_eq!(
+        value(&text, r#"outbox_unpublished_events{sink="stream"}"#),
+        Some(2.0)
+    );
     assert!(
-        value(&text, "outbox_oldest_unpublished_age_seconds").is_some_and(|s| s >= 1.0),
+        value(
+            &text,
+            r#"outbox_oldest_unpublished_age_seconds{sink="stream"}"#
+        )
+        .is_some_and(|s| s >= 1.0),
         "{text}"
     );
 }

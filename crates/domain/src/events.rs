@@ -1,11 +1,33 @@
 //! Events for the external data platform, delivered through a transactional
-//! outbox: a change writes its event in the same transaction, and a relay
-//! appends pending events to a stream afterwards. Delivery is at-least-once;
-//! consumers dedupe on `eventId`.
+//! outbox: a change writes its event in the same transaction, and one relay
+//! per [`Sink`] appends pending events to that sink afterwards, with its own
+//! progress, so a sink that is down delays only its own copy. Delivery is
+//! at-least-once; consumers dedupe on `eventId`.
 
 use async_trait::async_trait;
 
 use crate::error::Unavailable;
+
+/// Where the outbox's events go. Each sink has its own relay (one active
+/// instance each) and its own record of what it has published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sink {
+    /// The Redis stream `events:orders`, which the service's own consumers
+    /// read (popular products, `app events tail`). Always on.
+    Stream,
+    /// The Kafka topic for the data platform, when brokers are configured.
+    Kafka,
+}
+
+impl Sink {
+    /// The sink's name in metrics, logs and lock names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::Kafka => "kafka",
+        }
+    }
+}
 
 /// An event written by a transaction and not yet known to be published.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +37,9 @@ pub struct OutboxEvent {
     /// The event's own id, which consumers dedupe on.
     pub event_id: String,
     pub event_type: String,
+    /// What the event is about (an order's id), which a partitioned sink
+    /// keys it by, so one subject's events stay in order.
+    pub key: String,
     /// The event as JSON text, exactly as published.
     pub payload: String,
 }
@@ -31,33 +56,33 @@ pub struct OutboxBacklog {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait Outbox: Send + Sync {
-    /// Up to `limit` unpublished events, oldest first.
+    /// Up to `limit` events not yet published to `sink`, oldest first.
     ///
     /// # Errors
     /// [`Unavailable`] when the store fails.
-    async fn pending(&self, limit: usize) -> Result<Vec<OutboxEvent>, Unavailable>;
+    async fn pending(&self, sink: Sink, limit: usize) -> Result<Vec<OutboxEvent>, Unavailable>;
 
-    /// Records that these events are in the stream.
+    /// Records that these events are in `sink`.
     ///
     /// # Errors
     /// [`Unavailable`] when the store fails (the events will be published again).
-    async fn mark_published(&self, ids: &[i64]) -> Result<(), Unavailable>;
+    async fn mark_published(&self, sink: Sink, ids: &[i64]) -> Result<(), Unavailable>;
 
-    /// The unpublished events' count and the oldest one's age.
+    /// The count of events not yet in `sink` and the oldest one's age.
     ///
     /// # Errors
     /// [`Unavailable`] when the store fails.
-    async fn backlog(&self) -> Result<OutboxBacklog, Unavailable>;
+    async fn backlog(&self, sink: Sink) -> Result<OutboxBacklog, Unavailable>;
 }
 
-/// The stream consumers read (Redis stream `events:orders`).
+/// A place events are published to: the Redis stream, a Kafka topic.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
-pub trait EventStream: Send + Sync {
-    /// Appends the events in order.
+pub trait EventSink: Send + Sync {
+    /// Appends the events, in order for each [`OutboxEvent::key`].
     ///
     /// # Errors
-    /// [`Unavailable`] when the stream fails; some events may have been
+    /// [`Unavailable`] when the sink fails; some events may have been
     /// appended (they will be appended again: consumers dedupe).
     async fn append(&self, events: &[OutboxEvent]) -> Result<(), Unavailable>;
 }

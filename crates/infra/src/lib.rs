@@ -3,6 +3,7 @@
 //! - [`postgres`]: the source of truth (Diesel + diesel-async, a deadpool pool,
 //!   embedded migrations) and every repository.
 //! - [`redis`]: the fast path (deadpool-redis) and its key namespace.
+//! - [`kafka`]: order events on a Kafka topic (rskafka), for the data platform.
 //! - [`auth`]: HS256 JWTs and argon2id password hashes.
 //! - [`clock`]: the system clock.
 //!
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod clock;
 pub mod coalesce;
 pub mod codes;
+pub mod kafka;
 pub mod notify;
 pub mod postgres;
 pub mod redis;

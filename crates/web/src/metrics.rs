@@ -11,7 +11,8 @@
 //!   replay counts nothing): orders paid and refused by code, coupons
 //!   issued and refused by code, investments and the amount invested, and
 //!   investments refused by code;
-//! - `outbox_unpublished_events` and `outbox_oldest_unpublished_age_seconds`;
+//! - `outbox_unpublished_events` and `outbox_oldest_unpublished_age_seconds`
+//!   by sink (`stream`; `kafka` when configured): each sink's lag;
 //! - `refusals_queued`: gate refusals recorded in Redis and not yet written
 //!   to Postgres (`docs/idempotency.md`).
 //!
@@ -27,7 +28,7 @@ use domain::idempotency::Written;
 use domain::invest::InvestError;
 use domain::ordering::PlaceOrderError;
 use prometheus::{
-    Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder as _, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -50,8 +51,8 @@ pub struct Metrics {
     investments: IntCounter,
     invested_amount: IntCounter,
     investment_refusals: IntCounterVec,
-    outbox_unpublished: IntGauge,
-    outbox_oldest_age: Gauge,
+    outbox_unpublished: IntGaugeVec,
+    outbox_oldest_age: GaugeVec,
     refusals_queued: IntGauge,
 }
 
@@ -72,7 +73,8 @@ pub type PoolStatusFn = Arc<dyn Fn() -> PoolStatus + Send + Sync>;
 pub struct MetricsApi {
     pub metrics: Metrics,
     pub pools: Vec<(&'static str, PoolStatusFn)>,
-    pub relay: Arc<RelayOutbox>,
+    /// One relay per sink; each sink's backlog is sampled at scrape time.
+    pub relays: Vec<Arc<RelayOutbox>>,
     /// Reads how many gate refusals wait to be written to Postgres.
     pub refusals_queued: Arc<dyn Fn() -> usize + Send + Sync>,
 }
@@ -137,17 +139,23 @@ impl Metrics {
         registry
             .register(Box::new(pool_connections.clone()))
             .expect("unique metric");
-        let outbox_unpublished = IntGauge::new(
-            "outbox_unpublished_events",
-            "Order events written but not yet in the stream",
+        let outbox_unpublished = IntGaugeVec::new(
+            Opts::new(
+                "outbox_unpublished_events",
+                "Order events written but not yet in the sink",
+            ),
+            &["sink"],
         )
         .expect("valid metric");
         registry
             .register(Box::new(outbox_unpublished.clone()))
             .expect("unique metric");
-        let outbox_oldest_age = Gauge::new(
-            "outbox_oldest_unpublished_age_seconds",
-            "Age of the oldest unpublished order event (0 when none)",
+        let outbox_oldest_age = GaugeVec::new(
+            Opts::new(
+                "outbox_oldest_unpublished_age_seconds",
+                "Age of the oldest order event not yet in the sink (0 when none)",
+            ),
+            &["sink"],
         )
         .expect("valid metric");
         registry
@@ -302,14 +310,21 @@ async fn scrape(api: web::Data<MetricsApi>) -> HttpResponse {
         .refusals_queued
         .set(i64::try_from(queued).unwrap_or(i64::MAX));
     // A failed read leaves the last values: the scrape itself still answers.
-    match api.relay.backlog().await {
-        Ok(backlog) => {
-            api.metrics.outbox_unpublished.set(backlog.unpublished);
-            api.metrics
-                .outbox_oldest_age
-                .set(backlog.oldest_age_seconds);
+    for relay in &api.relays {
+        let sink = relay.sink().name();
+        match relay.backlog().await {
+            Ok(backlog) => {
+                api.metrics
+                    .outbox_unpublished
+                    .with_label_values(&[sink])
+                    .set(backlog.unpublished);
+                api.metrics
+                    .outbox_oldest_age
+                    .with_label_values(&[sink])
+                    .set(backlog.oldest_age_seconds);
+            }
+            Err(err) => tracing::warn!(sink, error = %err, "could not read the outbox backlog"),
         }
-        Err(err) => tracing::warn!(error = %err, "could not read the outbox backlog"),
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

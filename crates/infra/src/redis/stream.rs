@@ -9,7 +9,7 @@ use super::RedisPool;
 use async_trait::async_trait;
 use deadpool_redis::redis::{cmd, pipe};
 use domain::error::Unavailable;
-use domain::events::{EventStream, OutboxEvent};
+use domain::events::{EventSink, OutboxEvent};
 use redis::streams::{StreamReadOptions, StreamReadReply};
 
 use super::{RedisKeys, unavailable};
@@ -129,7 +129,7 @@ impl RedisEventStream {
 }
 
 #[async_trait]
-impl EventStream for RedisEventStream {
+impl EventSink for RedisEventStream {
     async fn append(&self, events: &[OutboxEvent]) -> Result<(), Unavailable> {
         if events.is_empty() {
             return Ok(());
