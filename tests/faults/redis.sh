@@ -57,14 +57,14 @@ snapshot_counters() {
   : >"$counters_file"
   local id
   for id in $(jq -r '.targets[] | select(.kind == "shelf" or .kind == "hot") | .id' "$REPORT"); do
-    compare stock "${PREFIX}stock:$id" "$(psql_at "$DB" "SELECT stock FROM products WHERE id = $id")" \
-      "$(rcli GET "${PREFIX}stock:$id")" "$(rcli TTL "${PREFIX}stock:$id")"
+    compare stock "${PREFIX}stock:{$id}" "$(psql_at "$DB" "SELECT stock FROM products WHERE id = $id")" \
+      "$(rcli GET "${PREFIX}stock:{$id}")" "$(rcli TTL "${PREFIX}stock:{$id}")"
   done
   for id in $(jq -r '.targets[] | select(.kind == "coupon") | .id' "$REPORT"); do
-    compare coupon-left "${PREFIX}coupon:$id:left" \
+    compare coupon-left "${PREFIX}coupon:{$id}:left" \
       "$(psql_at "$DB" "SELECT count(*) FROM coupons WHERE campaign_id = $id AND owner_id IS NULL")" \
-      "$(rcli GET "${PREFIX}coupon:$id:left")" "$(rcli TTL "${PREFIX}coupon:$id:left")"
-    local users_key="${PREFIX}coupon:$id:users" pg_users redis_users
+      "$(rcli GET "${PREFIX}coupon:{$id}:left")" "$(rcli TTL "${PREFIX}coupon:{$id}:left")"
+    local users_key="${PREFIX}coupon:{$id}:users" pg_users redis_users
     pg_users=$(psql_at "$DB" "SELECT coalesce(string_agg(owner_id::text, ',' ORDER BY owner_id), '') FROM coupons WHERE campaign_id = $id AND owner_id IS NOT NULL")
     if [ "$(rcli EXISTS "$users_key")" = 1 ]; then
       redis_users=$(rcli SMEMBERS "$users_key" | sort -n | paste -sd, -)
@@ -72,7 +72,7 @@ snapshot_counters() {
       redis_users=""
     fi
     # An absent set holds nothing; compare it only when its counter exists.
-    if [ "$(rcli EXISTS "${PREFIX}coupon:$id:left")" = 1 ]; then
+    if [ "$(rcli EXISTS "${PREFIX}coupon:{$id}:left")" = 1 ]; then
       local extra
       extra=$(comm -13 <(echo "$pg_users" | tr ',' '\n' | grep . | sort) <(echo "$redis_users" | tr ',' '\n' | grep . | sort) | wc -l)
       compare coupon-users "$users_key" "$(echo "$pg_users" | md5sum | cut -c1-8):$(echo "$pg_users" | tr ',' '\n' | grep -c . || true)" \
@@ -81,9 +81,9 @@ snapshot_counters() {
     fi
   done
   for id in $(jq -r '.targets[] | select(.kind == "invest") | .id' "$REPORT"); do
-    compare invest "${PREFIX}invest:$id:left" \
+    compare invest "${PREFIX}invest:{$id}:left" \
       "$(psql_at "$DB" "SELECT total_amount - current_amount FROM invest_products WHERE id = $id")" \
-      "$(rcli GET "${PREFIX}invest:$id:left")" "$(rcli TTL "${PREFIX}invest:$id:left")"
+      "$(rcli GET "${PREFIX}invest:{$id}:left")" "$(rcli TTL "${PREFIX}invest:{$id}:left")"
   done
 }
 snapshot_counters

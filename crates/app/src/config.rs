@@ -44,6 +44,9 @@ pub struct AdminBootstrap {
 pub struct Config {
     pub database_url: String,
     pub redis_url: String,
+    /// `APP_REDIS_CLUSTER_NODES`: a Redis Cluster's nodes (`host:port`);
+    /// when set, `REDIS_URL` is not used.
+    pub redis_cluster_nodes: Option<Vec<String>>,
     pub http_addr: SocketAddr,
     /// `None` means a random per-process secret (logged as a warning).
     pub jwt_secret: Option<JwtSecret>,
@@ -86,6 +89,23 @@ pub struct Config {
 }
 
 impl Config {
+    /// The Redis pool this configuration names: the cluster's nodes when
+    /// `APP_REDIS_CLUSTER_NODES` is set, else `REDIS_URL` with up to
+    /// `max_size` connections per thread.
+    ///
+    /// # Errors
+    /// When the URL or a node address is unusable.
+    pub fn redis_pool(&self, max_size: usize) -> anyhow::Result<infra::redis::RedisPool> {
+        match &self.redis_cluster_nodes {
+            Some(nodes) => infra::redis::connect_cluster(nodes, self.dependency_timeout),
+            None => infra::redis::connect_pool(&infra::redis::RedisPoolSettings {
+                url: self.redis_url.clone(),
+                max_size,
+                timeout: self.dependency_timeout,
+            }),
+        }
+    }
+
     /// Reads the process environment.
     ///
     /// # Errors
@@ -111,6 +131,27 @@ impl Config {
         if !redis_url.starts_with("redis://") && !redis_url.starts_with("rediss://") {
             return Err(invalid("REDIS_URL", "must be a redis:// URL"));
         }
+        let redis_cluster_nodes = get("APP_REDIS_CLUSTER_NODES")
+            .map(|raw| {
+                let nodes: Vec<String> = raw
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                let well_formed = nodes.iter().all(|n| {
+                    n.rsplit_once(':')
+                        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+                });
+                if nodes.is_empty() || !well_formed {
+                    return Err(invalid(
+                        "APP_REDIS_CLUSTER_NODES",
+                        "must be host:port[,host:port...], e.g. 10.0.0.1:7000,10.0.0.2:7000",
+                    ));
+                }
+                Ok(nodes)
+            })
+            .transpose()?;
         let http_addr = get("APP_HTTP_ADDR")
             .unwrap_or_else(|| "0.0.0.0:8080".to_owned())
             .parse()
@@ -171,6 +212,7 @@ impl Config {
         Ok(Self {
             database_url,
             redis_url,
+            redis_cluster_nodes,
             http_addr,
             jwt_secret,
             jwt_ttl,
@@ -331,6 +373,13 @@ mod tests {
         assert_eq!(c.http_addr.port(), 8080);
         assert!(c.database_url.starts_with("postgres://"));
         assert_eq!(c.redis_url, "redis://127.0.0.1:6379");
+        assert!(c.redis_cluster_nodes.is_none(), "one Redis unless told");
+        assert_eq!(
+            config(&[("APP_REDIS_CLUSTER_NODES", "r1:7000, r2:7001")])
+                .expect("valid")
+                .redis_cluster_nodes,
+            Some(vec!["r1:7000".to_owned(), "r2:7001".to_owned()])
+        );
         assert!(c.jwt_secret.is_none());
         assert_eq!(c.jwt_ttl, Duration::from_secs(3600));
         assert!(c.admin.is_none() && c.trusted_user_header.is_none());
@@ -390,6 +439,8 @@ mod tests {
             ("APP_KAFKA_BROKERS", "no-port"),
             ("APP_KAFKA_BROKERS", "host:99999"),
             ("APP_KAFKA_BROKERS", ",,"),
+            ("APP_REDIS_CLUSTER_NODES", "a,b"),
+            ("APP_REDIS_CLUSTER_NODES", "h:70000"),
         ] {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var, "{var}={value}");

@@ -12,7 +12,7 @@ use domain::coupon::CampaignId;
 use futures_util::stream;
 use indicatif::{ProgressBar, ProgressStyle};
 use infra::postgres::{PgCouponStore, PgPoolSettings, connect_pool};
-use infra::redis::{RedisIssueGate, RedisKeys, RedisPoolSettings};
+use infra::redis::{RedisIssueGate, RedisKeys};
 use serde_json::json;
 use tokio::io::AsyncReadExt as _;
 
@@ -36,11 +36,7 @@ pub async fn coupons_import(
         timeout: config.dependency_timeout,
         statement_timeout: config.statement_timeout,
     })?;
-    let redis = infra::redis::connect_pool(&RedisPoolSettings {
-        url: config.redis_url.clone(),
-        max_size: 1,
-        timeout: config.dependency_timeout,
-    })?;
+    let redis = config.redis_pool(1)?;
     let store = Arc::new(PgCouponStore::new(pg.clone()));
     let gate = Arc::new(RedisIssueGate::new(
         redis,

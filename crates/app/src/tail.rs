@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use domain::events::Sink;
 use infra::kafka::KafkaTopicReader;
-use infra::redis::{RedisEventStream, RedisKeys, RedisPoolSettings, connect_pool};
+use infra::redis::{RedisEventStream, RedisKeys};
 
 use crate::config::Config;
 
@@ -85,11 +85,7 @@ async fn stream_tail(
     out: &mut (impl Write + Send),
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let pool = connect_pool(&RedisPoolSettings {
-        url: config.redis_url.clone(),
-        max_size: 2,
-        timeout: config.dependency_timeout,
-    })?;
+    let pool = config.redis_pool(2)?;
     let stream = RedisEventStream::new(
         pool,
         &RedisKeys::new(config.redis_key_prefix.clone()),

@@ -32,7 +32,7 @@ use infra::postgres::{
 };
 use infra::redis::{
     self, LocalRateLimiter, RedisEventStream, RedisInvestGate, RedisIssueGate, RedisKeys,
-    RedisLock, RedisPoolSettings, RedisProbe, RedisRateLimiter, RedisSalesRanking, RedisStockGate,
+    RedisLock, RedisProbe, RedisRateLimiter, RedisSalesRanking, RedisStockGate,
 };
 use infra::thread_sets::share_per_thread;
 use web::{
@@ -58,11 +58,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         timeout: config.dependency_timeout,
         statement_timeout: config.statement_timeout,
     })?;
-    let redis_pool = redis::connect_pool(&RedisPoolSettings {
-        url: config.redis_url.clone(),
-        max_size: share_per_thread(config.redis_pool_size, config.workers),
-        timeout: config.dependency_timeout,
-    })?;
+    let redis_pool = config.redis_pool(share_per_thread(config.redis_pool_size, config.workers))?;
 
     let secret = config.jwt_secret.clone().unwrap_or_else(|| {
         tracing::warn!(

@@ -446,12 +446,12 @@ async fn three_hundred_attempts_by_a_hundred_users_on_a_pool_of_25() {
     // 25 and the warm-up user.
     let mut conn = app.redis.connect().await;
     let left: Option<i64> = deadpool_redis::redis::cmd("GET")
-        .arg(format!("{}coupon:{id}:left", app.redis.prefix))
+        .arg(format!("{}coupon:{{{id}}}:left", app.redis.prefix))
         .query_async(&mut conn)
         .await
         .expect("redis");
     let holders: i64 = deadpool_redis::redis::cmd("SCARD")
-        .arg(format!("{}coupon:{id}:users", app.redis.prefix))
+        .arg(format!("{}coupon:{{{id}}}:users", app.redis.prefix))
         .query_async(&mut conn)
         .await
         .expect("redis");

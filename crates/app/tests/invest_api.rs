@@ -414,7 +414,7 @@ async fn assert_never_over_and_exactly_counted(
 async fn gate_counter(app: &TestApp, product: i64) -> Option<i64> {
     let mut conn = app.redis.connect().await;
     deadpool_redis::redis::cmd("GET")
-        .arg(format!("{}invest:{product}:left", app.redis.prefix))
+        .arg(format!("{}invest:{{{product}}}:left", app.redis.prefix))
         .query_async(&mut conn)
         .await
         .expect("redis answers")
@@ -435,7 +435,7 @@ async fn a_gate_that_drifted_above_postgres_is_overruled_and_forgotten() {
         "built on first use"
     );
     let mut conn = app.redis.connect().await;
-    let key = format!("{}invest:{product}:left", app.redis.prefix);
+    let key = format!("{}invest:{{{product}}}:left", app.redis.prefix);
     let ttl: i64 = deadpool_redis::redis::cmd("TTL")
         .arg(&key)
         .query_async(&mut conn)

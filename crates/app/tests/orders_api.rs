@@ -402,7 +402,7 @@ async fn assert_sold_exactly_ten(app: &TestApp, hot: i64) {
 async fn gate_counter(app: &TestApp, product: i64) -> Option<i64> {
     let mut conn = app.redis.connect().await;
     deadpool_redis::redis::cmd("GET")
-        .arg(format!("{}stock:{product}", app.redis.prefix))
+        .arg(format!("{}stock:{{{product}}}", app.redis.prefix))
         .query_async(&mut conn)
         .await
         .expect("redis answers")
@@ -709,7 +709,7 @@ async fn reservations_a_killed_instance_held_are_forgotten_when_an_instance_star
     // The dead instance's two reservations: the counter says none are left.
     let mut conn = app.redis.connect().await;
     let _: () = deadpool_redis::redis::cmd("SET")
-        .arg(format!("{}stock:{product}", app.redis.prefix))
+        .arg(format!("{}stock:{{{product}}}", app.redis.prefix))
         .arg(0)
         .arg("PX")
         .arg(30_000)

@@ -72,7 +72,7 @@ fn ranking(body: &Value) -> Vec<(i64, i64)> {
 async fn redis_score(app: &TestApp, product: i64) -> Option<f64> {
     let mut conn = app.redis.connect().await;
     let bucket = format!(
-        "{}popular:h:{}",
+        "{}popular:{{h}}:{}",
         app.redis.prefix,
         chrono::Utc::now().format("%Y%m%d%H")
     );
@@ -130,7 +130,7 @@ async fn the_top_five_come_from_the_order_events() {
     // The ranking is Redis', fed by the stream: the events were counted there.
     let mut conn = app.redis.connect().await;
     let seen: Vec<String> = deadpool_redis::redis::cmd("KEYS")
-        .arg(format!("{}popular:seen:*", app.redis.prefix))
+        .arg(format!("{}popular:{{h}}:seen:*", app.redis.prefix))
         .query_async(&mut conn)
         .await
         .expect("redis");

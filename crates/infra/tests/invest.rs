@@ -376,7 +376,7 @@ async fn two_hundred_simultaneous_investments_in_one_product_are_batched_and_nev
 async fn counter(f: &Fixture, product: InvestProductId) -> Option<i64> {
     let mut conn = f.redis.connect().await;
     cmd("GET")
-        .arg(format!("{}invest:{product}:left", f.redis.prefix))
+        .arg(format!("{}invest:{{{product}}}:left", f.redis.prefix))
         .query_async(&mut conn)
         .await
         .expect("redis answers")

@@ -345,7 +345,7 @@ async fn stock_gate(f: &Fixture, refusals: &RedisRefusals) -> RedisStockGate {
     let mut conn = f.redis.connect().await;
     for (product, left) in [(1, 5), (2, 0)] {
         let _: () = cmd("SET")
-            .arg(format!("{}stock:{product}", f.redis.prefix))
+            .arg(format!("{}stock:{{{product}}}", f.redis.prefix))
             .arg(left)
             .query_async(&mut conn)
             .await
@@ -357,7 +357,7 @@ async fn stock_gate(f: &Fixture, refusals: &RedisRefusals) -> RedisStockGate {
 async fn stock_left(f: &Fixture, product: i64) -> i64 {
     let mut conn = f.redis.connect().await;
     cmd("GET")
-        .arg(format!("{}stock:{product}", f.redis.prefix))
+        .arg(format!("{}stock:{{{product}}}", f.redis.prefix))
         .query_async(&mut conn)
         .await
         .expect("redis")

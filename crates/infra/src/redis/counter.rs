@@ -18,18 +18,27 @@
 //! the answers to its possible refusals (`domain::gate::RefusalAnswers`)
 //! gets the one for the counter that is short recorded by the same script,
 //! queued for Postgres as `refusals.rs` queues its own.
+//!
+//! On a Redis Cluster, one script can only take keys of one slot
+//! (`slots.rs`): a counter and its own holder mark, tagged alike. There the
+//! holder is marked per counter, the key's refusal record is read first
+//! with a command of its own, and the counters are reserved one by one
+//! ([`RESERVE_ONE`]); a counter that is short gives back what the earlier
+//! ones took, so the holder still gets every amount or none. The refusal
+//! is then recorded by its caller, as the other gates' are.
 
 use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::RedisPool;
-use deadpool_redis::redis::{Script, cmd};
+use deadpool_redis::redis::{self, Script, cmd};
 use domain::error::Unavailable;
 use domain::gate::{Admission, Holder};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
 use super::refusals::{RedisRefusals, record_key, unpack};
-use super::{RedisKeys, RedisLock, unavailable};
+use super::{RedisKeys, RedisLock, slots, unavailable};
 use crate::postgres::Postgres;
 
 /// How long a counter lives before it is rebuilt from Postgres: bounds how
@@ -66,34 +75,85 @@ pub async fn forget_reservations(pool: &RedisPool, keys: &RedisKeys) -> Result<u
             escape.into_iter().chain(std::iter::once(c))
         })
         .collect();
+    // On a cluster, every master holds some of the keys: scan each.
+    let masters = match conn.as_cluster() {
+        Some(cluster) => cluster_masters(cluster).await?,
+        None => vec![None],
+    };
     let mut dropped = 0;
-    for pattern in RESERVATION_PATTERNS {
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, found): (u64, Vec<String>) = cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{escaped}{pattern}"))
-                .arg("COUNT")
-                .arg(1_000)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            if !found.is_empty() {
-                let n: usize = cmd("UNLINK")
-                    .arg(&found)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
-                dropped += n;
+    for master in masters {
+        for pattern in RESERVATION_PATTERNS {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{escaped}{pattern}"))
+                    .arg("COUNT")
+                    .arg(1_000);
+                let (next, found): (u64, Vec<String>) = match (&master, conn.as_cluster()) {
+                    (Some((host, port)), Some(cluster)) => {
+                        let reply = cluster
+                            .route_command(
+                                scan,
+                                RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                                    host: host.clone(),
+                                    port: *port,
+                                }),
+                            )
+                            .await
+                            .map_err(unavailable)?;
+                        redis::from_redis_value(reply).map_err(unavailable)?
+                    }
+                    _ => scan.query_async(&mut conn).await.map_err(unavailable)?,
+                };
+                // One key at a time on a cluster: keys of several slots.
+                let batches: Vec<&[String]> = if master.is_some() {
+                    found.chunks(1).collect()
+                } else {
+                    found.chunks(found.len().max(1)).collect()
+                };
+                for batch in batches.into_iter().filter(|b| !b.is_empty()) {
+                    let n: usize = cmd("UNLINK")
+                        .arg(batch)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(unavailable)?;
+                    dropped += n;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
     }
     Ok(dropped)
+}
+
+/// The cluster's masters that are up, as `(host, port)`, from `CLUSTER
+/// NODES` (one line per node: id, `host:port@bus-port[,hostname]`, flags, …).
+async fn cluster_masters(
+    cluster: &mut redis::cluster_async::ClusterConnection,
+) -> Result<Vec<Option<(String, u16)>>, Unavailable> {
+    let text: String = cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(cluster)
+        .await
+        .map_err(unavailable)?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = fields.nth(1)?;
+            let flags = fields.next()?;
+            let up_master = flags.split(',').any(|f| f == "master")
+                && !flags.split(',').any(|f| f == "fail" || f == "fail?");
+            let (host, port) = address.split('@').next()?.rsplit_once(':')?;
+            let port: u16 = port.parse().ok()?;
+            up_master.then(|| Some((host.to_owned(), port)))
+        })
+        .collect())
 }
 
 /// How long a holder's mark lasts: longer than a write can wait for its
@@ -147,7 +207,21 @@ for i = 2, #KEYS do
 end
 return 1";
 
+/// On a cluster, one counter at a time. KEYS: the counter, then the
+/// holder's mark on it; ARGV: the amount, the mark's lifetime in ms.
+/// `{2, 0}`: marked already; `{-1, 0}`: the counter is missing;
+/// `{0, left}`: it holds only `left`; `{1, 0}`: taken and marked `r`.
+const RESERVE_ONE: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return {2, 0} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
+local left = tonumber(redis.call('GET', KEYS[1]))
+if left < tonumber(ARGV[1]) then return {0, left} end
+redis.call('DECRBY', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], 'r', 'PX', ARGV[2])
+return {1, 0}";
+
 static RESERVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE));
+static RESERVE_ONE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE_ONE));
 static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
 
 /// A counter that was too low: which one (its index in the request) and
@@ -202,9 +276,9 @@ impl Counters {
         }
     }
 
-    /// The full key of `name` under the service's prefix.
-    pub(crate) fn key(&self, name: &str) -> String {
-        self.keys.key(name)
+    /// The key namespace.
+    pub(crate) fn keys(&self) -> &RedisKeys {
+        &self.keys
     }
 
     pub(crate) fn prefix(&self) -> &str {
@@ -229,14 +303,16 @@ impl Counters {
             .map_err(unavailable)
     }
 
-    /// The key of `holder`'s mark at the gate named `gate`.
-    pub(crate) fn holder_key(&self, gate: &str, holder: Holder<'_>) -> String {
+    /// The key of `holder`'s mark at the gate named `gate`: on one server
+    /// one for the holder, on a cluster one per `counter`.
+    fn marker(&self, gate: &str, holder: Holder<'_>, counter: &str) -> String {
         let key = holder.key.map_or("", |k| k.as_str());
-        self.key(&format!("{gate}-holder:{}:{key}", holder.user_id))
+        let per_counter = self.pool.is_cluster().then_some(counter);
+        slots::holder(&self.keys, gate, per_counter, holder.user_id, key)
     }
 
-    /// Takes every amount from its counter for the holder (marked at
-    /// `marker`), or nothing; a missing counter is rebuilt with
+    /// Takes every amount from its counter for the holder (marked at the
+    /// gate named `gate`), or nothing; a missing counter is rebuilt with
     /// `rebuild(index)` and the reservation tried again. With a counter it
     /// cannot build, the holder is only marked and passes
     /// ([`Admission::Bypass`]). A holder whose key has a recorded refusal
@@ -244,7 +320,7 @@ impl Counters {
     pub(crate) async fn reserve<F, Fut>(
         &self,
         holder: Holder<'_>,
-        marker: &str,
+        gate: &str,
         amounts: &[(String, i64)],
         rebuild: F,
     ) -> Result<Admission<Short>, Unavailable>
@@ -252,6 +328,15 @@ impl Counters {
         F: Fn(usize) -> Fut,
         Fut: Future<Output = Result<Rebuilt, Unavailable>>,
     {
+        let Some((first, _)) = amounts.first() else {
+            return Ok(Admission::Reserved);
+        };
+        if self.pool.is_cluster() {
+            return self
+                .reserve_one_by_one(holder, gate, amounts, rebuild)
+                .await;
+        }
+        let marker = &self.marker(gate, holder, first);
         let ttl_ms = i64::try_from(HOLDER_TTL.as_millis()).unwrap_or(i64::MAX);
         // A holder without a key has an empty one, which no record has.
         let record = record_key(
@@ -312,6 +397,87 @@ impl Counters {
         self.pass(marker).await
     }
 
+    /// [`reserve`](Self::reserve) on a cluster: the key's refusal record,
+    /// then each counter in its own script, giving back what the earlier
+    /// ones took when one is short or cannot be built.
+    async fn reserve_one_by_one<F, Fut>(
+        &self,
+        holder: Holder<'_>,
+        gate: &str,
+        amounts: &[(String, i64)],
+        rebuild: F,
+    ) -> Result<Admission<Short>, Unavailable>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: Future<Output = Result<Rebuilt, Unavailable>>,
+    {
+        let ttl_ms = i64::try_from(HOLDER_TTL.as_millis()).unwrap_or(i64::MAX);
+        let record = record_key(
+            &self.keys,
+            holder.user_id,
+            holder.key.map_or("", |k| k.as_str()),
+        );
+        let recorded: Option<Vec<u8>> = {
+            let mut conn = self.connection().await?;
+            cmd("GET")
+                .arg(&record)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?
+        };
+        if let Some(recorded) = recorded {
+            return Ok(Admission::Recorded(unpack(&recorded)?));
+        }
+        let mut taken = 0;
+        let outcome = 'counters: {
+            for (index, (counter, amount)) in amounts.iter().enumerate() {
+                let marker = self.marker(gate, holder, counter);
+                // At most one rebuild per counter.
+                for _ in 0..2 {
+                    let mut conn = self.connection().await?;
+                    let (status, left): (i64, i64) = RESERVE_ONE_SCRIPT
+                        .key(counter)
+                        .key(&marker)
+                        .arg(*amount)
+                        .arg(ttl_ms)
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(unavailable)?;
+                    drop(conn);
+                    match status {
+                        1 => {
+                            taken = index + 1;
+                            break;
+                        }
+                        2 => break 'counters Admission::Repeated,
+                        0 => break 'counters Admission::Refused(Short { index, left }),
+                        _ => match rebuild(index).await? {
+                            Rebuilt::Ready => {}
+                            Rebuilt::Unknown | Rebuilt::Busy => break 'counters Admission::Bypass,
+                        },
+                    }
+                }
+                if taken <= index {
+                    // Rebuilt, and missing again: pass.
+                    break 'counters Admission::Bypass;
+                }
+            }
+            Admission::Reserved
+        };
+        if matches!(outcome, Admission::Reserved) {
+            return Ok(outcome);
+        }
+        // Every amount or none: give back what this call took.
+        self.release(holder, gate, &amounts[..taken]).await?;
+        match outcome {
+            Admission::Bypass => {
+                let (first, _) = &amounts[0];
+                self.pass(&self.marker(gate, holder, first)).await
+            }
+            other => Ok(other),
+        }
+    }
+
     /// Marks a holder that goes past the gate without a reservation, so that
     /// its copies are recognised while it is in flight.
     async fn pass(&self, marker: &str) -> Result<Admission<Short>, Unavailable> {
@@ -332,20 +498,36 @@ impl Counters {
         })
     }
 
-    /// Gives back what the holder's reservation took, once, and drops its mark.
+    /// Gives back what the holder's reservation took, once, and drops its
+    /// mark (on a cluster, counter by counter, each with its own mark).
     pub(crate) async fn release(
         &self,
-        marker: &str,
+        holder: Holder<'_>,
+        gate: &str,
         amounts: &[(String, i64)],
     ) -> Result<(), Unavailable> {
-        let mut conn = self.connection().await?;
-        let mut script = RELEASE_SCRIPT.prepare_invoke();
-        script.key(marker);
-        for (key, amount) in amounts {
-            script.key(key);
-            script.arg(*amount);
+        let Some((first, _)) = amounts.first() else {
+            return Ok(());
+        };
+        let groups: Vec<(String, &[(String, i64)])> = if self.pool.is_cluster() {
+            amounts
+                .iter()
+                .enumerate()
+                .map(|(i, (counter, _))| (self.marker(gate, holder, counter), &amounts[i..=i]))
+                .collect()
+        } else {
+            vec![(self.marker(gate, holder, first), amounts)]
+        };
+        for (marker, amounts) in groups {
+            let mut conn = self.connection().await?;
+            let mut script = RELEASE_SCRIPT.prepare_invoke();
+            script.key(&marker);
+            for (key, amount) in amounts {
+                script.key(key);
+                script.arg(*amount);
+            }
+            let _: i64 = script.invoke_async(&mut conn).await.map_err(unavailable)?;
         }
-        let _: i64 = script.invoke_async(&mut conn).await.map_err(unavailable)?;
         Ok(())
     }
 

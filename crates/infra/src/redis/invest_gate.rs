@@ -31,8 +31,8 @@ use domain::gate::{Admission, Holder};
 use domain::invest::{InvestAmount, InvestGate, InvestProductId};
 use domain::money::Points;
 
-use super::RedisKeys;
 use super::counter::{Counters, Rebuilt};
+use super::{RedisKeys, slots};
 use crate::postgres::{Postgres, unavailable as pg_unavailable};
 
 #[derive(Clone)]
@@ -56,7 +56,7 @@ impl RedisInvestGate {
     }
 
     fn key(&self, product: InvestProductId) -> String {
-        self.counters.key(&format!("invest:{product}:left"))
+        slots::invest_left(self.counters.keys(), product)
     }
 
     /// Sets the counter to what Postgres says is left.
@@ -97,7 +97,7 @@ impl InvestGate for RedisInvestGate {
             .counters
             .reserve(
                 holder,
-                &self.counters.holder_key("invest", holder),
+                "invest",
                 &[(self.key(product), amount.get())],
                 |_| self.rebuild(product),
             )
@@ -112,10 +112,7 @@ impl InvestGate for RedisInvestGate {
         amount: InvestAmount,
     ) -> Result<(), Unavailable> {
         self.counters
-            .release(
-                &self.counters.holder_key("invest", holder),
-                &[(self.key(product), amount.get())],
-            )
+            .release(holder, "invest", &[(self.key(product), amount.get())])
             .await
     }
 

@@ -25,7 +25,7 @@ use domain::error::Unavailable;
 use domain::gate::{Admission, Holder};
 
 use super::COUNTER_TTL;
-use super::{RedisKeys, RedisLock, unavailable};
+use super::{RedisKeys, RedisLock, slots, unavailable};
 use crate::postgres::{Postgres, prepared, unavailable as pg_unavailable};
 
 /// -1: not built; 2: already holds one; 0: none left; 1: admitted.
@@ -90,11 +90,11 @@ impl RedisIssueGate {
     }
 
     fn left_key(&self, campaign: CampaignId) -> String {
-        self.keys.key(&format!("coupon:{campaign}:left"))
+        slots::coupon_left(&self.keys, campaign)
     }
 
     fn users_key(&self, campaign: CampaignId) -> String {
-        self.keys.key(&format!("coupon:{campaign}:users"))
+        slots::coupon_users(&self.keys, campaign)
     }
 
     /// Builds both keys from Postgres; `false` when another instance is at it.

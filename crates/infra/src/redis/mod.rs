@@ -18,6 +18,7 @@ mod pool;
 mod ranking;
 mod rate_limit;
 mod refusals;
+pub mod slots;
 mod stock_gate;
 mod stream;
 
@@ -81,6 +82,28 @@ pub fn connect_pool(settings: &RedisPoolSettings) -> anyhow::Result<RedisPool> {
     Ok(RedisPool::new(move || {
         set().expect("the same settings built a pool before")
     }))
+}
+
+/// Builds a pool of cluster connections to the Redis Cluster that `nodes`
+/// (`host:port`, any of its nodes) belong to, one per thread that uses it,
+/// each opened on first use. Connecting and each reply are bounded by
+/// `timeout`; a command is retried a few times (a `MOVED` after a
+/// failover, a node that is reconnecting) within that bound.
+///
+/// # Errors
+/// When a node address is unusable.
+pub fn connect_cluster(nodes: &[String], timeout: Duration) -> anyhow::Result<RedisPool> {
+    let urls: Vec<String> = nodes.iter().map(|n| format!("redis://{n}")).collect();
+    let client = redis::cluster::ClusterClient::builder(urls)
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+        .overall_response_timeout(Some(timeout))
+        .retries(3)
+        .min_retry_wait(20)
+        .max_retry_wait(500)
+        .build()
+        .context("APP_REDIS_CLUSTER_NODES is not a list of host:port")?;
+    Ok(RedisPool::cluster(client, timeout))
 }
 
 /// The key namespace of one deployment (or one test): every key this service

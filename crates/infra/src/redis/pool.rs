@@ -22,6 +22,13 @@
 //! Each thread that uses the pool gets connections of its own
 //! ([`ThreadSets`]): a connection's driver task runs on the thread that
 //! opened it, and a command from another actix worker crossed threads twice.
+//!
+//! On a Redis Cluster (`APP_REDIS_CLUSTER_NODES`), each thread keeps one
+//! cluster connection instead (redis-rs' `cluster_async`): a multiplexed
+//! handle that routes each command, script and pipeline by its first key's
+//! slot, follows `MOVED`/`ASK`, and refreshes the slot map when a replica
+//! takes over from a failed master. It is opened on first use, so the
+//! service starts while the cluster is down.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +37,9 @@ use std::time::{Duration, Instant};
 use deadpool::managed::{self, Metrics, RecycleResult};
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
 use deadpool_redis::redis::{self, RedisError};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use tokio::sync::OnceCell;
 
 use crate::thread_sets::{ThreadSets, total_status};
 
@@ -132,15 +142,32 @@ impl managed::Manager for Manager {
 }
 
 /// The pool every Redis adapter takes its connections from: a set of up to
-/// `max_size` connections per thread that uses it ([`ThreadSets`]).
+/// `max_size` connections per thread that uses it ([`ThreadSets`]), or on
+/// a cluster one cluster connection per thread.
 #[derive(Clone)]
 pub struct RedisPool {
-    sets: Arc<ThreadSets<managed::Pool<Manager>>>,
+    kind: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Single(Arc<ThreadSets<managed::Pool<Manager>>>),
+    Cluster(Arc<ThreadSets<ClusterSet>>),
+}
+
+/// One thread's cluster connection, opened on first use (and again after
+/// an attempt failed).
+#[derive(Clone)]
+struct ClusterSet {
+    client: Arc<ClusterClient>,
+    timeout: Duration,
+    conn: Arc<OnceCell<ClusterConnection>>,
 }
 
 impl std::fmt::Debug for RedisPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisPool")
+            .field("cluster", &self.is_cluster())
             .field("status", &self.status())
             .finish()
     }
@@ -150,8 +177,26 @@ impl RedisPool {
     /// A pool whose per-thread sets `make` builds.
     pub(crate) fn new(make: impl Fn() -> managed::Pool<Manager> + Send + Sync + 'static) -> Self {
         Self {
-            sets: Arc::new(ThreadSets::new(make)),
+            kind: Kind::Single(Arc::new(ThreadSets::new(make))),
         }
+    }
+
+    /// A pool of cluster connections through `client`, one per thread.
+    pub(crate) fn cluster(client: ClusterClient, timeout: Duration) -> Self {
+        let client = Arc::new(client);
+        Self {
+            kind: Kind::Cluster(Arc::new(ThreadSets::new(move || ClusterSet {
+                client: Arc::clone(&client),
+                timeout,
+                conn: Arc::new(OnceCell::new()),
+            }))),
+        }
+    }
+
+    /// Whether this pool talks to a Redis Cluster: a script's keys must
+    /// then share one slot (`super::slots`).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.kind, Kind::Cluster(_))
     }
 
     /// A connection of the calling thread's set, checked if it may be
@@ -160,25 +205,70 @@ impl RedisPool {
     /// # Errors
     /// When no connection could be created or waited for in time.
     pub async fn get(&self) -> Result<Connection, managed::PoolError<RedisError>> {
-        match self.sets.local().get().await {
-            Ok(conn) => Ok(Connection { conn }),
-            Err(err) => {
-                note_failure();
-                Err(err)
+        match &self.kind {
+            Kind::Single(sets) => match sets.local().get().await {
+                Ok(conn) => Ok(Connection {
+                    conn: Conn::Single(conn),
+                }),
+                Err(err) => {
+                    note_failure();
+                    Err(err)
+                }
+            },
+            Kind::Cluster(sets) => {
+                let set = sets.local();
+                let opened = set
+                    .conn
+                    .get_or_try_init(|| async {
+                        match tokio::time::timeout(set.timeout, set.client.get_async_connection())
+                            .await
+                        {
+                            Ok(result) => result,
+                            Err(_) => Err(RedisError::from(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "no cluster node answered in time",
+                            ))),
+                        }
+                    })
+                    .await;
+                match opened {
+                    Ok(conn) => Ok(Connection {
+                        conn: Conn::Cluster(conn.clone()),
+                    }),
+                    Err(err) => Err(managed::PoolError::Backend(err)),
+                }
             }
         }
     }
 
-    /// Connections open, idle and waited for, over every thread's set.
+    /// Connections open, idle and waited for, over every thread's set (on
+    /// a cluster: each thread's one connection, open or not yet).
     pub fn status(&self) -> managed::Status {
-        total_status(self.sets.all().iter().map(managed::Pool::status))
+        match &self.kind {
+            Kind::Single(sets) => total_status(sets.all().iter().map(managed::Pool::status)),
+            Kind::Cluster(sets) => {
+                let all = sets.all();
+                let open = all.iter().filter(|s| s.conn.initialized()).count();
+                managed::Status {
+                    max_size: all.len(),
+                    size: open,
+                    available: open,
+                    waiting: 0,
+                }
+            }
+        }
     }
 }
 
 /// A pooled connection; a command error on it has every connection checked
 /// on its next `get`.
 pub struct Connection {
-    conn: managed::Object<Manager>,
+    conn: Conn,
+}
+
+enum Conn {
+    Single(managed::Object<Manager>),
+    Cluster(ClusterConnection),
 }
 
 impl std::fmt::Debug for Connection {
@@ -202,19 +292,13 @@ impl Connection {
         }
         result
     }
-}
 
-impl std::ops::Deref for Connection {
-    type Target = MultiplexedConnection;
-
-    fn deref(&self) -> &MultiplexedConnection {
-        &self.conn
-    }
-}
-
-impl std::ops::DerefMut for Connection {
-    fn deref_mut(&mut self) -> &mut MultiplexedConnection {
-        &mut self.conn
+    /// The cluster connection, when this is one (to address every master).
+    pub(crate) fn as_cluster(&mut self) -> Option<&mut ClusterConnection> {
+        match &mut self.conn {
+            Conn::Cluster(conn) => Some(conn),
+            Conn::Single(_) => None,
+        }
     }
 }
 
@@ -223,7 +307,12 @@ impl ConnectionLike for Connection {
         &'a mut self,
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
-        Box::pin(async move { Self::noted(self.conn.req_packed_command(cmd).await) })
+        match &mut self.conn {
+            Conn::Single(conn) => {
+                Box::pin(async move { Self::noted(conn.req_packed_command(cmd).await) })
+            }
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
     }
 
     fn req_packed_commands<'a>(
@@ -232,13 +321,21 @@ impl ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        Box::pin(
-            async move { Self::noted(self.conn.req_packed_commands(cmd, offset, count).await) },
-        )
+        match &mut self.conn {
+            Conn::Single(conn) => {
+                Box::pin(
+                    async move { Self::noted(conn.req_packed_commands(cmd, offset, count).await) },
+                )
+            }
+            Conn::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+        }
     }
 
     fn get_db(&self) -> i64 {
-        self.conn.get_db()
+        match &self.conn {
+            Conn::Single(conn) => conn.get_db(),
+            Conn::Cluster(_) => 0,
+        }
     }
 }
 

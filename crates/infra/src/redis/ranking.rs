@@ -2,7 +2,7 @@
 //!
 //! A consumer group (`popular`) reads `events:orders`; each event adds its
 //! items' quantities to the sorted set of the hour it happened in
-//! (`popular:h:YYYYMMDDHH`, kept 73 h). The add and a `popular:seen:{eventId}`
+//! (`popular:{h}:YYYYMMDDHH`, kept 73 h). The add and a `popular:{h}:seen:<eventId>`
 //! marker are one Lua script, so an event delivered twice (the relay is
 //! at-least-once) counts once. Reading sums the last 72 hourly sets.
 //!
@@ -23,7 +23,7 @@ use redis::streams::{
 use serde::Deserialize;
 
 use super::stream::ORDER_EVENTS;
-use super::{RedisKeys, unavailable};
+use super::{RedisKeys, slots, unavailable};
 
 const GROUP: &str = "popular";
 /// Dedupe markers live longer than the window an event can count in.
@@ -77,7 +77,7 @@ struct PaidItem {
 }
 
 fn bucket(keys: &RedisKeys, at: DateTime<Utc>) -> String {
-    keys.key(&format!("popular:h:{}", at.format("%Y%m%d%H")))
+    slots::popular_hour(keys, &at.format("%Y%m%d%H").to_string())
 }
 
 impl RedisSalesRanking {
@@ -119,7 +119,7 @@ impl RedisSalesRanking {
             .block(300);
         let mut conn = self.pool.get().await.map_err(unavailable)?;
         let reply: Option<StreamReadReply> =
-            redis::AsyncCommands::xread_options(&mut *conn, &[&self.stream], &[">"], &options)
+            redis::AsyncCommands::xread_options(&mut conn, &[&self.stream], &[">"], &options)
                 .await
                 .map_err(unavailable)?;
         drop(conn);
@@ -148,7 +148,7 @@ impl RedisSalesRanking {
     ) -> Result<usize, Unavailable> {
         let mut conn = self.pool.get().await.map_err(unavailable)?;
         let reply: StreamAutoClaimReply = redis::AsyncCommands::xautoclaim_options(
-            &mut *conn,
+            &mut conn,
             &self.stream,
             GROUP,
             consumer,
@@ -191,7 +191,7 @@ impl RedisSalesRanking {
         }
         let mut script = COUNT_ONCE_SCRIPT.prepare_invoke();
         script
-            .key(self.keys.key(&format!("popular:seen:{}", event.event_id)))
+            .key(slots::popular_seen(&self.keys, &event.event_id))
             .key(bucket(&self.keys, event.occurred_at))
             .arg(SEEN_TTL_SECS)
             .arg(BUCKET_TTL_SECS);

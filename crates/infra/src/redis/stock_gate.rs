@@ -14,9 +14,10 @@
 //! because its request died, a rebuild racing an admin's restock), which
 //! would refuse sales Postgres could make. Every counter therefore lives at
 //! most [`COUNTER_TTL`](super::COUNTER_TTL) and is then rebuilt from Postgres, and a product that
-//! Postgres refuses is forgotten at once. In Redis Cluster, a
-//! multi-product order's keys live in different slots; the script would then
-//! reserve per product and give back the earlier ones on a refusal.
+//! Postgres refuses is forgotten at once. On a Redis Cluster, a
+//! multi-product order's counters live in different slots: the order is
+//! then reserved product by product, and a refusal gives back the earlier
+//! ones (`counter.rs`).
 
 use super::RedisPool;
 use async_trait::async_trait;
@@ -28,9 +29,9 @@ use domain::error::Unavailable;
 use domain::gate::{Admission, Holder};
 use domain::ordering::{Quantity, StockGate};
 
-use super::RedisKeys;
 use super::counter::{Counters, Rebuilt};
 use super::refusals::RedisRefusals;
+use super::{RedisKeys, slots};
 use crate::postgres::{Postgres, unavailable as pg_unavailable};
 
 #[derive(Clone)]
@@ -65,15 +66,11 @@ impl RedisStockGate {
     }
 
     fn key(&self, product: ProductId) -> String {
-        self.counters.key(&format!("stock:{product}"))
+        slots::stock(self.counters.keys(), product)
     }
 
     fn amounts(&self, lines: &[(ProductId, Quantity)]) -> Vec<(String, i64)> {
         lines.iter().map(|(p, q)| (self.key(*p), q.get())).collect()
-    }
-
-    fn marker(&self, holder: Holder<'_>) -> String {
-        self.counters.holder_key("order", holder)
     }
 
     /// Sets the counter from the product's stock in Postgres.
@@ -111,12 +108,9 @@ impl StockGate for RedisStockGate {
     ) -> Result<Admission<ProductId>, Unavailable> {
         let admission = self
             .counters
-            .reserve(
-                holder,
-                &self.marker(holder),
-                &self.amounts(lines),
-                |index| self.rebuild(lines[index].0),
-            )
+            .reserve(holder, "order", &self.amounts(lines), |index| {
+                self.rebuild(lines[index].0)
+            })
             .await?;
         Ok(admission.map_refusal(|short| lines[short.index].0))
     }
@@ -127,7 +121,7 @@ impl StockGate for RedisStockGate {
         lines: &[(ProductId, Quantity)],
     ) -> Result<(), Unavailable> {
         self.counters
-            .release(&self.marker(holder), &self.amounts(lines))
+            .release(holder, "order", &self.amounts(lines))
             .await
     }
 

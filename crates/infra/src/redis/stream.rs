@@ -77,7 +77,7 @@ impl RedisEventStream {
             .block(usize::try_from(block.min(MAX_BLOCK).as_millis()).unwrap_or(0))
             .count(count);
         let reply: Option<StreamReadReply> =
-            redis::AsyncCommands::xread_options(&mut *conn, &[&self.key], &[last_id], &options)
+            redis::AsyncCommands::xread_options(&mut conn, &[&self.key], &[last_id], &options)
                 .await
                 .map_err(unavailable)?;
         Ok(reply
