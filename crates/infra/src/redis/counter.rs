@@ -311,6 +311,16 @@ impl Counters {
         slots::holder(&self.keys, gate, per_counter, holder.user_id, key)
     }
 
+    /// The key of the holder's refusal record (a holder without a key has
+    /// an empty one, which no record has).
+    fn record(&self, holder: Holder<'_>) -> String {
+        record_key(
+            &self.keys,
+            holder.user_id,
+            holder.key.map_or("", |k| k.as_str()),
+        )
+    }
+
     /// Takes every amount from its counter for the holder (marked at the
     /// gate named `gate`), or nothing; a missing counter is rebuilt with
     /// `rebuild(index)` and the reservation tried again. With a counter it
@@ -338,12 +348,7 @@ impl Counters {
         }
         let marker = &self.marker(gate, holder, first);
         let ttl_ms = i64::try_from(HOLDER_TTL.as_millis()).unwrap_or(i64::MAX);
-        // A holder without a key has an empty one, which no record has.
-        let record = record_key(
-            &self.keys,
-            holder.user_id,
-            holder.key.map_or("", |k| k.as_str()),
-        );
+        let record = self.record(holder);
         // The answers the holder carries, when there is one per counter.
         let mut recording = match (&self.refusals, holder.key, holder.answers) {
             (Some(refusals), Some(key), Some(answers))
@@ -412,11 +417,7 @@ impl Counters {
         Fut: Future<Output = Result<Rebuilt, Unavailable>>,
     {
         let ttl_ms = i64::try_from(HOLDER_TTL.as_millis()).unwrap_or(i64::MAX);
-        let record = record_key(
-            &self.keys,
-            holder.user_id,
-            holder.key.map_or("", |k| k.as_str()),
-        );
+        let record = self.record(holder);
         let recorded: Option<Vec<u8>> = {
             let mut conn = self.connection().await?;
             cmd("GET")
