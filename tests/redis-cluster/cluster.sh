@@ -37,6 +37,9 @@ start_cluster() {
   done
   for port in "${PORTS[@]}"; do
     for _ in $(seq 1 50); do [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+    # A port taken between the check and the start: say so now, not at create.
+    [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] ||
+      { tail -5 "$DIR/$port/log" >&2; die "the cluster node on port $port did not start"; }
   done
   local addresses=()
   for port in "${PORTS[@]}"; do addresses+=("127.0.0.1:$port"); done

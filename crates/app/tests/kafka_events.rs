@@ -10,7 +10,7 @@
 //!
 //! ```sh
 //! cargo install tansu --locked --version 0.6.0 --features dynostore
-//! pip install kafka-python
+//! pip install kafka-python        # or KAFKA_PYTHON=<a python that has it>
 //! cargo test -p app --features kafka-tests --test kafka_events
 //! ```
 #![cfg(feature = "kafka-tests")]
@@ -181,7 +181,9 @@ async fn read_with_kafka_python(brokers: &str, n: usize, within: Duration) -> Ve
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/kafka/read_topic.py"
     );
-    let out = tokio::process::Command::new("python3")
+    // `.ci/run` points this at a virtualenv with kafka-python.
+    let python = std::env::var("KAFKA_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let out = tokio::process::Command::new(python)
         .args([
             script,
             brokers,

@@ -39,6 +39,11 @@ pub const ORDER_EVENTS_TOPIC: &str = "order-events";
 /// The largest fetch a reader asks for; whole batches fit in it.
 const FETCH_MAX_BYTES: i32 = 8 * 1024 * 1024;
 
+/// The most record bytes one produce call carries: below a broker's
+/// default message limit (1 MB), so a backlog of large orders is sent in
+/// several calls instead of being refused whole, again and again.
+const PRODUCE_MAX_BYTES: usize = 512 * 1024;
+
 /// Where and how to publish.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
@@ -145,7 +150,9 @@ async fn connect(settings: &KafkaSettings) -> Result<Connected, Unavailable> {
         }
         count = topic_partitions(&client, settings).await?;
     }
-    let count = count.unwrap_or(settings.partitions);
+    // A topic just created may not list its partitions yet: try again
+    // later rather than guess how many it has.
+    let count = count.ok_or_else(|| unavailable("the topic lists no partitions yet"))?;
     let mut partitions = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
     for partition in 0..count {
         partitions.push(
@@ -217,6 +224,27 @@ fn murmur2(data: &[u8]) -> u32 {
     h
 }
 
+/// `records` in order, cut into runs of at most `max_bytes` each (a record
+/// larger than that goes alone).
+fn chunks(records: Vec<Record>, max_bytes: usize) -> Vec<Vec<Record>> {
+    let mut out: Vec<Vec<Record>> = Vec::new();
+    let mut size = 0;
+    for record in records {
+        let bytes = record.approximate_size();
+        match out.last_mut() {
+            Some(last) if size + bytes <= max_bytes => {
+                size += bytes;
+                last.push(record);
+            }
+            _ => {
+                size = bytes;
+                out.push(vec![record]);
+            }
+        }
+    }
+    out
+}
+
 /// The outbox relay's Kafka sink.
 pub struct KafkaEventSink {
     settings: KafkaSettings,
@@ -274,9 +302,16 @@ impl KafkaEventSink {
             });
         }
         let timeout = self.settings.timeout;
+        // Partitions in parallel; each partition's chunks one after the
+        // other, so its records stay in outbox order.
         try_join_all(batches.into_iter().map(|(partition, records)| {
             let client = &connected.partitions[partition];
-            bounded(timeout, client.produce(records, Compression::NoCompression))
+            async move {
+                for chunk in chunks(records, PRODUCE_MAX_BYTES) {
+                    bounded(timeout, client.produce(chunk, Compression::NoCompression)).await?;
+                }
+                Ok::<(), Unavailable>(())
+            }
         }))
         .await?;
         Ok(())
@@ -447,6 +482,29 @@ mod tests {
             assert_eq!(partition, partition_for(key.as_bytes(), 3));
         }
         assert_eq!(partition_for(b"anything", 1), 0);
+    }
+
+    #[test]
+    fn a_large_batch_is_cut_in_order_below_the_limit() {
+        let record = |n: usize| Record {
+            key: Some(n.to_string().into_bytes()),
+            value: Some(vec![b'x'; 300]),
+            headers: BTreeMap::new(),
+            timestamp: chrono::Utc::now(),
+        };
+        let records: Vec<Record> = (0..100).map(record).collect();
+        let cut = chunks(records.clone(), 1_000);
+        assert!(
+            cut.iter()
+                .all(|c| c.iter().map(Record::approximate_size).sum::<usize>() <= 1_000)
+        );
+        assert_eq!(cut.concat(), records, "every record once, in order");
+        assert_eq!(
+            chunks(vec![record(1)], 10).len(),
+            1,
+            "an oversized record goes alone"
+        );
+        assert!(chunks(Vec::new(), 10).is_empty());
     }
 
     #[test]

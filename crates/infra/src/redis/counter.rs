@@ -403,8 +403,12 @@ impl Counters {
     }
 
     /// [`reserve`](Self::reserve) on a cluster: the key's refusal record,
-    /// then each counter in its own script, giving back what the earlier
-    /// ones took when one is short or cannot be built.
+    /// then each counter in its own script. When one is short, the refusal
+    /// is recorded under the key (when the holder carries its answers)
+    /// before anything is given back, so a copy of the request that comes
+    /// meanwhile is answered from the record; then, whatever the outcome
+    /// (short, a copy in flight, a counter that cannot be built, a failure),
+    /// what the earlier counters took is given back.
     async fn reserve_one_by_one<F, Fut>(
         &self,
         holder: Holder<'_>,
@@ -416,7 +420,6 @@ impl Counters {
         F: Fn(usize) -> Fut,
         Fut: Future<Output = Result<Rebuilt, Unavailable>>,
     {
-        let ttl_ms = i64::try_from(HOLDER_TTL.as_millis()).unwrap_or(i64::MAX);
         let record = self.record(holder);
         let recorded: Option<Vec<u8>> = {
             let mut conn = self.connection().await?;
@@ -430,53 +433,121 @@ impl Counters {
             return Ok(Admission::Recorded(unpack(&recorded)?));
         }
         let mut taken = 0;
-        let outcome = 'counters: {
-            for (index, (counter, amount)) in amounts.iter().enumerate() {
-                let marker = self.marker(gate, holder, counter);
-                // At most one rebuild per counter.
-                for _ in 0..2 {
-                    let mut conn = self.connection().await?;
-                    let (status, left): (i64, i64) = RESERVE_ONE_SCRIPT
-                        .key(counter)
-                        .key(&marker)
-                        .arg(*amount)
-                        .arg(ttl_ms)
-                        .invoke_async(&mut conn)
-                        .await
-                        .map_err(unavailable)?;
-                    drop(conn);
-                    match status {
-                        1 => {
-                            taken = index + 1;
-                            break;
-                        }
-                        2 => break 'counters Admission::Repeated,
-                        0 => break 'counters Admission::Refused(Short { index, left }),
-                        _ => match rebuild(index).await? {
-                            Rebuilt::Ready => {}
-                            Rebuilt::Unknown | Rebuilt::Busy => break 'counters Admission::Bypass,
-                        },
-                    }
-                }
-                if taken <= index {
-                    // Rebuilt, and missing again: pass.
-                    break 'counters Admission::Bypass;
-                }
-            }
-            Admission::Reserved
-        };
-        if matches!(outcome, Admission::Reserved) {
-            return Ok(outcome);
+        let mut outcome = self
+            .take_each(holder, gate, amounts, &rebuild, &mut taken)
+            .await;
+        if let Ok(Admission::Refused(short)) = outcome {
+            outcome = self.record_refusal(holder, &record, short).await;
+        }
+        if matches!(outcome, Ok(Admission::Reserved)) {
+            return outcome;
         }
         // Every amount or none: give back what this call took.
-        self.release(holder, gate, &amounts[..taken]).await?;
-        match outcome {
+        let given_back = self.release(holder, gate, &amounts[..taken]).await;
+        match outcome? {
             Admission::Bypass => {
+                given_back?;
                 let (first, _) = &amounts[0];
                 self.pass(&self.marker(gate, holder, first)).await
             }
             other => Ok(other),
         }
+    }
+
+    /// Takes each counter's amount in turn, counting in `taken` how many it
+    /// took; stops at the first that is short, marked already (a copy in
+    /// flight), missing after a rebuild, or failing.
+    async fn take_each<F, Fut>(
+        &self,
+        holder: Holder<'_>,
+        gate: &str,
+        amounts: &[(String, i64)],
+        rebuild: &F,
+        taken: &mut usize,
+    ) -> Result<Admission<Short>, Unavailable>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: Future<Output = Result<Rebuilt, Unavailable>>,
+    {
+        let ttl_ms = i64::try_from(HOLDER_TTL.as_millis()).unwrap_or(i64::MAX);
+        for (index, (counter, amount)) in amounts.iter().enumerate() {
+            let marker = self.marker(gate, holder, counter);
+            let mut rebuilt = false;
+            loop {
+                let mut conn = self.connection().await?;
+                let (status, left): (i64, i64) = RESERVE_ONE_SCRIPT
+                    .key(counter)
+                    .key(&marker)
+                    .arg(*amount)
+                    .arg(ttl_ms)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                drop(conn);
+                match status {
+                    1 => {
+                        *taken = index + 1;
+                        break;
+                    }
+                    2 => return Ok(Admission::Repeated),
+                    0 => return Ok(Admission::Refused(Short { index, left })),
+                    // Missing: rebuilt once; missing again, or not buildable: pass.
+                    _ if rebuilt => return Ok(Admission::Bypass),
+                    _ => match rebuild(index).await? {
+                        Rebuilt::Ready => rebuilt = true,
+                        Rebuilt::Unknown | Rebuilt::Busy => return Ok(Admission::Bypass),
+                    },
+                }
+            }
+        }
+        Ok(Admission::Reserved)
+    }
+
+    /// Records a cluster refusal under the holder's key when the holder
+    /// carries its answers and a queue place is free: `Answered`, or the
+    /// record a copy of the request set first. Otherwise the plain
+    /// refusal, which its caller records.
+    async fn record_refusal(
+        &self,
+        holder: Holder<'_>,
+        record: &str,
+        short: Short,
+    ) -> Result<Admission<Short>, Unavailable> {
+        let recording = match (&self.refusals, holder.key, holder.answers) {
+            (Some(refusals), Some(key), Some(answers)) => {
+                refusals.recording(holder.user_id, key, answers)
+            }
+            _ => None,
+        };
+        let Some(recording) = recording else {
+            return Ok(Admission::Refused(short));
+        };
+        let Some(packed) = recording.packed.get(short.index) else {
+            return Ok(Admission::Refused(short));
+        };
+        let mut conn = self.connection().await?;
+        let set: Option<String> = cmd("SET")
+            .arg(record)
+            .arg(packed)
+            .arg("NX")
+            .arg("PX")
+            .arg(recording.ttl_ms)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if set.is_some() {
+            recording.recorded(short.index);
+            return Ok(Admission::Answered(short));
+        }
+        let existing: Option<Vec<u8>> = cmd("GET")
+            .arg(record)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(match existing {
+            Some(existing) => Admission::Recorded(unpack(&existing)?),
+            None => Admission::Refused(short),
+        })
     }
 
     /// Marks a holder that goes past the gate without a reservation, so that
@@ -519,17 +590,27 @@ impl Counters {
         } else {
             vec![(self.marker(gate, holder, first), amounts)]
         };
+        // Each group is tried, whatever an earlier one did; the first
+        // failure is reported.
+        let mut first_failure = None;
         for (marker, amounts) in groups {
-            let mut conn = self.connection().await?;
-            let mut script = RELEASE_SCRIPT.prepare_invoke();
-            script.key(&marker);
-            for (key, amount) in amounts {
-                script.key(key);
-                script.arg(*amount);
+            let released = async {
+                let mut conn = self.connection().await?;
+                let mut script = RELEASE_SCRIPT.prepare_invoke();
+                script.key(&marker);
+                for (key, amount) in amounts {
+                    script.key(key);
+                    script.arg(*amount);
+                }
+                let _: i64 = script.invoke_async(&mut conn).await.map_err(unavailable)?;
+                Ok::<(), Unavailable>(())
             }
-            let _: i64 = script.invoke_async(&mut conn).await.map_err(unavailable)?;
+            .await;
+            if let Err(err) = released {
+                first_failure.get_or_insert(err);
+            }
         }
-        Ok(())
+        first_failure.map_or(Ok(()), Err)
     }
 
     /// Drops the counter: the next use rebuilds it from Postgres.
