@@ -7,6 +7,8 @@
 #   scripts/cluster-bench.sh
 #   SCENARIOS="flash-sale coupon-rush" scripts/cluster-bench.sh
 set -euo pipefail
+# The trusted gateway's shared secret, for the app and the load generator.
+export GATEWAY_SECRET=${GATEWAY_SECRET:-loadtest-gateway-secret-0123456789abcdef} LOADTEST_GATEWAY_SECRET=${GATEWAY_SECRET:-loadtest-gateway-secret-0123456789abcdef}
 cd "$(dirname "$0")/.."
 log() { printf '== %s\n' "$*"; }
 die() { printf 'cluster-bench: %s\n' "$*" >&2; exit 2; }
@@ -34,7 +36,7 @@ run() { # NAME DB [VAR=VALUE...]
   local name=$1 db=$2
   shift 2
   env "$@" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" APP_HTTP_ADDR="127.0.0.1:$PORT" \
-    APP_TRUSTED_USER_HEADER=X-USER-ID APP_ADMIN_LOGIN_ID=admin APP_ADMIN_PASSWORD=change-me-now \
+    APP_TRUSTED_USER_HEADER=X-USER-ID APP_TRUSTED_GATEWAY_SECRET="$GATEWAY_SECRET" APP_ADMIN_LOGIN_ID=admin APP_ADMIN_PASSWORD=change-me-now \
     APP_REDIS_KEY_PREFIX="$db:" RUST_LOG=warn APP_JWT_SECRET=loadtest-secret-loadtest-secret-0123 \
     ./target/release/app >"$DIR/$name.log" 2>&1 &
   APP=$!

@@ -6,13 +6,15 @@
 #   scripts/loadtest.sh flash-sale --json
 # The app's resident memory is reported with each scenario.
 set -euo pipefail
+# The trusted gateway's shared secret, for the app and the load generator.
+export GATEWAY_SECRET=${GATEWAY_SECRET:-loadtest-gateway-secret-0123456789abcdef} LOADTEST_GATEWAY_SECRET=${GATEWAY_SECRET:-loadtest-gateway-secret-0123456789abcdef}
 cd "$(dirname "$0")/.."
 PORT=${PORT:-18080}
 DB=perf_load_$$
 [ $# -gt 0 ] || set -- all
 cargo build --release -p app -p loadtest >/dev/null 2>&1
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB" APP_HTTP_ADDR="127.0.0.1:$PORT" \
-  APP_TRUSTED_USER_HEADER=X-USER-ID APP_ADMIN_LOGIN_ID=admin APP_ADMIN_PASSWORD=change-me-now \
+  APP_TRUSTED_USER_HEADER=X-USER-ID APP_TRUSTED_GATEWAY_SECRET="$GATEWAY_SECRET" APP_ADMIN_LOGIN_ID=admin APP_ADMIN_PASSWORD=change-me-now \
   APP_REDIS_KEY_PREFIX="$DB:" RUST_LOG=${RUST_LOG:-warn} APP_JWT_SECRET=loadtest-secret-loadtest-secret-0123
 ./target/release/app >"/tmp/$DB.log" 2>&1 &
 APP=$!

@@ -87,7 +87,7 @@ app_start() {
   DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/fault_${name//-/_}" \
     REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
     APP_HTTP_ADDR="127.0.0.1:$APP_PORT" \
-    APP_TRUSTED_USER_HEADER=X-USER-ID \
+    APP_TRUSTED_USER_HEADER=X-USER-ID APP_TRUSTED_GATEWAY_SECRET="$GATEWAY_SECRET" \
     APP_ADMIN_LOGIN_ID=admin APP_ADMIN_PASSWORD=change-me-now \
     APP_JWT_SECRET=fault-runner-secret-fault-runner-secret-0123 \
     APP_REDIS_KEY_PREFIX="$name:" \

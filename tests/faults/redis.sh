@@ -127,18 +127,18 @@ if [ -n "$drifted" ]; then
   log "waiting for the drifted counters to expire (COUNTER_TTL), then using them once"
   poke() { # poke KIND KEY: one request that makes the gate rebuild KEY
     local kind=$1 key=$2 id
-    id=$(echo "$key" | sed -E 's/.*:(stock|coupon|invest):([0-9]+).*/\2/')
+    id=$(echo "$key" | sed -E 's/.*:(stock|coupon|invest):\{([0-9]+)\}.*/\2/')
     case $kind in
       stock) # a buyer without points: reserved and given back, or refused by the gate
-        curl -s -o /dev/null -m 5 -XPOST "http://127.0.0.1:$APP_PORT/api/v1/orders" -H 'X-USER-ID: fault-poke' \
+        curl -s -o /dev/null -m 5 -XPOST "http://127.0.0.1:$APP_PORT/api/v1/orders" -H 'X-USER-ID: fault-poke' -H "X-Gateway-Secret: $GATEWAY_SECRET" \
           -H "Idempotency-Key: poke-$id-$(now_ms)" -H 'content-type: application/json' \
           -d "{\"items\":[{\"productId\":$id,\"quantity\":1}]}" ;;
       coupon-left | coupon-users) # a holder asks again: COUPON_ALREADY_ISSUED
         local holder
         holder=$(jq -r --argjson c "$id" '[.coupons[] | select(.campaignId == $c)][0].login // "fault-poke"' "$REPORT")
-        curl -s -o /dev/null -m 5 -XPOST "http://127.0.0.1:$APP_PORT/api/v1/coupon-campaigns/$id/issue" -H "X-USER-ID: $holder" ;;
+        curl -s -o /dev/null -m 5 -XPOST "http://127.0.0.1:$APP_PORT/api/v1/coupon-campaigns/$id/issue" -H "X-USER-ID: $holder" -H "X-Gateway-Secret: $GATEWAY_SECRET" ;;
       invest) # one more investment of 1 (it commits: the comparison follows it)
-        curl -s -o /dev/null -m 5 -XPOST "http://127.0.0.1:$APP_PORT/api/v1/investments" -H 'X-USER-ID: fault-poke' \
+        curl -s -o /dev/null -m 5 -XPOST "http://127.0.0.1:$APP_PORT/api/v1/investments" -H 'X-USER-ID: fault-poke' -H "X-Gateway-Secret: $GATEWAY_SECRET" \
           -H "Idempotency-Key: poke-$id-$(now_ms)" -H 'content-type: application/json' \
           -d "{\"productId\":$id,\"investAmount\":1}" ;;
     esac

@@ -20,6 +20,8 @@
 # FAULTS_KEEP=1 (keep the scratch directory). Reports, logs and a summary
 # table go to target/faults/latest/.
 set -euo pipefail
+# The trusted gateway's shared secret, for the app and the load generator.
+export GATEWAY_SECRET=${GATEWAY_SECRET:-fault-runner-gateway-secret-0123456789} LOADTEST_GATEWAY_SECRET=${GATEWAY_SECRET:-fault-runner-gateway-secret-0123456789}
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 # shellcheck source=tests/faults/lib.sh

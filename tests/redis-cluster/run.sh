@@ -18,6 +18,8 @@
 #   tests/redis-cluster/run.sh
 #   CLUSTER_STEPS=failover tests/redis-cluster/run.sh   # one step
 set -euo pipefail
+# The trusted gateway's shared secret, for the app and the load generator.
+export GATEWAY_SECRET=${GATEWAY_SECRET:-loadtest-gateway-secret-0123456789abcdef} LOADTEST_GATEWAY_SECRET=${GATEWAY_SECRET:-loadtest-gateway-secret-0123456789abcdef}
 cd "$(dirname "$0")/../.."
 
 log() { printf '== %s\n' "$*"; }
@@ -42,10 +44,12 @@ check() { # NAME OK(0|1) DETAIL
 }
 
 APP_PID=
+LOAD_PID=
 DB=
 teardown() {
   local rc=$?
   set +e
+  [ -n "$LOAD_PID" ] && kill -KILL "$LOAD_PID" 2>/dev/null
   [ -n "$APP_PID" ] && kill -KILL "$APP_PID" 2>/dev/null
   stop_cluster "$DIR"
   [ -n "$DB" ] && psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1
@@ -69,12 +73,12 @@ fi
 if [[ " $STEPS " == *" failover "* ]]; then
   log "building app and loadtest (debug)"
   cargo build -p app -p loadtest --quiet
-  APP_PORT=$(port=28080; while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done; echo "$port")
+  APP_PORT=$(port=$((28000 + RANDOM % 2000)); while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done; echo "$port")
   DB=cluster_failover_$$
   PREFIX="$DB:"
   export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB" APP_HTTP_ADDR="127.0.0.1:$APP_PORT" \
     APP_REDIS_CLUSTER_NODES="$NODES" APP_REDIS_KEY_PREFIX="$PREFIX" \
-    APP_TRUSTED_USER_HEADER=X-USER-ID APP_ADMIN_LOGIN_ID=admin APP_ADMIN_PASSWORD=change-me-now \
+    APP_TRUSTED_USER_HEADER=X-USER-ID APP_TRUSTED_GATEWAY_SECRET="$GATEWAY_SECRET" APP_ADMIN_LOGIN_ID=admin APP_ADMIN_PASSWORD=change-me-now \
     APP_JWT_SECRET=cluster-secret-cluster-secret-0123456 RUST_LOG=${RUST_LOG:-warn} \
     APP_ATTEMPT_LIMIT_PER_USER=off APP_DEPENDENCY_TIMEOUT=2s
   ./target/debug/app >"$DIR/app.log" 2>&1 &
@@ -104,9 +108,22 @@ if [[ " $STEPS " == *" failover "* ]]; then
   kill -KILL "$(cat "$DIR/$victim/pid")"
   log "killed the master on port $victim (slot $slot of stock:{$product}) after $sold_at_kill paid orders"
   wait "$LOAD_PID" || true
+  LOAD_PID=
   rest=()
   for port in "${PORTS[@]}"; do [ "$port" = "$victim" ] || rest+=("$port"); done
-  for _ in $(seq 1 100); do cluster_ok "${rest[@]}" && break; sleep 0.1; done
+  # Recovered means: the killed master is marked failed, a replica owns its
+  # slot, and every node left reports cluster_state:ok.
+  owner_of_slot() {
+    redis-cli -p "${rest[0]}" cluster nodes | awk -v s="$slot" '
+      $3 ~ /master/ && $3 !~ /fail/ { for (i = 9; i <= NF; i++) { split($i, r, "-"); if (s >= r[1] && s <= (r[2] == "" ? r[1] : r[2])) { split($2, a, "[:@]"); print a[2]; exit } } }'
+  }
+  victim_failed() { redis-cli -p "${rest[0]}" cluster nodes | awk -v p=":$victim@" 'index($2, p) && $3 ~ /fail/ { found = 1 } END { exit !found }'; }
+  recovered=0
+  for _ in $(seq 1 150); do
+    owner=$(owner_of_slot)
+    if victim_failed && [ -n "$owner" ] && [ "$owner" != "$victim" ] && cluster_ok "${rest[@]}"; then recovered=1; break; fi
+    sleep 0.1
+  done
 
   statuses=$(jq -c '.reports[0].statuses // {}' "$DIR/report.json" 2>/dev/null || echo '{}')
   echo "   answers: $statuses"
@@ -120,17 +137,23 @@ if [[ " $STEPS " == *" failover "* ]]; then
   check "only allowed answers" "$([ -z "$unexpected" ] && echo 1 || echo 0)" "201, 409 OUT_OF_STOCK or 503${unexpected:+; also $unexpected}"
   check "no oversell" "$([ $((sold + left)) = "$stock" ] && [ "$left" -ge 0 ] && echo 1 || echo 0)" "sold $sold + left $left = stock $stock"
   check "every 201 is a paid order" "$([ "$paid" = "$sold" ] && echo 1 || echo 0)" "$paid answers 201, $sold units sold"
-  check "the cluster recovered" "$(cluster_ok "${rest[@]}" && echo 1 || echo 0)" "cluster_state:ok on the 5 nodes left (a replica took over)"
+  check "the cluster recovered" "$recovered" "the killed master marked failed, slot $slot served by ${owner:-nobody} (a replica took over), cluster_state:ok on the 5 nodes left"
   # The counter is rebuilt from Postgres: absent, or what Postgres has, once
   # the counters rebuilt before the kill have lived out their 30 s.
-  counter=
+  # Read from the slot's new owner directly: an unreachable node is a
+  # failure, never "absent".
+  counter=unread
   for _ in $(seq 1 80); do
-    counter=$(redis-cli -c -p "${rest[0]}" get "${PREFIX}stock:{$product}" 2>/dev/null || true)
-    left=$(psql_db "SELECT stock FROM products WHERE id = $product")
-    { [ -z "$counter" ] || [ "$counter" = "$left" ]; } && break
+    owner=$(owner_of_slot)
+    if [ -n "$owner" ] && reply=$(redis-cli -p "$owner" --no-raw get "${PREFIX}stock:{$product}" 2>&1) &&
+      [[ "$reply" != *ERR* && "$reply" != *MOVED* && "$reply" != *refused* ]]; then
+      counter=$([ "$reply" = "(nil)" ] && echo absent || echo "$reply" | tr -d '"')
+      left=$(psql_db "SELECT stock FROM products WHERE id = $product")
+      { [ "$counter" = absent ] || [ "$counter" = "$left" ]; } && break
+    fi
     sleep 0.5
   done
-  check "the gate agrees with Postgres" "$({ [ -z "$counter" ] || [ "$counter" = "$left" ]; } && echo 1 || echo 0)" "stock:{$product} = '${counter:-absent}', Postgres $left"
+  check "the gate agrees with Postgres" "$({ [ "$counter" = absent ] || [ "$counter" = "$left" ]; } && echo 1 || echo 0)" "stock:{$product} on port ${owner:-?} = $counter, Postgres $left"
   # A new sale is served after the failover.
   new=$(curl -sf -X POST "127.0.0.1:$APP_PORT/api/v1/admin/products" -H 'content-type: application/json' \
     -H "authorization: Bearer $(curl -sf -X POST "127.0.0.1:$APP_PORT/api/v1/auth/signin" -H 'content-type: application/json' \
@@ -138,7 +161,7 @@ if [[ " $STEPS " == *" failover "* ]]; then
     -d '{"name":"after failover","price":10,"stock":3}' | jq -r '.id // empty')
   buyer=$(psql_db "SELECT u.login_id FROM users u JOIN wallets w ON w.user_id = u.id WHERE u.role = 'USER' AND w.balance >= 10 ORDER BY u.id LIMIT 1")
   code=$(curl -s -o "$DIR/after.json" -w '%{http_code}' -X POST "127.0.0.1:$APP_PORT/api/v1/orders" \
-    -H 'content-type: application/json' -H "X-USER-ID: $buyer" -H "Idempotency-Key: after-failover" \
+    -H 'content-type: application/json' -H "X-USER-ID: $buyer" -H "X-Gateway-Secret: $GATEWAY_SECRET" -H "Idempotency-Key: after-failover" \
     -d "{\"items\":[{\"productId\":${new:-0},\"quantity\":1}]}")
   check "an order after the failover" "$([ "$code" = 201 ] && echo 1 || echo 0)" "POST /api/v1/orders answered $code $(head -c 200 "$DIR/after.json")"
 fi

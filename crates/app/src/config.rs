@@ -52,7 +52,9 @@ pub struct Config {
     pub jwt_secret: Option<JwtSecret>,
     pub jwt_ttl: Duration,
     pub admin: Option<AdminBootstrap>,
-    pub trusted_user_header: Option<HeaderName>,
+    /// Trusted-gateway mode (`APP_TRUSTED_USER_HEADER` with
+    /// `APP_TRUSTED_GATEWAY_SECRET`), when it is on.
+    pub gateway: Option<web::extract::Gateway>,
     pub log_filter: String,
     pub log_format: LogFormat,
     pub db_pool_size: usize,
@@ -198,6 +200,24 @@ impl Config {
             .map(|h| HeaderName::try_from(h.trim()))
             .transpose()
             .map_err(|_| invalid("APP_TRUSTED_USER_HEADER", "must be a valid header name"))?;
+        let gateway_secret = get("APP_TRUSTED_GATEWAY_SECRET")
+            .map(|s| web::extract::GatewaySecret::new(s.into_bytes()))
+            .transpose()
+            .map_err(|e| invalid("APP_TRUSTED_GATEWAY_SECRET", e))?;
+        let gateway = match (trusted_user_header, gateway_secret) {
+            (Some(user_header), Some(secret)) => Some(web::extract::Gateway {
+                user_header,
+                secret,
+            }),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "APP_TRUSTED_GATEWAY_SECRET",
+                    "is required by trusted-gateway mode (APP_TRUSTED_USER_HEADER): the secret \
+                     the gateway sends in X-Gateway-Secret, at least 32 bytes",
+                ));
+            }
+            (None, _) => None,
+        };
         let log_format = match get("APP_LOG_FORMAT").as_deref().unwrap_or("json") {
             "json" => LogFormat::Json,
             "text" | "pretty" => LogFormat::Text,
@@ -217,7 +237,7 @@ impl Config {
             jwt_secret,
             jwt_ttl,
             admin,
-            trusted_user_header,
+            gateway,
             log_filter: get("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             log_format,
             db_pool_size: number(&get, "APP_DB_POOL_SIZE", 16, 1..=1000)?,
@@ -382,7 +402,7 @@ mod tests {
         );
         assert!(c.jwt_secret.is_none());
         assert_eq!(c.jwt_ttl, Duration::from_secs(3600));
-        assert!(c.admin.is_none() && c.trusted_user_header.is_none());
+        assert!(c.admin.is_none() && c.gateway.is_none());
         assert!(!c.demo_data, "no demo data unless asked");
         let q = |limit, secs| domain::throttle::Quota::new(limit, Duration::from_secs(secs)).ok();
         assert_eq!(
@@ -451,6 +471,50 @@ mod tests {
         ])
         .expect_err("no partitions");
         assert_eq!(err.var, "APP_KAFKA_PARTITIONS");
+    }
+
+    #[test]
+    fn gateway_mode_needs_a_secret_of_32_bytes() {
+        for vars in [
+            vec![("APP_TRUSTED_USER_HEADER", "X-USER-ID")],
+            vec![
+                ("APP_TRUSTED_USER_HEADER", "X-USER-ID"),
+                (
+                    "APP_TRUSTED_GATEWAY_SECRET",
+                    "31-bytes-0123456789012345678901",
+                ),
+            ],
+        ] {
+            let err = config(&vars).expect_err("refused");
+            assert_eq!(err.var, "APP_TRUSTED_GATEWAY_SECRET", "{vars:?}");
+        }
+        let gateway = config(&[
+            ("APP_TRUSTED_USER_HEADER", "X-USER-ID"),
+            (
+                "APP_TRUSTED_GATEWAY_SECRET",
+                "32-bytes-01234567890123456789012",
+            ),
+        ])
+        .expect("valid")
+        .gateway
+        .expect("on");
+        assert_eq!(gateway.user_header.as_str(), "x-user-id");
+        assert!(gateway.secret.matches(b"32-bytes-01234567890123456789012"));
+        assert!(!gateway.secret.matches(b"32-bytes-01234567890123456789013"));
+        assert!(
+            !format!("{gateway:?}").contains("32-bytes"),
+            "never printed"
+        );
+        // A secret alone turns nothing on.
+        assert!(
+            config(&[(
+                "APP_TRUSTED_GATEWAY_SECRET",
+                "32-bytes-01234567890123456789012"
+            )])
+            .expect("valid")
+            .gateway
+            .is_none()
+        );
     }
 
     #[test]

@@ -297,7 +297,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         },
         auth: AuthContext {
             authenticate: Arc::new(Authenticate::new(users, tokens, clock)),
-            trusted_user_header: config.trusted_user_header.clone(),
+            gateway: config.gateway.clone(),
         },
         readiness: Readiness {
             probes,

@@ -360,6 +360,15 @@ async fn a_user_on_an_admin_route_is_403_and_the_admin_gets_through() {
     bad_page.assert_problem(400, "VALIDATION_FAILED");
 }
 
+/// A request as the trusted gateway sends it: the user's login id and the
+/// shared secret.
+fn via_gateway(login: &str) -> [(&str, &str); 2] {
+    [
+        ("X-USER-ID", login),
+        ("X-Gateway-Secret", support::GATEWAY_SECRET),
+    ]
+}
+
 #[tokio::test]
 async fn the_gateway_header_provisions_a_user_when_the_mode_is_on() {
     let app = TestApp::spawn_with(Options {
@@ -372,7 +381,7 @@ async fn the_gateway_header_provisions_a_user_when_the_mode_is_on() {
         .send(
             reqwest::Method::GET,
             "/api/v1/me",
-            &[("X-USER-ID", "gateway-user")],
+            &via_gateway("gateway-user"),
             None,
         )
         .await;
@@ -384,7 +393,10 @@ async fn the_gateway_header_provisions_a_user_when_the_mode_is_on() {
         .send(
             reqwest::Method::GET,
             "/api/v1/me",
-            &[("x-user-id", "gateway-user")],
+            &[
+                ("x-user-id", "gateway-user"),
+                ("x-gateway-secret", support::GATEWAY_SECRET),
+            ],
             None,
         )
         .await;
@@ -403,29 +415,117 @@ async fn the_gateway_header_provisions_a_user_when_the_mode_is_on() {
         .await;
     sign_in.assert_problem(401, "INVALID_CREDENTIALS");
 
-    // The gateway grants no admin rights, not even for an admin's login id:
-    // admin rights need a token.
-    for login in ["gateway-user", support::ADMIN_LOGIN] {
-        let admin_route = app
-            .send(
-                reqwest::Method::GET,
-                "/api/v1/admin/users",
-                &[("X-USER-ID", login)],
-                None,
-            )
-            .await;
-        admin_route.assert_problem(403, "FORBIDDEN");
-    }
+    // The gateway grants no admin rights.
+    let admin_route = app
+        .send(
+            reqwest::Method::GET,
+            "/api/v1/admin/users",
+            &via_gateway("gateway-user"),
+            None,
+        )
+        .await;
+    admin_route.assert_problem(403, "FORBIDDEN");
 
     let invalid = app
         .send(
             reqwest::Method::GET,
             "/api/v1/me",
-            &[("X-USER-ID", "not a login id")],
+            &via_gateway("not a login id"),
             None,
         )
         .await;
     invalid.assert_problem(401, "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn the_gateway_header_counts_only_with_the_secret_and_never_for_a_password_account() {
+    let app = TestApp::spawn_with(Options {
+        trusted_user_header: Some("X-USER-ID".into()),
+        ..Options::default()
+    })
+    .await;
+    let alice = app.sign_up("alice").await;
+    let me = |headers: Vec<(&'static str, String)>| {
+        let app = &app;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            app.send(reqwest::Method::GET, "/api/v1/me", &headers, None)
+                .await
+        }
+    };
+
+    // No secret, a wrong one, one a byte short, the right one with a suffix.
+    let wrong = [
+        vec![("X-USER-ID", "mallory".to_owned())],
+        vec![
+            ("X-USER-ID", "mallory".to_owned()),
+            ("X-Gateway-Secret", "not-the-secret".to_owned()),
+        ],
+        vec![
+            ("X-USER-ID", "mallory".to_owned()),
+            (
+                "X-Gateway-Secret",
+                support::GATEWAY_SECRET[..support::GATEWAY_SECRET.len() - 1].to_owned(),
+            ),
+        ],
+        vec![
+            ("X-USER-ID", "mallory".to_owned()),
+            ("X-Gateway-Secret", format!("{}x", support::GATEWAY_SECRET)),
+        ],
+    ];
+    for headers in wrong {
+        me(headers.clone())
+            .await
+            .assert_problem(401, "UNAUTHENTICATED");
+    }
+    // Accounts with a password are never named by a header, secret or not:
+    // a signed-up user, the admin.
+    for login in ["alice", support::ADMIN_LOGIN] {
+        me(via_gateway(login)
+            .iter()
+            .map(|(k, v)| (*k, (*v).to_owned()))
+            .collect())
+        .await
+        .assert_problem(401, "UNAUTHENTICATED");
+    }
+    let admin = app.admin_token().await;
+    let users = app.get("/api/v1/admin/users", Some(&admin)).await;
+    assert_eq!(
+        users.body["totalCount"], 2,
+        "nobody was provisioned by a refused header: {}",
+        users.text
+    );
+
+    // A valid Bearer token wins: the header is ignored, even with the secret.
+    let bearer = format!("Bearer {alice}");
+    let reply = me(vec![
+        ("Authorization", bearer),
+        ("X-USER-ID", "mallory".to_owned()),
+        ("X-Gateway-Secret", support::GATEWAY_SECRET.to_owned()),
+    ])
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.body["loginId"], "alice");
+}
+
+#[test]
+fn the_service_refuses_to_start_gateway_mode_without_a_long_enough_secret() {
+    for secret in [None, Some("too-short")] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_app"));
+        command
+            .arg("serve")
+            .env("APP_TRUSTED_USER_HEADER", "X-USER-ID")
+            .env("APP_HTTP_ADDR", "127.0.0.1:0")
+            .env_remove("APP_TRUSTED_GATEWAY_SECRET");
+        if let Some(secret) = secret {
+            command.env("APP_TRUSTED_GATEWAY_SECRET", secret);
+        }
+        let out = command.output().expect("the binary runs");
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("APP_TRUSTED_GATEWAY_SECRET"), "{stderr}");
+    }
 }
 
 #[tokio::test]

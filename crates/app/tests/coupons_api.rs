@@ -375,7 +375,10 @@ async fn issue_rush(app: &TestApp, warm: bool) -> i64 {
             .send(
                 reqwest::Method::POST,
                 &format!("/api/v1/coupon-campaigns/{id}/issue"),
-                &[("X-USER-ID", "warm-up")],
+                &[
+                    ("X-USER-ID", "warm-up"),
+                    ("X-Gateway-Secret", support::GATEWAY_SECRET),
+                ],
                 None,
             )
             .await;
@@ -386,8 +389,16 @@ async fn issue_rush(app: &TestApp, warm: bool) -> i64 {
         let user = format!("rusher-{}", i % 100);
         let path = &path;
         async move {
-            app.send(reqwest::Method::POST, path, &[("X-USER-ID", &user)], None)
-                .await
+            app.send(
+                reqwest::Method::POST,
+                path,
+                &[
+                    ("X-USER-ID", &user),
+                    ("X-Gateway-Secret", support::GATEWAY_SECRET),
+                ],
+                None,
+            )
+            .await
         }
     }))
     .await;

@@ -13,6 +13,7 @@ use tokio::io::AsyncReadExt as _;
 
 const JWT_SECRET: &str = "log-secret-test-0123456789-abcdefghij-SECRET";
 const ADMIN_PASSWORD: &str = "admin-pass-LEAK-CHECK-1";
+const GATEWAY_SECRET: &str = "gateway-LEAK-CHECK-secret-0123456789";
 const USER_PASSWORD: &str = "user-pass-LEAK-CHECK-2";
 const WRONG_PASSWORD: &str = "wrong-pass-LEAK-CHECK-3";
 
@@ -42,6 +43,7 @@ async fn no_secret_password_or_token_is_ever_logged() {
         .env("APP_ADMIN_LOGIN_ID", "logadmin")
         .env("APP_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("APP_TRUSTED_USER_HEADER", "X-USER-ID")
+        .env("APP_TRUSTED_GATEWAY_SECRET", GATEWAY_SECRET)
         .env("RUST_LOG", "debug")
         .env("APP_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
@@ -130,6 +132,7 @@ async fn no_secret_password_or_token_is_ever_logged() {
         .expect("a tampered token");
     http.get(format!("{base}/api/v1/me"))
         .header("X-USER-ID", "gateway-user")
+        .header("X-Gateway-Secret", GATEWAY_SECRET)
         .send()
         .await
         .expect("gateway");
@@ -157,6 +160,7 @@ async fn no_secret_password_or_token_is_ever_logged() {
     for (what, secret) in [
         ("the JWT secret", JWT_SECRET.to_owned()),
         ("the admin password", ADMIN_PASSWORD.to_owned()),
+        ("the gateway secret", GATEWAY_SECRET.to_owned()),
         ("a user's password", USER_PASSWORD.to_owned()),
         ("a wrong password", WRONG_PASSWORD.to_owned()),
         ("a user's token", user_token.clone()),

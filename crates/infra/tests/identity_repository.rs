@@ -102,7 +102,13 @@ async fn gateway_provisioning_is_idempotent_under_concurrency() {
     let ids: Vec<i64> = futures_util::future::join_all(attempts)
         .await
         .into_iter()
-        .map(|r| r.expect("joined").expect("provisioned").id.get())
+        .map(|r| {
+            r.expect("joined")
+                .expect("provisioned")
+                .expect("a gateway account")
+                .id
+                .get()
+        })
         .collect();
 
     assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
@@ -116,6 +122,25 @@ async fn gateway_provisioning_is_idempotent_under_concurrency() {
         creds.password_hash.is_none(),
         "provisioned users have no password"
     );
+}
+
+#[tokio::test]
+async fn the_gateway_never_gets_an_account_that_has_a_password() {
+    let db = TestDb::create().await;
+    let users = repo(&db);
+    users.create(new_user("signed-up")).await.expect("created");
+
+    let found = users
+        .find_or_provision(&login("signed-up"))
+        .await
+        .expect("query");
+
+    assert!(found.is_none(), "a password account is not a gateway account");
+    let page = users
+        .list(PageRequest::new(None, None).expect("valid"))
+        .await
+        .expect("list");
+    assert_eq!(page.total_count, 1, "nothing provisioned");
 }
 
 #[tokio::test]

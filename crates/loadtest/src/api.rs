@@ -52,6 +52,9 @@ pub struct Api {
     http: reqwest::Client,
     admin: String,
     user_header: String,
+    /// Sent as `X-Gateway-Secret` with each request that names its user in
+    /// `user_header`.
+    gateway_secret: String,
 }
 
 impl Api {
@@ -67,6 +70,7 @@ impl Api {
         admin_login: &str,
         admin_password: &str,
         user_header: &str,
+        gateway_secret: &str,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(connections)
@@ -83,6 +87,7 @@ impl Api {
             http,
             admin: String::new(),
             user_header: user_header.to_owned(),
+            gateway_secret: gateway_secret.to_owned(),
         };
         let signed_in = api
             .send(
@@ -120,7 +125,8 @@ impl Api {
         if me.status != 200 {
             bail!(
                 "a user could not be provisioned through {} ({}): start the app with \
-                 APP_TRUSTED_USER_HEADER={}",
+                 APP_TRUSTED_USER_HEADER={} and APP_TRUSTED_GATEWAY_SECRET equal to \
+                 --gateway-secret (LOADTEST_GATEWAY_SECRET)",
                 self.user_header,
                 me.status,
                 self.user_header
@@ -159,6 +165,9 @@ impl Api {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some((name, value)) = auth {
             req = req.header(name, value);
+            if name.eq_ignore_ascii_case(&self.user_header) {
+                req = req.header("X-Gateway-Secret", &self.gateway_secret);
+            }
         }
         if let Some(key) = idempotency_key {
             req = req.header("Idempotency-Key", key);

@@ -56,6 +56,11 @@ struct Args {
     /// The trusted-gateway header the service was started with.
     #[arg(long, default_value = "X-USER-ID")]
     user_header: String,
+    /// The gateway's shared secret (the service's
+    /// `APP_TRUSTED_GATEWAY_SECRET`), sent as `X-Gateway-Secret` with every
+    /// gateway request.
+    #[arg(long, env = "LOADTEST_GATEWAY_SECRET", hide_env_values = true)]
+    gateway_secret: String,
     /// Scales every request count (0.1 for a quick run).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
@@ -134,6 +139,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         &args.admin_login,
         &args.admin_password,
         &args.user_header,
+        &args.gateway_secret,
     )
     .await?;
     let run = format!("lt{:06x}", rand::random::<u32>() & 0xff_ffff);

@@ -85,6 +85,9 @@ impl From<AuthenticateError> for ApiError {
             AuthenticateError::InvalidGatewayIdentity => {
                 ApiError::unauthenticated("the gateway user header is not a valid login id")
             }
+            AuthenticateError::PasswordAccount => ApiError::unauthenticated(
+                "this account signs in with its password: use a Bearer token",
+            ),
             AuthenticateError::Unavailable(u) => u.into(),
         }
     }

@@ -40,9 +40,11 @@ down answers `503 SERVICE_UNAVAILABLE` with `Retry-After`.
 **Authentication.** `Authorization: Bearer <token>` from sign-up or sign-in, on \
 every endpoint but sign-up, sign-in, health, metrics and these docs. When the \
 server runs with `APP_TRUSTED_USER_HEADER=X-USER-ID` (trusted-gateway mode, off \
-by default), a request without `Authorization` may instead carry \
-`X-USER-ID: <loginId>`; that user is provisioned on first sight with role USER. \
-When the mode is off the header is ignored.
+by default; it needs `APP_TRUSTED_GATEWAY_SECRET`), a request without \
+`Authorization` may instead carry `X-USER-ID: <loginId>` together with \
+`X-Gateway-Secret: <the gateway's shared secret>`; that user is provisioned on \
+first sight with role USER. Without the secret, or for an account that has a \
+password, the header answers 401. When the mode is off the header is ignored.
 
 **Idempotency.** `POST /points/charge`, `POST /orders` and `POST /investments` \
 require an `Idempotency-Key`; a repeat with the same body answers the first \

@@ -15,6 +15,8 @@ use tokio::sync::oneshot;
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
 pub const ADMIN_LOGIN: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "admin-password";
+/// The trusted gateway's shared secret, sent as `X-Gateway-Secret`.
+pub const GATEWAY_SECRET: &str = "test-gateway-secret-0123456789abcdef";
 
 /// Knobs for one test app; the defaults suit most tests.
 #[derive(Debug, Default, Clone)]
@@ -76,6 +78,7 @@ impl TestApp {
         ]);
         if let Some(header) = &options.trusted_user_header {
             vars.insert("APP_TRUSTED_USER_HEADER".into(), header.clone());
+            vars.insert("APP_TRUSTED_GATEWAY_SECRET".into(), GATEWAY_SECRET.into());
         }
         for (k, v) in options.extra {
             vars.insert(k, v);

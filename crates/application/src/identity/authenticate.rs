@@ -39,6 +39,10 @@ pub enum AuthenticateError {
     /// The gateway header does not hold a valid login id.
     #[error("gateway identity is not a valid login id")]
     InvalidGatewayIdentity,
+    /// The gateway header names an account that has a password: such an
+    /// account comes in only with its token.
+    #[error("a gateway header cannot name an account with a password")]
+    PasswordAccount,
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
 }
@@ -84,9 +88,10 @@ impl Authenticate {
     }
 
     /// The caller a trusted gateway vouches for, provisioned (role USER, no
-    /// password) on first sight. A gateway caller always acts as a USER, even
-    /// when the login id belongs to an admin: admin rights need a token, so
-    /// a header cannot grant them.
+    /// password) on first sight. A login id that belongs to an account with
+    /// a password is refused ([`AuthenticateError::PasswordAccount`], never
+    /// remembered): a header cannot stand in for a password, an admin's
+    /// least of all.
     ///
     /// The first call for a login id asks the store; later ones are answered
     /// from memory (see the module docs for why that is safe). Concurrent
@@ -95,15 +100,18 @@ impl Authenticate {
     ///
     /// # Errors
     /// [`AuthenticateError::InvalidGatewayIdentity`] when the value is not a
-    /// login id; [`AuthenticateError::Unavailable`] when the store fails.
+    /// login id; [`AuthenticateError::PasswordAccount`] when its account has
+    /// a password; [`AuthenticateError::Unavailable`] when the store fails.
     pub async fn gateway(&self, login_id: &str) -> Result<Caller, AuthenticateError> {
         let login_id =
             LoginId::parse(login_id).map_err(|_| AuthenticateError::InvalidGatewayIdentity)?;
         let user_id = self
             .gateway_users
             .get_or_insert_async(&login_id, async {
-                let user = self.users.find_or_provision(&login_id).await?;
-                Ok::<_, Unavailable>(user.id)
+                match self.users.find_or_provision(&login_id).await? {
+                    Some(user) => Ok(user.id),
+                    None => Err(AuthenticateError::PasswordAccount),
+                }
             })
             .await?;
         Ok(Caller {
@@ -168,7 +176,7 @@ mod tests {
             .expect_find_or_provision()
             .withf(|login| login.as_str() == "gw-user")
             .times(1)
-            .returning(|login| Ok(fixtures::user(9, login.as_str(), Role::User)));
+            .returning(|login| Ok(Some(fixtures::user(9, login.as_str(), Role::User))));
         let auth = Authenticate::new(
             Arc::new(users),
             Arc::new(MockTokenService::new()),
@@ -181,20 +189,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_gateway_never_grants_admin_rights() {
+    async fn the_gateway_never_names_a_password_account_and_the_refusal_is_not_kept() {
+        // The store answers None for an account with a password (an admin's,
+        // a signed-up user's), every time it is asked.
         let mut users = MockUserRepository::new();
         users
             .expect_find_or_provision()
-            .returning(|login| Ok(fixtures::user(1, login.as_str(), Role::Admin)));
+            .times(2)
+            .returning(|_| Ok(None));
         let auth = Authenticate::new(
             Arc::new(users),
             Arc::new(MockTokenService::new()),
             Arc::new(fixtures::clock()),
         );
 
-        let caller = auth.gateway("admin").await.expect("known user");
-
-        assert_eq!((caller.user_id.get(), caller.role), (1, Role::User));
+        for _ in 0..2 {
+            assert!(matches!(
+                auth.gateway("admin").await,
+                Err(AuthenticateError::PasswordAccount)
+            ));
+        }
     }
 
     #[tokio::test]
@@ -230,7 +244,7 @@ mod tests {
             .expect_find_or_provision()
             .withf(|login| login.as_str() == "gw-user")
             .times(1)
-            .returning(|login| Ok(fixtures::user(9, login.as_str(), Role::User)));
+            .returning(|login| Ok(Some(fixtures::user(9, login.as_str(), Role::User))));
         let auth = gateway_auth(users);
 
         let first = auth.gateway("gw-user").await.expect("provisioned");
@@ -256,7 +270,7 @@ mod tests {
             .expect_find_or_provision()
             .times(1)
             .in_sequence(&mut calls)
-            .returning(|login| Ok(fixtures::user(9, login.as_str(), Role::User)));
+            .returning(|login| Ok(Some(fixtures::user(9, login.as_str(), Role::User))));
         let auth = gateway_auth(users);
 
         let failed = auth.gateway("gw-user").await;
@@ -275,12 +289,12 @@ mod tests {
             .expect_find_or_provision()
             .withf(|login| login.as_str() == "alice")
             .times(1)
-            .returning(|login| Ok(fixtures::user(1, login.as_str(), Role::User)));
+            .returning(|login| Ok(Some(fixtures::user(1, login.as_str(), Role::User))));
         users
             .expect_find_or_provision()
             .withf(|login| login.as_str() == "bob")
             .times(1)
-            .returning(|login| Ok(fixtures::user(2, login.as_str(), Role::User)));
+            .returning(|login| Ok(Some(fixtures::user(2, login.as_str(), Role::User))));
         let auth = gateway_auth(users);
 
         let alice = auth.gateway("alice").await.expect("alice");
@@ -299,7 +313,7 @@ mod tests {
         users
             .expect_find_or_provision()
             .times(1)
-            .returning(|login| Ok(fixtures::user(1, login.as_str(), Role::Admin)));
+            .returning(|login| Ok(Some(fixtures::user(1, login.as_str(), Role::Admin))));
         let auth = gateway_auth(users);
 
         let first = auth.gateway("admin").await.expect("known user");

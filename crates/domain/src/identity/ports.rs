@@ -49,11 +49,12 @@ pub trait UserRepository: Send + Sync {
 
     /// The user with this login id, created with role USER, no password and
     /// the login id as name when missing. Concurrent calls for one login id all
-    /// return the same user.
+    /// return the same user. `None` when the login id belongs to an account
+    /// with a password: a gateway header never names one.
     ///
     /// # Errors
     /// [`Unavailable`] when the store fails.
-    async fn find_or_provision(&self, login_id: &LoginId) -> Result<User, Unavailable>;
+    async fn find_or_provision(&self, login_id: &LoginId) -> Result<Option<User>, Unavailable>;
 
     /// Makes sure an ADMIN with this login id and password hash exists: creates
     /// it, or promotes the existing user and replaces their password hash.

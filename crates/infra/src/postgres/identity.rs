@@ -53,6 +53,14 @@ struct NewUserRow<'a> {
 }
 
 impl UserRow {
+    /// The user a gateway may name: one without a password.
+    fn into_gateway_user(self) -> Result<Option<User>, Unavailable> {
+        if self.password_hash.is_some() {
+            return Ok(None);
+        }
+        self.into_user().map(Some)
+    }
+
     /// Rows are written only through validated types, so a row that does not
     /// parse means the table was edited by hand: report it, do not guess.
     fn into_credentials(self) -> Result<UserCredentials, Unavailable> {
@@ -139,7 +147,7 @@ impl UserRepository for PgUserRepository {
             .await
     }
 
-    async fn find_or_provision(&self, login_id: &LoginId) -> Result<User, Unavailable> {
+    async fn find_or_provision(&self, login_id: &LoginId) -> Result<Option<User>, Unavailable> {
         self.db
             .timed(async {
                 let mut conn = self.db.conn().await?;
@@ -150,7 +158,7 @@ impl UserRepository for PgUserRepository {
                     .optional()
                     .map_err(unavailable)?
                 {
-                    return row.into_user();
+                    return row.into_gateway_user();
                 }
                 let inserted = diesel::insert_into(users::table)
                     .values(NewUserRow {
@@ -174,7 +182,7 @@ impl UserRepository for PgUserRepository {
                         .await
                         .map_err(unavailable)?,
                 };
-                row.into_user()
+                row.into_gateway_user()
             })
             .await
     }

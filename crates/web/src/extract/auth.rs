@@ -2,9 +2,12 @@
 //!
 //! A bearer token in `Authorization` is checked without I/O. When trusted-gateway
 //! mode is on (`APP_TRUSTED_USER_HEADER`), a request without `Authorization`
-//! may instead name its user in that header; the user is provisioned on first
-//! sight. When the mode is off the header is ignored. A bearer token, when
-//! present, always wins, so a forged gateway header cannot override it.
+//! may instead name its user in that header, but only with the gateway's
+//! shared secret in `X-Gateway-Secret` (compared in constant time); the
+//! user is provisioned on first sight, and an account with a password is
+//! never named by a header. When the mode is off the header is ignored. A
+//! bearer token, when present, always wins, so a forged gateway header
+//! cannot override it.
 
 use std::sync::Arc;
 
@@ -14,15 +17,65 @@ use actix_web::{FromRequest, HttpRequest, web};
 use application::identity::Authenticate;
 use domain::identity::Caller;
 use futures_util::future::LocalBoxFuture;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
 
 use crate::problem::ApiError;
+
+/// The header a trusted gateway proves itself with.
+pub const GATEWAY_SECRET_HEADER: &str = "x-gateway-secret";
+
+/// The secret a trusted gateway shares with this service
+/// (`APP_TRUSTED_GATEWAY_SECRET`): at least 32 bytes, never printed.
+#[derive(Clone)]
+pub struct GatewaySecret(Vec<u8>);
+
+impl std::fmt::Debug for GatewaySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatewaySecret(..)")
+    }
+}
+
+impl GatewaySecret {
+    pub const MIN_LEN: usize = 32;
+
+    /// # Errors
+    /// A message saying how long it must be, when it is shorter than 32 bytes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, String> {
+        let bytes = bytes.into();
+        if bytes.len() < Self::MIN_LEN {
+            return Err(format!(
+                "must be at least {} bytes, got {}",
+                Self::MIN_LEN,
+                bytes.len()
+            ));
+        }
+        Ok(Self(bytes))
+    }
+
+    /// Whether `presented` is the secret, in time independent of where they
+    /// differ and of their lengths (their SHA-256 digests are compared).
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let ours = Sha256::digest(&self.0);
+        let theirs = Sha256::digest(presented);
+        bool::from(ours[..].ct_eq(&theirs[..]))
+    }
+}
+
+/// Trusted-gateway mode: the header that names the user, and the secret
+/// that must come with it.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub user_header: HeaderName,
+    pub secret: GatewaySecret,
+}
 
 /// What the auth extractors need, registered once as app data.
 #[derive(Debug, Clone)]
 pub struct AuthContext {
     pub authenticate: Arc<Authenticate>,
-    /// The trusted-gateway header, when that mode is on.
-    pub trusted_user_header: Option<HeaderName>,
+    /// Trusted-gateway mode, when it is on.
+    pub gateway: Option<Gateway>,
 }
 
 /// The authenticated caller of a request.
@@ -89,9 +142,18 @@ fn credentials(req: &HttpRequest, ctx: &AuthContext) -> Result<Credentials, ApiE
         }
         return Ok(Credentials::Bearer(token.to_owned()));
     }
-    if let Some(name) = &ctx.trusted_user_header
-        && let Some(value) = req.headers().get(name)
+    if let Some(gateway) = &ctx.gateway
+        && let Some(value) = req.headers().get(&gateway.user_header)
     {
+        let proven = req
+            .headers()
+            .get(GATEWAY_SECRET_HEADER)
+            .is_some_and(|presented| gateway.secret.matches(presented.as_bytes()));
+        if !proven {
+            return Err(ApiError::unauthenticated(
+                "a gateway user header counts only with the gateway's X-Gateway-Secret",
+            ));
+        }
         let login_id = value
             .to_str()
             .map_err(|_| ApiError::unauthenticated("the gateway user header is not valid text"))?;

@@ -6,7 +6,7 @@ mod idempotency;
 mod json;
 mod page;
 
-pub use auth::{AdminUser, AuthContext, AuthUser};
+pub use auth::{AdminUser, AuthContext, AuthUser, GATEWAY_SECRET_HEADER, Gateway, GatewaySecret};
 pub use client::{ClientAddr, ProxyHops};
 pub use idempotency::{IdempotencyKeyHeader, IdempotentJson, render, respond};
 pub use json::{Json, JsonLimit};
