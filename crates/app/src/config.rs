@@ -55,6 +55,9 @@ pub struct Config {
     /// Trusted-gateway mode (`APP_TRUSTED_USER_HEADER` with
     /// `APP_TRUSTED_GATEWAY_SECRET`), when it is on.
     pub gateway: Option<web::extract::Gateway>,
+    /// The first-generation investment routes (`APP_LEGACY_INVEST_API=true`,
+    /// with `APP_TRUSTED_GATEWAY_SECRET`), when they are on.
+    pub legacy_invest: Option<web::LegacyInvest>,
     pub log_filter: String,
     pub log_format: LogFormat,
     pub db_pool_size: usize,
@@ -204,16 +207,35 @@ impl Config {
             .map(|s| web::extract::GatewaySecret::new(s.into_bytes()))
             .transpose()
             .map_err(|e| invalid("APP_TRUSTED_GATEWAY_SECRET", e))?;
+        let legacy_invest_on = flag(&get, "APP_LEGACY_INVEST_API")?;
+        let needs_secret = |mode: &str| {
+            invalid(
+                "APP_TRUSTED_GATEWAY_SECRET",
+                format!(
+                    "is required by {mode}: the secret the gateway sends in X-Gateway-Secret, \
+                     at least 32 bytes"
+                ),
+            )
+        };
+        let legacy_invest = match (legacy_invest_on, &gateway_secret) {
+            (true, Some(secret)) => Some(web::LegacyInvest {
+                secret: secret.clone(),
+            }),
+            (true, None) => {
+                return Err(needs_secret(
+                    "the first-generation invest API (APP_LEGACY_INVEST_API)",
+                ));
+            }
+            (false, _) => None,
+        };
         let gateway = match (trusted_user_header, gateway_secret) {
             (Some(user_header), Some(secret)) => Some(web::extract::Gateway {
                 user_header,
                 secret,
             }),
             (Some(_), None) => {
-                return Err(invalid(
-                    "APP_TRUSTED_GATEWAY_SECRET",
-                    "is required by trusted-gateway mode (APP_TRUSTED_USER_HEADER): the secret \
-                     the gateway sends in X-Gateway-Secret, at least 32 bytes",
+                return Err(needs_secret(
+                    "trusted-gateway mode (APP_TRUSTED_USER_HEADER)",
                 ));
             }
             (None, _) => None,
@@ -238,6 +260,7 @@ impl Config {
             jwt_ttl,
             admin,
             gateway,
+            legacy_invest,
             log_filter: get("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             log_format,
             db_pool_size: number(&get, "APP_DB_POOL_SIZE", 16, 1..=1000)?,
@@ -402,7 +425,7 @@ mod tests {
         );
         assert!(c.jwt_secret.is_none());
         assert_eq!(c.jwt_ttl, Duration::from_secs(3600));
-        assert!(c.admin.is_none() && c.gateway.is_none());
+        assert!(c.admin.is_none() && c.gateway.is_none() && c.legacy_invest.is_none());
         assert!(!c.demo_data, "no demo data unless asked");
         let q = |limit, secs| domain::throttle::Quota::new(limit, Duration::from_secs(secs)).ok();
         assert_eq!(
@@ -504,6 +527,21 @@ mod tests {
         assert!(
             !format!("{gateway:?}").contains("32-bytes"),
             "never printed"
+        );
+        // The first-generation invest API needs it too.
+        let err = config(&[("APP_LEGACY_INVEST_API", "true")]).expect_err("refused");
+        assert_eq!(err.var, "APP_TRUSTED_GATEWAY_SECRET");
+        assert!(
+            config(&[
+                ("APP_LEGACY_INVEST_API", "true"),
+                (
+                    "APP_TRUSTED_GATEWAY_SECRET",
+                    "32-bytes-01234567890123456789012"
+                ),
+            ])
+            .expect("valid")
+            .legacy_invest
+            .is_some()
         );
         // A secret alone turns nothing on.
         assert!(

@@ -135,7 +135,10 @@ async fn the_gateway_never_gets_an_account_that_has_a_password() {
         .await
         .expect("query");
 
-    assert!(found.is_none(), "a password account is not a gateway account");
+    assert!(
+        found.is_none(),
+        "a password account is not a gateway account"
+    );
     let page = users
         .list(PageRequest::new(None, None).expect("valid"))
         .await

@@ -174,9 +174,18 @@ fn problem_error(status: StatusCode, id: &str, cause: String) -> actix_web::Erro
     actix_web::error::InternalError::from_response(cause, problem).into()
 }
 
+/// Marks a response whose error body is already in the shape its route
+/// promises (the first-generation envelope), so it is not turned into a
+/// problem.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnErrorBody;
+
 fn needs_problem_body(res: &ServiceResponse<BoxBody>) -> bool {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
+        return false;
+    }
+    if res.response().extensions().get::<OwnErrorBody>().is_some() {
         return false;
     }
     let content_type = res

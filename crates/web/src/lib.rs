@@ -29,6 +29,7 @@ pub use routes::coupon::CouponApi;
 pub use routes::health::Readiness;
 pub use routes::identity::IdentityApi;
 pub use routes::invest::InvestApi;
+pub use routes::legacy_invest::LegacyInvest;
 pub use routes::ordering::OrderingApi;
 pub use routes::points::PointsApi;
 
@@ -50,6 +51,9 @@ pub struct WebState {
     pub proxy_hops: ProxyHops,
     /// The per-user attempt limits of orders, coupon issues and investments.
     pub throttle: std::sync::Arc<application::throttle::Throttle>,
+    /// The first-generation investment routes (`APP_LEGACY_INVEST_API`),
+    /// when they are on.
+    pub legacy_invest: Option<LegacyInvest>,
 }
 
 /// The complete application: state, routes, middleware and the problem
@@ -65,8 +69,12 @@ pub fn app(
         InitError = (),
     >,
 > {
-    App::new()
-        .app_data(web::Data::new(state.identity))
+    let legacy = state.legacy_invest.clone();
+    let mut app = App::new();
+    if let Some(legacy) = &legacy {
+        app = app.app_data(web::Data::new(legacy.clone()));
+    }
+    app.app_data(web::Data::new(state.identity))
         .app_data(web::Data::new(state.points))
         .app_data(web::Data::new(state.catalog))
         .app_data(web::Data::new(state.ordering))
@@ -105,6 +113,11 @@ pub fn app(
                 .configure(routes::coupon::routes)
                 .configure(routes::invest::routes),
         )
+        .configure(|cfg| {
+            if legacy.is_some() {
+                routes::legacy_invest::routes(cfg);
+            }
+        })
         .default_service(web::to(not_found))
         .wrap(from_fn(edge::edge))
 }

@@ -217,8 +217,28 @@ fn add_common(path: &str, operation: &mut Operation) {
     }
 }
 
+/// The first-generation investment routes, listed under their own tag
+/// when `APP_LEGACY_INVEST_API` is on.
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        routes::legacy_invest::products,
+        routes::legacy_invest::invest,
+        routes::legacy_invest::my_invest,
+    ),
+    tags((name = routes::legacy_invest::TAG, description = "The first-generation investment API (shared/API.md), for existing clients behind the gateway: `X-USER-ID` and `X-Gateway-Secret` headers, answers in a `{result, code, message, data, status}` envelope. On only with `APP_LEGACY_INVEST_API=true`.")),
+)]
+struct LegacyDoc;
+
 /// The document, rendered once per process.
 static DOCUMENT: LazyLock<Option<String>> = LazyLock::new(|| ApiDoc::openapi().to_json().ok());
+
+/// The document with the first-generation routes.
+static DOCUMENT_WITH_LEGACY: LazyLock<Option<String>> = LazyLock::new(|| {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(LegacyDoc::openapi());
+    doc.to_json().ok()
+});
 
 /// This OpenAPI document
 #[utoipa::path(
@@ -228,8 +248,16 @@ static DOCUMENT: LazyLock<Option<String>> = LazyLock::new(|| ApiDoc::openapi().t
     tag = "docs",
     responses((status = 200, description = "The OpenAPI 3.1 document of every endpoint", content_type = "application/json")),
 )]
-async fn openapi_json() -> Result<HttpResponse, ApiError> {
-    match DOCUMENT.as_deref() {
+async fn openapi_json(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    let legacy_on = req
+        .app_data::<web::Data<routes::legacy_invest::LegacyInvest>>()
+        .is_some();
+    let document = if legacy_on {
+        &DOCUMENT_WITH_LEGACY
+    } else {
+        &DOCUMENT
+    };
+    match document.as_deref() {
         Some(json) => Ok(HttpResponse::Ok()
             .content_type("application/json")
             .body(json.to_owned())),

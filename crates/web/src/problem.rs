@@ -105,6 +105,11 @@ impl ApiError {
         self.code
     }
 
+    /// What went wrong, for a person.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use domain::clock::Clock;
 use domain::error::Unavailable;
 use domain::identity::UserId;
-use domain::invest::{InvestProduct, InvestProductId, InvestStore, MyInvestment};
+use domain::invest::{InvestProduct, InvestProductId, InvestStore, MyInvestment, MyProductTotal};
 use domain::paging::{Page, PageRequest};
 
 /// Investment product and investment reads.
@@ -52,5 +52,17 @@ impl InvestQueries {
         page: PageRequest,
     ) -> Result<Page<MyInvestment>, Unavailable> {
         self.store.mine(user, page).await
+    }
+
+    /// The caller's investments summed per product, the most recent first.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails.
+    pub async fn mine_by_product(
+        &self,
+        user: UserId,
+        page: PageRequest,
+    ) -> Result<Page<MyProductTotal>, Unavailable> {
+        self.store.mine_by_product(user, page).await
     }
 }

@@ -266,6 +266,20 @@ pub struct MyInvestment {
     pub total: Points,
 }
 
+/// What a user put into one product, all investments together (the
+/// first-generation "my investments" view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MyProductTotal {
+    pub product_id: InvestProductId,
+    pub title: InvestTitle,
+    /// The product's target.
+    pub total: Points,
+    /// The sum of the user's investments in it.
+    pub mine: Points,
+    /// When the user last invested in it.
+    pub last_invested_at: DateTime<Utc>,
+}
+
 /// Why an investment was refused. Each is stored under the idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum InvestError {

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::models::{
     InvestAmount, InvestError, InvestProduct, InvestProductId, Investment, MyInvestment,
-    NewInvestProduct,
+    MyProductTotal, NewInvestProduct,
 };
 use crate::error::Unavailable;
 use crate::gate::{Admission, Holder};
@@ -79,6 +79,17 @@ pub trait InvestStore: Send + Sync {
         user: UserId,
         page: PageRequest,
     ) -> Result<Page<MyInvestment>, Unavailable>;
+
+    /// The user's investments summed per product, the product most
+    /// recently invested in first.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails.
+    async fn mine_by_product(
+        &self,
+        user: UserId,
+        page: PageRequest,
+    ) -> Result<Page<MyProductTotal>, Unavailable>;
 }
 
 /// The fast path in front of the investment transaction (a Redis counter of

@@ -98,6 +98,13 @@ fn key_required() -> ApiError {
     .with_code("IDEMPOTENCY_KEY_REQUIRED", "Idempotency key required")
 }
 
+/// The fingerprint of a write that is not read through [`IdempotentJson`]
+/// (the first-generation routes): the same digest of method, target and
+/// canonical body.
+pub fn fingerprint_of(method: &Method, target: &str, body: &Value) -> Fingerprint {
+    fingerprint(method, target, body)
+}
+
 fn fingerprint(method: &Method, target: &str, body: &Value) -> Fingerprint {
     let mut canonical = String::new();
     write_canonical(body, &mut canonical);

@@ -5,6 +5,7 @@ pub mod coupon;
 pub mod health;
 pub mod identity;
 pub mod invest;
+pub mod legacy_invest;
 pub mod ordering;
 pub mod points;
 

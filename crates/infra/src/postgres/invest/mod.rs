@@ -34,7 +34,8 @@ use domain::idempotency::{IdempotentRequest, Written};
 use domain::identity::UserId;
 use domain::invest::{
     InvestAmount, InvestError, InvestOrder, InvestProduct, InvestProductId, InvestStore,
-    InvestTitle, Investment, InvestmentId, MyInvestment, NewInvestProduct, RecruitingWindow,
+    InvestTitle, Investment, InvestmentId, MyInvestment, MyProductTotal, NewInvestProduct,
+    RecruitingWindow,
 };
 use domain::money::Points;
 use domain::paging::{Page, PageRequest};
@@ -42,6 +43,7 @@ use domain::paging::{Page, PageRequest};
 use self::batch::{Entry, InvestBatch};
 use super::lanes::Lanes;
 use super::paging::page_of;
+use super::prepared::prepared;
 use super::schema::{invest_products, investments};
 use super::{Postgres, unavailable};
 use crate::coalesce::Coalescer;
@@ -146,6 +148,42 @@ impl MyRow {
             total: Points::new(self.total_amount).ok_or_else(|| corrupt("total"))?,
         })
     }
+}
+
+/// A user's investments in one product, summed.
+#[derive(diesel::QueryableByName)]
+struct ProductTotalRow {
+    #[diesel(sql_type = diesel::sql_types::Int8)]
+    product_id: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    title: String,
+    #[diesel(sql_type = diesel::sql_types::Int8)]
+    total_amount: i64,
+    #[diesel(sql_type = diesel::sql_types::Int8)]
+    mine: i64,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    last_invested_at: DateTime<Utc>,
+}
+
+impl ProductTotalRow {
+    fn into_total(self) -> Result<MyProductTotal, Unavailable> {
+        let id = self.product_id;
+        let corrupt =
+            |what: &str| unavailable(format!("investment product {id} has an invalid {what}"));
+        Ok(MyProductTotal {
+            product_id: InvestProductId::new(self.product_id),
+            title: InvestTitle::parse(&self.title).map_err(|_| corrupt("title"))?,
+            total: Points::new(self.total_amount).ok_or_else(|| corrupt("total"))?,
+            mine: Points::new(self.mine).ok_or_else(|| corrupt("sum of investments"))?,
+            last_invested_at: self.last_invested_at,
+        })
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct CountRow {
+    #[diesel(sql_type = diesel::sql_types::Int8)]
+    n: i64,
 }
 
 /// The product as it is now; `None` for an unknown id.
@@ -272,6 +310,42 @@ impl InvestStore for PgInvestStore {
                     .await
                     .map_err(unavailable)?;
                 page_of(rows, MyRow::into_mine, page, total)
+            })
+            .await
+    }
+
+    async fn mine_by_product(
+        &self,
+        user: UserId,
+        page: PageRequest,
+    ) -> Result<Page<MyProductTotal>, Unavailable> {
+        use diesel::sql_types::Int8;
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                let total: CountRow = prepared(
+                    "SELECT count(DISTINCT product_id) AS n FROM investments WHERE user_id = $1",
+                )
+                .bind::<Int8, _>(user.get())
+                .get_result(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+                let rows: Vec<ProductTotalRow> = prepared(
+                    "SELECT i.product_id, p.title, p.total_amount, \
+                            sum(i.amount)::int8 AS mine, max(i.invested_at) AS last_invested_at \
+                       FROM investments i JOIN invest_products p ON p.id = i.product_id \
+                      WHERE i.user_id = $1 \
+                      GROUP BY i.product_id, p.title, p.total_amount \
+                      ORDER BY last_invested_at DESC, i.product_id DESC \
+                     OFFSET $2 LIMIT $3",
+                )
+                .bind::<Int8, _>(user.get())
+                .bind::<Int8, _>(page.offset())
+                .bind::<Int8, _>(page.limit())
+                .load(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+                page_of(rows, ProductTotalRow::into_total, page, total.n)
             })
             .await
     }
