@@ -571,6 +571,77 @@ async fn an_order_with_a_coupon_pays_less_and_uses_the_coupon() {
 }
 
 #[tokio::test]
+async fn a_code_in_any_case_is_the_same_code_at_use_cancel_use_and_order() {
+    let app = TestApp::spawn().await;
+    let tea = app.create_product("Tea", 6_000, 100).await;
+    let amount = json!({"name": "3000 off", "discountType": "AMOUNT", "discountValue": 3_000, "validDays": 7});
+    let (token, code) = holder_of(&app, "anycase", amount).await;
+    // Generated codes are Crockford base32: 16 characters, nearly all letters.
+    let lower = code.to_ascii_lowercase();
+    let mixed: String = code
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 2 == 0 {
+                c.to_ascii_lowercase()
+            } else {
+                c
+            }
+        })
+        .collect();
+    assert_ne!(lower, code, "the code has letters");
+
+    let used = app
+        .post(
+            &format!("/api/v1/coupons/{lower}/use"),
+            &json!({}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(used.status, 200, "{}", used.text);
+    assert_eq!(
+        (used.body["code"].as_str(), used.body["status"].as_str()),
+        (Some(code.as_str()), Some("USED")),
+        "shown in upper case"
+    );
+    let back = app
+        .post(
+            &format!("/api/v1/coupons/{mixed}/cancel-use"),
+            &json!({}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(back.status, 200, "{}", back.text);
+    assert_eq!(
+        (back.body["code"].as_str(), back.body["status"].as_str()),
+        (Some(code.as_str()), Some("ISSUED"))
+    );
+
+    let paid = app
+        .post_idempotent(
+            "/api/v1/orders",
+            "lower-case-coupon",
+            &order_with(tea, 2, &lower),
+            &token,
+        )
+        .await;
+    assert_eq!(paid.status, 201, "{}", paid.text);
+    assert_eq!(paid.body["couponCode"], code.as_str());
+    assert_eq!(paid.body["discountAmount"], 3_000);
+    let mine = app.get("/api/v1/coupons", Some(&token)).await;
+    assert_eq!(mine.body["items"][0]["code"], code.as_str());
+    assert_eq!(mine.body["items"][0]["status"], "USED");
+    // Used by the order, in whatever case it is named.
+    app.post(
+        &format!("/api/v1/coupons/{mixed}/use"),
+        &json!({}),
+        Some(&token),
+    )
+    .await
+    .assert_problem(409, "COUPON_ALREADY_USED");
+}
+
+#[tokio::test]
 async fn a_percent_coupon_is_capped_and_a_minimum_order_is_enforced() {
     let app = TestApp::spawn().await;
     let tea = app.create_product("Tea", 10_000, 100).await;
@@ -958,8 +1029,10 @@ async fn an_import_reports_duplicates_and_bad_lines_exactly() {
         .body["id"]
         .as_i64()
         .expect("id");
+    // `import-0001` is IMPORT-0001 again (codes are case-insensitive); only
+    // the `code` column is read, so `AB,CDEF` is the code AB (too short).
     let csv = format!(
-        "code\nIMPORT-0001\nIMPORT-0002\nIMPORT-0001\nlower-case\n{existing}\n\nTOO,MANY\nIMPORT-0003\n"
+        "code\nIMPORT-0001\nIMPORT-0002\nimport-0001\nbad code\n{existing}\n\nAB,CDEF\nimport-0003\n"
     );
 
     let report = import(&app, second, csv, &admin).await;
@@ -975,8 +1048,17 @@ async fn an_import_reports_duplicates_and_bad_lines_exactly() {
         report.body["rejected"],
         json!([
             {"line": 5, "reason": "must be 4 to 64 characters of A-Z, 0-9 or '-'"},
-            {"line": 8, "reason": "expected one column"},
+            {"line": 8, "reason": "must be 4 to 64 characters of A-Z, 0-9 or '-'"},
         ])
+    );
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT count(*) AS n FROM coupons WHERE campaign_id = {second} \
+             AND code IN ('IMPORT-0001', 'IMPORT-0002', 'IMPORT-0003')"
+        ))
+        .await,
+        3,
+        "stored upper-cased"
     );
     let view = app
         .get(&format!("/api/v1/coupon-campaigns/{second}"), Some(&admin))
@@ -988,6 +1070,63 @@ async fn an_import_reports_duplicates_and_bad_lines_exactly() {
             .body["totalCodes"],
         1
     );
+}
+
+/// The codes SHEET-0001 and SHEET-0002 as spreadsheets export them.
+const SPREADSHEET_FILES: &[(&str, &str)] = &[
+    (
+        "extra columns",
+        "code,note\nsheet-0001,first\nSHEET-0002,second\n",
+    ),
+    (
+        "a quoted field with a comma",
+        "note,code\n\"first, of two\",sheet-0001\n\"second, \"\"last\"\"\",\"SHEET-0002\"\n",
+    ),
+    ("CRLF", "code\r\nSHEET-0001\r\nsheet-0002\r\n"),
+    ("a byte-order mark", "\u{feff}code\nSHEET-0001\nSHEET-0002"),
+    (
+        "all of these",
+        "\u{feff}\"Note\",\"CODE\",\"added\"\r\n\"first, \"\"really\"\"\",Sheet-0001,2026-01-01\r\n\
+         \"second\r\nof two lines\",\"sheet-0002\",\r\n,,\r\n",
+    ),
+];
+
+#[tokio::test]
+async fn spreadsheet_exports_import_their_code_column() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    for (name, csv) in SPREADSHEET_FILES {
+        let id = app
+            .post("/api/v1/admin/coupon-campaigns", &campaign(), Some(&admin))
+            .await
+            .body["id"]
+            .as_i64()
+            .expect("id");
+
+        let report = import(&app, id, (*csv).to_owned(), &admin).await;
+
+        assert_eq!(report.status, 200, "{name}: {}", report.text);
+        assert_eq!(
+            report.body,
+            json!({"imported": 2, "duplicates": 0, "rejected": [], "rejectedCount": 0}),
+            "{name}"
+        );
+        assert_eq!(
+            app.scalar(&format!(
+                "SELECT count(*) AS n FROM coupons WHERE campaign_id = {id} \
+                 AND code IN ('SHEET-0001', 'SHEET-0002')"
+            ))
+            .await,
+            2,
+            "{name}: stored upper-cased"
+        );
+        // The next file holds the same codes: free them for it.
+        app.scalar(&format!(
+            "WITH x AS (DELETE FROM coupons WHERE campaign_id = {id} RETURNING 1) \
+             SELECT count(*) AS n FROM x"
+        ))
+        .await;
+    }
 }
 
 #[tokio::test]
@@ -1037,9 +1176,20 @@ async fn an_import_needs_the_header_an_existing_campaign_and_an_admin() {
         .as_i64()
         .expect("id");
 
-    import(&app, id, "AAAA-0001\n".into(), &admin)
-        .await
-        .assert_problem(400, "VALIDATION_FAILED");
+    for no_code_column in [
+        "AAAA-0001\n",
+        "codes,note\nAAAA-0001,x\n",
+        "\u{feff}note\r\nAAAA-0001\r\n",
+        "\"co,de\",x\nAAAA-0001,x\n",
+        "",
+    ] {
+        let reply = import(&app, id, no_code_column.into(), &admin).await;
+        reply.assert_invalid_field("body");
+        assert_eq!(
+            reply.body["detail"], "body: the header row has no `code` column",
+            "{no_code_column:?}"
+        );
+    }
     import(&app, 999_999, "code\nAAAA-0001\n".into(), &admin)
         .await
         .assert_problem(404, "CAMPAIGN_NOT_FOUND");
@@ -1060,7 +1210,11 @@ async fn the_cli_imports_a_file_and_prints_the_same_summary() {
         .as_i64()
         .expect("id");
     let file = std::env::temp_dir().join(format!("codes-{}.csv", support::testkit_suffix()));
-    std::fs::write(&file, "code\nCLI-00001\nCLI-00002\nCLI-00001\nnope\n").expect("temp file");
+    std::fs::write(
+        &file,
+        "\u{feff}code,note\r\nCLI-00001,\"a, b\"\r\ncli-00002,\r\nCli-00001,again\r\nno!,\r\n",
+    )
+    .expect("temp file");
 
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_app"))
         .args(["coupons", "import", "--campaign", &id.to_string()])

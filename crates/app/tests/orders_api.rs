@@ -290,7 +290,7 @@ async fn every_refusal_of_an_order_has_its_code() {
         (items(&[(tea, 1), (tea, 2)]), "items"),
         (json!({"items": [{"productId": tea}]}), "quantity"),
         (
-            json!({"items": [{"productId": tea, "quantity": 1}], "couponCode": "lower-case"}),
+            json!({"items": [{"productId": tea, "quantity": 1}], "couponCode": "not a code"}),
             "couponCode",
         ),
     ]

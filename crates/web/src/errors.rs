@@ -259,8 +259,8 @@ impl From<application::coupon::ImportError> for ApiError {
                 "CAMPAIGN_NOT_FOUND",
                 format!("campaign {id} does not exist"),
             ),
-            E::MissingHeader => {
-                ApiError::invalid_field("body", "the first line must be the header `code`")
+            E::NoCodeColumn => {
+                ApiError::invalid_field("body", "the header row has no `code` column")
             }
             E::Read(_) => ApiError::validation("the upload could not be read"),
             E::Unavailable(u) => u.into(),

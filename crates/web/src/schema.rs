@@ -32,26 +32,51 @@ pub fn trimmed_text_pattern(max: usize) -> String {
     format!("^[{WHITE_SPACE}]*{VISIBLE}({NOT_CONTROL}{{0,{inner}}}{VISIBLE})?[{WHITE_SPACE}]*$")
 }
 
-/// A coupon code as `CouponCode::parse` reads it.
-pub const COUPON_CODE_PATTERN: &str = "^[A-Z0-9-]{4,64}$";
+/// A coupon code as `CouponCode::parse` reads it (any case: it is upper-cased).
+pub const COUPON_CODE_PATTERN: &str = "^[A-Za-z0-9-]{4,64}$";
 
 /// The `after` cursor of `GET /admin/coupons/expiring`: microseconds since
 /// the epoch, a dot, a coupon id (both at most 18 digits, so every cursor
 /// that matches names an instant Postgres can compare with).
 pub const EXPIRING_CURSOR_PATTERN: &str = "^[0-9]{1,18}\\.[0-9]{1,18}$";
 
-/// The start of a coupon CSV upload as the importer reads it: blank lines,
-/// then the header `code` (any ASCII case, optionally in double quotes,
-/// after optional byte-order marks, white space around it), then a line
-/// break or the end. (A line over 1,024 bytes before the header is skipped
-/// rather than refused; the pattern does not describe that.)
+/// The start of a coupon CSV upload as the importer reads it
+/// (`application::coupon::CodeRows`, RFC 4180): byte-order marks, then blank
+/// rows (every cell empty or white space, quoted or not), then the header
+/// row, which has a cell `code` (any ASCII case, white space around it,
+/// quoted or not). Cells are unquoted (no comma, quote-free start) or quoted
+/// (`""` inside for a quote, commas and line breaks allowed, then anything
+/// but a quote after the closing one, which is part of the cell's text);
+/// rows end at CR or LF; a quote left open
+/// runs to the end of the body. What follows the header never makes the
+/// upload fail. (A cell of more than 1,024 bytes is read as neither blank
+/// nor `code`; the pattern does not describe that.)
 pub fn csv_header_pattern() -> String {
-    let space = format!(
-        "[{}]",
-        WHITE_SPACE.replace("\\u0009-\\u000d", "\\u0009\\u000b-\\u000d")
+    // Trimmed around a cell: white space and marks, line breaks included
+    // (inside quotes); `line` is the same without CR and LF.
+    let space = format!("{WHITE_SPACE}\\ufeff");
+    let line = space.replace("\\u0009-\\u000d", "\\u0009\\u000b\\u000c");
+    let end = "\\u000a\\u000d";
+    let [c, o, d, e] = ["[cC]", "[oO]", "[dD]", "[eE]"];
+    let code = format!("{c}{o}{d}{e}");
+    let unquoted = format!("([^\",{end}][^,{end}]*)?");
+    let cell = format!("(\"([^\"]|\"\")*\"{unquoted}|{unquoted})");
+    // The body's first cell, after the marks, which are all stripped: a
+    // quote after them opens a quoted cell, so no cell starts with a mark.
+    let first_cell = format!("(\"([^\"]|\"\")*\"{unquoted}|([^\",{end}\\ufeff][^,{end}]*)?)");
+    let blank = format!("(\"[{space}]*\"[{line}]*|[{line}]*)");
+    // A quoted cell's text is what is inside the quotes, then what follows
+    // the closing one: `"co"de` is `code` too, wherever the quote closes.
+    let closes = format!(
+        "(\"[{line}]*{code}|{c}\"{o}{d}{e}|{c}{o}\"{d}{e}|{c}{o}{d}\"{e}|{code}[{space}]*\")"
     );
-    let code = "[cC][oO][dD][eE]";
-    format!("^(\\ufeff*{space}*\\n)*\\ufeff*{space}*(\"{code}\"|{code}){space}*(\\n|$)")
+    let code_cell = format!("([{line}]*{code}[{line}]*|\"[{space}]*{closes}[{line}]*)");
+    let open = "\"([^\"]|\"\")*$";
+    let open_code = format!("\"[{space}]*{code}[{space}]*$");
+    format!(
+        "^\\ufeff*(({blank}(,{blank})*[{end}])+({cell},)*|({first_cell},({cell},)*)?)\
+         ({code_cell}(,{cell})*(,{open})?([{end}]|$)|{open_code})"
+    )
 }
 
 /// The body of a coupon CSV import: a string that starts with the header.
@@ -60,8 +85,11 @@ pub fn csv_upload() -> RefOr<Schema> {
         .schema_type(Type::String)
         .pattern(Some(csv_header_pattern()))
         .description(Some(
-            "A header line `code`, then one code per line (4 to 64 of `[A-Z0-9-]`); \
-             lines that are not codes are reported, not fatal.",
+            "CSV as a spreadsheet exports it (RFC 4180: quoted fields, CRLF or LF, an \
+             optional UTF-8 byte-order mark). The header row names the columns; the one \
+             named `code` (any case) holds the codes (4 to 64 of `[A-Z0-9-]`, any case, \
+             stored upper-cased), other columns are ignored. Rows without a valid code \
+             are reported, not fatal; a header without a `code` column is refused.",
         ))
         .into()
 }
@@ -192,6 +220,25 @@ mod tests {
         assert!(!users.is_match(&"u".repeat(101)));
     }
 
+    /// Whether the importer takes `body`'s header: its first row that is
+    /// not blank has a `code` column.
+    fn importer_takes(body: &str) -> bool {
+        use application::coupon::{CodeRows, CsvRow};
+        let mut rows = CodeRows::new();
+        let mut input = body.as_bytes();
+        while let Some(row) = rows.next_row(&mut input) {
+            if let CsvRow::Header { code_column } = row {
+                return code_column.is_some();
+            }
+        }
+        while let Some(row) = rows.finish() {
+            if let CsvRow::Header { code_column } = row {
+                return code_column.is_some();
+            }
+        }
+        false
+    }
+
     #[test]
     fn the_csv_header_pattern_describes_the_importers_header_rule() {
         let pattern = re(&csv_header_pattern());
@@ -200,21 +247,69 @@ mod tests {
             "code\nAAAA\n",
             "CODE\r\nAAAA",
             "\u{feff}code\n",
+            "\u{feff}\u{feff}\"code\"\n",
             "\n  \r\n\"Code\"  \nAAAA",
             "\tcode\u{a0}\n",
+            "code,note\nAAAA,x\n",
+            "note,code\r\n\"a, b\",AAAA\r\n",
+            "\u{feff}\"Note\",\"CODE\",\"when\"\r\n",
+            ",,\r\n\" \",\"\"\n\"a\"\"b\nc\",x\"y, code ",
+            "code,\"unclosed\nto the end",
+            "x,\"code",
+            "\" code\n\"\n",
+            "\"\"code\r",
+            "\"co\"de,x",
+            "\r\"code\r",
+            "\u{feff}x,code",
+            "\u{feff},\u{feff}\"x,code",
         ] {
             assert!(pattern.is_match(accepted), "{accepted:?}");
+            assert!(importer_takes(accepted), "{accepted:?}");
         }
         for refused in [
             "",
             "\n\n",
             "codes\nAAAA",
             "AAAA\ncode",
+            "note\ncode",
             "\"code\ncode",
-            "code,x\n",
             " c ode",
+            "x,\"a,code\"",
+            "\"\"code\"\"",
+            " \"code\"",
+            "\"code\"x",
+            "\"co\"d\"e\"",
+            "\r\u{feff}\"code\r",
+            "\u{feff}\",code",
+            "\u{feff} \u{feff}\"code\"",
         ] {
             assert!(!pattern.is_match(refused), "{refused:?}");
+            assert!(!importer_takes(refused), "{refused:?}");
+        }
+    }
+
+    /// Pieces of CSV bodies: cells, quotes, separators, line ends, marks
+    /// and white space, and the header word in two cases.
+    const CSV_PIECES: &[&str] = &[
+        "code", "Code", "x", ",", "\"", "\"\"", "\r", "\n", "\r\n", " ", "\t", "\u{a0}", "\u{85}",
+        "\u{feff}", "\u{2028}", "é",
+    ];
+
+    /// The CSV header pattern, compiled once (it is long).
+    static CSV_HEADER: std::sync::LazyLock<Regex> =
+        std::sync::LazyLock::new(|| re(&csv_header_pattern()));
+
+    proptest! {
+        #[test]
+        fn the_csv_header_pattern_accepts_exactly_what_the_importer_takes(
+            pieces in prop::collection::vec(prop::sample::select(CSV_PIECES), 0..=14)
+        ) {
+            let body: String = pieces.concat();
+            prop_assert_eq!(
+                CSV_HEADER.is_match(&body),
+                importer_takes(&body),
+                "{:?}", body
+            );
         }
     }
 

@@ -1,11 +1,15 @@
-//! Importing coupon codes from CSV, streamed: the body is split into lines
-//! as its chunks arrive, so memory stays bounded whatever the file's size
-//! (one partial line, at most 1 KiB, plus one batch of codes).
+//! Importing coupon codes from CSV, streamed: the body is parsed as its
+//! chunks arrive, so memory stays bounded whatever the file's size (one
+//! field of at most 1 KiB, plus one batch of codes).
 //!
-//! Format: a header line `code`, then one code per line (4..=64 of
-//! `[A-Z0-9-]`, optionally quoted). Blank lines are skipped. A bad line is
+//! Format: what a spreadsheet exports (RFC 4180, read by [`CodeRows`]): a
+//! header row naming the columns, one of them `code` (any case); the codes
+//! in that column (4..=64 of `[A-Z0-9-]` in any case, stored upper-cased);
+//! other columns ignored; quoted fields, CRLF or LF, an optional UTF-8
+//! byte-order mark. Blank rows are skipped. A row without a valid code is
 //! rejected with its line number and the import goes on; a code that exists
-//! already (in this file or any campaign) is counted as a duplicate.
+//! already (in this file or any campaign) is counted as a duplicate. A file
+//! whose header has no `code` column is refused.
 //!
 //! [`ImportCodes`] is the use case (the campaign must exist; the issue gate
 //! counts again afterwards); [`import_codes`] is the streaming import itself.
@@ -19,10 +23,10 @@ use domain::ordering::CouponCode;
 use futures_util::{Stream, StreamExt as _};
 use thiserror::Error;
 
+use super::code_csv::{CodeRows, Row};
 use super::{CODE_BATCH, CampaignError};
 
-/// The longest line accepted; longer ones are rejected without being buffered.
-pub const MAX_LINE: usize = 1_024;
+pub use super::code_csv::MAX_LINE;
 /// How many rejected lines the report lists; the count is always complete.
 pub const MAX_LISTED_REJECTIONS: usize = 1_000;
 
@@ -47,8 +51,9 @@ pub struct ImportReport {
 pub enum ImportError {
     #[error("campaign {0} does not exist")]
     CampaignNotFound(CampaignId),
-    #[error("the first line must be the header `code`")]
-    MissingHeader,
+    /// The header row has no `code` column, or the file has no header row.
+    #[error("the header row has no `code` column")]
+    NoCodeColumn,
     #[error("the upload could not be read: {0}")]
     Read(String),
     #[error(transparent)]
@@ -106,57 +111,35 @@ impl ImportCodes {
     }
 }
 
-/// Feeds one campaign's pool from lines.
+/// Feeds one campaign's pool from rows.
 struct Importer<'a> {
     store: &'a dyn CouponStore,
     campaign: CampaignId,
-    line: u64,
-    header_seen: bool,
     batch: Vec<CouponCode>,
     report: ImportReport,
 }
 
 impl Importer<'_> {
-    fn reject(&mut self, line: u64, reason: &'static str) {
-        self.report.rejected_count += 1;
-        if self.report.rejected.len() < MAX_LISTED_REJECTIONS {
-            self.report.rejected.push(Rejected { line, reason });
-        }
-    }
-
-    async fn line(&mut self, raw: &[u8]) -> Result<(), ImportError> {
-        self.line += 1;
-        let Ok(text) = std::str::from_utf8(raw) else {
-            self.reject(self.line, "not UTF-8 text");
-            return Ok(());
-        };
-        let text = text.trim_start_matches('\u{feff}').trim();
-        if text.is_empty() {
-            return Ok(());
-        }
-        let unquoted = text
-            .strip_prefix('"')
-            .and_then(|t| t.strip_suffix('"'))
-            .unwrap_or(text);
-        if !self.header_seen {
-            if unquoted.eq_ignore_ascii_case("code") {
-                self.header_seen = true;
-                return Ok(());
+    async fn row(&mut self, row: Row) -> Result<(), ImportError> {
+        match row {
+            Row::Blank => {}
+            Row::Header { code_column } => {
+                if code_column.is_none() {
+                    return Err(ImportError::NoCodeColumn);
+                }
             }
-            return Err(ImportError::MissingHeader);
-        }
-        if unquoted.contains(',') {
-            self.reject(self.line, "expected one column");
-            return Ok(());
-        }
-        match CouponCode::parse(unquoted) {
-            Ok(code) => {
+            Row::Code(code) => {
                 self.batch.push(code);
                 if self.batch.len() >= CODE_BATCH {
                     self.flush().await?;
                 }
             }
-            Err(_) => self.reject(self.line, "must be 4 to 64 characters of A-Z, 0-9 or '-'"),
+            Row::Rejected { line, reason } => {
+                self.report.rejected_count += 1;
+                if self.report.rejected.len() < MAX_LISTED_REJECTIONS {
+                    self.report.rejected.push(Rejected { line, reason });
+                }
+            }
         }
         Ok(())
     }
@@ -180,8 +163,8 @@ impl Importer<'_> {
 /// Batches already written stay written if the import fails halfway.
 ///
 /// # Errors
-/// [`ImportError`]: no header, an unreadable upload, an unknown campaign,
-/// or a failing store.
+/// [`ImportError`]: no `code` column (or no header at all), an unreadable
+/// upload, an unknown campaign, or a failing store.
 pub async fn import_codes<S, E>(
     store: &dyn CouponStore,
     campaign: CampaignId,
@@ -194,53 +177,23 @@ where
     let mut importer = Importer {
         store,
         campaign,
-        line: 0,
-        header_seen: false,
         batch: Vec::with_capacity(CODE_BATCH),
         report: ImportReport::default(),
     };
-    let mut pending: Vec<u8> = Vec::new();
-    // A line over MAX_LINE is being skipped until its end.
-    let mut overlong = false;
+    let mut rows = CodeRows::new();
     let mut chunks = std::pin::pin!(chunks);
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| ImportError::Read(e.to_string()))?;
-        let mut rest = chunk.as_slice();
-        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
-            let (head, tail) = rest.split_at(end);
-            rest = &tail[1..];
-            if overlong {
-                overlong = false;
-                importer.line += 1;
-                importer.reject(importer.line, "line too long");
-            } else if pending.len() + head.len() > MAX_LINE {
-                pending.clear();
-                importer.line += 1;
-                importer.reject(importer.line, "line too long");
-            } else {
-                pending.extend_from_slice(head);
-                let line = std::mem::take(&mut pending);
-                importer.line(&line).await?;
-            }
-        }
-        if !overlong {
-            if pending.len() + rest.len() > MAX_LINE {
-                pending.clear();
-                overlong = true;
-            } else {
-                pending.extend_from_slice(rest);
-            }
+        let mut input = chunk.as_slice();
+        while let Some(row) = rows.next_row(&mut input) {
+            importer.row(row).await?;
         }
     }
-    if overlong {
-        importer.line += 1;
-        importer.reject(importer.line, "line too long");
-    } else if !pending.is_empty() {
-        let line = std::mem::take(&mut pending);
-        importer.line(&line).await?;
+    while let Some(row) = rows.finish() {
+        importer.row(row).await?;
     }
-    if !importer.header_seen {
-        return Err(ImportError::MissingHeader);
+    if !rows.header_read() {
+        return Err(ImportError::NoCodeColumn);
     }
     importer.flush().await?;
     Ok(importer.report)
@@ -256,16 +209,30 @@ mod tests {
 
     use super::*;
 
+    type Recorded<T> = Arc<Mutex<Vec<T>>>;
+
     /// A store whose pool already holds `existing`; remembers what it got.
-    fn pool(existing: &[&str]) -> (MockCouponStore, Arc<Mutex<Vec<usize>>>) {
+    fn pool(existing: &[&str]) -> (MockCouponStore, Recorded<usize>) {
+        let (store, batches, _) = recording_pool(existing);
+        (store, batches)
+    }
+
+    /// [`pool`], also remembering every code it was given, in order.
+    fn recording_pool(existing: &[&str]) -> (MockCouponStore, Recorded<usize>, Recorded<String>) {
         let seen: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(
             existing.iter().map(|s| (*s).to_owned()).collect(),
         ));
         let batches = Arc::new(Mutex::new(Vec::new()));
         let recorded = Arc::clone(&batches);
+        let given = Arc::new(Mutex::new(Vec::new()));
+        let codes_given = Arc::clone(&given);
         let mut store = MockCouponStore::new();
         store.expect_add_codes().returning(move |_, codes| {
             recorded.lock().expect("lock").push(codes.len());
+            codes_given
+                .lock()
+                .expect("lock")
+                .extend(codes.iter().map(|c| c.as_str().to_owned()));
             let mut seen = seen.lock().expect("lock");
             let inserted = codes
                 .iter()
@@ -276,7 +243,7 @@ mod tests {
                 duplicates: codes.len() - inserted,
             })
         });
-        (store, batches)
+        (store, batches, given)
     }
 
     /// The text cut into chunks of `size` bytes, as a network would.
@@ -292,7 +259,7 @@ mod tests {
     #[tokio::test]
     async fn reports_imports_duplicates_and_rejected_lines_exactly_whatever_the_chunking() {
         let csv =
-            "code\r\nAAAA-0001\n\"AAAA-0002\"\nAAAA-0001\nbad code\n\nEXISTING-1\nA,B\nAAAA-0003";
+            "code\r\nAAAA-0001\n\"AAAA-0002\"\naaaa-0001\nbad code\n\nEXISTING-1\nA,B\nAAAA-0003";
         for size in [1, 3, 7, 1_000] {
             let (store, _) = pool(&["EXISTING-1"]);
             let report = import_codes(&store, CampaignId::new(1), chunks(csv, size))
@@ -310,7 +277,7 @@ mod tests {
                     },
                     Rejected {
                         line: 8,
-                        reason: "expected one column"
+                        reason: "must be 4 to 64 characters of A-Z, 0-9 or '-'"
                     },
                 ]
             );
@@ -318,20 +285,56 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_file_without_the_header_is_refused() {
-        let (store, _) = pool(&[]);
-        let result = import_codes(
-            &store,
-            CampaignId::new(1),
-            chunks("AAAA-0001\nAAAA-0002\n", 4),
-        )
-        .await;
-        assert!(matches!(result, Err(ImportError::MissingHeader)));
-        let (store, _) = pool(&[]);
-        assert!(matches!(
-            import_codes(&store, CampaignId::new(1), chunks("", 4)).await,
-            Err(ImportError::MissingHeader)
-        ));
+    async fn a_file_without_a_code_column_is_refused_before_anything_is_written() {
+        for csv in [
+            "AAAA-0001\nAAAA-0002\n",
+            "codes,note\nAAAA-0001,x\n",
+            "note\r\nAAAA-0001\r\n",
+            "\u{feff}\n \r\n",
+            "",
+        ] {
+            let mut store = MockCouponStore::new();
+            store.expect_add_codes().never();
+            let result = import_codes(&store, CampaignId::new(1), chunks(csv, 4)).await;
+            assert!(
+                matches!(result, Err(ImportError::NoCodeColumn)),
+                "{csv:?}: {result:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn spreadsheet_exports_import_their_code_column_upper_cased() {
+        let plain = "code,note\nsheet-0001,first\nSHEET-0002,second\n";
+        let quoted = "note,code\n\"one, two\",sheet-0001\n\"a \"\"quote\"\"\",\"Sheet-0002\"\n";
+        let crlf = "code,note\r\nsheet-0001,first\r\nSHEET-0002,second\r\n";
+        let bom = "\u{feff}code\nsheet-0001\nSHEET-0002";
+        let all = "\u{feff}\"Note\",\"CODE\",when\r\n\"first, \"\"really\"\"\",sheet-0001,2026-01-01\r\n\
+                   \"second\r\nof two lines\",\"sheet-0002\",\r\n,,\r\n";
+        for (name, csv) in [
+            ("plain", plain),
+            ("quoted", quoted),
+            ("crlf", crlf),
+            ("bom", bom),
+            ("all", all),
+        ] {
+            for size in [1, 5, 1_000] {
+                let (store, _, codes) = recording_pool(&[]);
+                let report = import_codes(&store, CampaignId::new(1), chunks(csv, size))
+                    .await
+                    .expect("imported");
+                assert_eq!(
+                    (report.imported, report.rejected_count),
+                    (2, 0),
+                    "{name}, chunks of {size}: {report:?}"
+                );
+                assert_eq!(
+                    *codes.lock().expect("lock"),
+                    ["SHEET-0001", "SHEET-0002"],
+                    "{name}"
+                );
+            }
+        }
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 
 mod campaign_queries;
 mod cancel_coupon_use;
+mod code_csv;
 mod coupon_queries;
 mod create_campaign;
 mod expiring_coupons;
@@ -15,12 +16,13 @@ mod use_coupon;
 
 pub use campaign_queries::CampaignQueries;
 pub use cancel_coupon_use::CancelCouponUse;
+pub use code_csv::{CodeRows, Row as CsvRow};
 pub use coupon_queries::CouponQueries;
 pub use create_campaign::CreateCampaign;
 pub use expiring_coupons::ExpiringCoupons;
 pub use generate_codes::GenerateCodes;
 pub use import_codes::{
-    ImportCodes, ImportError, ImportReport, MAX_LISTED_REJECTIONS, Rejected, import_codes,
+    ImportCodes, ImportError, ImportReport, MAX_LINE, MAX_LISTED_REJECTIONS, Rejected, import_codes,
 };
 pub use issue_coupon::{IssueCoupon, IssueCouponError};
 pub use send_expiry_notices::{NOTICE_AHEAD, SendExpiryNotices};

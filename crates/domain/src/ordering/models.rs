@@ -99,7 +99,10 @@ impl OrderRequest {
     }
 }
 
-/// A coupon code as typed by the client (4..=64 of `[A-Z0-9-]`).
+/// A coupon code: 4..=64 of `[A-Z0-9-]`, case-insensitive. It is read in
+/// any (ASCII) case and always held, stored and shown in upper case, so
+/// `abcd-1234` and `ABCD-1234` are the same code wherever one is given
+/// (import, use, cancel-use, an order's `couponCode`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CouponCode(String);
 
@@ -108,15 +111,17 @@ pub struct CouponCode(String);
 pub struct InvalidCouponCode;
 
 impl CouponCode {
+    /// Reads a code in any ASCII case and upper-cases it: the one place
+    /// where a code is normalised, so every path that takes one agrees.
+    ///
     /// # Errors
-    /// [`InvalidCouponCode`] outside the code alphabet or length.
+    /// [`InvalidCouponCode`] outside the code alphabet (letters in either
+    /// case, digits, '-') or length.
     pub fn parse(raw: &str) -> Result<Self, InvalidCouponCode> {
         let ok = (4..=64).contains(&raw.len())
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if ok {
-            Ok(Self(raw.to_owned()))
+            Ok(Self(raw.to_ascii_uppercase()))
         } else {
             Err(InvalidCouponCode)
         }
@@ -220,7 +225,21 @@ mod tests {
     #[test]
     fn coupon_codes_follow_the_alphabet() {
         assert!(CouponCode::parse("ABCD-1234").is_ok());
-        assert!(CouponCode::parse("abc1").is_err());
         assert!(CouponCode::parse("ABC").is_err());
+        assert!(CouponCode::parse("ABC_1").is_err());
+        assert!(CouponCode::parse("ABCD 1234").is_err());
+    }
+
+    #[test]
+    fn coupon_codes_are_case_insensitive_and_held_in_upper_case() {
+        let upper = CouponCode::parse("ABCD-1234").expect("valid");
+        for raw in ["abcd-1234", "AbCd-1234", "ABCD-1234"] {
+            let code = CouponCode::parse(raw).expect("valid");
+            assert_eq!(code.as_str(), "ABCD-1234", "{raw}");
+            assert_eq!(code, upper, "{raw}");
+        }
+        // Only ASCII letters fold: no other character becomes one.
+        assert!(CouponCode::parse("ABC\u{131}").is_err(), "dotless i");
+        assert!(CouponCode::parse("STRA\u{df}E").is_err(), "sharp s");
     }
 }

@@ -53,8 +53,8 @@ struct PlaceBody {
     /// 1 to 50 distinct products.
     #[schema(min_items = 1, max_items = 50)]
     items: Vec<ItemBody>,
-    /// A coupon of the caller's to apply.
-    #[schema(pattern = "^[A-Z0-9-]{4,64}$")]
+    /// A coupon of the caller's to apply (any case: codes are case-insensitive).
+    #[schema(pattern = "^[A-Za-z0-9-]{4,64}$")]
     coupon_code: Option<String>,
 }
 

@@ -9,11 +9,11 @@ use super::CouponApi;
 use crate::extract::AdminUser;
 use crate::problem::{ApiError, PROBLEM_JSON, ProblemSchema};
 
-/// A CSV line that was not imported.
+/// A CSV row that was not imported.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = RejectedLine)]
 struct RejectedBody {
-    /// The line number in the file, counting the header as line 1.
+    /// The line the row starts on, counting the file's first line as 1.
     line: u64,
     reason: &'static str,
 }
@@ -49,19 +49,22 @@ pub const IMPORT_LIMIT: usize = 200 * 1024 * 1024;
 
 /// Import codes from CSV (admin)
 ///
-/// A header line `code`, then one code per line (4 to 64 of `[A-Z0-9-]`).
-/// Streamed: files of 100,000+ lines import in a few seconds with bounded
-/// memory. Invalid lines are reported, not fatal.
+/// CSV as a spreadsheet exports it (RFC 4180: quoted fields, CRLF or LF, an
+/// optional UTF-8 byte-order mark): the header row names the columns, the
+/// one named `code` (any case) holds the codes (4 to 64 of `[A-Z0-9-]` in
+/// any case, stored upper-cased), other columns are ignored. Streamed: files
+/// of 100,000+ lines import in a few seconds with bounded memory. Rows
+/// without a valid code are reported, not fatal.
 #[utoipa::path(
     post,
     path = "/api/v1/admin/coupon-campaigns/{id}/codes/import",
     operation_id = "importCouponCodes",
     tag = "coupons",
     params(("id" = i64, Path, description = "The campaign id")),
-    request_body(content = inline(CsvUpload), content_type = "text/csv", description = "`code` then one code per line", example = "code\nWINTER-0001\nWINTER-0002\n"),
+    request_body(content = inline(CsvUpload), content_type = "text/csv", description = "A header row with a `code` column, then one row per code", example = "code,note\r\nWINTER-0001,\"first, of two\"\r\nwinter-0002,\r\n"),
     responses(
         (status = 200, description = "What was imported", body = ImportBody),
-        (status = 400, description = "`VALIDATION_FAILED`: the header line is not `code`, or the upload cannot be read", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 400, description = "`VALIDATION_FAILED`: the header row has no `code` column, or the upload cannot be read", body = ProblemSchema, content_type = PROBLEM_JSON),
         (status = 404, description = "`CAMPAIGN_NOT_FOUND`", body = ProblemSchema, content_type = PROBLEM_JSON),
         (status = 413, description = "`PAYLOAD_TOO_LARGE`: over 200 MiB", body = ProblemSchema, content_type = PROBLEM_JSON),
     ),
