@@ -215,18 +215,32 @@ impl IdempotencyStore for PgIdempotencyStore {
         fingerprint: &Fingerprint,
         response: StoredResponse,
     ) -> Result<IdempotentOutcome, Unavailable> {
+        // A key held for a moment (the writer behind storing this very
+        // refusal, a batch about to commit the key's first request) is
+        // waited for briefly, so the caller gets the key's answer rather
+        // than IDEMPOTENCY_IN_PROGRESS; a key held longer is in progress.
+        const WAITS_MS: [u64; 3] = [10, 20, 40];
         self.db
             .timed(async {
                 let mut conn = self.db.conn().await?;
-                idempotency::refuse(
-                    &mut conn,
-                    user_id,
-                    key,
-                    fingerprint,
-                    response,
-                    self.retention,
-                )
-                .await
+                let mut waits = WAITS_MS.iter();
+                loop {
+                    let outcome = idempotency::refuse(
+                        &mut conn,
+                        user_id,
+                        key,
+                        fingerprint,
+                        response.clone(),
+                        self.retention,
+                    )
+                    .await?;
+                    match (outcome, waits.next()) {
+                        (IdempotentOutcome::InProgress, Some(ms)) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+                        }
+                        (outcome, _) => return Ok(outcome),
+                    }
+                }
             })
             .await
     }
