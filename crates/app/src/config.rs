@@ -138,23 +138,11 @@ impl Config {
         }
         let redis_cluster_nodes = get("APP_REDIS_CLUSTER_NODES")
             .map(|raw| {
-                let nodes: Vec<String> = raw
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|n| !n.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                let well_formed = nodes.iter().all(|n| {
-                    n.rsplit_once(':')
-                        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-                });
-                if nodes.is_empty() || !well_formed {
-                    return Err(invalid(
-                        "APP_REDIS_CLUSTER_NODES",
-                        "must be host:port[,host:port...], e.g. 10.0.0.1:7000,10.0.0.2:7000",
-                    ));
-                }
-                Ok(nodes)
+                host_ports(
+                    "APP_REDIS_CLUSTER_NODES",
+                    &raw,
+                    "10.0.0.1:7000,10.0.0.2:7000",
+                )
             })
             .transpose()?;
         let http_addr = get("APP_HTTP_ADDR")
@@ -304,6 +292,7 @@ fn kafka(
     let Some(brokers) = get("APP_KAFKA_BROKERS") else {
         return Ok(None);
     };
+    let brokers = host_ports("APP_KAFKA_BROKERS", &brokers, "127.0.0.1:9092")?.join(",");
     let partitions = number(get, "APP_KAFKA_PARTITIONS", 3, 1..=1000)?;
     let replication = number(get, "APP_KAFKA_REPLICATION", 1, 1..=16)?;
     let timeout = duration(get, "APP_KAFKA_TIMEOUT", "5s")?;
@@ -313,17 +302,29 @@ fn kafka(
         i16::try_from(replication).unwrap_or(i16::MAX),
         timeout,
     );
-    let well_formed = |b: &String| {
-        b.rsplit_once(':')
+    Ok(Some(settings))
+}
+
+/// A comma-separated `host:port` list (blanks around entries ignored), at
+/// least one.
+fn host_ports(var: &'static str, raw: &str, example: &str) -> Result<Vec<String>, ConfigError> {
+    let entries: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let well_formed = entries.iter().all(|e| {
+        e.rsplit_once(':')
             .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-    };
-    if settings.brokers.is_empty() || !settings.brokers.iter().all(well_formed) {
+    });
+    if entries.is_empty() || !well_formed {
         return Err(invalid(
-            "APP_KAFKA_BROKERS",
-            "must be host:port[,host:port...], e.g. 127.0.0.1:9092",
+            var,
+            format!("must be host:port[,host:port...], e.g. {example}"),
         ));
     }
-    Ok(Some(settings))
+    Ok(entries)
 }
 
 /// A duration as humantime (`90s`, `15m`, `1h`) or plain seconds.

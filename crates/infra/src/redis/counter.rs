@@ -522,32 +522,17 @@ impl Counters {
         let Some(recording) = recording else {
             return Ok(Admission::Refused(short));
         };
-        let Some(packed) = recording.packed.get(short.index) else {
+        if short.index >= recording.packed.len() {
             return Ok(Admission::Refused(short));
-        };
-        let mut conn = self.connection().await?;
-        let set: Option<String> = cmd("SET")
-            .arg(record)
-            .arg(packed)
-            .arg("NX")
-            .arg("PX")
-            .arg(recording.ttl_ms)
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        if set.is_some() {
-            recording.recorded(short.index);
-            return Ok(Admission::Answered(short));
         }
-        let existing: Option<Vec<u8>> = cmd("GET")
-            .arg(record)
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(match existing {
-            Some(existing) => Admission::Recorded(unpack(&existing)?),
-            None => Admission::Refused(short),
-        })
+        let mut conn = self.connection().await?;
+        Ok(
+            match recording.record(&mut conn, record, short.index).await? {
+                None => Admission::Answered(short),
+                // A copy of the request recorded first: its record answers.
+                Some(existing) => Admission::Recorded(unpack(&existing)?),
+            },
+        )
     }
 
     /// Marks a holder that goes past the gate without a reservation, so that

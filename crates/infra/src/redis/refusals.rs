@@ -66,6 +66,23 @@ return false";
 
 static RECORD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD));
 
+/// Sets `packed` as the refusal record `record` for `ttl_ms` unless the key
+/// has one already (the [`RECORD`] script); returns the record it had.
+async fn record_unless_recorded(
+    conn: &mut super::RedisConnection,
+    record: &str,
+    packed: &[u8],
+    ttl_ms: u64,
+) -> Result<Option<Vec<u8>>, Unavailable> {
+    RECORD_SCRIPT
+        .key(record)
+        .arg(packed)
+        .arg(ttl_ms)
+        .invoke_async(conn)
+        .await
+        .map_err(unavailable)
+}
+
 /// The Redis key of the refusal record of (user, key).
 pub(crate) fn record_key(keys: &RedisKeys, user_id: UserId, key: &str) -> String {
     keys.key(&format!("refusal:{user_id}:{key}"))
@@ -234,6 +251,29 @@ pub(crate) struct Recording<'a> {
 }
 
 impl Recording<'_> {
+    /// Records the answer to item `index` under `record` with a command of
+    /// its own (on a Redis Cluster the record is not in the refusing
+    /// script's slot), unless the key has a record already, and queues it
+    /// for Postgres when it was set. Returns the record the key had.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when Redis fails (nothing is queued).
+    pub(crate) async fn record(
+        self,
+        conn: &mut super::RedisConnection,
+        record: &str,
+        index: usize,
+    ) -> Result<Option<Vec<u8>>, Unavailable> {
+        let Some(packed) = self.packed.get(index) else {
+            return Err(unavailable("no answer for the refused item"));
+        };
+        let existing = record_unless_recorded(conn, record, packed, self.ttl_ms).await?;
+        if existing.is_none() {
+            self.recorded(index);
+        }
+        Ok(existing)
+    }
+
     /// The script recorded the answer to item `index`: queues it for
     /// Postgres.
     pub(crate) fn recorded(self, index: usize) {
@@ -290,14 +330,8 @@ impl FastRefusals for RedisRefusals {
         let packed = pack(fingerprint, &response)?;
         let ttl_ms = u64::try_from(self.retention.as_millis()).unwrap_or(u64::MAX);
         let mut conn = self.pool.get().await.map_err(unavailable)?;
-        let existing: Option<Vec<u8>> = RECORD_SCRIPT
-            .key(record_key(&self.keys, user_id, key.as_str()))
-            .arg(packed)
-            .arg(ttl_ms)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        if let Some(existing) = existing {
+        let record = record_key(&self.keys, user_id, key.as_str());
+        if let Some(existing) = record_unless_recorded(&mut conn, &record, &packed, ttl_ms).await? {
             return Ok(unpack(&existing)?.answer(fingerprint));
         }
         place.send(row(user_id, key, fingerprint, &response));
