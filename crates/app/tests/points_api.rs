@@ -208,23 +208,29 @@ async fn a_replay_returns_the_same_bytes_and_charges_once() {
     let again = app
         .post_idempotent(CHARGE, "same-key", &json!({"amount": 7_000}), &token)
         .await;
-    // The same request, written differently, is still the same request.
-    let spaced = app
-        .http
-        .post(app.url(CHARGE))
-        .bearer_auth(&token)
-        .header("Idempotency-Key", "same-key")
-        .header("content-type", "application/json")
-        .body("{ \"amount\" :  7000 }")
-        .send()
-        .await
-        .expect("sent");
-    let spaced = support::Reply::from(spaced).await;
+    // The same request, written differently, is still the same request:
+    // spaced out, or with the amount as JSON Schema's integer `7.0e3`.
+    let written = |body: &'static str| {
+        let request = app
+            .http
+            .post(app.url(CHARGE))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", "same-key")
+            .header("content-type", "application/json")
+            .body(body)
+            .send();
+        async move { support::Reply::from(request.await.expect("sent")).await }
+    };
+    let spaced = written("{ \"amount\" :  7000 }").await;
+    let exponent = written("{\"amount\":7.0e3}").await;
 
     assert_eq!(first.status, 200);
     assert_eq!((again.status, spaced.status), (200, 200));
+    assert_eq!(exponent.status, 200, "{}", exponent.text);
     assert_eq!(again.text, first.text, "byte-identical body");
     assert_eq!(spaced.text, first.text);
+    assert_eq!(exponent.text, first.text);
+    assert_eq!(exponent.header("idempotent-replayed"), Some("true"));
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(again.header("content-type"), Some("application/json"));
     assert_eq!(

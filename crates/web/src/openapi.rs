@@ -7,13 +7,16 @@
 //! optional fields and enum values cannot drift from what is sent. What every
 //! endpoint of a kind shares (401 and 403 answers, 503 when a backing service
 //! is down, 413/415 for JSON bodies) is added here, from each operation's
-//! declared security and request body, by [`CommonResponses`].
+//! declared security and request body, by [`CommonResponses`]; what the
+//! derive cannot say about request data, by [`RequestRules`].
 
 use std::sync::LazyLock;
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
-use utoipa::openapi::path::Operation;
+use serde_json::json;
+use utoipa::openapi::path::{Operation, ParameterBuilder};
+use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -93,7 +96,7 @@ answer again with `Idempotent-Replayed: true` and executes nothing twice.";
         openapi_json,
         docs,
     ),
-    modifiers(&CommonResponses),
+    modifiers(&CommonResponses, &RequestRules),
     tags(
         (name = "identity", description = "Accounts and sign-in"),
         (name = "points", description = "The prepaid points balance"),
@@ -214,6 +217,70 @@ fn add_common(path: &str, operation: &mut Operation) {
     if json_body {
         add("413", TOO_LARGE);
         add("415", UNSUPPORTED);
+    }
+}
+
+/// What the derive cannot say about request data:
+/// - each idempotent write has its own example `Idempotency-Key`: keys are
+///   scoped to the caller, not the route, so one example shared by all
+///   three would make a client (or a fuzzer) that copies them get
+///   `422 IDEMPOTENCY_KEY_REUSED` on the second;
+/// - a `PERCENT` campaign takes a `discountValue` of 1 to 100 (an `if` /
+///   `then` of JSON Schema 2020-12);
+/// - an order's lines are `uniqueItems` (each product once; JSON Schema
+///   cannot say "distinct by `productId`", this is the part it can).
+#[derive(Debug)]
+struct RequestRules;
+
+/// The example `Idempotency-Key` of each idempotent write, by operation id.
+const KEY_EXAMPLES: [(&str, &str); 3] = [
+    ("chargePoints", "charge-2026-12-01-7f3c9a2e"),
+    ("placeOrder", "order-2026-12-01-5b8e1d40"),
+    ("invest", "invest-2026-12-01-c2a94f17"),
+];
+
+impl Modify for RequestRules {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let Some(operation) = item.post.as_mut() else {
+                continue;
+            };
+            let Some((_, example)) = KEY_EXAMPLES
+                .iter()
+                .find(|(id, _)| operation.operation_id.as_deref() == Some(id))
+            else {
+                continue;
+            };
+            for parameter in operation.parameters.iter_mut().flatten() {
+                if let RefOr::T(header) = parameter
+                    && header.name == "Idempotency-Key"
+                {
+                    *header = ParameterBuilder::from(header.clone())
+                        .example(Some(json!(example)))
+                        .build();
+                }
+            }
+        }
+        let schemas = &mut openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .schemas;
+        if let Some(RefOr::T(Schema::Object(order))) = schemas.get_mut("PlaceOrderRequest")
+            && let Some(RefOr::T(Schema::Array(items))) = order.properties.get_mut("items")
+        {
+            items.unique_items = true;
+        }
+        if let Some(RefOr::T(Schema::Object(campaign))) = schemas.get_mut("NewCampaign") {
+            let rules = campaign.extensions.get_or_insert_with(Default::default);
+            rules.insert(
+                "if".to_owned(),
+                json!({"properties": {"discountType": {"const": "PERCENT"}}, "required": ["discountType"]}),
+            );
+            rules.insert(
+                "then".to_owned(),
+                json!({"properties": {"discountValue": {"maximum": 100}}}),
+            );
+        }
     }
 }
 
@@ -451,6 +518,62 @@ mod tests {
             field("NewCampaign", "validDays")["maximum"].as_f64(),
             Some(3650.0)
         );
+
+        for (schema, name) in [
+            ("NewInvestProduct", "startedAt"),
+            ("NewInvestProduct", "finishedAt"),
+            ("NewCampaign", "issueStartsAt"),
+            ("NewCampaign", "issueEndsAt"),
+        ] {
+            assert_eq!(
+                field(schema, name)["pattern"],
+                crate::schema::INSTANT_PATTERN,
+                "{schema}.{name}"
+            );
+            assert_eq!(field(schema, name)["format"], "date-time");
+        }
+        for schema in ["OrderItemRequest", "InvestRequest"] {
+            assert_eq!(
+                field(schema, "productId")["minimum"].as_f64(),
+                Some(1.0),
+                "{schema}"
+            );
+        }
+        assert_eq!(field("PlaceOrderRequest", "items")["uniqueItems"], true);
+        let coupon = field("PlaceOrderRequest", "couponCode");
+        assert!(
+            coupon.get("default").is_some_and(Value::is_null),
+            "no coupon unless one is named: {coupon}"
+        );
+        let campaign = &schemas["NewCampaign"];
+        assert_eq!(
+            campaign["if"]["properties"]["discountType"]["const"],
+            "PERCENT"
+        );
+        assert_eq!(
+            campaign["then"]["properties"]["discountValue"]["maximum"].as_f64(),
+            Some(100.0)
+        );
+        // Keys are scoped to the caller, not the route: each idempotent
+        // write shows its own, so copying the examples never reuses one.
+        let mut keys = Vec::new();
+        for (path, id) in [
+            ("/api/v1/points/charge", "chargePoints"),
+            ("/api/v1/orders", "placeOrder"),
+            ("/api/v1/investments", "invest"),
+        ] {
+            let operation = &doc["paths"][path]["post"];
+            assert_eq!(operation["operationId"], id);
+            let key = operation["parameters"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == "Idempotency-Key"))
+                .expect("the Idempotency-Key header");
+            assert_eq!(key["required"], true, "{path}");
+            keys.push(key["example"].as_str().expect("an example key").to_owned());
+        }
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 3, "{keys:?}");
 
         let expiring = &doc["paths"]["/api/v1/admin/coupons/expiring"]["get"]["parameters"];
         let after = expiring

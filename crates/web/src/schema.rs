@@ -9,7 +9,7 @@
 //! escapes, which read the same in ECMA-262 (JSON Schema's dialect), Python
 //! and Rust.
 
-use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::{RefOr, Schema};
 
 /// White space as Rust's `str::trim` strips it (the Unicode `White_Space`
@@ -143,6 +143,67 @@ pub fn user_name() -> RefOr<Schema> {
         true,
         "A display name; the login id when left out",
         "Alice Kim",
+    )
+}
+
+/// An instant as RFC 3339 writes it (`2026-12-01T09:30:00Z`,
+/// `2026-12-01T18:30:00.5+09:00`): the shape `format: date-time` names,
+/// spelled out because JSON Schema makes `format` an annotation, so a
+/// client or a fuzzer may otherwise send any string. The server reads a
+/// superset (chrono's relaxed RFC 3339); every string this matches is read,
+/// except a day the month lacks (`02-30`), which `format` rules out. Leap
+/// seconds (`:60`) are left out.
+pub const INSTANT_PATTERN: &str = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]\
+     ([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$";
+
+fn instant(nullable: bool, description: &str, example: &str) -> RefOr<Schema> {
+    let schema_type = if nullable {
+        SchemaType::from_iter([Type::String, Type::Null])
+    } else {
+        SchemaType::Type(Type::String)
+    };
+    ObjectBuilder::new()
+        .schema_type(schema_type)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+        .pattern(Some(INSTANT_PATTERN))
+        .description(Some(description))
+        .examples([example])
+        .into()
+}
+
+/// `startedAt` of a new investment product.
+pub fn recruiting_starts() -> RefOr<Schema> {
+    instant(
+        false,
+        "The recruiting period starts then (RFC 3339) ...",
+        "2026-12-01T00:00:00Z",
+    )
+}
+
+/// `finishedAt` of a new investment product.
+pub fn recruiting_ends() -> RefOr<Schema> {
+    instant(
+        false,
+        "... and ends then, after `startedAt`.",
+        "2026-12-31T00:00:00Z",
+    )
+}
+
+/// `issueStartsAt` of a new coupon campaign.
+pub fn issue_starts() -> RefOr<Schema> {
+    instant(
+        true,
+        "Coupons are issued from then on (RFC 3339); from now when left out or null.",
+        "2026-12-01T00:00:00Z",
+    )
+}
+
+/// `issueEndsAt` of a new coupon campaign.
+pub fn issue_ends() -> RefOr<Schema> {
+    instant(
+        true,
+        "Coupons are issued until then, after `issueStartsAt`; without end when left out or null.",
+        "2026-12-31T00:00:00Z",
     )
 }
 
@@ -321,5 +382,84 @@ mod tests {
         for refused in ["", "1", "1.", ".1", "-1.1", "1.-1", "+1.1", "1.1.1", "1 .1"] {
             assert!(!pattern.is_match(refused), "{refused:?}");
         }
+    }
+
+    fn server_reads(instant: &str) -> bool {
+        serde_json::from_value::<chrono::DateTime<chrono::Utc>>(serde_json::json!(instant)).is_ok()
+    }
+
+    proptest! {
+        /// Every instant, written as RFC 3339 in any of its spellings,
+        /// matches the pattern and is read by the server.
+        #[test]
+        fn every_rfc3339_instant_matches_the_instant_pattern_and_is_read(
+            seconds in -62_135_596_800_i64..253_402_300_799,
+            nanos in 0u32..1_000_000_000,
+            offset_minutes in -(23 * 60 + 59)..=(23 * 60 + 59),
+            digits in prop::sample::select(vec![
+                chrono::SecondsFormat::Secs,
+                chrono::SecondsFormat::Millis,
+                chrono::SecondsFormat::Nanos,
+            ]),
+            zulu in any::<bool>(),
+        ) {
+            let offset = chrono::FixedOffset::east_opt(offset_minutes * 60).expect("an offset");
+            let instant = chrono::DateTime::from_timestamp(seconds, nanos)
+                .expect("an instant")
+                .with_timezone(&offset);
+            let text = if offset_minutes == 0 && zulu {
+                instant.to_utc().to_rfc3339_opts(digits, true)
+            } else {
+                instant.to_rfc3339_opts(digits, false)
+            };
+            prop_assert!(re(INSTANT_PATTERN).is_match(&text), "{}", text);
+            prop_assert!(server_reads(&text), "{}", text);
+        }
+    }
+
+    #[test]
+    fn the_instant_pattern_refuses_what_is_not_an_rfc3339_instant() {
+        let pattern = re(INSTANT_PATTERN);
+        for read in [
+            "2026-12-01T00:00:00Z",
+            "2026-12-01t23:59:59.123456789z",
+            "0000-01-01T00:00:00+23:59",
+            "9999-12-31T23:59:59-23:59",
+            "2026-02-28T12:00:00.5+09:00",
+        ] {
+            assert!(pattern.is_match(read), "{read}");
+            assert!(server_reads(read), "{read}");
+        }
+        // Each is refused by the server too; the document says so now.
+        for refused in [
+            "",
+            "2026-12-01",
+            "2026-12-01T00:00Z",
+            "2026-12-01T00:00:00",
+            "2026-13-01T00:00:00Z",
+            "2026-12-00T00:00:00Z",
+            "2026-12-32T00:00:00Z",
+            "2026-12-01T24:00:00Z",
+            "2026-12-01T00:60:00Z",
+            "2026-12-01T00:00:00.Z",
+            "2026-12-01T00:00:00+24:00",
+            "2026-12-01T00:00:00+0900",
+            "2026-12-01T00:00:00Z ",
+            "+12026-12-01T00:00:00Z",
+        ] {
+            assert!(!pattern.is_match(refused), "{refused}");
+        }
+        for refused in [
+            "",
+            "2026-12-01",
+            "2026-13-01T00:00:00Z",
+            "2026-12-01T24:00:00Z",
+        ] {
+            assert!(!server_reads(refused), "{refused}");
+        }
+        // What `format: date-time` rules out and the pattern cannot: a day
+        // the month lacks.
+        assert!(pattern.is_match("2026-02-30T00:00:00Z"));
+        assert!(!server_reads("2026-02-30T00:00:00Z"));
     }
 }

@@ -17,7 +17,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::IntoParams;
 
-use super::json::{parse, read_body};
+use super::json::{parse, read_body, whole_numbers_as_integers};
 use crate::problem::ApiError;
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -31,12 +31,12 @@ pub struct IdempotencyKeyHeader {
     /// 1 to 128 visible ASCII characters, unique per intended write and
     /// scoped to the caller. A repeat with the same body replays the first
     /// answer; with another body it is `422 IDEMPOTENCY_KEY_REUSED`.
+    /// (Each operation's example key is set by `openapi::RequestRules`.)
     #[param(
         rename = "Idempotency-Key",
         min_length = 1,
         max_length = 128,
-        pattern = "^[\\x21-\\x7E]+$",
-        example = "9f1c2d7e-order-1"
+        pattern = "^[\\x21-\\x7E]+$"
     )]
     pub idempotency_key: String,
 }
@@ -63,7 +63,10 @@ impl<T: DeserializeOwned + 'static> FromRequest for IdempotentJson<T> {
         let body = read_body(req, payload);
         Box::pin(async move {
             let key = key?;
-            let bytes = body.await?;
+            let raw = body.await?;
+            // `354.0` and `354` are one request: the fingerprint reads the
+            // integers `parse` reads.
+            let bytes = whole_numbers_as_integers(&raw);
             let parsed: T = parse(&bytes)?;
             // `parse` accepted it, so it is JSON.
             let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);

@@ -6,6 +6,13 @@
 //! `serde_path_to_error` so every 400 names the field. Bodies nesting deeper
 //! than [`MAX_DEPTH`] are refused before any parsing (none of ours needs more
 //! than four levels; serde_json alone would recurse to 128).
+//!
+//! A number written with a fraction or an exponent whose value is a whole
+//! number (`354.0`, `3.54e2`) is read as that integer, as JSON Schema reads
+//! it (`type: integer` admits `1.0`), so an integer field takes it; the
+//! reading is exact, done on the digits, never through a float.
+
+use std::borrow::Cow;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -31,11 +38,11 @@ impl Default for JsonLimit {
 /// The deepest nesting of arrays and objects accepted in a JSON body.
 pub const MAX_DEPTH: usize = 32;
 
-/// Whether `body` nests arrays and objects deeper than `max`, read without
-/// parsing (brackets inside strings do not count).
-fn nests_deeper_than(body: &[u8], max: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in body {
+/// The bytes of `body` outside JSON strings, with their offsets (a string's
+/// quotes and contents are skipped), read without parsing.
+fn outside_strings(body: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let (mut in_string, mut escaped) = (false, false);
+    body.iter().enumerate().filter_map(move |(i, &b)| {
         if in_string {
             match (escaped, b) {
                 (true, _) => escaped = false,
@@ -43,10 +50,22 @@ fn nests_deeper_than(body: &[u8], max: usize) -> bool {
                 (false, b'"') => in_string = false,
                 _ => {}
             }
-            continue;
+            return None;
         }
+        if b == b'"' {
+            in_string = true;
+            return None;
+        }
+        Some((i, b))
+    })
+}
+
+/// Whether `body` nests arrays and objects deeper than `max`, read without
+/// parsing (brackets inside strings do not count).
+fn nests_deeper_than(body: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    for (_, b) in outside_strings(body) {
         match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -143,7 +162,8 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             "the JSON body nests deeper than {MAX_DEPTH} levels"
         )));
     }
-    let mut de = serde_json::Deserializer::from_slice(body);
+    let body = whole_numbers_as_integers(body);
+    let mut de = serde_json::Deserializer::from_slice(&body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
@@ -163,6 +183,120 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|_| ApiError::validation("unexpected data after the JSON value"))?;
     Ok(value)
+}
+
+/// `body` with every number that is written with a fraction or an exponent
+/// but is a whole number within `i64` (`354.0`, `3.54e2`, `-0.0`) rewritten
+/// as an integer literal; anything else, strings included, is left as it
+/// is. Borrowed when nothing changes (the common case).
+pub(crate) fn whole_numbers_as_integers(body: &[u8]) -> Cow<'_, [u8]> {
+    let mut out: Option<Vec<u8>> = None;
+    // `copied`: what `out` holds of `body`; `next`: where the token just read ends.
+    let (mut copied, mut next) = (0, 0);
+    for (i, b) in outside_strings(body) {
+        if i < next || (b != b'-' && !b.is_ascii_digit()) {
+            continue;
+        }
+        let end = body[i..]
+            .iter()
+            .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+            .map_or(body.len(), |n| i + n);
+        if let Some(whole) = whole_number(&body[i..end]) {
+            let out = out.get_or_insert_with(|| Vec::with_capacity(body.len()));
+            out.extend_from_slice(&body[copied..i]);
+            out.extend_from_slice(whole.to_string().as_bytes());
+            copied = end;
+        }
+        next = end;
+    }
+    match out {
+        None => Cow::Borrowed(body),
+        Some(mut out) => {
+            out.extend_from_slice(&body[copied..]);
+            Cow::Owned(out)
+        }
+    }
+}
+
+/// The integer a JSON number token denotes, when it has a fraction or an
+/// exponent, is a whole number and fits `i64`; `None` for a plain integer
+/// literal (serde reads it as it is), a fraction, an overflow or anything
+/// that is not a JSON number (serde reports it).
+fn whole_number(token: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(token).ok()?;
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (&unsigned[..at], Some(&unsigned[at + 1..])),
+        None => (unsigned, None),
+    };
+    let (int, frac) = match mantissa.split_once('.') {
+        Some((int, frac)) => (int, Some(frac)),
+        None => (mantissa, None),
+    };
+    if frac.is_none() && exponent.is_none() {
+        return None;
+    }
+    // JSON's grammar: `0` or a digit run without a leading zero, then
+    // `.digits`, then `e[+-]digits`.
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || (int.len() > 1 && int.starts_with('0')) {
+        return None;
+    }
+    if frac.is_some_and(|f| !digits(f)) {
+        return None;
+    }
+    let frac = frac.unwrap_or("");
+    let exponent: i64 = match exponent {
+        None => 0,
+        Some(e) => {
+            let magnitude = e.strip_prefix(['+', '-']).unwrap_or(e);
+            if !digits(magnitude) {
+                return None;
+            }
+            // Beyond this every non-zero value overflows or is a fraction.
+            if magnitude.len() > 4 {
+                return if (int.bytes().chain(frac.bytes())).all(|b| b == b'0') {
+                    Some(0)
+                } else {
+                    None
+                };
+            }
+            e.parse().ok()?
+        }
+    };
+    // The value is `significand × 10^scale`, exactly.
+    let significand = format!("{int}{frac}");
+    let significand = significand.trim_start_matches('0');
+    if significand.is_empty() {
+        return Some(0);
+    }
+    let scale = exponent - i64::try_from(frac.len()).ok()?;
+    let integer = if scale >= 0 {
+        if significand.len() as i64 + scale > 19 {
+            return None;
+        }
+        let zeros = usize::try_from(scale).ok()?;
+        format!("{significand}{}", "0".repeat(zeros))
+    } else {
+        let cut = usize::try_from(-scale).ok()?;
+        if cut > significand.len() {
+            return None;
+        }
+        let (kept, dropped) = significand.split_at(significand.len() - cut);
+        if !dropped.bytes().all(|b| b == b'0') {
+            return None;
+        }
+        if kept.is_empty() {
+            "0".to_owned()
+        } else {
+            kept.to_owned()
+        }
+    };
+    let sign = if negative { "-" } else { "" };
+    format!("{sign}{integer}").parse().ok()
 }
 
 /// serde's message, made for a client: without serde_json's " at line L
@@ -259,6 +393,61 @@ mod tests {
         let order: Order = parse(quoted.as_bytes()).expect("brackets in a string are text");
         assert!(order.login_id.starts_with("[[["));
         assert!(nests_deeper_than(&b"[".repeat(100_000), MAX_DEPTH));
+    }
+
+    #[test]
+    fn whole_numbers_written_with_a_fraction_or_an_exponent_are_integers() {
+        for (token, expected) in [
+            ("354.0", Some(354)),
+            ("354.000", Some(354)),
+            ("3.54e2", Some(354)),
+            ("3540E-1", Some(354)),
+            ("35400e-2", Some(354)),
+            ("1e3", Some(1_000)),
+            ("1E+3", Some(1_000)),
+            ("-12.0", Some(-12)),
+            ("-0.0", Some(0)),
+            ("0e99999", Some(0)),
+            ("9223372036854775807.0", Some(i64::MAX)),
+            ("-9223372036854775808.0", Some(i64::MIN)),
+            ("9.223372036854775807e18", Some(i64::MAX)),
+            // Not whole, out of range, plain integers or not JSON numbers.
+            ("354", None),
+            ("354.5", None),
+            ("1.0000000000000001", None),
+            ("1e-1", None),
+            ("1e99999", None),
+            ("9223372036854775808.0", None),
+            ("1e19", None),
+            ("1.", None),
+            (".5", None),
+            ("01.0", None),
+            ("1.0e", None),
+            ("--1.0", None),
+        ] {
+            assert_eq!(whole_number(token.as_bytes()), expected, "{token}");
+        }
+    }
+
+    #[test]
+    fn integral_numbers_reach_integer_fields_and_strings_stay_as_they_are() {
+        let body = br#"{"loginId":"1.0 and 2e3","items":[{"quantity":3.0},{"quantity":4e0}]}"#;
+        let order: Order = parse(body).expect("whole numbers are integers");
+        assert_eq!(order.login_id, "1.0 and 2e3");
+        let quantities: Vec<u32> = order.items.iter().map(|i| i.quantity).collect();
+        assert_eq!(quantities, [3, 4]);
+        assert!(
+            detail(r#"{"loginId":"a","items":[{"quantity":3.5}]}"#).contains("items[0].quantity")
+        );
+        let untouched = br#"{"a":[1,-2,"3.0\"4.0"]}"#;
+        assert!(matches!(
+            whole_numbers_as_integers(untouched),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            whole_numbers_as_integers(br#"{"a":"\\",  "b":-7.00,"c":[1.5e1]}"#).as_ref(),
+            br#"{"a":"\\",  "b":-7,"c":[15]}"#
+        );
     }
 
     #[test]

@@ -54,9 +54,9 @@ struct CreateBody {
     /// The amount to recruit.
     #[schema(minimum = 1, maximum = 1_000_000_000_000_i64, example = 100_000_000)]
     total_investing_amount: i64,
-    /// The recruiting period starts then ...
+    #[schema(schema_with = crate::schema::recruiting_starts)]
     started_at: DateTime<Utc>,
-    /// ... and ends then (after `startedAt`).
+    #[schema(schema_with = crate::schema::recruiting_ends)]
     finished_at: DateTime<Utc>,
 }
 
@@ -126,6 +126,7 @@ impl From<InvestProduct> for ProductBody {
 #[schema(as = InvestRequest)]
 #[serde(rename_all = "camelCase")]
 struct InvestBody {
+    #[schema(minimum = 1, example = 1)]
     product_id: i64,
     #[schema(minimum = 1, maximum = 1_000_000_000_000_i64, example = 50_000)]
     invest_amount: i64,

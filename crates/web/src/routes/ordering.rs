@@ -41,8 +41,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[schema(as = OrderItemRequest)]
 #[serde(rename_all = "camelCase")]
 struct ItemBody {
+    #[schema(minimum = 1, example = 1)]
     product_id: i64,
-    #[schema(minimum = 1, maximum = 1_000)]
+    #[schema(minimum = 1, maximum = 1_000, example = 1)]
     quantity: i64,
 }
 
@@ -50,11 +51,13 @@ struct ItemBody {
 #[schema(as = PlaceOrderRequest)]
 #[serde(rename_all = "camelCase")]
 struct PlaceBody {
-    /// 1 to 50 distinct products.
+    /// 1 to 50 lines, each of a distinct product (a `productId` twice is
+    /// refused; `uniqueItems` says the part JSON Schema can).
     #[schema(min_items = 1, max_items = 50)]
     items: Vec<ItemBody>,
-    /// A coupon of the caller's to apply (any case: codes are case-insensitive).
-    #[schema(pattern = "^[A-Za-z0-9-]{4,64}$")]
+    /// A coupon of the caller's to apply (any case: codes are
+    /// case-insensitive); left out or null, none.
+    #[schema(pattern = "^[A-Za-z0-9-]{4,64}$", default = json!(null))]
     coupon_code: Option<String>,
 }
 

@@ -36,9 +36,9 @@ pub(super) struct CampaignBody {
     /// A coupon expires this many days after it is issued.
     #[schema(minimum = 1, maximum = 3_650, example = 30)]
     valid_days: i64,
-    /// Coupons are issued from then on; from now when left out.
+    #[schema(schema_with = crate::schema::issue_starts)]
     issue_starts_at: Option<DateTime<Utc>>,
-    /// Coupons are issued until then; without end when left out.
+    #[schema(schema_with = crate::schema::issue_ends)]
     issue_ends_at: Option<DateTime<Utc>>,
 }
 
