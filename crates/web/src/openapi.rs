@@ -32,7 +32,9 @@ const DESCRIPTION: &str = "\
 Points, catalogue, orders, coupons and investments.
 
 **Conventions.** JSON bodies with camelCase names; money and points are integers \
-(KRW); timestamps are RFC 3339 in UTC; ids are integers. Page-based lists take \
+(KRW; a whole number written `354.0` or `3.54e2` counts as the integer); \
+timestamps are RFC 3339 in UTC; ids are integers. A body field the endpoint does \
+not know is `400 VALIDATION_FAILED` naming it, never ignored. Page-based lists take \
 `?page=0&size=20` (0-based, size 1..=100) and answer `{items, page, size, totalCount}`. \
 Every response carries `X-Request-Id` (echoed when the request sends a sane one).
 
@@ -584,6 +586,34 @@ mod tests {
         let csv = &doc["paths"]["/api/v1/admin/coupon-campaigns/{id}/codes/import"]["post"]["requestBody"]
             ["content"]["text/csv"]["schema"];
         assert_eq!(csv["pattern"], csv_header_pattern().as_str());
+    }
+
+    /// A field an endpoint does not know is refused (shared/API.md), so
+    /// every JSON request body, and every object nested in one, says
+    /// `additionalProperties: false`.
+    #[test]
+    fn request_bodies_refuse_unknown_fields() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        let mut names = Vec::new();
+        for item in doc["paths"].as_object().expect("paths").values() {
+            for operation in item.as_object().expect("an item").values() {
+                let body = &operation["requestBody"]["content"]["application/json"]["schema"];
+                if let Some(target) = body["$ref"].as_str() {
+                    names.push(target.rsplit('/').next().expect("a name").to_owned());
+                }
+            }
+        }
+        names.push("OrderItemRequest".to_owned());
+        names.sort();
+        names.dedup();
+        assert!(names.len() >= 10, "{names:?}");
+        for name in names {
+            assert_eq!(
+                schemas[&name]["additionalProperties"], false,
+                "{name} must refuse unknown fields"
+            );
+        }
     }
 
     #[test]

@@ -105,6 +105,11 @@ impl ApiError {
         self.code
     }
 
+    /// The offending field of a `VALIDATION_FAILED`, when one is named.
+    pub fn field(&self) -> Option<&str> {
+        self.extra.get("field").and_then(Value::as_str)
+    }
+
     /// What went wrong, for a person.
     pub fn detail(&self) -> &str {
         &self.detail

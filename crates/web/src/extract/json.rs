@@ -173,6 +173,13 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
                 inner.line(),
                 inner.column()
             ))
+        } else if let Some(unknown) = unknown_field(&path, &inner.to_string()) {
+            // A field the endpoint does not know (a typo, or `stockDelta` sent
+            // to a version without it) is named, never ignored.
+            ApiError::invalid_field(
+                &unknown,
+                "unknown field; this body takes only the documented ones",
+            )
         } else if path == "." {
             // Missing fields are reported at the parent: serde names them.
             ApiError::validation(client_message(&inner.to_string()))
@@ -297,6 +304,17 @@ fn whole_number(token: &[u8]) -> Option<i64> {
     };
     let sign = if negative { "-" } else { "" };
     format!("{sign}{integer}").parse().ok()
+}
+
+/// The path of the unknown field serde's `message` reports at `path`
+/// (`items[0].qty`), if that is what it reports.
+fn unknown_field(path: &str, message: &str) -> Option<String> {
+    let name = message.strip_prefix("unknown field `")?.split('`').next()?;
+    Some(match path {
+        "." => name.to_owned(),
+        parent if parent.rsplit('.').next() == Some(name) => parent.to_owned(),
+        parent => format!("{parent}.{name}"),
+    })
 }
 
 /// serde's message, made for a client: without serde_json's " at line L
@@ -448,6 +466,42 @@ mod tests {
             whole_numbers_as_integers(br#"{"a":"\\",  "b":-7.00,"c":[1.5e1]}"#).as_ref(),
             br#"{"a":"\\",  "b":-7,"c":[15]}"#
         );
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct Strict {
+        login_id: String,
+        items: Vec<StrictItem>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct StrictItem {
+        quantity: u32,
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused_naming_it() {
+        for (body, field) in [
+            (r#"{"loginId":"a","items":[],"stockDelta":1}"#, "stockDelta"),
+            (r#"{"quantitiy":2,"loginId":"a","items":[]}"#, "quantitiy"),
+            (
+                r#"{"loginId":"a","items":[{"quantity":1,"qty":2}]}"#,
+                "items[0].qty",
+            ),
+        ] {
+            let err = parse::<Strict>(body.as_bytes()).expect_err("refused");
+            assert_eq!(err.code(), "VALIDATION_FAILED");
+            let problem = err.to_string();
+            assert!(
+                problem.contains(&format!("{field}: unknown field")),
+                "{problem}"
+            );
+            assert_eq!(err.field(), Some(field), "{problem}");
+        }
     }
 
     #[test]

@@ -67,6 +67,7 @@ fn stock(raw: i64) -> Result<Stock, ApiError> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = NewProduct)]
+#[serde(deny_unknown_fields)]
 struct CreateBody {
     #[schema(schema_with = crate::schema::product_name)]
     name: String,
@@ -89,6 +90,7 @@ impl CreateBody {
 /// Any of the fields; those left out (or null) keep their value.
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = ProductPatch)]
+#[serde(deny_unknown_fields)]
 struct PatchBody {
     #[schema(schema_with = crate::schema::product_name_patch)]
     name: Option<String>,

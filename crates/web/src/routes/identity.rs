@@ -33,7 +33,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = SignUpRequest)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct SignUpBody {
     #[schema(
         min_length = 3,
@@ -67,7 +67,7 @@ impl SignUpBody {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = SignInRequest)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct SignInBody {
     #[schema(example = "alice")]
     login_id: String,

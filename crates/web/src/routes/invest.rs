@@ -47,7 +47,7 @@ fn amount(field: &str, raw: i64) -> Result<InvestAmount, ApiError> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = NewInvestProduct)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct CreateBody {
     #[schema(schema_with = crate::schema::invest_title)]
     title: String,
@@ -124,7 +124,7 @@ impl From<InvestProduct> for ProductBody {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = InvestRequest)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct InvestBody {
     #[schema(minimum = 1, example = 1)]
     product_id: i64,

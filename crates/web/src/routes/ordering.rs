@@ -39,7 +39,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = OrderItemRequest)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ItemBody {
     #[schema(minimum = 1, example = 1)]
     product_id: i64,
@@ -49,7 +49,7 @@ struct ItemBody {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = PlaceOrderRequest)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PlaceBody {
     /// 1 to 50 lines, each of a distinct product (a `productId` twice is
     /// refused; `uniqueItems` says the part JSON Schema can).

@@ -33,6 +33,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = ChargeRequest)]
+#[serde(deny_unknown_fields)]
 struct ChargeBody {
     /// Points to add: 1,000 to 1,000,000 per charge.
     #[schema(minimum = 1_000, maximum = 1_000_000, example = 10_000)]

@@ -16,7 +16,7 @@ use crate::problem::{ApiError, PROBLEM_JSON, ProblemSchema};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = NewCampaign)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct CampaignBody {
     #[schema(schema_with = crate::schema::campaign_name)]
     name: String,
@@ -124,6 +124,7 @@ impl From<&CampaignView> for CampaignViewJson {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = GenerateCodesRequest)]
+#[serde(deny_unknown_fields)]
 pub(super) struct CountBody {
     /// How many codes to add to the pool: 1 to 1,000,000.
     #[schema(minimum = 1, maximum = 1_000_000, example = 1_000)]
