@@ -141,7 +141,7 @@ async fn every_admin_endpoint_refuses_a_user_and_an_anonymous_caller_and_changes
         (
             Method::PATCH,
             format!("/api/v1/admin/products/{p}"),
-            json!({"stock": 0}).to_string(),
+            json!({"stockDelta": 1}).to_string(),
         ),
         (
             Method::POST,

@@ -137,7 +137,7 @@ async fn a_retry_of_a_refusal_only_redis_holds_is_answered_from_it_after_a_resto
     let restocked = app
         .patch(
             &format!("/api/v1/admin/products/{item}"),
-            &json!({"stock": 5}),
+            &json!({"stockDelta": 5}),
             &admin,
         )
         .await;

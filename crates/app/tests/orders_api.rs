@@ -36,7 +36,7 @@ async fn admins_manage_products_and_everyone_reads_them() {
     let patched = app
         .patch(
             &format!("/api/v1/admin/products/{id}"),
-            &json!({"stock": 25}),
+            &json!({"stockDelta": 15}),
             &admin,
         )
         .await;
@@ -471,7 +471,7 @@ async fn an_admin_restock_reaches_the_gate_at_once() {
     let restocked = app
         .patch(
             &format!("/api/v1/admin/products/{item}"),
-            &json!({"stock": 3}),
+            &json!({"stockDelta": 3}),
             &admin,
         )
         .await;

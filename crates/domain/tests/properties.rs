@@ -355,6 +355,7 @@ proptest! {
                 name: ProductName::parse(&format!("p{id}")).unwrap_or_else(|e| panic!("{e}")),
                 price: pts(*price),
                 stock: Stock::new(0).unwrap_or_else(|e| panic!("{e}")),
+                version: Default::default(),
             })
             .collect();
         let order = OrderRequest::new(

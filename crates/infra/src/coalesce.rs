@@ -19,7 +19,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use domain::catalog::{CatalogStore, NewProduct, Product, ProductId, ProductPatch};
+use domain::catalog::{CatalogStore, NewProduct, PatchRefused, Product, ProductId, ProductPatch};
 use domain::error::Unavailable;
 use domain::paging::{Page, PageRequest};
 use futures_util::FutureExt as _;
@@ -319,7 +319,7 @@ impl CatalogStore for CoalescedCatalog {
         &self,
         id: ProductId,
         patch: ProductPatch,
-    ) -> Result<Option<Product>, Unavailable> {
+    ) -> Result<Result<Product, PatchRefused>, Unavailable> {
         self.inner.update(id, patch).await
     }
 

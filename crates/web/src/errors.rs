@@ -3,6 +3,7 @@
 //!
 //! `Unavailable` is logged with its cause and answered `503` with no internals.
 
+use actix_web::http::StatusCode;
 use application::identity::{AuthenticateError, ProfileError, SignInError, SignUpError};
 use application::throttle::RateLimited;
 use domain::error::Unavailable;
@@ -140,6 +141,27 @@ impl From<application::catalog::ProductError> for ApiError {
     fn from(err: application::catalog::ProductError) -> Self {
         match err {
             application::catalog::ProductError::NotFound(id) => product_not_found(id),
+            application::catalog::ProductError::VersionMoved(id) => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "PRECONDITION_FAILED",
+                "Precondition failed",
+                format!(
+                    "product {id} changed since the version in If-Match (a sale changes it too); \
+                     read it again, or send stockDelta"
+                ),
+            )
+            .with("productId", id.get()),
+            application::catalog::ProductError::InsufficientStock(id) => ApiError::new(
+                StatusCode::CONFLICT,
+                "INSUFFICIENT_STOCK",
+                "Insufficient stock",
+                format!("product {id} does not have that many units to take"),
+            )
+            .with("productId", id.get()),
+            application::catalog::ProductError::StockOverflow(id) => ApiError::invalid_field(
+                "stockDelta",
+                format!("the stock of product {id} would exceed 9223372036854775807"),
+            ),
             application::catalog::ProductError::Unavailable(u) => u.into(),
         }
     }

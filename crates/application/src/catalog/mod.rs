@@ -20,6 +20,15 @@ use thiserror::Error;
 pub enum ProductError {
     #[error("product {0} does not exist")]
     NotFound(ProductId),
+    /// The patch named a version the product has moved on from.
+    #[error("product {0} changed since the version the request names")]
+    VersionMoved(ProductId),
+    /// A stock delta would leave the stock below zero.
+    #[error("product {0} does not have that much stock to take")]
+    InsufficientStock(ProductId),
+    /// A stock delta would take the stock past what it can hold.
+    #[error("the stock of product {0} would exceed 9223372036854775807")]
+    StockOverflow(ProductId),
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
 }

@@ -103,6 +103,7 @@ mod tests {
                     name: ProductName::parse(&format!("p{id}")).expect("valid"),
                     price: Points::ZERO,
                     stock: Stock::new(1).expect("valid"),
+                    version: Default::default(),
                 })
                 .collect())
         });

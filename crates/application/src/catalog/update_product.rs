@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use domain::catalog::{CatalogStore, Product, ProductId, ProductPatch};
+use domain::catalog::{CatalogStore, PatchRefused, Product, ProductId, ProductPatch};
 use domain::ordering::StockGate;
 
 use super::ProductError;
@@ -37,7 +37,12 @@ impl UpdateProduct {
             .store
             .update(id, patch)
             .await?
-            .ok_or(ProductError::NotFound(id))?;
+            .map_err(|refused| match refused {
+                PatchRefused::NotFound => ProductError::NotFound(id),
+                PatchRefused::VersionMoved => ProductError::VersionMoved(id),
+                PatchRefused::StockBelowZero => ProductError::InsufficientStock(id),
+                PatchRefused::StockAboveMaximum => ProductError::StockOverflow(id),
+            })?;
         if stock_changed && let Err(err) = self.gate.forget(id).await {
             // The counter may lag until it is rebuilt; Postgres still guards.
             tracing::warn!(error = %err, product = %id, "could not reset the stock counter");
@@ -48,7 +53,7 @@ impl UpdateProduct {
 
 #[cfg(test)]
 mod tests {
-    use domain::catalog::{MockCatalogStore, ProductName, Stock};
+    use domain::catalog::{MockCatalogStore, ProductName, Stock, StockChange};
     use domain::money::Points;
     use domain::ordering::MockStockGate;
 
@@ -58,11 +63,12 @@ mod tests {
     async fn a_stock_change_resets_the_gate_counter_and_other_changes_do_not() {
         let mut store = MockCatalogStore::new();
         store.expect_update().returning(|id, _| {
-            Ok(Some(Product {
+            Ok(Ok(Product {
                 id,
                 name: ProductName::parse("Tea").expect("valid"),
                 price: Points::ZERO,
                 stock: Stock::new(5).expect("valid"),
+                version: Default::default(),
             }))
         });
         let mut gate = MockStockGate::new();
@@ -73,7 +79,7 @@ mod tests {
         let update = UpdateProduct::new(Arc::new(store), Arc::new(gate));
 
         let restock = ProductPatch {
-            stock: Some(Stock::new(5).expect("valid")),
+            stock: Some(StockChange::By(5)),
             ..ProductPatch::default()
         };
         update
@@ -91,15 +97,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unknown_product_is_not_found() {
-        let mut store = MockCatalogStore::new();
-        store.expect_update().returning(|_, _| Ok(None));
-        let update = UpdateProduct::new(Arc::new(store), Arc::new(MockStockGate::new()));
+    async fn each_refusal_of_the_store_is_its_own_error_and_resets_nothing() {
+        for (refused, expected) in [
+            (PatchRefused::NotFound, "does not exist"),
+            (PatchRefused::VersionMoved, "changed since"),
+            (PatchRefused::StockBelowZero, "that much stock"),
+            (PatchRefused::StockAboveMaximum, "would exceed"),
+        ] {
+            let mut store = MockCatalogStore::new();
+            store
+                .expect_update()
+                .returning(move |_, _| Ok(Err(refused)));
+            // No stock changed, so the gate counter is left alone.
+            let update = UpdateProduct::new(Arc::new(store), Arc::new(MockStockGate::new()));
+            let patch = ProductPatch {
+                stock: Some(StockChange::By(-3)),
+                ..ProductPatch::default()
+            };
 
-        let result = update
-            .execute(ProductId::new(9), ProductPatch::default())
-            .await;
+            let err = update
+                .execute(ProductId::new(9), patch)
+                .await
+                .expect_err("refused");
 
-        assert!(matches!(result, Err(ProductError::NotFound(_))));
+            assert!(err.to_string().contains(expected), "{err}");
+        }
     }
 }

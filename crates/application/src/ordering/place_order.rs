@@ -191,6 +191,7 @@ mod tests {
             name: ProductName::parse(&format!("p{id}")).expect("valid"),
             price: Points::new(price).expect("valid"),
             stock: Stock::new(5).expect("valid"),
+            version: Default::default(),
         }
     }
 

@@ -77,6 +77,23 @@ impl Stock {
     }
 }
 
+/// A product's version. Every write to the product changes it, a sale's
+/// stock decrement included, so an absolute stock set against a version the
+/// product has moved on from is refused: it would overwrite units sold in
+/// between (a lost update). Served as the product's `ETag`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ProductVersion(u64);
+
+impl ProductVersion {
+    pub const fn new(version: u64) -> Self {
+        Self(version)
+    }
+
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
 /// A product as it is at the moment of the read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Product {
@@ -84,6 +101,7 @@ pub struct Product {
     pub name: ProductName,
     pub price: Points,
     pub stock: Stock,
+    pub version: ProductVersion,
 }
 
 /// A product about to be created.
@@ -94,12 +112,36 @@ pub struct NewProduct {
     pub stock: Stock,
 }
 
+/// How a patch changes the stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockChange {
+    /// Adds these units to the stock as it is at that moment (takes them
+    /// when negative), so a restock during a sale loses no unit sold.
+    By(i64),
+    /// Sets the stock; only with [`ProductPatch::if_version`].
+    To(Stock),
+}
+
 /// An admin's change to a product; absent fields stay as they are.
 #[derive(Debug, Clone, Default)]
 pub struct ProductPatch {
     pub name: Option<ProductName>,
     pub price: Option<Points>,
-    pub stock: Option<Stock>,
+    pub stock: Option<StockChange>,
+    /// Applies the patch only while the product is at this version.
+    pub if_version: Option<ProductVersion>,
+}
+
+/// Why a store did not apply a patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchRefused {
+    NotFound,
+    /// The product is no longer at [`ProductPatch::if_version`].
+    VersionMoved,
+    /// A [`StockChange::By`] would leave the stock below zero.
+    StockBelowZero,
+    /// A [`StockChange::By`] would take the stock past `i64::MAX`.
+    StockAboveMaximum,
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::models::{NewProduct, Product, ProductId, ProductPatch};
+use super::models::{NewProduct, PatchRefused, Product, ProductId, ProductPatch};
 use crate::error::Unavailable;
 use crate::paging::{Page, PageRequest};
 
@@ -14,7 +14,8 @@ pub trait CatalogStore: Send + Sync {
     /// [`Unavailable`] when the store fails.
     async fn create(&self, product: NewProduct) -> Result<Product, Unavailable>;
 
-    /// Applies the patch; `None` when there is no such product.
+    /// Applies the patch in one step: the version check, a stock delta
+    /// against the stock as it is then, and the other fields; all or none.
     ///
     /// # Errors
     /// [`Unavailable`] when the store fails.
@@ -22,7 +23,7 @@ pub trait CatalogStore: Send + Sync {
         &self,
         id: ProductId,
         patch: ProductPatch,
-    ) -> Result<Option<Product>, Unavailable>;
+    ) -> Result<Result<Product, PatchRefused>, Unavailable>;
 
     /// # Errors
     /// [`Unavailable`] when the store fails.

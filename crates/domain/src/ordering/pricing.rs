@@ -60,6 +60,7 @@ mod tests {
             name: ProductName::parse(&format!("p{id}")).expect("valid"),
             price: Points::new(price).expect("valid"),
             stock: Stock::new(10).expect("valid"),
+            version: Default::default(),
         }
     }
 

@@ -2,9 +2,13 @@
 
 use std::sync::Arc;
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use application::catalog::{CatalogQueries, CreateProduct, PopularProducts, UpdateProduct};
-use domain::catalog::{NewProduct, Product, ProductId, ProductName, ProductPatch, Stock};
+use domain::catalog::{
+    NewProduct, Product, ProductId, ProductName, ProductPatch, ProductVersion, Stock, StockChange,
+};
 use domain::money::Points;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -40,6 +44,49 @@ pub(crate) struct ProductBody {
     /// The unit price in points (KRW).
     price: i64,
     stock: i64,
+}
+
+/// The product's `ETag`: its version, a strong entity tag.
+fn entity_tag(version: ProductVersion) -> String {
+    format!("\"{}\"", version.get())
+}
+
+/// `status` with the product as the body and its `ETag`.
+fn product_response(mut builder: HttpResponseBuilder, product: Product) -> HttpResponse {
+    builder
+        .insert_header((header::ETAG, entity_tag(product.version)))
+        .json(ProductBody::from(product))
+}
+
+/// The version an `If-Match` names: `None` for `*` (any current version);
+/// one strong entity tag otherwise. A weak tag never matches (RFC 9110
+/// compares `If-Match` strongly), so it names no version any product has.
+fn if_match(req: &HttpRequest) -> Result<Option<Option<ProductVersion>>, ApiError> {
+    let Some(value) = req.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::invalid_field(
+            "If-Match",
+            "must be `*` or one entity tag from the product's ETag, such as \"1234\"",
+        )
+    };
+    let text = value.to_str().map_err(|_| invalid())?.trim();
+    if text == "*" {
+        return Ok(Some(None));
+    }
+    if let Some(weak) = text.strip_prefix("W/") {
+        weak.strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .ok_or_else(invalid)?;
+        return Ok(Some(Some(ProductVersion::new(u64::MAX))));
+    }
+    let version = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .and_then(|t| t.parse::<u64>().ok())
+        .ok_or_else(invalid)?;
+    Ok(Some(Some(ProductVersion::new(version))))
 }
 
 impl From<Product> for ProductBody {
@@ -87,25 +134,57 @@ impl CreateBody {
     }
 }
 
-/// Any of the fields; those left out (or null) keep their value.
+/// Any of the fields; those left out (or null) keep their value. `stock`
+/// and `stockDelta` exclude each other.
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = ProductPatch)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PatchBody {
     #[schema(schema_with = crate::schema::product_name_patch)]
     name: Option<String>,
     #[schema(minimum = 0)]
     price: Option<i64>,
+    /// The new stock, only with `If-Match` (the product's `ETag`): units
+    /// sold since that read would otherwise be overwritten.
     #[schema(minimum = 0)]
     stock: Option<i64>,
+    /// Units to add to the stock as it is at that moment (negative: to
+    /// take), so a restock during a sale loses no unit sold meanwhile.
+    #[schema(example = 50)]
+    stock_delta: Option<i64>,
 }
 
 impl PatchBody {
-    fn try_into_domain(self) -> Result<ProductPatch, ApiError> {
+    fn try_into_domain(
+        self,
+        if_match: Option<Option<ProductVersion>>,
+    ) -> Result<ProductPatch, ApiError> {
+        let stock = match (self.stock, self.stock_delta) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid_field(
+                    "stockDelta",
+                    "send either stock or stockDelta, not both",
+                ));
+            }
+            // `*` names no version: it would not stop a lost update.
+            (Some(_), None) if !matches!(if_match, Some(Some(_))) => {
+                return Err(ApiError::new(
+                    StatusCode::PRECONDITION_REQUIRED,
+                    "PRECONDITION_REQUIRED",
+                    "Precondition required",
+                    "an absolute stock needs If-Match with the product's ETag, \
+                     not `*` (or send stockDelta)",
+                ));
+            }
+            (Some(units), None) => Some(StockChange::To(stock(units)?)),
+            (None, Some(units)) => Some(StockChange::By(units)),
+            (None, None) => None,
+        };
         Ok(ProductPatch {
             name: self.name.as_deref().map(name).transpose()?,
             price: self.price.map(price).transpose()?,
-            stock: self.stock.map(stock).transpose()?,
+            stock,
+            if_version: if_match.flatten(),
         })
     }
 }
@@ -183,7 +262,8 @@ async fn popular(api: web::Data<CatalogApi>, _caller: AuthUser) -> Result<HttpRe
     tag = "catalog",
     params(("id" = i64, Path, description = "The product id")),
     responses(
-        (status = 200, description = "The product", body = ProductBody),
+        (status = 200, description = "The product", body = ProductBody,
+            headers(("ETag" = String, description = "The product's version; send it as `If-Match` to set an absolute `stock`"))),
         (status = 400, description = "`VALIDATION_FAILED`: the id is not an integer", body = ProblemSchema, content_type = PROBLEM_JSON),
         (status = 404, description = "`PRODUCT_NOT_FOUND`", body = ProblemSchema, content_type = PROBLEM_JSON),
     ),
@@ -195,7 +275,7 @@ async fn detail(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let product = api.queries.get(product_id(id.into_inner())).await?;
-    Ok(HttpResponse::Ok().json(ProductBody::from(product)))
+    Ok(product_response(HttpResponse::Ok(), product))
 }
 
 /// Create a product (admin)
@@ -206,7 +286,8 @@ async fn detail(
     tag = "catalog",
     request_body = CreateBody,
     responses(
-        (status = 201, description = "Created", body = ProductBody),
+        (status = 201, description = "Created", body = ProductBody,
+            headers(("ETag" = String, description = "The product's version"))),
         (status = 400, description = "`VALIDATION_FAILED`: name 1..=200 characters, price ≥ 0, stock ≥ 0", body = ProblemSchema, content_type = PROBLEM_JSON),
     ),
     security(("bearer" = [])),
@@ -217,7 +298,7 @@ async fn create(
     Json(body): Json<CreateBody>,
 ) -> Result<HttpResponse, ApiError> {
     let product = api.create.execute(body.try_into_domain()?).await?;
-    Ok(HttpResponse::Created().json(ProductBody::from(product)))
+    Ok(product_response(HttpResponse::Created(), product))
 }
 
 /// Change a product (admin)
@@ -226,24 +307,34 @@ async fn create(
     path = "/api/v1/admin/products/{id}",
     operation_id = "updateProduct",
     tag = "catalog",
-    params(("id" = i64, Path, description = "The product id")),
+    params(
+        ("id" = i64, Path, description = "The product id"),
+        ("If-Match" = Option<String>, Header, description = "The product's `ETag` (or `*`): the change applies only while the product is at that version. Required with an absolute `stock`.",
+            pattern = r#"^(\*|(W/)?"[0-9]+")$"#),
+    ),
     request_body = PatchBody,
     responses(
-        (status = 200, description = "The product as changed", body = ProductBody),
-        (status = 400, description = "`VALIDATION_FAILED`: name 1..=200 characters, price ≥ 0, stock ≥ 0", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 200, description = "The product as changed", body = ProductBody,
+            headers(("ETag" = String, description = "The product's new version"))),
+        (status = 400, description = "`VALIDATION_FAILED`: name 1..=200 characters, price ≥ 0, stock ≥ 0, not both `stock` and `stockDelta`, a malformed `If-Match`", body = ProblemSchema, content_type = PROBLEM_JSON),
         (status = 404, description = "`PRODUCT_NOT_FOUND`", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 409, description = "`INSUFFICIENT_STOCK`: the `stockDelta` would take the stock below 0", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 412, description = "`PRECONDITION_FAILED`: the product changed since the `If-Match` version (a sale included); read it again", body = ProblemSchema, content_type = PROBLEM_JSON),
+        (status = 428, description = "`PRECONDITION_REQUIRED`: an absolute `stock` without `If-Match`", body = ProblemSchema, content_type = PROBLEM_JSON),
     ),
     security(("bearer" = [])),
 )]
 async fn update(
     api: web::Data<CatalogApi>,
     _admin: AdminUser,
+    req: HttpRequest,
     id: web::Path<i64>,
     Json(body): Json<PatchBody>,
 ) -> Result<HttpResponse, ApiError> {
+    let patch = body.try_into_domain(if_match(&req)?)?;
     let product = api
         .update
-        .execute(product_id(id.into_inner()), body.try_into_domain()?)
+        .execute(product_id(id.into_inner()), patch)
         .await?;
-    Ok(HttpResponse::Ok().json(ProductBody::from(product)))
+    Ok(product_response(HttpResponse::Ok(), product))
 }
