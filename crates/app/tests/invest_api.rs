@@ -528,7 +528,7 @@ async fn with_redis_unreachable_postgres_alone_never_exceeds_the_target() {
 /// user invested before is read only after the product row is locked.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_first_investments_by_one_user_count_once() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(Options::headroom()).await;
     let product = open_product(&app, 1_000_000).await;
     let mut investors = Vec::new();
     for i in 0..10 {

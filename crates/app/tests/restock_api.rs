@@ -8,7 +8,7 @@ mod support;
 use futures_util::future::join_all;
 use reqwest::Method;
 use serde_json::json;
-use support::{Reply, TestApp};
+use support::{Options, Reply, TestApp};
 
 const ORDERS: &str = "/api/v1/orders";
 
@@ -160,7 +160,7 @@ async fn a_delta_adds_to_the_stock_as_it_is_and_never_below_zero() {
 /// stock left is the initial stock plus every delta.
 #[tokio::test]
 async fn restocks_during_a_500_order_rush_lose_no_sale() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(Options::headroom()).await;
     let admin = app.admin_token().await;
     let initial = 200;
     let id = app.create_product("Hot item", 100, initial).await;

@@ -29,6 +29,20 @@ pub struct Options {
     pub extra: Vec<(String, String)>,
 }
 
+impl Options {
+    /// For a test that fires hundreds of requests at once and asserts that
+    /// every one succeeds: waits for a connection or a lane may take long on
+    /// a busy machine (a newcomer's laptop mid-build), and the default 2 s
+    /// dependency timeout would turn them into 503s that say nothing about
+    /// what the test checks.
+    pub fn headroom() -> Self {
+        Self {
+            extra: vec![("APP_DEPENDENCY_TIMEOUT".into(), "30s".into())],
+            ..Self::default()
+        }
+    }
+}
+
 /// A running app and what it runs against.
 pub struct TestApp {
     pub base: String,
