@@ -536,6 +536,12 @@ async fn postgres_lost_during_a_charge_is_503_and_leaves_nothing_half_written() 
     let started = Instant::now();
     let reply = charge.await.expect("joined");
     reply.assert_problem(503, "SERVICE_UNAVAILABLE");
+    // A 503 on a write cannot know whether it committed; it says so.
+    let detail = reply.body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("the outcome is unknown") && detail.contains("same Idempotency-Key"),
+        "{detail}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "took {:?}",

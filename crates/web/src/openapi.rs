@@ -160,7 +160,7 @@ impl Modify for CommonResponses {
             (FORBIDDEN, "`FORBIDDEN`: the caller is not an admin"),
             (
                 UNAVAILABLE,
-                "`SERVICE_UNAVAILABLE`: Postgres or Redis is down; retry after `Retry-After` seconds",
+                "`SERVICE_UNAVAILABLE`: Postgres or Redis is down; retry after `Retry-After` seconds. On an idempotent write the outcome is unknown (it may have committed): retry with the same `Idempotency-Key`",
             ),
             (
                 TOO_LARGE,

@@ -169,6 +169,31 @@ pub fn render<T: 'static, E: 'static>(
     })
 }
 
+/// The answer to an idempotent write (charge, order, investment) that a
+/// backing service failed: `503`, saying what a 503 cannot know. The
+/// failure may come after the effect committed (a timeout while Postgres
+/// commits, or an order's wait for its lane ending while its batch runs),
+/// so the outcome is unknown; a retry with the same key is always right: it
+/// runs the write if it did not happen and answers it if it did.
+pub fn write_failed(err: domain::error::Unavailable) -> ApiError {
+    let service = err.service();
+    let generic = ApiError::from(err);
+    ApiError::new(
+        generic.status(),
+        "SERVICE_UNAVAILABLE",
+        "Service unavailable",
+        format!(
+            "a backing service ({service}) did not answer in time: the outcome is unknown; \
+             retry with the same Idempotency-Key, which runs the write if it did not happen \
+             and answers it if it did"
+        ),
+    )
+    .with_header(
+        actix_web::http::header::RETRY_AFTER,
+        HeaderValue::from_static("1"),
+    )
+}
+
 /// The HTTP answer for what became of an idempotent write.
 ///
 /// # Errors

@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 
 use crate::extract::{
     AdminUser, AuthUser, IdempotencyKeyHeader, IdempotentJson, Json, PageParams, PageQuery, render,
-    respond,
+    respond, write_failed,
 };
 use crate::metrics::Metrics;
 use crate::problem::{ApiError, PROBLEM_JSON, ProblemSchema};
@@ -298,7 +298,11 @@ async fn invest(
             |e: &InvestError| ApiError::from(e.clone()),
         ),
     };
-    let outcome = api.invest.execute(command, request).await?;
+    let outcome = api
+        .invest
+        .execute(command, request)
+        .await
+        .map_err(write_failed)?;
     metrics.record_investment(&outcome, command.amount.get());
     respond(outcome)
 }

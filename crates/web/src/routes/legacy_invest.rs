@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::extract::{AuthContext, GatewaySecret, fingerprint_of, respond};
+use crate::extract::{AuthContext, GatewaySecret, fingerprint_of, respond, write_failed};
 use crate::metrics::Metrics;
 use crate::problem::ApiError;
 use crate::routes::invest::InvestApi;
@@ -411,7 +411,7 @@ pub async fn invest(
     };
     let outcome = match api.invest.execute(command, request).await {
         Ok(outcome) => outcome,
-        Err(e) => return refused(&ApiError::from(e)),
+        Err(e) => return refused(&write_failed(e)),
     };
     metrics.record_investment(&outcome, command.amount.get());
     match respond(outcome) {

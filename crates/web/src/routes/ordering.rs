@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 
 use crate::extract::{
     AuthUser, IdempotencyKeyHeader, IdempotentJson, PageParams, PageQuery, render, respond,
+    write_failed,
 };
 use crate::metrics::Metrics;
 use crate::problem::{ApiError, PROBLEM_JSON, ProblemSchema};
@@ -195,7 +196,11 @@ async fn place(
             |e: &PlaceOrderError| ApiError::from(e.clone()),
         ),
     };
-    let outcome = api.place.execute(command, request).await?;
+    let outcome = api
+        .place
+        .execute(command, request)
+        .await
+        .map_err(write_failed)?;
     metrics.record_order(&outcome);
     respond(outcome)
 }

@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use crate::extract::{
     AuthUser, IdempotencyKeyHeader, IdempotentJson, PageParams, PageQuery, render, respond,
+    write_failed,
 };
 use crate::problem::{ApiError, PROBLEM_JSON, ProblemSchema};
 use crate::routes::PageBody;
@@ -181,7 +182,11 @@ async fn charge(
             |e: &ChargeError| ApiError::from(*e),
         ),
     };
-    let outcome = api.charge.execute(write.body.amount, request).await?;
+    let outcome = api
+        .charge
+        .execute(write.body.amount, request)
+        .await
+        .map_err(write_failed)?;
     respond(outcome)
 }
 
