@@ -59,6 +59,10 @@ async fn an_absolute_stock_needs_the_current_etag() {
     patch_if(&app, id, &admin, "1234", r#"{"stock": 9}"#)
         .await
         .assert_invalid_field("If-Match");
+    // A well-formed tag this service never issued names no version.
+    patch_if(&app, id, &admin, r#""v1""#, r#"{"stock": 9}"#)
+        .await
+        .assert_problem(412, "PRECONDITION_FAILED");
 
     let tag = etag(&app, id, &admin).await;
     let set = patch_if(&app, id, &admin, &tag, r#"{"stock": 9}"#).await;

@@ -230,7 +230,8 @@ fn add_common(path: &str, operation: &mut Operation) {
 /// - a `PERCENT` campaign takes a `discountValue` of 1 to 100 (an `if` /
 ///   `then` of JSON Schema 2020-12);
 /// - an order's lines are `uniqueItems` (each product once; JSON Schema
-///   cannot say "distinct by `productId`", this is the part it can).
+///   cannot say "distinct by `productId`", this is the part it can);
+/// - a product patch takes `stock` or `stockDelta`, not both.
 #[derive(Debug)]
 struct RequestRules;
 
@@ -267,6 +268,15 @@ impl Modify for RequestRules {
             .components
             .get_or_insert_with(Default::default)
             .schemas;
+        if let Some(RefOr::T(Schema::Object(patch))) = schemas.get_mut("ProductPatch") {
+            patch
+                .extensions
+                .get_or_insert_with(Default::default)
+                .insert(
+                    "not".to_owned(),
+                    json!({"required": ["stock", "stockDelta"]}),
+                );
+        }
         if let Some(RefOr::T(Schema::Object(order))) = schemas.get_mut("PlaceOrderRequest")
             && let Some(RefOr::T(Schema::Array(items))) = order.properties.get_mut("items")
         {
@@ -542,6 +552,10 @@ mod tests {
             );
         }
         assert_eq!(field("PlaceOrderRequest", "items")["uniqueItems"], true);
+        assert_eq!(
+            schemas["ProductPatch"]["not"]["required"],
+            serde_json::json!(["stock", "stockDelta"])
+        );
         let coupon = field("PlaceOrderRequest", "couponCode");
         assert!(
             coupon.get("default").is_some_and(Value::is_null),

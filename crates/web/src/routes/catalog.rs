@@ -58,9 +58,15 @@ fn product_response(mut builder: HttpResponseBuilder, product: Product) -> HttpR
         .json(ProductBody::from(product))
 }
 
+/// A version no product has (versions are Postgres transaction ids, 32
+/// bits wide): what an entity tag this service never issued names.
+const NO_VERSION: ProductVersion = ProductVersion::new(u64::MAX);
+
 /// The version an `If-Match` names: `None` for `*` (any current version);
-/// one strong entity tag otherwise. A weak tag never matches (RFC 9110
-/// compares `If-Match` strongly), so it names no version any product has.
+/// one entity tag otherwise. A weak tag never matches (RFC 9110 compares
+/// `If-Match` strongly), nor does a tag this service did not issue: both
+/// name [`NO_VERSION`], so the precondition fails (412). Only a value that
+/// is not an entity tag at all is a 400.
 fn if_match(req: &HttpRequest) -> Result<Option<Option<ProductVersion>>, ApiError> {
     let Some(value) = req.headers().get(header::IF_MATCH) else {
         return Ok(None);
@@ -75,18 +81,20 @@ fn if_match(req: &HttpRequest) -> Result<Option<Option<ProductVersion>>, ApiErro
     if text == "*" {
         return Ok(Some(None));
     }
-    if let Some(weak) = text.strip_prefix("W/") {
-        weak.strip_prefix('"')
-            .and_then(|t| t.strip_suffix('"'))
-            .ok_or_else(invalid)?;
-        return Ok(Some(Some(ProductVersion::new(u64::MAX))));
-    }
-    let version = text
+    let (weak, tag) = match text.strip_prefix("W/") {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let opaque = tag
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
-        .and_then(|t| t.parse::<u64>().ok())
+        .filter(|t| t.bytes().all(|b| b == 0x21 || (0x23..=0x7e).contains(&b)))
         .ok_or_else(invalid)?;
-    Ok(Some(Some(ProductVersion::new(version))))
+    let version = match opaque.parse::<u64>() {
+        Ok(version) if !weak => ProductVersion::new(version),
+        _ => NO_VERSION,
+    };
+    Ok(Some(Some(version)))
 }
 
 impl From<Product> for ProductBody {
@@ -309,10 +317,10 @@ async fn create(
     tag = "catalog",
     params(
         ("id" = i64, Path, description = "The product id"),
-        ("If-Match" = Option<String>, Header, description = "The product's `ETag` (or `*`): the change applies only while the product is at that version. Required with an absolute `stock`.",
-            pattern = r#"^(\*|(W/)?"[0-9]+")$"#),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The product's `ETag` (or `*`): the change applies only while the product is at that version. Required with an absolute `stock`.",
+            pattern = r#"^(\*|(W/)?"[\x21\x23-\x7E]*")$"#, example = "*"),
     ),
-    request_body = PatchBody,
+    request_body(content = PatchBody, example = json!({"stockDelta": 50})),
     responses(
         (status = 200, description = "The product as changed", body = ProductBody,
             headers(("ETag" = String, description = "The product's new version"))),
