@@ -1,6 +1,7 @@
 # Sourced by tests/redis-cluster/run.sh and scripts/cluster-bench.sh (never
 # run): a local Redis Cluster of 3 masters, each with a replica, on six free
-# ports below 55535 (a node also listens on its port + 10000), with a short
+# ports below the ephemeral range (a node also listens on its port + 10000,
+# which stays below it too), with a short
 # cluster-node-timeout (1 s) so that a replica takes over in seconds.
 #
 #   start_cluster DIR   starts it under DIR; sets PORTS (the six ports) and
@@ -21,9 +22,15 @@ cluster_ok() {
 start_cluster() {
   local DIR=$1 candidate port
   PORTS=()
-  candidate=$((20000 + RANDOM % 20000))
+  # Below the kernel's ephemeral range, bus ports included: an outgoing
+  # connection may hold an ephemeral port at any moment, and a bus port
+  # taken that way failed a CI run ("Failed listening on port 38034").
+  local ephemeral_low
+  ephemeral_low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  local low=12000 high=$((ephemeral_low - 10000))
+  candidate=$((low + RANDOM % (high - low)))
   while [ "${#PORTS[@]}" -lt 6 ]; do
-    [ "$candidate" -lt 45535 ] || candidate=20000
+    [ "$candidate" -lt "$high" ] || candidate=$low
     if port_free "$candidate"; then PORTS+=("$candidate"); fi
     candidate=$((candidate + 1))
   done
