@@ -102,6 +102,23 @@ print("\n".join(sorted(names)))
 PY
 }
 
+# Whether a metric name has series in the last 10 minutes. A busy machine
+# can leave Prometheus' first answers empty or failed (one CI run reported
+# no series for a metric the next panel found), so an empty answer is asked
+# again for up to 10 s before the name counts as missing.
+series_of() {
+  local name=$1 answer count
+  for _ in $(seq 1 10); do
+    answer=$(curl -s --max-time 5 --get "$PROMETHEUS/api/v1/series" --data-urlencode "match[]=$name" \
+      --data-urlencode "start=$(($(date +%s) - 600))") || answer=
+    count=$(echo "$answer" | jq '.data | length' 2>/dev/null) || count=0
+    [ "${count:-0}" -gt 0 ] && return 0
+    sleep 1
+  done
+  printf '   (last answer for %s: %s)\n' "$name" "${answer:0:300}"
+  return 1
+}
+
 log "checking every expression of $DASHBOARD"
 failures=0 checked=0
 while IFS=$'\t' read -r panel expr; do
@@ -114,9 +131,7 @@ while IFS=$'\t' read -r panel expr; do
   fi
   missing=()
   for name in $(metric_names "$expr"); do
-    series=$(curl -s --get "$PROMETHEUS/api/v1/series" --data-urlencode "match[]=$name" \
-      --data-urlencode "start=$(($(date +%s) - 600))" | jq '.data | length')
-    [ "${series:-0}" -gt 0 ] || missing+=("$name")
+    series_of "$name" || missing+=("$name")
   done
   if [ "${#missing[@]}" -gt 0 ]; then
     printf '   [FAIL] panel "%s": no series for %s (in %s)\n' "$panel" "${missing[*]}" "$expr"
