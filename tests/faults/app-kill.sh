@@ -6,6 +6,7 @@
 # in flight, order batches in their transaction, the outbox relay and its
 # Redis lock all die with it), and is started again at once. Then:
 # - the load generator's checks: no 500, no hang, only expected answers,
+#   no stale refusal later than the lease window after the kill,
 #   throughput back within 10 s of the new process answering, and every key
 #   in doubt (above all the requests in flight at the kill) retried to a
 #   definite answer: its stored answer or a fresh execution, never a
@@ -24,12 +25,12 @@ PREFIX="$NAME:"
 
 app_start "$NAME"
 wait_for 60 app_ready || die "the app did not become ready (see $FAULTS_DIR/app-$NAME.log)"
-# No stale refusal after the restart either: an instance that starts drops
-# the gate counters, so the reservations the killed one held are forgotten
-# (docs/concurrency.md). FAULTS_KNOWN_STALE=1 reports them as KNOWN instead.
-known=()
-[ "${FAULTS_KNOWN_STALE:-0}" = 1 ] && known=(--known-stale-refusals)
-load_start "$NAME" --expect-disconnects --recovery-within "${FAULTS_KILL_RECOVERY_WITHIN:-10}" "${known[@]}"
+# The reservations the killed instance held are leases (4 s): the window of
+# stale refusals (a sold-out answer while the resource had room), from the
+# kill to the last one, must stay within FAULTS_LEASE_WINDOW seconds (5;
+# docs/concurrency.md).
+load_start "$NAME" --expect-disconnects --recovery-within "${FAULTS_KILL_RECOVERY_WITHIN:-10}" \
+  --stale-refusals-within "${FAULTS_LEASE_WINDOW:-5}"
 
 sleep_until 8
 log "killing the app (SIGKILL, pid $(app_pid))"

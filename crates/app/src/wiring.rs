@@ -117,11 +117,6 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         redis::REFUSAL_QUEUE,
     );
     let fast_refusals: Arc<dyn FastRefusals> = Arc::new(refusals.clone());
-    // Reservations a killed instance held die with it: start from Postgres.
-    match redis::forget_reservations(&redis_pool, &keys).await {
-        Ok(dropped) => tracing::info!(dropped, "gate counters reset; they rebuild from Postgres"),
-        Err(err) => tracing::warn!(error = %err, "could not reset the gate counters"),
-    }
     // Sign-ins count in Redis (one budget for all instances); attempts count
     // in process, off the hot path's network (docs/reliability.md).
     let throttle = Arc::new(

@@ -17,9 +17,10 @@
 //!   Err(r)      → store r under the key, answer it
 //! run the guarded effect (the store decides the key under its lock,
 //!   runs the effect, stores the rendered answer, in one transaction)
-//! settle: unless the effect committed, release what the gate reserved and
-//!   the holder's mark; if Postgres refused what the gate admitted, the gate
-//!   forgets that item so it is rebuilt from Postgres
+//! settle: the effect committed → confirm the reservation (it stays taken,
+//!   no longer a lease that expires); otherwise release what the gate
+//!   reserved and the holder's mark, and if Postgres refused what the gate
+//!   admitted, the gate forgets that item so it is rebuilt from Postgres
 //! ```
 //!
 //! A use case supplies its gate and its guarded effect by implementing
@@ -109,6 +110,17 @@ pub trait GatedWrite: Send + Sync {
     /// # Errors
     /// [`Unavailable`] when the gate fails (its counters heal by expiry).
     async fn release(&self, _holder: Holder<'_>) -> Result<(), Unavailable> {
+        Ok(())
+    }
+
+    /// The effect committed: what [`reserve`](Self::reserve) took stays
+    /// taken, and is no longer a lease the gate gives back when it expires.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the gate fails (the lease expires and its units
+    /// come back: the counter is then above Postgres, which refuses the
+    /// excess).
+    async fn confirm(&self, _holder: Holder<'_>) -> Result<(), Unavailable> {
         Ok(())
     }
 
@@ -421,16 +433,22 @@ async fn outranking<W: GatedWrite>(write: &W, refusal: W::Refusal) -> Early<W::R
     Early::Gate(refusal)
 }
 
-/// Unless the effect committed: gives back what the gate holds for this
-/// request, and makes the gate forget an item Postgres refused although
-/// the gate admitted it.
+/// Settles what the gate holds for this request: confirms it when the
+/// effect committed; otherwise gives it back, and makes the gate forget an
+/// item Postgres refused although the gate admitted it.
 async fn settle<W: GatedWrite>(
     write: &W,
     holder: Holder<'_>,
     held: Held,
     ran: Option<&Result<W::Value, W::Refusal>>,
 ) {
-    if held == Held::Nothing || matches!(ran, Some(Ok(_))) {
+    if held == Held::Nothing {
+        return;
+    }
+    if matches!(ran, Some(Ok(_))) {
+        if let Err(err) = write.confirm(holder).await {
+            tracing::warn!(error = %err, "could not confirm a reservation; its lease expires");
+        }
         return;
     }
     if let Err(err) = write.release(holder).await {
@@ -536,6 +554,11 @@ mod tests {
             Ok(())
         }
 
+        async fn confirm(&self, _: Holder<'_>) -> Result<(), Unavailable> {
+            self.log("confirm");
+            Ok(())
+        }
+
         async fn forget(&self, _: &&'static str) -> Result<(), Unavailable> {
             self.log("forget");
             Ok(())
@@ -599,11 +622,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_committed_write_keeps_its_reservation() {
+    async fn a_committed_write_keeps_its_reservation_and_confirms_its_lease() {
         let script = Script::new(Admission::Reserved);
         let written = run(&script, records()).await;
         assert!(written.committed());
-        assert_eq!(script.calls(), ["reserve", "prepare", "run"]);
+        assert_eq!(script.calls(), ["reserve", "prepare", "run", "confirm"]);
+    }
+
+    #[tokio::test]
+    async fn a_committed_write_that_reserved_nothing_confirms_nothing() {
+        for gate in [Admission::Bypass, Admission::Repeated] {
+            let script = Script::new(gate);
+            let written = run(&script, records()).await;
+            assert!(written.committed());
+            assert_eq!(script.calls(), ["reserve", "prepare", "run"]);
+        }
     }
 
     #[tokio::test]

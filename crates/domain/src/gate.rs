@@ -9,6 +9,14 @@
 //! plus `forget` (drop what it knows, so it is rebuilt from Postgres), and
 //! answers `reserve` with one [`Admission`].
 //!
+//! A reservation is a lease: it lasts a few seconds unless the write
+//! `confirm`s it after its commit (the units stay taken) or `release`s it
+//! (they come back). A lease nobody settled — its instance was killed
+//! between reserving and settling — is given back by the gate itself once
+//! it expires, so a dead instance's reservations refuse nothing for longer
+//! than the lease. A write slower than its lease has its units given back
+//! early, which errs towards admitting, as a gate may.
+//!
 //! A reservation is made for a [`Holder`], the request's user and key. The
 //! gate marks the holder in the same atomic step, so a retry of the same
 //! request (a double click, a client's timeout retry, the same key on

@@ -112,10 +112,11 @@ struct Args {
     /// fault: how long keys in doubt are retried after the firing, in seconds.
     #[arg(long, default_value_t = 30.0)]
     settle: f64,
-    /// fault: report stale refusals (a sold-out answer while the resource
-    /// still had room) as a known limitation instead of failing.
+    /// fault: allow stale refusals (a sold-out answer while the resource
+    /// still had room) up to this many seconds after the fault (a killed
+    /// instance's leases); without it, none is allowed.
     #[arg(long)]
-    known_stale_refusals: bool,
+    stale_refusals_within: Option<f64>,
 }
 
 #[tokio::main]
@@ -162,7 +163,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             expect_503: args.expect_503,
             recovery_within: args.recovery_within,
             settle: std::time::Duration::from_secs_f64(args.settle),
-            known_stale_refusals: args.known_stale_refusals,
+            stale_refusals_within: args.stale_refusals_within,
         };
         return fault::run(&ctx, &opts).await;
     }

@@ -100,6 +100,10 @@ impl GatedWrite for Issuing<'_> {
         self.use_case.gate.release(holder, self.campaign).await
     }
 
+    async fn confirm(&self, holder: Holder<'_>) -> Result<(), Unavailable> {
+        self.use_case.gate.confirm(holder, self.campaign).await
+    }
+
     async fn forget(&self, refusal: &IssueCouponError) -> Result<(), Unavailable> {
         match refusal {
             // The gate admitted what Postgres refused: rebuild it from Postgres.

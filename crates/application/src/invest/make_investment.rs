@@ -142,6 +142,12 @@ impl GatedWrite for Investing<'_> {
             .await
     }
 
+    async fn confirm(&self, holder: Holder<'_>) -> Result<(), Unavailable> {
+        let gate = &self.use_case.gate;
+        gate.confirm(holder, self.cmd.product_id, self.cmd.amount)
+            .await
+    }
+
     async fn forget(&self, refusal: &InvestError) -> Result<(), Unavailable> {
         if self.is_gate_refusal(refusal) {
             self.use_case.gate.forget(self.cmd.product_id).await
@@ -343,6 +349,10 @@ mod tests {
             .returning(|_, _, _| Ok(Admission::Reserved));
         gate.expect_release()
             .times(releases)
+            .returning(|_, _, _| Ok(()));
+        // A committed investment confirms its lease.
+        gate.expect_confirm()
+            .times(1 - releases.min(1))
             .returning(|_, _, _| Ok(()));
         gate
     }

@@ -146,6 +146,10 @@ impl GatedWrite for Placing<'_> {
         self.use_case.gate.release(holder, self.lines).await
     }
 
+    async fn confirm(&self, holder: Holder<'_>) -> Result<(), Unavailable> {
+        self.use_case.gate.confirm(holder, self.lines).await
+    }
+
     async fn forget(&self, refusal: &PlaceOrderError) -> Result<(), Unavailable> {
         match refusal {
             PlaceOrderError::OutOfStock { product_id } => {
@@ -485,11 +489,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reservation_is_kept_when_the_order_commits() {
+    async fn a_reservation_is_kept_and_its_lease_confirmed_when_the_order_commits() {
         let mut gate = MockStockGate::new();
         gate.expect_reserve()
             .times(1)
             .returning(|_, _| Ok(Admission::Reserved));
+        gate.expect_confirm()
+            .withf(|holder, lines| {
+                holder.key.map(IdempotencyKey::as_str) == Some("o-1")
+                    && lines.len() == 1
+                    && lines[0].1.get() == 2
+            })
+            .times(1)
+            .returning(|_, _| Ok(()));
         gate.expect_release().never();
         gate.expect_forget().never();
         let place = use_case(

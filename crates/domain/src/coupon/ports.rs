@@ -182,6 +182,19 @@ pub trait IssueGate: Send + Sync {
         campaign: CampaignId,
     ) -> Result<(), Unavailable>;
 
+    /// The issue committed: the code held for the holder's user stays
+    /// taken and is no longer a lease that expires (see
+    /// [`domain::gate`](crate::gate)).
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the gate's store fails (the lease then expires
+    /// and the code counts as free again: a drift Postgres absorbs).
+    async fn confirm<'a>(
+        &self,
+        holder: Holder<'a>,
+        campaign: CampaignId,
+    ) -> Result<(), Unavailable>;
+
     /// Drops what the gate knows of a campaign (new codes, or Postgres
     /// disagreed); it is rebuilt from Postgres on the next issue.
     ///

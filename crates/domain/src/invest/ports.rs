@@ -127,6 +127,20 @@ pub trait InvestGate: Send + Sync {
         amount: InvestAmount,
     ) -> Result<(), Unavailable>;
 
+    /// The investment committed: what `reserve` took for `holder` stays
+    /// taken and is no longer a lease that expires (see
+    /// [`domain::gate`](crate::gate)).
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the gate's store fails (the lease then expires
+    /// and its amount comes back: a drift Postgres absorbs).
+    async fn confirm<'a>(
+        &self,
+        holder: Holder<'a>,
+        product: InvestProductId,
+        amount: InvestAmount,
+    ) -> Result<(), Unavailable>;
+
     /// Drops what the gate knows about a product, so that its next
     /// reservation starts again from Postgres (when Postgres refused what the
     /// gate admitted).

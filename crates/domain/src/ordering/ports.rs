@@ -100,6 +100,18 @@ pub trait StockGate: Send + Sync {
         lines: &[(ProductId, Quantity)],
     ) -> Result<(), Unavailable>;
 
+    /// The order committed: what `reserve` took for `holder` stays taken
+    /// and is no longer a lease that expires (see [`domain::gate`](crate::gate)).
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the gate's store fails (the lease then expires
+    /// and its units come back: a drift Postgres absorbs).
+    async fn confirm<'a>(
+        &self,
+        holder: Holder<'a>,
+        lines: &[(ProductId, Quantity)],
+    ) -> Result<(), Unavailable>;
+
     /// Drops what the gate knows about a product, so that its next
     /// reservation starts again from Postgres (after an admin changed the
     /// stock, or when Postgres refused what the gate admitted).

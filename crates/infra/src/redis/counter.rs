@@ -10,6 +10,23 @@
 //! script, so what was taken is given back once, however often a release
 //! is repeated, and a holder that only passed gives back nothing.
 //!
+//! Every amount taken is also a lease: a member `amount:mark` of the
+//! counter's lease set (`<counter>:leases`, a sorted set scored by its
+//! deadline, [`RESERVATION_LEASE`] after the reservation, on Redis' own
+//! clock). The write confirms it after its commit (`confirm`: the member
+//! goes, the amount stays taken) or releases it (the member goes and the
+//! amount comes back). A lease nobody confirmed or released by its
+//! deadline — its instance was killed, or lost Redis — is given back by the
+//! next reservation on that counter, in the same script, before it counts
+//! what is left. So a dead instance's reservations refuse nothing for
+//! longer than the lease, where they used to until the counter expired
+//! ([`COUNTER_TTL`]). Release gives back only an amount whose lease it
+//! removed, so an amount is never given back twice. A write slower than
+//! its lease has its amount given back early; the counter is then above
+//! Postgres, the drift a gate may have (Postgres refuses the excess). A
+//! rebuilt or forgotten counter drops its lease set with it: Postgres
+//! never counted those amounts.
+//!
 //! Before the mark, the reservation reads the holder's key's refusal
 //! record (`refusals.rs`), in the same script: a key whose gate refusal is
 //! recorded, perhaps not yet in Postgres, is answered from that record and
@@ -32,10 +49,9 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::RedisPool;
-use deadpool_redis::redis::{self, Script, cmd};
+use deadpool_redis::redis::{Script, cmd};
 use domain::error::Unavailable;
 use domain::gate::{Admission, Holder};
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
 use super::refusals::{RedisRefusals, record_key, unpack};
 use super::{RedisKeys, RedisLock, slots, unavailable};
@@ -45,145 +61,65 @@ use crate::postgres::Postgres;
 /// long a drifted counter can refuse what Postgres would accept.
 pub const COUNTER_TTL: Duration = Duration::from_secs(30);
 
-/// The gate keys whose values count reservations: stock and invest
-/// counters, a campaign's codes left and its holders.
-const RESERVATION_PATTERNS: [&str; 4] = [
-    "stock:*",
-    "invest:*:left",
-    "coupon:*:left",
-    "coupon:*:users",
-];
-
-/// Drops every gate counter under `keys`, so each is rebuilt from Postgres
-/// on its next use. Called when an instance starts: a process that was
-/// killed took reservations with it that only it would have given back, and
-/// they would otherwise refuse what Postgres has until the counters expire
-/// (up to [`COUNTER_TTL`]), with those refusals stored under their keys.
-/// Reservations of instances still running are forgotten too; that errs on
-/// the safe side, since Postgres refuses whatever a too-high counter admits.
-/// Holder marks and locks are kept. Returns how many keys were dropped.
-///
-/// # Errors
-/// [`Unavailable`] when Redis cannot be reached (an empty Redis needs no reset).
-pub async fn forget_reservations(pool: &RedisPool, keys: &RedisKeys) -> Result<usize, Unavailable> {
-    let mut conn = pool.get().await.map_err(unavailable)?;
-    let escaped: String = keys
-        .prefix()
-        .chars()
-        .flat_map(|c| {
-            let escape = matches!(c, '*' | '?' | '[' | ']' | '\\').then_some('\\');
-            escape.into_iter().chain(std::iter::once(c))
-        })
-        .collect();
-    // On a cluster, every master holds some of the keys: scan each.
-    let masters = match conn.as_cluster() {
-        Some(cluster) => cluster_masters(cluster).await?,
-        None => vec![None],
-    };
-    let mut dropped = 0;
-    for master in masters {
-        for pattern in RESERVATION_PATTERNS {
-            let mut cursor: u64 = 0;
-            loop {
-                let mut scan = cmd("SCAN");
-                scan.arg(cursor)
-                    .arg("MATCH")
-                    .arg(format!("{escaped}{pattern}"))
-                    .arg("COUNT")
-                    .arg(1_000);
-                let (next, found): (u64, Vec<String>) = match (&master, conn.as_cluster()) {
-                    (Some((host, port)), Some(cluster)) => {
-                        let reply = cluster
-                            .route_command(
-                                scan,
-                                RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                                    host: host.clone(),
-                                    port: *port,
-                                }),
-                            )
-                            .await
-                            .map_err(unavailable)?;
-                        redis::from_redis_value(reply).map_err(unavailable)?
-                    }
-                    _ => scan.query_async(&mut conn).await.map_err(unavailable)?,
-                };
-                // One key at a time on a cluster: keys of several slots.
-                let batches: Vec<&[String]> = if master.is_some() {
-                    found.chunks(1).collect()
-                } else {
-                    found.chunks(found.len().max(1)).collect()
-                };
-                for batch in batches.into_iter().filter(|b| !b.is_empty()) {
-                    let n: usize = cmd("UNLINK")
-                        .arg(batch)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(unavailable)?;
-                    dropped += n;
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-        }
-    }
-    Ok(dropped)
-}
-
-/// The cluster's masters that are up, as `(host, port)`, from `CLUSTER
-/// NODES` (one line per node: id, `host:port@bus-port[,hostname]`, flags, …).
-async fn cluster_masters(
-    cluster: &mut redis::cluster_async::ClusterConnection,
-) -> Result<Vec<Option<(String, u16)>>, Unavailable> {
-    let text: String = cmd("CLUSTER")
-        .arg("NODES")
-        .query_async(cluster)
-        .await
-        .map_err(unavailable)?;
-    Ok(text
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let address = fields.nth(1)?;
-            let flags = fields.next()?;
-            let up_master = flags.split(',').any(|f| f == "master")
-                && !flags.split(',').any(|f| f == "fail" || f == "fail?");
-            let (host, port) = address.split('@').next()?.rsplit_once(':')?;
-            let port: u16 = port.parse().ok()?;
-            up_master.then(|| Some((host.to_owned(), port)))
-        })
-        .collect())
-}
+/// How long a reservation lasts unless its write confirms or releases it:
+/// longer than a write takes when Postgres answers (the wait for a batch
+/// lane is bounded by the dependency timeout, 2 s by default), and short
+/// enough that a killed instance's reservations refuse nothing for long.
+pub const RESERVATION_LEASE: Duration = Duration::from_secs(4);
 
 /// How long a holder's mark lasts: longer than a write can wait for its
 /// transaction, and than a client's quick retry takes.
 pub const HOLDER_TTL: Duration = Duration::from_secs(60);
 
+/// Gives back the counter `KEYS[c]`'s leases whose deadline passed
+/// (`KEYS[l]` is its lease set; a member is `amount:mark`). Prepended to
+/// the reservation scripts; `now_ms` is Redis' clock.
+const RECLAIM: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function reclaim(counter, leases, now)
+  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 256)
+  for _, member in ipairs(expired) do
+    redis.call('ZREM', leases, member)
+    redis.call('INCRBY', counter, tonumber(string.match(member, '^(%d+):')))
+  end
+end
+local function lease(counter, leases, now, ms, member)
+  redis.call('ZADD', leases, now + ms, member)
+  local ttl = redis.call('PTTL', counter)
+  if ttl > 0 then redis.call('PEXPIRE', leases, ttl) end
+end
+";
+
 /// KEYS: the counters, then the holder's mark, then the key's refusal
-/// record; ARGV: the amounts, then the mark's lifetime in ms, then
-/// optionally the record's lifetime in ms and one packed record per
-/// counter (`refusals.rs`).
+/// record, then each counter's lease set; ARGV: the amounts, then the
+/// mark's lifetime in ms, the lease in ms, then optionally the record's
+/// lifetime in ms and one packed record per counter (`refusals.rs`).
 /// `{3, 0, 0, record}`: the key has a recorded refusal (nothing else is
 /// looked at); `{2, 0, 0}`: the holder is marked already; `{-1, i, 0}`:
 /// counter i is missing; `{0, i, left}`: counter i holds only `left`;
 /// `{4, i, left}`: the same, and counter i's record is set under the key
 /// (a record Redis cannot set, out of memory say, leaves a plain `0`);
-/// `{1, 0, 0}`: every amount was taken and the holder marked `r`. Every
-/// answer has a fourth element, empty but for a record.
+/// `{1, 0, 0}`: every amount was taken, each under a lease, and the holder
+/// marked `r`. Expired leases are given back before anything is counted.
+/// Every answer has a fourth element, empty but for a record.
 const RESERVE: &str = r"
-local n = #KEYS - 2
+local n = (#KEYS - 2) / 2
 local record = redis.call('GET', KEYS[n + 2])
 if record then return {3, 0, 0, record} end
 if redis.call('EXISTS', KEYS[n + 1]) == 1 then return {2, 0, 0, ''} end
 for i = 1, n do
   if redis.call('EXISTS', KEYS[i]) == 0 then return {-1, i, 0, ''} end
 end
+local now = now_ms()
+for i = 1, n do reclaim(KEYS[i], KEYS[n + 2 + i], now) end
 for i = 1, n do
   local left = tonumber(redis.call('GET', KEYS[i]))
   if left < tonumber(ARGV[i]) then
-    if #ARGV > n + 2 then
-      local set = redis.pcall('SET', KEYS[n + 2], ARGV[n + 2 + i], 'PX', ARGV[n + 2])
+    if #ARGV > n + 3 then
+      local set = redis.pcall('SET', KEYS[n + 2], ARGV[n + 3 + i], 'PX', ARGV[n + 3])
       if type(set) ~= 'table' or not set.err then return {4, i, left, ''} end
     end
     return {0, i, left, ''}
@@ -191,38 +127,77 @@ for i = 1, n do
 end
 for i = 1, n do
   redis.call('DECRBY', KEYS[i], ARGV[i])
+  lease(KEYS[i], KEYS[n + 2 + i], now, tonumber(ARGV[n + 2]), ARGV[i] .. ':' .. KEYS[n + 1])
 end
 redis.call('SET', KEYS[n + 1], 'r', 'PX', ARGV[n + 1])
 return {1, 0, 0, ''}";
 
-/// KEYS: the holder's mark, then the counters; ARGV: the amounts. Gives
-/// back only what a mark of `r` took, only to counters that still exist (a
-/// forgotten one is rebuilt from Postgres, which never lost those units).
+/// KEYS: the holder's mark, then the counters, then their lease sets;
+/// ARGV: the amounts. Gives back, once, what a mark of `r` took: only an
+/// amount whose lease is still there (an expired one was given back by a
+/// reservation already), only to a counter that still exists (a forgotten
+/// one is rebuilt from Postgres, which never lost those units).
 const RELEASE: &str = r"
 local held = redis.call('GET', KEYS[1])
 redis.call('DEL', KEYS[1])
 if held ~= 'r' then return 0 end
-for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i - 1]) end
+local n = (#KEYS - 1) / 2
+for i = 1, n do
+  if redis.call('ZREM', KEYS[1 + n + i], ARGV[i] .. ':' .. KEYS[1]) == 1
+    and redis.call('EXISTS', KEYS[1 + i]) == 1 then
+    redis.call('INCRBY', KEYS[1 + i], ARGV[i])
+  end
 end
 return 1";
 
+/// KEYS: the holder's mark, then the lease sets; ARGV: the amounts. The
+/// write committed: its leases go, its amounts stay taken, and its mark
+/// stays so that a copy of the request is still recognised.
+const CONFIRM: &str = r"
+for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[i - 1] .. ':' .. KEYS[1]) end
+return 1";
+
 /// On a cluster, one counter at a time. KEYS: the counter, then the
-/// holder's mark on it; ARGV: the amount, the mark's lifetime in ms.
+/// holder's mark on it, then its lease set; ARGV: the amount, the mark's
+/// lifetime in ms, the lease in ms.
 /// `{2, 0}`: marked already; `{-1, 0}`: the counter is missing;
-/// `{0, left}`: it holds only `left`; `{1, 0}`: taken and marked `r`.
+/// `{0, left}`: it holds only `left`; `{1, 0}`: taken under a lease and
+/// marked `r`.
 const RESERVE_ONE: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 1 then return {2, 0} end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
+local now = now_ms()
+reclaim(KEYS[1], KEYS[3], now)
 local left = tonumber(redis.call('GET', KEYS[1]))
 if left < tonumber(ARGV[1]) then return {0, left} end
 redis.call('DECRBY', KEYS[1], ARGV[1])
+lease(KEYS[1], KEYS[3], now, tonumber(ARGV[3]), ARGV[1] .. ':' .. KEYS[2])
 redis.call('SET', KEYS[2], 'r', 'PX', ARGV[2])
 return {1, 0}";
 
-static RESERVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE));
-static RESERVE_ONE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE_ONE));
+/// KEYS: a counter, then its lease set; ARGV: the value, its lifetime in
+/// s. A counter built from Postgres starts without leases: Postgres never
+/// counted the amounts they hold.
+const BUILD: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then redis.call('DEL', KEYS[2]) end
+return 1";
+
+static RESERVE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{RECLAIM}{RESERVE}")));
+static RESERVE_ONE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{RECLAIM}{RESERVE_ONE}")));
 static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
+static CONFIRM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CONFIRM));
+static BUILD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(BUILD));
+
+/// The lease set of a counter: tagged as the counter is (same slot).
+pub(crate) fn leases_of(counter: &str) -> String {
+    format!("{counter}:leases")
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
 
 /// A counter that was too low: which one (its index in the request) and
 /// what it holds.
@@ -253,6 +228,8 @@ pub(crate) struct Counters {
     /// Where a refusal the reservation script records is queued for
     /// Postgres; without it, a holder's answers are not recorded.
     refusals: Option<RedisRefusals>,
+    /// How long a reservation lasts unconfirmed.
+    lease: Duration,
 }
 
 impl Counters {
@@ -264,7 +241,13 @@ impl Counters {
             lock,
             pg,
             refusals: None,
+            lease: RESERVATION_LEASE,
         }
+    }
+
+    /// The same counters with reservations that last `lease` unconfirmed.
+    pub(crate) fn leasing_for(self, lease: Duration) -> Self {
+        Self { lease, ..self }
     }
 
     /// The same counters, recording the refusal answers a holder carries
@@ -347,7 +330,7 @@ impl Counters {
                 .await;
         }
         let marker = &self.marker(gate, holder, first);
-        let ttl_ms = i64::try_from(HOLDER_TTL.as_millis()).unwrap_or(i64::MAX);
+        let ttl_ms = millis(HOLDER_TTL);
         let record = self.record(holder);
         // The answers the holder carries, when there is one per counter.
         let mut recording = match (&self.refusals, holder.key, holder.answers) {
@@ -367,10 +350,14 @@ impl Counters {
             }
             script.key(marker);
             script.key(&record);
+            for (key, _) in amounts {
+                script.key(leases_of(key));
+            }
             for (_, amount) in amounts {
                 script.arg(*amount);
             }
             script.arg(ttl_ms);
+            script.arg(millis(self.lease));
             if let Some(recording) = &recording {
                 script.arg(recording.ttl_ms);
                 for packed in &recording.packed {
@@ -469,7 +456,7 @@ impl Counters {
         F: Fn(usize) -> Fut,
         Fut: Future<Output = Result<Rebuilt, Unavailable>>,
     {
-        let ttl_ms = i64::try_from(HOLDER_TTL.as_millis()).unwrap_or(i64::MAX);
+        let ttl_ms = millis(HOLDER_TTL);
         for (index, (counter, amount)) in amounts.iter().enumerate() {
             let marker = self.marker(gate, holder, counter);
             let mut rebuilt = false;
@@ -478,8 +465,10 @@ impl Counters {
                 let (status, left): (i64, i64) = RESERVE_ONE_SCRIPT
                     .key(counter)
                     .key(&marker)
+                    .key(leases_of(counter))
                     .arg(*amount)
                     .arg(ttl_ms)
+                    .arg(millis(self.lease))
                     .invoke_async(&mut conn)
                     .await
                     .map_err(unavailable)?;
@@ -563,6 +552,37 @@ impl Counters {
         gate: &str,
         amounts: &[(String, i64)],
     ) -> Result<(), Unavailable> {
+        self.settle(&RELEASE_SCRIPT, true, holder, gate, amounts)
+            .await
+    }
+
+    /// The holder's write committed: its leases go and its amounts stay
+    /// taken. Its mark stays, so a copy of the request is still
+    /// recognised. A confirmation that does not reach Redis only lets the
+    /// leases expire: their amounts come back, and the counter is above
+    /// Postgres until it is rebuilt (the drift Postgres absorbs).
+    pub(crate) async fn confirm(
+        &self,
+        holder: Holder<'_>,
+        gate: &str,
+        amounts: &[(String, i64)],
+    ) -> Result<(), Unavailable> {
+        self.settle(&CONFIRM_SCRIPT, false, holder, gate, amounts)
+            .await
+    }
+
+    /// Runs `script` (release or confirm) on the holder's mark, then,
+    /// with `counters`, on the counters, then on their lease sets, with
+    /// the amounts as arguments: once on one server, once per counter on
+    /// a cluster (each counter has its own mark there).
+    async fn settle(
+        &self,
+        script: &Script,
+        counters: bool,
+        holder: Holder<'_>,
+        gate: &str,
+        amounts: &[(String, i64)],
+    ) -> Result<(), Unavailable> {
         let Some((first, _)) = amounts.first() else {
             return Ok(());
         };
@@ -579,30 +599,40 @@ impl Counters {
         // failure is reported.
         let mut first_failure = None;
         for (marker, amounts) in groups {
-            let released = async {
+            let settled = async {
                 let mut conn = self.connection().await?;
-                let mut script = RELEASE_SCRIPT.prepare_invoke();
-                script.key(&marker);
-                for (key, amount) in amounts {
-                    script.key(key);
-                    script.arg(*amount);
+                let mut invocation = script.prepare_invoke();
+                invocation.key(&marker);
+                if counters {
+                    for (key, _) in amounts {
+                        invocation.key(key);
+                    }
                 }
-                let _: i64 = script.invoke_async(&mut conn).await.map_err(unavailable)?;
+                for (key, amount) in amounts {
+                    invocation.key(leases_of(key));
+                    invocation.arg(*amount);
+                }
+                let _: i64 = invocation
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
                 Ok::<(), Unavailable>(())
             }
             .await;
-            if let Err(err) = released {
+            if let Err(err) = settled {
                 first_failure.get_or_insert(err);
             }
         }
         first_failure.map_or(Ok(()), Err)
     }
 
-    /// Drops the counter: the next use rebuilds it from Postgres.
+    /// Drops the counter and its leases: the next use rebuilds it from
+    /// Postgres.
     pub(crate) async fn forget(&self, key: &str) -> Result<(), Unavailable> {
         let mut conn = self.connection().await?;
         let _: i64 = cmd("DEL")
             .arg(key)
+            .arg(leases_of(key))
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -650,15 +680,15 @@ impl Counters {
         result
     }
 
+    /// Sets a counter that does not exist, without leases.
     async fn set(&self, key: &str, value: i64) -> Result<(), Unavailable> {
         let mut conn = self.connection().await?;
-        let _: Option<String> = cmd("SET")
-            .arg(key)
+        let _: i64 = BUILD_SCRIPT
+            .key(key)
+            .key(leases_of(key))
             .arg(value)
-            .arg("NX")
-            .arg("EX")
             .arg(COUNTER_TTL.as_secs())
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
         Ok(())

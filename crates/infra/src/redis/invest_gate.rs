@@ -55,6 +55,15 @@ impl RedisInvestGate {
         }
     }
 
+    /// The same gate with reservations that last `lease` unconfirmed
+    /// (default [`RESERVATION_LEASE`](super::RESERVATION_LEASE)).
+    #[must_use]
+    pub fn leasing_for(self, lease: std::time::Duration) -> Self {
+        Self {
+            counters: self.counters.leasing_for(lease),
+        }
+    }
+
     fn key(&self, product: InvestProductId) -> String {
         slots::invest_left(self.counters.keys(), product)
     }
@@ -113,6 +122,17 @@ impl InvestGate for RedisInvestGate {
     ) -> Result<(), Unavailable> {
         self.counters
             .release(holder, "invest", &[(self.key(product), amount.get())])
+            .await
+    }
+
+    async fn confirm<'a>(
+        &self,
+        holder: Holder<'a>,
+        product: InvestProductId,
+        amount: InvestAmount,
+    ) -> Result<(), Unavailable> {
+        self.counters
+            .confirm(holder, "invest", &[(self.key(product), amount.get())])
             .await
     }
 

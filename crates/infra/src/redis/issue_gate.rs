@@ -5,9 +5,14 @@
 //! user atomically: the late majority of a rush is refused without touching
 //! Postgres.
 //!
-//! Both keys are rebuilt from Postgres by one instance at a time (lock) and
-//! live at most [`COUNTER_TTL`](super::COUNTER_TTL), so a gate
-//! that drifted (an admission whose request died) heals within that time.
+//! A hold is a lease (`coupon:{id}:leases`, users scored by deadline): the
+//! issue confirms it after its commit or releases it; one nobody settled
+//! by its deadline (its instance was killed) is given back by the next
+//! reservation, in the same script, before it looks at the user or the
+//! counter. Both keys are rebuilt from Postgres by one instance at a time
+//! (lock), dropping the leases, and live at most
+//! [`COUNTER_TTL`](super::COUNTER_TTL), so a gate that drifted otherwise
+//! heals within that time.
 //! Postgres (`FOR UPDATE SKIP LOCKED` and the unique index) stays the final
 //! guard either way.
 
@@ -28,19 +33,32 @@ use super::COUNTER_TTL;
 use super::{RedisKeys, RedisLock, slots, unavailable};
 use crate::postgres::{Postgres, prepared, unavailable as pg_unavailable};
 
-/// -1: not built; 2: already holds one; 0: none left; 1: admitted.
+/// KEYS: codes left, holders, leases; ARGV: the user, the lease in ms.
+/// Expired holds are given back first. -1: not built; 2: already holds
+/// one; 0: none left; 1: admitted under a lease.
 const RESERVE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, user in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 256)) do
+  redis.call('ZREM', KEYS[3], user)
+  if redis.call('SREM', KEYS[2], user) == 1 then redis.call('INCR', KEYS[1]) end
+end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 2 end
 if tonumber(redis.call('GET', KEYS[1])) <= 0 then return 0 end
 redis.call('DECR', KEYS[1])
 redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
 return 1";
 
-/// Gives back a user's hold once: only a user still in the set is removed
-/// and counted back.
+/// KEYS: codes left, holders, leases; ARGV: the user. Gives back a user's
+/// hold once: only one whose lease is still there (an expired one was
+/// given back already) and who is still in the set.
 const RELEASE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
+if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 and redis.call('EXISTS', KEYS[1]) == 1
+  and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
   redis.call('INCR', KEYS[1])
 end
 return 1";
@@ -54,6 +72,8 @@ pub struct RedisIssueGate {
     keys: RedisKeys,
     lock: RedisLock,
     pg: Postgres,
+    /// How long a hold lasts unconfirmed.
+    lease: Duration,
 }
 
 impl std::fmt::Debug for RedisIssueGate {
@@ -86,9 +106,19 @@ impl RedisIssueGate {
             keys,
             lock,
             pg,
+            lease: super::RESERVATION_LEASE,
         }
     }
 
+    /// The same gate with holds that last `lease` unconfirmed.
+    #[must_use]
+    pub fn leasing_for(self, lease: Duration) -> Self {
+        Self { lease, ..self }
+    }
+
+    fn leases_key(&self, campaign: CampaignId) -> String {
+        super::counter::leases_of(&self.left_key(campaign))
+    }
     fn left_key(&self, campaign: CampaignId) -> String {
         slots::coupon_left(&self.keys, campaign)
     }
@@ -155,7 +185,12 @@ impl RedisIssueGate {
             Ok(Some((left, owners))) => {
                 let (left_key, users_key) = (self.left_key(campaign), self.users_key(campaign));
                 let mut batch = pipe();
-                batch.atomic().cmd("DEL").arg(&users_key).ignore();
+                batch
+                    .atomic()
+                    .cmd("DEL")
+                    .arg(&users_key)
+                    .arg(self.leases_key(campaign))
+                    .ignore();
                 for chunk in owners.chunks(1_000) {
                     batch
                         .cmd("SADD")
@@ -202,7 +237,9 @@ impl IssueGate for RedisIssueGate {
             let decision: i64 = RESERVE_SCRIPT
                 .key(self.left_key(campaign))
                 .key(self.users_key(campaign))
+                .key(self.leases_key(campaign))
                 .arg(holder.user_id.get())
+                .arg(i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX))
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
@@ -230,8 +267,24 @@ impl IssueGate for RedisIssueGate {
         let _: i64 = RELEASE_SCRIPT
             .key(self.left_key(campaign))
             .key(self.users_key(campaign))
+            .key(self.leases_key(campaign))
             .arg(holder.user_id.get())
             .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn confirm<'a>(
+        &self,
+        holder: Holder<'a>,
+        campaign: CampaignId,
+    ) -> Result<(), Unavailable> {
+        let mut conn = self.pool.get().await.map_err(unavailable)?;
+        let _: i64 = cmd("ZREM")
+            .arg(self.leases_key(campaign))
+            .arg(holder.user_id.get())
+            .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -242,6 +295,7 @@ impl IssueGate for RedisIssueGate {
         let _: i64 = cmd("DEL")
             .arg(self.left_key(campaign))
             .arg(self.users_key(campaign))
+            .arg(self.leases_key(campaign))
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;

@@ -22,7 +22,7 @@ pub mod slots;
 mod stock_gate;
 mod stream;
 
-pub use counter::{COUNTER_TTL, forget_reservations};
+pub use counter::{COUNTER_TTL, RESERVATION_LEASE};
 pub use invest_gate::RedisInvestGate;
 pub use issue_gate::RedisIssueGate;
 pub use lock::{Lease, RedisLock, credentials_of, forge_release_of, release_as};

@@ -292,14 +292,6 @@ impl Connection {
         }
         result
     }
-
-    /// The cluster connection, when this is one (to address every master).
-    pub(crate) fn as_cluster(&mut self) -> Option<&mut ClusterConnection> {
-        match &mut self.conn {
-            Conn::Cluster(conn) => Some(conn),
-            Conn::Single(_) => None,
-        }
-    }
 }
 
 impl ConnectionLike for Connection {

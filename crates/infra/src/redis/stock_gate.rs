@@ -9,10 +9,11 @@
 //! one instance at a time (the `stock-rebuild:{id}` lock, `SET NX`).
 //!
 //! The counter may drift from Postgres: above it (a rebuild while orders are
-//! in flight, a reservation given back after a rebuild), which Postgres'
-//! guarded decrement absorbs; or below it (a reservation never given back
-//! because its request died, a rebuild racing an admin's restock), which
-//! would refuse sales Postgres could make. Every counter therefore lives at
+//! in flight, an order slower than its lease), which Postgres' guarded
+//! decrement absorbs; or below it (a rebuild racing an admin's restock),
+//! which would refuse sales Postgres could make. A reservation whose
+//! request died (its instance killed) is a lease, given back within
+//! [`RESERVATION_LEASE`](super::RESERVATION_LEASE). Every counter lives at
 //! most [`COUNTER_TTL`](super::COUNTER_TTL) and is then rebuilt from Postgres, and a product that
 //! Postgres refuses is forgotten at once. On a Redis Cluster, a
 //! multi-product order's counters live in different slots: the order is
@@ -62,6 +63,15 @@ impl RedisStockGate {
     pub fn recording_on(self, refusals: RedisRefusals) -> Self {
         Self {
             counters: self.counters.recording_on(refusals),
+        }
+    }
+
+    /// The same gate with reservations that last `lease` unconfirmed
+    /// (default [`RESERVATION_LEASE`](super::RESERVATION_LEASE)).
+    #[must_use]
+    pub fn leasing_for(self, lease: std::time::Duration) -> Self {
+        Self {
+            counters: self.counters.leasing_for(lease),
         }
     }
 
@@ -122,6 +132,16 @@ impl StockGate for RedisStockGate {
     ) -> Result<(), Unavailable> {
         self.counters
             .release(holder, "order", &self.amounts(lines))
+            .await
+    }
+
+    async fn confirm<'a>(
+        &self,
+        holder: Holder<'a>,
+        lines: &[(ProductId, Quantity)],
+    ) -> Result<(), Unavailable> {
+        self.counters
+            .confirm(holder, "order", &self.amounts(lines))
             .await
     }
 
