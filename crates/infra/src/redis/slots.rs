@@ -9,9 +9,9 @@
 //!
 //! | keys taken together | tag | where |
 //! |---|---|---|
-//! | `stock:{7}`, `order-holder:{7}:…` (on a cluster, one holder mark per product) | the product | the stock gate (`counter.rs`) |
-//! | `invest:{7}:left`, `invest-holder:{7}:…` | the investment product | the invest gate |
-//! | `coupon:{7}:left`, `coupon:{7}:users` | the campaign | the issue gate |
+//! | `stock:{7}`, `stock:{7}:leases`, `order-holder:{7}:…` (on a cluster, one holder mark per product) | the product | the stock gate (`counter.rs`) |
+//! | `invest:{7}:left`, `invest:{7}:left:leases`, `invest-holder:{7}:…` | the investment product | the invest gate |
+//! | `coupon:{7}:left`, `coupon:{7}:users`, `coupon:{7}:left:leases` | the campaign | the issue gate |
 //! | `popular:{h}:2026120207` (72 hours at once), `popular:{h}:seen:…` | one tag for the whole ranking | `ranking.rs` |
 //!
 //! Every other script takes one key (a lock, a rate limit, a refusal
@@ -112,15 +112,22 @@ mod tests {
                     let counter = stock(&keys, id);
                     agree(&[
                         counter.clone(),
+                        super::super::counter::leases_of(&counter),
                         holder(&keys, "order", Some(&counter), user(), idem),
                     ]);
                     let left = invest_left(&keys, id);
                     agree(&[
                         left.clone(),
+                        super::super::counter::leases_of(&left),
                         holder(&keys, "invest", Some(&left), user(), idem),
                     ]);
                 }
-                agree(&[coupon_left(&keys, id), coupon_users(&keys, id)]);
+                let left = coupon_left(&keys, id);
+                agree(&[
+                    super::super::counter::leases_of(&left),
+                    left,
+                    coupon_users(&keys, id),
+                ]);
             }
             // The ranking: every hour of the window, and the seen marks.
             let mut ranking: Vec<String> = (0..72)
