@@ -8,6 +8,13 @@ use serde_json::json;
 use support::{Options, TestApp};
 use testkit::{TcpProxy, target_of};
 
+/// How long an answer may take before the test calls it a hang. Generous,
+/// so that a busy machine passes: these tests prove an outage is answered
+/// (503, not a hang or a 500) and recovers without a restart. How fast
+/// (within the dependency timeout plus 1 s, under load) is measured by the
+/// fault runner's hang faults (`tests/faults`, docs/reliability.md).
+const NOT_A_HANG: Duration = Duration::from_secs(10);
+
 #[tokio::test]
 async fn live_and_ready_answer_200_when_everything_is_up() {
     let app = TestApp::spawn().await;
@@ -57,7 +64,7 @@ async fn readiness_follows_postgres_and_redis_going_away_and_coming_back() {
         down.body["checks"],
         json!({"postgres": "DOWN", "redis": "UP"})
     );
-    assert!(took < Duration::from_secs(2), "readiness took {took:?}");
+    assert!(took < NOT_A_HANG, "readiness took {took:?}");
 
     // A request that needs Postgres answers 503 quickly too, never 500 or a hang.
     let started = Instant::now();
@@ -70,7 +77,7 @@ async fn readiness_follows_postgres_and_redis_going_away_and_coming_back() {
         .await;
     sign_up.assert_problem(503, "SERVICE_UNAVAILABLE");
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < NOT_A_HANG,
         "took {:?}",
         started.elapsed()
     );
@@ -92,7 +99,7 @@ async fn readiness_follows_postgres_and_redis_going_away_and_coming_back() {
         down.body["checks"],
         json!({"postgres": "UP", "redis": "DOWN"})
     );
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < NOT_A_HANG);
 
     redis.restore();
     let back = wait_for_ready_status(&app, 200, Duration::from_secs(10)).await;
@@ -121,7 +128,7 @@ async fn a_hung_dependency_gets_503_in_bounded_time_not_a_hang() {
     let started = Instant::now();
     let ready = app.get("/health/ready", None).await;
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < NOT_A_HANG,
         "readiness took {:?}",
         started.elapsed()
     );
@@ -139,7 +146,7 @@ async fn a_hung_dependency_gets_503_in_bounded_time_not_a_hang() {
         .await;
     me.assert_problem(503, "SERVICE_UNAVAILABLE");
     assert!(
-        started.elapsed() < Duration::from_secs(4),
+        started.elapsed() < NOT_A_HANG,
         "sign-in took {:?}",
         started.elapsed()
     );
@@ -152,7 +159,7 @@ async fn a_hung_dependency_gets_503_in_bounded_time_not_a_hang() {
     let started = Instant::now();
     let ready = app.get("/health/ready", None).await;
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < NOT_A_HANG,
         "readiness took {:?}",
         started.elapsed()
     );

@@ -542,8 +542,9 @@ async fn postgres_lost_during_a_charge_is_503_and_leaves_nothing_half_written() 
         detail.contains("the outcome is unknown") && detail.contains("same Idempotency-Key"),
         "{detail}"
     );
+    // Answered, not hung (how fast is the fault runner's to measure).
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(15),
         "took {:?}",
         started.elapsed()
     );
