@@ -207,8 +207,9 @@ async fn an_unreachable_database_is_unavailable_within_the_timeout() {
 
     let err = result.expect_err("must fail");
     assert_eq!(err.service(), "postgres");
+    // Refused, not hung (generous: a busy machine is slow, never stuck).
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(10),
         "took {:?}",
         started.elapsed()
     );

@@ -37,8 +37,10 @@ async fn a_query_in_flight_when_postgres_hangs_times_out() {
     let err = result.expect_err("no answer can come");
     assert_eq!(err.service(), "postgres");
     let took = started.elapsed();
+    // A stalled server never answers: without the timeout this waits
+    // forever. The bound is generous so that a busy machine passes.
     assert!(
-        took < Duration::from_secs(3),
+        took < Duration::from_secs(10),
         "took {took:?}, the operation timeout is 1 s"
     );
 }

@@ -31,7 +31,8 @@ async fn a_live_redis_is_ready_and_a_dead_one_fails_fast() {
     let err = dead.check().await.expect_err("nothing listens on port 1");
 
     assert_eq!(err.service(), "redis");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // Refused, not hung (generous: a busy machine is slow, never stuck).
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
 
 /// Each thread that uses the pool opens connections of its own, so a
