@@ -116,6 +116,19 @@ struct Args {
     /// still had room) as a known limitation instead of failing.
     #[arg(long)]
     known_stale_refusals: bool,
+    /// fault: the longest any request may wait for its answer, in seconds
+    /// (the app's timeouts + 1 s); keep `--request-timeout` above it, so
+    /// that a hang is measured rather than cut.
+    #[arg(long)]
+    max_wait: Option<f64>,
+    /// fault: every request sent this many seconds after the return must be
+    /// served (no 503, no transport error).
+    #[arg(long)]
+    clean_after: Option<f64>,
+    /// fault: report requests over `--max-wait` as a known limitation
+    /// instead of failing.
+    #[arg(long)]
+    known_slow_requests: bool,
 }
 
 #[tokio::main]
@@ -163,6 +176,9 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             recovery_within: args.recovery_within,
             settle: std::time::Duration::from_secs_f64(args.settle),
             known_stale_refusals: args.known_stale_refusals,
+            max_wait: args.max_wait.map(std::time::Duration::from_secs_f64),
+            clean_after: args.clean_after.map(std::time::Duration::from_secs_f64),
+            known_slow_requests: args.known_slow_requests,
         };
         return fault::run(&ctx, &opts).await;
     }
