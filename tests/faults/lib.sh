@@ -81,11 +81,12 @@ rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 # --- the app ----------------------------------------------------------------
 # app_start NAME: starts the app on database fault_NAME (- becomes _) and key prefix
 # NAME: (appending to $FAULTS_DIR/app-NAME.log), records its pid, and waits
-# until /health/ready answers.
+# until /health/ready answers. APP_PG_PORT and APP_REDIS_PORT, when set, are
+# where the app connects instead (a proxy in front of the private servers).
 app_start() {
   local name=$1
-  DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/fault_${name//-/_}" \
-    REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+  DATABASE_URL="postgres://postgres@127.0.0.1:${APP_PG_PORT:-$PG_PORT}/fault_${name//-/_}" \
+    REDIS_URL="redis://127.0.0.1:${APP_REDIS_PORT:-$REDIS_PORT}" \
     APP_HTTP_ADDR="127.0.0.1:$APP_PORT" \
     APP_TRUSTED_USER_HEADER=X-USER-ID APP_TRUSTED_GATEWAY_SECRET="$GATEWAY_SECRET" \
     APP_ADMIN_LOGIN_ID=admin APP_ADMIN_PASSWORD=change-me-now \
@@ -134,6 +135,8 @@ app_kill() {
 # --- the load ---------------------------------------------------------------
 # load_start NAME ARGS...: starts `loadtest fault` in the background against
 # the app, with its report, ready file and marks file under $FAULTS_DIR/NAME.
+# A fault script may set FAULT_DURATION and FAULT_CLIENT_TIMEOUT (seconds) for
+# its own load; FAULTS_DURATION and FAULTS_CLIENT_TIMEOUT are the defaults.
 load_start() {
   local name=$1
   shift
@@ -143,8 +146,8 @@ load_start() {
   rm -f "$FAULT_OUT/ready"
   "$LOADTEST_BIN" fault --base "http://127.0.0.1:$APP_PORT" \
     --fault-name "$name" --connections "${FAULTS_CONNECTIONS:-32}" \
-    --request-timeout "${FAULTS_CLIENT_TIMEOUT:-5}" \
-    --duration "${FAULTS_DURATION:-30}" \
+    --request-timeout "${FAULT_CLIENT_TIMEOUT:-${FAULTS_CLIENT_TIMEOUT:-5}}" \
+    --duration "${FAULT_DURATION:-${FAULTS_DURATION:-30}}" \
     --ready-file "$FAULT_OUT/ready" --marks "$FAULT_OUT/marks" \
     --report "$FAULT_OUT/report.json" "$@" \
     >"$FAULT_OUT/loadtest.out" 2>"$FAULT_OUT/loadtest.err" &
@@ -290,4 +293,129 @@ stream_events() {
   rcli --raw XRANGE "${1}events:orders" - + |
     awk 'prev == "payload" { print } { prev = $0 }' |
     jq -r '[.orderId, .eventId] | @tsv'
+}
+
+# Every outbox event is in the stream (the stream kept everything: Postgres
+# or the app went away, not Redis' data).
+check_every_event_in_stream() {
+  local db=$1 prefix=$2 missing
+  psql_at "$db" "SELECT (payload->>'orderId'), event_id FROM outbox ORDER BY 1" | tr '|' '\t' | sort >"$FAULT_OUT/events-expected.tsv"
+  stream_events "$prefix" | sort >"$FAULT_OUT/events-stream.tsv"
+  missing=$(comm -23 "$FAULT_OUT/events-expected.tsv" <(sort -u "$FAULT_OUT/events-stream.tsv") | wc -l)
+  check "every order's event is in the stream" "$(ok_if [ "$missing" = 0 ])" \
+    "$(wc -l <"$FAULT_OUT/events-expected.tsv") orders, $missing events missing, $(wc -l <"$FAULT_OUT/events-stream.tsv") stream entries"
+}
+
+check_no_advisory_lock() {
+  local locks
+  locks=$(psql_at "$1" "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+  check "no advisory lock left behind (no idempotency key held in progress)" "$(ok_if [ "$locks" = 0 ])" "$locks held"
+}
+
+# --- hung dependencies (redis-hang, postgres-hang, latency, silent-drop) -----
+# A hung server keeps its connections open and answers nothing: SIGSTOP, and
+# SIGCONT to resume. The kernel still completes TCP handshakes (the listen
+# backlog), so new connections hang too.
+redis_pause() { kill -STOP "$(cat "$FAULTS_DIR/redis.pid")"; }
+redis_resume() { kill -CONT "$(cat "$FAULTS_DIR/redis.pid")" 2>/dev/null || true; }
+
+# The whole cluster: the postmaster first (so it forks no new backend), then
+# every process it started (backends, checkpointer, walwriter, …).
+pg_postmaster() { head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null; }
+pg_pause() {
+  local pm
+  pm=$(pg_postmaster)
+  kill -STOP "$pm"
+  pkill -STOP -P "$pm" || true
+}
+pg_resume() {
+  local pm
+  pm=$(pg_postmaster) || return 0
+  [ -n "$pm" ] || return 0
+  pkill -CONT -P "$pm" || true
+  kill -CONT "$pm" 2>/dev/null || true
+}
+
+# The TCP proxy (tests/faults/proxy.py): proxy_start NAME TARGET_PORT starts
+# one on a free port, exported as PROXY_PORT_NAME, with its mode in
+# $FAULTS_DIR/proxy-NAME.mode; proxy_mode NAME MODE... changes it.
+proxy_start() {
+  local name=$1 target=$2 port
+  port=$(free_port $((target + 100)))
+  proxy_mode "$name" pass
+  python3 "$(dirname "${BASH_SOURCE[0]}")/proxy.py" --listen "$port" --target "127.0.0.1:$target" \
+    --control "$FAULTS_DIR/proxy-$name.mode" 2>>"$FAULTS_DIR/proxy-$name.log" &
+  echo $! >>"$FAULTS_DIR/proxy.pids"
+  wait_for 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null || die "the $name proxy did not start"
+  printf -v "PROXY_PORT_${name^^}" '%s' "$port"
+}
+proxy_mode() { # writes the mode atomically; the proxy applies it within 20 ms
+  local name=$1
+  shift
+  echo "$*" >"$FAULTS_DIR/proxy-$name.mode.tmp"
+  mv "$FAULTS_DIR/proxy-$name.mode.tmp" "$FAULTS_DIR/proxy-$name.mode"
+}
+proxies_stop() {
+  local pid
+  [ -s "$FAULTS_DIR/proxy.pids" ] || return 0
+  while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$FAULTS_DIR/proxy.pids"
+  rm -f "$FAULTS_DIR/proxy.pids"
+}
+
+# ready_poll_start: asks /health/ready every 250 ms in the background, one
+# line per answer in $FAULT_OUT/ready.tsv: sent (epoch ms), status, seconds,
+# and the body's checks and detail.
+ready_poll_start() {
+  : >"$FAULT_OUT/ready.tsv"
+  (
+    while :; do
+      sent=$(now_ms)
+      out=$(curl -s -m 5 -w '\n%{http_code} %{time_total}' "http://127.0.0.1:$APP_PORT/health/ready" || true)
+      last=$(tail -n 1 <<<"$out")
+      printf '%s\t%s\t%s\t%s\n' "$sent" "${last% *}" "${last#* }" \
+        "$(head -n -1 <<<"$out" | jq -c '{checks, detail}' 2>/dev/null || echo '{}')" >>"$FAULT_OUT/ready.tsv"
+      sleep 0.25
+    done
+  ) &
+  echo $! >"$FAULTS_DIR/poll.pid"
+}
+ready_poll_stop() {
+  [ -s "$FAULTS_DIR/poll.pid" ] || return 0
+  kill "$(cat "$FAULTS_DIR/poll.pid")" 2>/dev/null || true
+  wait "$(cat "$FAULTS_DIR/poll.pid")" 2>/dev/null || true
+  rm -f "$FAULTS_DIR/poll.pid"
+}
+
+# check_ready_during "DEPS" HOW: from 1.5 s after `fault` to 1.5 s before
+# `back`, every readiness answer was 503 with each of DEPS (postgres, redis)
+# DOWN and the other UP, and its detail says HOW (a regex; "" for any); with
+# DEPS "any", what it said then is only printed. Every answer of the whole
+# fault came within 2.5 s (readiness bounds each probe by 1 s); after
+# `back`, a 200 within 5 s.
+check_ready_during() {
+  local deps=$1 how=$2 fault back want status n bad first_ok slowest
+  fault=$(awk '$1 == "fault" { print $2 }' "$FAULT_OUT/marks")
+  back=$(awk '$1 == "back" { print $2 }' "$FAULT_OUT/marks")
+  want=$(jq -cn --arg down "$deps" '["postgres", "redis"] | map(. as $d | {($d): (if ($down | split(" ") | index($d)) then "DOWN" else "UP" end)}) | add')
+  status=$([ -n "$deps" ] && echo 503 || echo 200)
+  awk -F'\t' -v a=$((fault + 1500)) -v b=$((back - 1500)) '$1 >= a && $1 <= b' "$FAULT_OUT/ready.tsv" >"$FAULT_OUT/ready-during.tsv"
+  n=$(wc -l <"$FAULT_OUT/ready-during.tsv")
+  if [ "$deps" = any ]; then
+    log "/health/ready while it lasted: $(cut -f2,4 "$FAULT_OUT/ready-during.tsv" | sort | uniq -c | tr '\n\t' '; ')"
+  else
+    bad=$(while IFS=$'\t' read -r _ code _ body; do
+        jq -r --arg code "$code" --arg status "$status" --argjson want "$want" --arg how "$how" \
+          'if $code == $status and .checks == $want and ($how == "" or ((.detail // "") | test($how))) then empty else "\($code) \(.checks | tojson) \(.detail // "")" end' <<<"$body"
+      done <"$FAULT_OUT/ready-during.tsv" | sort | uniq -c | tr '\n' ';')
+    check "/health/ready while it lasts: $status, checks $want${how:+, detail /$how/}" \
+      "$([ "$n" -gt 0 ] && [ -z "$bad" ] && echo 1 || echo 0)" \
+      "$n answers from fault+1.5 s to back-1.5 s${bad:+; off: $bad}; e.g. $(awk -F'\t' 'NR == 1 { print $2, $4 }' "$FAULT_OUT/ready-during.tsv")"
+  fi
+  slowest=$(awk -F'\t' 'BEGIN { m = 0 } $3 + 0 > m { m = $3 + 0 } END { print m }' "$FAULT_OUT/ready.tsv")
+  check "/health/ready answers within 2.5 s throughout (its own probe timeout, not the dependency's hang)" \
+    "$(awk -v m="$slowest" 'BEGIN { exit !(m <= 2.5) }' && echo 1 || echo 0)" \
+    "$(wc -l <"$FAULT_OUT/ready.tsv") answers, slowest $slowest s"
+  first_ok=$(awk -F'\t' -v b="$back" '$1 >= b && $2 == 200 { print $1 - b; exit }' "$FAULT_OUT/ready.tsv")
+  check "/health/ready is 200 again within 5 s of the return" \
+    "$([ -n "$first_ok" ] && [ "$first_ok" -le 5000 ] && echo 1 || echo 0)" "${first_ok:-never} ms after the return"
 }

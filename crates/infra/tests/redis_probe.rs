@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use domain::health::HealthProbe;
 use infra::redis::{RedisPoolSettings, RedisProbe, connect_pool};
-use testkit::TestRedis;
+use testkit::{TcpProxy, TestRedis, target_of};
 
 #[tokio::test]
 async fn a_live_redis_is_ready_and_a_dead_one_fails_fast() {
@@ -82,4 +82,61 @@ fn each_thread_keeps_connections_of_its_own() {
 
     // max_size 1 per set: one pool for both threads would have had one.
     assert_eq!(pool.status().size, 2, "one connection per thread");
+}
+
+/// On a hung Redis, a `get` after a failure checks the idle connections one
+/// after another, each check taking the whole timeout; the pool bounds the
+/// `get` in all by its timeout (the fault runner's `redis-hang` saw requests
+/// wait three timeouts).
+#[tokio::test]
+async fn a_get_on_a_hung_redis_takes_the_timeout_at_most_whatever_it_has_to_check() {
+    let redis = TestRedis::create().await;
+    let proxy = TcpProxy::start(target_of(&redis.url)).await;
+    let timeout = Duration::from_millis(300);
+    let pool = connect_pool(&RedisPoolSettings {
+        url: redis.url_via(proxy.addr()),
+        max_size: 16,
+        timeout,
+    })
+    .expect("pool");
+    // Sixteen idle connections, all open: checked one after another, they
+    // would take 16 × 300 ms.
+    let mut conns = Vec::new();
+    for _ in 0..16 {
+        conns.push(pool.get().await.expect("a connection"));
+    }
+    for conn in &mut conns {
+        let _: String = redis::cmd("PING").query_async(conn).await.expect("PING");
+    }
+    drop(conns);
+
+    proxy.stall();
+    // A command times out: every idle connection is now checked on its next get.
+    let mut conn = pool.get().await.expect("no check yet: handed out at once");
+    let err = redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .expect_err("a hung Redis does not answer");
+    assert!(err.is_timeout(), "{err}");
+    drop(conn);
+
+    let started = Instant::now();
+    let got = pool.get().await;
+    let took = started.elapsed();
+    assert!(got.is_err(), "no connection passes its check");
+    // Bounded by the timeout, with room for a busy machine, far below the
+    // 4.8 s of sixteen checks in a row.
+    assert!(
+        took < Duration::from_secs(2),
+        "a get took {took:?}: each idle connection's check waited the {timeout:?} timeout"
+    );
+
+    // Back again: the pool serves without a restart.
+    proxy.restore();
+    let mut conn = pool.get().await.expect("a connection after the hang");
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .expect("PING after the hang");
+    assert_eq!(pong, "PONG");
 }

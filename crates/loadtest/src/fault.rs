@@ -71,6 +71,16 @@ pub struct FaultOptions {
     /// instance's reservations are leases that come back within their
     /// lease. `None`: no stale refusal at all.
     pub stale_refusals_within: Option<f64>,
+    /// The longest any request may wait for its answer (the app's timeouts
+    /// plus a margin): a request that takes longer fails the run even when
+    /// it is answered within the client timeout.
+    pub max_wait: Option<Duration>,
+    /// Every request sent this long after `back` must be served (no 503, no
+    /// transport error): the dependency's connections work again.
+    pub clean_after: Option<Duration>,
+    /// Requests over `max_wait` are a known limitation of this fault:
+    /// reported, not failed.
+    pub known_slow_requests: bool,
 }
 
 /// How long a worker pauses after a 503 or a transport error, like a client
@@ -711,6 +721,47 @@ fn recovery(
     r
 }
 
+/// How long the requests waited for their answers (the client's clock,
+/// from sending to the answer or the error).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Waits {
+    /// The bound of `--max-wait`, in ms.
+    bound_ms: Option<u64>,
+    /// The longest wait, in ms (p100).
+    max_ms: u64,
+    /// Requests that waited longer than the bound.
+    over_bound: usize,
+    /// The slowest requests: wait, kind, answer, and when they were sent,
+    /// relative to the fault (or the firing's start).
+    slowest: Vec<String>,
+}
+
+fn waits(outcomes: &[Outcome], bound: Option<Duration>, since_ms: u64) -> Waits {
+    let wait_of = |o: &Outcome| o.done_ms.saturating_sub(o.sent_ms);
+    let bound_ms = bound.map(|b| u64::try_from(b.as_millis()).unwrap_or(u64::MAX));
+    let mut by_wait: Vec<&Outcome> = outcomes.iter().collect();
+    by_wait.sort_by_key(|o| std::cmp::Reverse(wait_of(o)));
+    Waits {
+        bound_ms,
+        max_ms: by_wait.first().map_or(0, |o| wait_of(o)),
+        over_bound: bound_ms.map_or(0, |b| outcomes.iter().filter(|o| wait_of(o) > b).count()),
+        slowest: by_wait
+            .iter()
+            .take(5)
+            .map(|o| {
+                format!(
+                    "{} ms {:?} {} sent at {:+.1} s",
+                    wait_of(o),
+                    o.shot.kind,
+                    o.got.class(),
+                    (o.sent_ms as f64 - since_ms as f64) / 1000.0
+                )
+            })
+            .collect(),
+    }
+}
+
 fn timeline(outcomes: &[Outcome], started_ms: u64) -> Vec<Second> {
     let mut seconds: BTreeMap<u64, Second> = BTreeMap::new();
     for o in outcomes {
@@ -822,6 +873,7 @@ struct FaultReport {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    waits: Waits,
     answers: Classes,
     by_kind: BTreeMap<String, Classes>,
     marks: BTreeMap<String, u64>,
@@ -976,6 +1028,26 @@ pub async fn run(ctx: &Ctx, opts: &FaultOptions) -> anyhow::Result<bool> {
         answers.timeouts == 0,
         format!("{} timeouts", answers.timeouts),
     ));
+    let waits = waits(
+        &outcomes,
+        opts.max_wait,
+        marks.get("fault").copied().unwrap_or(started_ms),
+    );
+    if let Some(bound) = opts.max_wait {
+        checks.push(
+            Check::that(
+                &format!("no request waited longer than {bound:?} (the app's timeouts + 1 s)"),
+                waits.over_bound == 0,
+                format!(
+                    "longest {} ms, {} over the bound; slowest: {}",
+                    waits.max_ms,
+                    waits.over_bound,
+                    waits.slowest.join("; ")
+                ),
+            )
+            .known_limitation(opts.known_slow_requests),
+        );
+    }
     if !opts.expect_disconnects {
         let lost = answers.refused + answers.broken;
         checks.push(Check::that(
@@ -1015,6 +1087,20 @@ pub async fn run(ctx: &Ctx, opts: &FaultOptions) -> anyhow::Result<bool> {
                 None => format!("never (pre-fault {:.0}/s)", rec.pre_fault_per_s),
             },
         )),
+    }
+    if let (Some(after), Some(&back)) = (opts.clean_after, marks.get("back")) {
+        let from = back + u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        let late = Classes::of(outcomes.iter().filter(|o| o.sent_ms > from).map(|o| &o.got));
+        let failed = late.unavailable_503
+            + late.other_5xx.values().sum::<usize>()
+            + late.timeouts
+            + late.refused
+            + late.broken;
+        checks.push(Check::that(
+            &format!("every request sent {after:?} after the return is served (no restart needed)"),
+            failed == 0,
+            late.describe(),
+        ));
     }
     if opts.expect_503 {
         checks.push(Check::that(
@@ -1281,6 +1367,7 @@ pub async fn run(ctx: &Ctx, opts: &FaultOptions) -> anyhow::Result<bool> {
         p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
         p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
         max_ms: hist.max() as f64 / 1000.0,
+        waits,
         answers,
         by_kind,
         marks,
@@ -1315,9 +1402,16 @@ fn print(r: &FaultReport) {
         r.timeout_s
     );
     println!(
-        "   latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        r.p50_ms, r.p99_ms, r.max_ms
+        "   latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {}",
+        r.p50_ms,
+        r.p99_ms,
+        r.max_ms,
+        match r.waits.bound_ms {
+            Some(b) => format!("{} over {b} ms", r.waits.over_bound),
+            None => "no bound".to_owned(),
+        }
     );
+    println!("   slowest: {}", r.waits.slowest.join("; "));
     println!("   answers: {}", r.answers.describe());
     for (kind, c) in &r.by_kind {
         println!("     {kind}: {}", c.describe());
@@ -1364,7 +1458,13 @@ fn print(r: &FaultReport) {
     for c in &r.checks {
         println!(
             "   [{}] {}: {}",
-            if c.pass { "PASS" } else { "FAIL" },
+            if c.pass {
+                "PASS"
+            } else if c.known {
+                "KNOWN"
+            } else {
+                "FAIL"
+            },
             c.name,
             c.detail
         );
@@ -1513,6 +1613,23 @@ mod tests {
         // the first 80: 1.1 s after the return.
         assert_eq!(r.recovery_s, Some(1.1));
         assert_eq!(r.lowest_per_s, Some(0.0));
+    }
+
+    #[test]
+    fn waits_count_the_requests_over_the_bound_and_name_the_slowest() {
+        let mut outcomes: Vec<Outcome> = (0..10).map(|i| served_at(1_000 + i)).collect();
+        outcomes[3].sent_ms = 0; // waited 1,003 ms
+        outcomes[7].sent_ms = 500; // waited 507 ms
+        let w = waits(&outcomes, Some(Duration::from_millis(500)), 400);
+        assert_eq!(w.bound_ms, Some(500));
+        assert_eq!(w.max_ms, 1_003);
+        assert_eq!(w.over_bound, 2);
+        assert!(
+            w.slowest[0].starts_with("1003 ms Shelf 201 sent at -0.4 s"),
+            "{:?}",
+            w.slowest
+        );
+        assert_eq!(waits(&outcomes, None, 0).over_bound, 0);
     }
 
     #[test]

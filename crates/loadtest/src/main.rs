@@ -117,6 +117,19 @@ struct Args {
     /// instance's leases); without it, none is allowed.
     #[arg(long)]
     stale_refusals_within: Option<f64>,
+    /// fault: the longest any request may wait for its answer, in seconds
+    /// (the app's timeouts + 1 s); keep `--request-timeout` above it, so
+    /// that a hang is measured rather than cut.
+    #[arg(long)]
+    max_wait: Option<f64>,
+    /// fault: every request sent this many seconds after the return must be
+    /// served (no 503, no transport error).
+    #[arg(long)]
+    clean_after: Option<f64>,
+    /// fault: report requests over `--max-wait` as a known limitation
+    /// instead of failing.
+    #[arg(long)]
+    known_slow_requests: bool,
 }
 
 #[tokio::main]
@@ -164,6 +177,9 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             recovery_within: args.recovery_within,
             settle: std::time::Duration::from_secs_f64(args.settle),
             stale_refusals_within: args.stale_refusals_within,
+            max_wait: args.max_wait.map(std::time::Duration::from_secs_f64),
+            clean_after: args.clean_after.map(std::time::Duration::from_secs_f64),
+            known_slow_requests: args.known_slow_requests,
         };
         return fault::run(&ctx, &opts).await;
     }

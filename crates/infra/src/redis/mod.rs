@@ -53,9 +53,9 @@ pub struct RedisPoolSettings {
 
 /// Builds the pool (a set of up to `max_size` connections per thread that
 /// uses it, `pool.rs`). Connections are opened lazily, so this succeeds while
-/// Redis is down. Connecting, waiting for a connection and each command's
-/// reply are all bounded by `settings.timeout` (redis-rs' own reply timeout
-/// would otherwise be a hidden 500 ms).
+/// Redis is down. Getting a connection (in all: waiting, checking, connecting)
+/// and each command's reply are each bounded by `settings.timeout` (redis-rs'
+/// own reply timeout would otherwise be a hidden 500 ms).
 ///
 /// # Errors
 /// When the URL is unusable.
@@ -63,6 +63,7 @@ pub fn connect_pool(settings: &RedisPoolSettings) -> anyhow::Result<RedisPool> {
     let connection = deadpool_redis::redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(settings.timeout))
         .set_response_timeout(Some(settings.timeout));
+    let timeout = settings.timeout;
     let settings = settings.clone();
     let set = move || -> anyhow::Result<deadpool::managed::Pool<pool::Manager>> {
         let manager =
@@ -79,9 +80,10 @@ pub fn connect_pool(settings: &RedisPoolSettings) -> anyhow::Result<RedisPool> {
     };
     // Checked once here, so that building another thread's set cannot fail.
     set()?;
-    Ok(RedisPool::new(move || {
-        set().expect("the same settings built a pool before")
-    }))
+    Ok(RedisPool::new(
+        move || set().expect("the same settings built a pool before"),
+        timeout,
+    ))
 }
 
 /// Builds a pool of cluster connections to the Redis Cluster that `nodes`

@@ -151,7 +151,8 @@ pub struct RedisPool {
 
 #[derive(Clone)]
 enum Kind {
-    Single(Arc<ThreadSets<managed::Pool<Manager>>>),
+    /// The per-thread sets, and the longest one `get` may take.
+    Single(Arc<ThreadSets<managed::Pool<Manager>>>, Duration),
     Cluster(Arc<ThreadSets<ClusterSet>>),
 }
 
@@ -174,10 +175,14 @@ impl std::fmt::Debug for RedisPool {
 }
 
 impl RedisPool {
-    /// A pool whose per-thread sets `make` builds.
-    pub(crate) fn new(make: impl Fn() -> managed::Pool<Manager> + Send + Sync + 'static) -> Self {
+    /// A pool whose per-thread sets `make` builds; a `get` gives up after
+    /// `timeout` in all (see [`get`](Self::get)).
+    pub(crate) fn new(
+        make: impl Fn() -> managed::Pool<Manager> + Send + Sync + 'static,
+        timeout: Duration,
+    ) -> Self {
         Self {
-            kind: Kind::Single(Arc::new(ThreadSets::new(make))),
+            kind: Kind::Single(Arc::new(ThreadSets::new(make)), timeout),
         }
     }
 
@@ -200,21 +205,34 @@ impl RedisPool {
     }
 
     /// A connection of the calling thread's set, checked if it may be
-    /// broken (module documentation).
+    /// broken (module documentation), within the pool's timeout in all.
+    ///
+    /// deadpool bounds each step by the timeout (waiting for a slot, each
+    /// recycle check, creating a connection) but not their sum: after a
+    /// failure, a `get` checks the idle connections one after another, and
+    /// on a hung Redis each check takes the whole timeout: with a 2 s
+    /// timeout, requests waited 6 s on a paused Redis (the fault runner's
+    /// `redis-hang`). The whole `get` is bounded here; the connection being
+    /// checked when it gives up is dropped.
     ///
     /// # Errors
     /// When no connection could be created or waited for in time.
     pub async fn get(&self) -> Result<Connection, managed::PoolError<RedisError>> {
         match &self.kind {
-            Kind::Single(sets) => match sets.local().get().await {
-                Ok(conn) => Ok(Connection {
-                    conn: Conn::Single(conn),
-                }),
-                Err(err) => {
-                    note_failure();
-                    Err(err)
+            Kind::Single(sets, timeout) => {
+                let got = tokio::time::timeout(*timeout, sets.local().get())
+                    .await
+                    .unwrap_or(Err(managed::PoolError::Timeout(managed::TimeoutType::Wait)));
+                match got {
+                    Ok(conn) => Ok(Connection {
+                        conn: Conn::Single(conn),
+                    }),
+                    Err(err) => {
+                        note_failure();
+                        Err(err)
+                    }
                 }
-            },
+            }
             Kind::Cluster(sets) => {
                 let set = sets.local();
                 let opened = set
@@ -245,7 +263,7 @@ impl RedisPool {
     /// a cluster: each thread's one connection, open or not yet).
     pub fn status(&self) -> managed::Status {
         match &self.kind {
-            Kind::Single(sets) => total_status(sets.all().iter().map(managed::Pool::status)),
+            Kind::Single(sets, _) => total_status(sets.all().iter().map(managed::Pool::status)),
             Kind::Cluster(sets) => {
                 let all = sets.all();
                 let open = all.iter().filter(|s| s.conn.initialized()).count();

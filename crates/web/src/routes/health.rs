@@ -1,6 +1,8 @@
 //! `/health/live` (the process runs) and `/health/ready` (Postgres and Redis
 //! answer). Readiness asks every probe at once and bounds each with a short
 //! timeout, so a dead dependency is reported in about a second, not a hang.
+//! Its `detail` tells a hung dependency (no answer within the timeout) from
+//! one that fails (refused, reset, an error).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -90,7 +92,7 @@ async fn live() -> HttpResponse {
     tag = "operations",
     responses(
         (status = 200, description = "Every dependency answers", body = ReadyBody),
-        (status = 503, description = "`SERVICE_UNAVAILABLE`: the problem's `detail` names what is down and its `checks` member holds each dependency's state", body = ProblemSchema, content_type = PROBLEM_JSON,
+        (status = 503, description = "`SERVICE_UNAVAILABLE`: the problem's `detail` names what is down, and whether it failed or did not answer in time; its `checks` member holds each dependency's state", body = ProblemSchema, content_type = PROBLEM_JSON,
             headers(("Retry-After" = String, description = "Seconds to wait"))),
     ),
 )]
@@ -99,27 +101,31 @@ async fn ready(readiness: web::Data<Readiness>) -> Result<HttpResponse, ApiError
         let probe = Arc::clone(probe);
         let timeout = readiness.timeout;
         async move {
-            let up = matches!(
-                tokio::time::timeout(timeout, probe.check()).await,
-                Ok(Ok(()))
-            );
-            (
-                probe.name(),
-                if up {
-                    HealthStatus::Up
-                } else {
-                    HealthStatus::Down
-                },
-            )
+            // Why it is down, when it is.
+            let why = match tokio::time::timeout(timeout, probe.check()).await {
+                Ok(Ok(())) => None,
+                Ok(Err(_)) => Some("failed".to_owned()),
+                Err(_) => Some(format!("no answer within {timeout:?}")),
+            };
+            (probe.name(), why)
         }
     }))
     .await;
-    let down: Vec<&str> = checks
+    let down: Vec<String> = checks
         .iter()
-        .filter(|(_, s)| *s == HealthStatus::Down)
-        .map(|(n, _)| *n)
+        .filter_map(|(name, why)| why.as_ref().map(|why| format!("{name} ({why})")))
         .collect();
-    let checks: BTreeMap<_, _> = checks.into_iter().collect();
+    let checks: BTreeMap<_, _> = checks
+        .into_iter()
+        .map(|(name, why)| {
+            let status = if why.is_none() {
+                HealthStatus::Up
+            } else {
+                HealthStatus::Down
+            };
+            (name, status)
+        })
+        .collect();
     if down.is_empty() {
         Ok(HttpResponse::Ok().json(ReadyBody {
             status: HealthStatus::Up,
@@ -137,5 +143,69 @@ async fn ready(readiness: web::Data<Readiness>) -> Result<HttpResponse, ApiError
             actix_web::http::header::RETRY_AFTER,
             actix_web::http::header::HeaderValue::from_static("1"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use domain::error::Unavailable;
+
+    use super::*;
+
+    /// A probe that answers, fails at once, or never answers.
+    struct Probe(&'static str, Option<bool>);
+
+    #[async_trait]
+    impl HealthProbe for Probe {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+
+        async fn check(&self) -> Result<(), Unavailable> {
+            match self.1 {
+                Some(true) => Ok(()),
+                Some(false) => Err(Unavailable::new(self.0, "connection refused")),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    async fn ready_with(probes: Vec<Probe>) -> Result<HttpResponse, ApiError> {
+        ready(web::Data::new(Readiness {
+            probes: probes
+                .into_iter()
+                .map(|p| Arc::new(p) as Arc<dyn HealthProbe>)
+                .collect(),
+            timeout: Duration::from_millis(50),
+        }))
+        .await
+    }
+
+    #[actix_web::test]
+    async fn readiness_tells_a_hung_dependency_from_a_failing_one_within_its_timeout() {
+        let started = std::time::Instant::now();
+        let err = ready_with(vec![Probe("postgres", None), Probe("redis", Some(false))])
+            .await
+            .expect_err("not ready");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            err.detail(),
+            "unavailable: postgres (no answer within 50ms), redis (failed)"
+        );
+
+        let err = ready_with(vec![Probe("postgres", Some(true)), Probe("redis", None)])
+            .await
+            .expect_err("not ready");
+        assert_eq!(err.detail(), "unavailable: redis (no answer within 50ms)");
+
+        let ok = ready_with(vec![
+            Probe("postgres", Some(true)),
+            Probe("redis", Some(true)),
+        ])
+        .await
+        .expect("ready");
+        assert_eq!(ok.status(), StatusCode::OK);
     }
 }
