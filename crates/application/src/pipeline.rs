@@ -185,6 +185,10 @@ enum Held {
 /// How the gate step ended.
 enum Gate<R> {
     Proceed(Held),
+    /// The gate could not decide because Postgres failed it (a counter's
+    /// rebuild): the write would wait for Postgres a second time. Nothing
+    /// was reserved; answered `Unavailable` at once.
+    Failed(Unavailable),
     Refused(R),
     /// Refused, and the refusal recorded under the key by the gate.
     Answered(R),
@@ -262,14 +266,19 @@ impl Pipeline {
                 });
             }
             Gate::Recorded(record) => return Ok(self.replay(&request, record).await),
+            Gate::Failed(err) => return Err(err),
         };
-        let written = match write.prepare().await {
-            Ok(Ok(ready)) => write.run(ready, request).await,
-            Ok(Err(refusal)) => self.refuse(&request, Early::Rules(refusal)).await,
-            Err(err) => Err(err),
+        let (written, tried) = match write.prepare().await {
+            Ok(Ok(ready)) => (write.run(ready, request).await, true),
+            Ok(Err(refusal)) => (self.refuse(&request, Early::Rules(refusal)).await, false),
+            Err(err) => (Err(err), false),
         };
-        let ran = written.as_ref().ok().and_then(Written::executed);
-        settle(write, holder, held, ran).await;
+        let outcome = match &written {
+            Ok(written) => written.executed().map_or(Outcome::NotRun, Outcome::Ran),
+            Err(_) if tried => Outcome::Unknown,
+            Err(_) => Outcome::NotRun,
+        };
+        settle(write, holder, held, outcome).await;
         written
     }
 
@@ -392,13 +401,19 @@ pub async fn gated<W: UnkeyedWrite>(
         // Records are kept for keys; a gate answers them only to a keyed
         // holder. Should one come, nothing was reserved: Postgres decides.
         Gate::Recorded(_) => Held::Nothing,
+        Gate::Failed(err) => return Err(err),
     };
-    let result = match write.prepare().await {
-        Ok(Ok(ready)) => write.run(ready).await,
-        Ok(Err(refusal)) => Ok(Err(refusal)),
-        Err(err) => Err(err),
+    let (result, tried) = match write.prepare().await {
+        Ok(Ok(ready)) => (write.run(ready).await, true),
+        Ok(Err(refusal)) => (Ok(Err(refusal)), false),
+        Err(err) => (Err(err), false),
     };
-    settle(write, holder, held, result.as_ref().ok()).await;
+    let outcome = match &result {
+        Ok(ran) => Outcome::Ran(ran),
+        Err(_) if tried => Outcome::Unknown,
+        Err(_) => Outcome::NotRun,
+    };
+    settle(write, holder, held, outcome).await;
     result
 }
 
@@ -411,6 +426,9 @@ async fn reserve<W: GatedWrite>(write: &W, holder: Holder<'_>) -> Gate<W::Refusa
         Ok(Admission::Recorded(record)) => Gate::Recorded(record),
         // The mark and any reservation belong to the first copy.
         Ok(Admission::Repeated) => Gate::Proceed(Held::Nothing),
+        // Postgres failed the gate (rebuilding a counter): the write needs
+        // Postgres too, and would wait for it a second time.
+        Err(err) if err.service() == "postgres" => Gate::Failed(err),
         Err(err) => {
             tracing::warn!(error = %err, "gate unavailable; Postgres decides alone");
             Gate::Proceed(Held::Nothing)
@@ -433,19 +451,59 @@ async fn outranking<W: GatedWrite>(write: &W, refusal: W::Refusal) -> Early<W::R
     Early::Gate(refusal)
 }
 
+/// The longest a request waits for its reservation to be settled. A
+/// settle that takes longer (Redis hangs) is dropped: the reservation is a
+/// lease, which the gate gives back itself when it expires (a release
+/// dropped), or which then makes the counter too high (a confirmation
+/// dropped: the drift Postgres absorbs). Without it, a request on a hung
+/// network waited for Postgres and then for Redis, one timeout after the
+/// other (the fault runner's silent-drop).
+pub const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// What became of the effect, as far as this request knows.
+enum Outcome<'a, V, R> {
+    /// It ran and answered: committed (`Ok`) or refused.
+    Ran(&'a Result<V, R>),
+    /// It did not run for this request: refused before it, answered from
+    /// the key (a replay, in progress, reused), or failed before it began.
+    NotRun,
+    /// It began and failed with `Unavailable`: it may still commit (an
+    /// order's batch goes on after its caller gave up), so the caller is
+    /// told "outcome unknown" (docs/idempotency.md).
+    Unknown,
+}
+
 /// Settles what the gate holds for this request: confirms it when the
-/// effect committed; otherwise gives it back, and makes the gate forget an
-/// item Postgres refused although the gate admitted it.
+/// effect committed; gives it back when the effect did not run or was
+/// refused, and makes the gate forget an item Postgres refused although
+/// the gate admitted it. With the outcome unknown it is left as it is: the
+/// holder's mark stays, so a retry of the key is not refused by the gate
+/// while its first copy may still commit (it goes to the store, which
+/// answers it from the key), and the reservation is a lease that the gate
+/// gives back when it expires. Within [`SETTLE_WITHIN`].
 async fn settle<W: GatedWrite>(
     write: &W,
     holder: Holder<'_>,
     held: Held,
-    ran: Option<&Result<W::Value, W::Refusal>>,
+    outcome: Outcome<'_, W::Value, W::Refusal>,
 ) {
-    if held == Held::Nothing {
+    if held == Held::Nothing || matches!(outcome, Outcome::Unknown) {
         return;
     }
-    if matches!(ran, Some(Ok(_))) {
+    if tokio::time::timeout(SETTLE_WITHIN, settle_now(write, holder, outcome))
+        .await
+        .is_err()
+    {
+        tracing::warn!("a reservation was not settled in time; its lease expires");
+    }
+}
+
+async fn settle_now<W: GatedWrite>(
+    write: &W,
+    holder: Holder<'_>,
+    outcome: Outcome<'_, W::Value, W::Refusal>,
+) {
+    if matches!(outcome, Outcome::Ran(Ok(_))) {
         if let Err(err) = write.confirm(holder).await {
             tracing::warn!(error = %err, "could not confirm a reservation; its lease expires");
         }
@@ -454,7 +512,7 @@ async fn settle<W: GatedWrite>(
     if let Err(err) = write.release(holder).await {
         tracing::warn!(error = %err, "could not give a reservation back to its gate");
     }
-    if let Some(Err(refusal)) = ran
+    if let Outcome::Ran(Err(refusal)) = outcome
         && let Err(err) = write.forget(refusal).await
     {
         tracing::warn!(error = %err, "could not reset a gate counter");
@@ -492,6 +550,10 @@ mod tests {
         store: fn() -> Written<u32, &'static str>,
         /// The store fails instead.
         store_fails: bool,
+        /// The service a failing gate names.
+        gate_service: &'static str,
+        /// Giving the reservation back hangs.
+        release_hangs: bool,
         /// What it tells the pipeline its gate may refuse, in item order.
         gate_refusals: Vec<&'static str>,
         /// The answers the holder carried to the gate.
@@ -509,6 +571,8 @@ mod tests {
                     response: stored(201, "ok"),
                 },
                 store_fails: false,
+                gate_service: "redis",
+                release_hangs: false,
                 gate_refusals: Vec::new(),
                 carried: Mutex::new(None),
                 calls: Mutex::new(Vec::new()),
@@ -546,11 +610,14 @@ mod tests {
             }
             self.gate
                 .clone()
-                .map_err(|()| Unavailable::new("redis", "connection refused"))
+                .map_err(|()| Unavailable::new(self.gate_service, "connection refused"))
         }
 
         async fn release(&self, _: Holder<'_>) -> Result<(), Unavailable> {
             self.log("release");
+            if self.release_hangs {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            }
             Ok(())
         }
 
@@ -812,8 +879,13 @@ mod tests {
         );
     }
 
+    /// Found by the fault runner (postgres-hang): an order's batch commits
+    /// after its caller gave up. Giving the reservation and the mark back
+    /// then let the key's retry be refused by the gate (its refusal
+    /// recorded under the key) while the first copy committed: an
+    /// investment in Postgres whose key answered 409.
     #[tokio::test]
-    async fn a_failing_store_gives_everything_back_and_stores_nothing() {
+    async fn a_store_failing_in_the_effect_leaves_the_reservation_and_the_mark_stores_nothing() {
         let mut store = MockIdempotencyStore::new();
         store.expect_refuse().never();
         let mut script = Script::new(Admission::Reserved);
@@ -822,7 +894,11 @@ mod tests {
             .keyed(&script, request())
             .await;
         assert!(matches!(result, Err(u) if u.service() == "postgres"));
-        assert_eq!(script.calls(), ["reserve", "prepare", "run", "release"]);
+        assert_eq!(
+            script.calls(),
+            ["reserve", "prepare", "run"],
+            "the outcome is unknown: neither released nor confirmed"
+        );
     }
 
     #[tokio::test]
@@ -835,6 +911,40 @@ mod tests {
         };
         run(&script, records()).await;
         assert_eq!(script.calls(), ["reserve", "prepare", "run"]);
+    }
+
+    #[tokio::test]
+    async fn a_gate_that_postgres_failed_answers_unavailable_at_once_and_runs_nothing() {
+        let mut script = Script::new(Admission::Reserved);
+        script.gate = Err(());
+        script.gate_service = "postgres";
+        let answer = Pipeline::new(Arc::new(untouched()), None)
+            .keyed(&script, request())
+            .await;
+        assert_eq!(
+            answer.expect_err("unavailable").service(),
+            "postgres",
+            "the write would wait for Postgres a second time"
+        );
+        assert_eq!(script.calls(), ["reserve"]);
+    }
+
+    #[tokio::test]
+    async fn a_release_that_hangs_is_given_up_and_the_answer_goes_out() {
+        let mut script = Script::new(Admission::Reserved);
+        script.store = || Written::Executed {
+            result: Err("OUT_OF_STOCK"),
+            response: stored(409, "OUT_OF_STOCK"),
+        };
+        script.release_hangs = true;
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            Pipeline::new(Arc::new(records()), None).keyed(&script, request()),
+        )
+        .await
+        .expect("answered, not held by the hung release");
+        assert!(!answer.expect("answered").committed(), "refused");
+        assert_eq!(script.calls(), ["reserve", "prepare", "run", "release"]);
     }
 
     /// A fast path that records every refusal it is given.
