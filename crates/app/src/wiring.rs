@@ -86,9 +86,10 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         Arc::new(PgPointsStore::new(pg.clone(), config.idempotency_retention));
     let idempotency = PgIdempotencyStore::new(pg.clone(), config.idempotency_retention);
     // Simultaneous reads of one product or page share a query (see infra::coalesce).
-    let catalog: Arc<dyn CatalogStore> = Arc::new(infra::coalesce::CoalescedCatalog::new(
-        Arc::new(PgCatalogStore::new(pg.clone())),
-    ));
+    let catalog: Arc<dyn CatalogStore> = Arc::new(
+        infra::coalesce::CoalescedCatalog::new(Arc::new(PgCatalogStore::new(pg.clone())))
+            .within(pg.op_timeout()),
+    );
     // The order and investment batches run on connections of their own
     // (see PgOrderStore, PgInvestStore): a pool each, one connection a lane.
     let lanes_pool = || {

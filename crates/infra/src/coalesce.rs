@@ -11,12 +11,22 @@
 //! decrement". So every read is answered by a query that started after the
 //! read arrived, which is what a query of its own would have given it. A key
 //! with nobody waiting costs one task spawn more than a plain query.
+//!
+//! A read that joins the next query waits for the running one first: on a
+//! hung Postgres, for the running query's timeout and then its own. So a
+//! coalesced read can be given a patience ([`Coalescer::within`],
+//! [`Batcher::within`]): how long it waits in all, from its arrival, before
+//! it gives up with `Unavailable` (the query goes on for the others). The
+//! stores set it to their operation timeout, so a coalesced read is bounded
+//! as a read of its own is (the fault runner's `postgres-hang` saw orders
+//! wait two timeouts for their pricing).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::catalog::{CatalogStore, NewProduct, PatchRefused, Product, ProductId, ProductPatch};
@@ -34,6 +44,8 @@ pub struct Coalescer<K, V> {
     waiting: Arc<Mutex<HashMap<K, Vec<Waiter<V>>>>>,
     /// Which service the reads come from, for errors.
     service: &'static str,
+    /// How long a read waits in all; `None`: as long as the queries take.
+    patience: Option<Duration>,
 }
 
 impl<K, V> std::fmt::Debug for Coalescer<K, V> {
@@ -53,6 +65,16 @@ where
         Self {
             waiting: Arc::new(Mutex::new(HashMap::new())),
             service,
+            patience: None,
+        }
+    }
+
+    /// The same coalescer, whose reads wait at most `patience` in all.
+    #[must_use]
+    pub fn within(self, patience: Duration) -> Self {
+        Self {
+            patience: Some(patience),
+            ..self
         }
     }
 
@@ -84,14 +106,33 @@ where
             // first reader's future staying alive.
             tokio::spawn(run(Arc::clone(&self.waiting), key, load));
         }
-        match rx.await {
-            Ok(result) => result.map_err(|why| Unavailable::new(self.service, why)),
-            Err(_) => Err(Unavailable::new(
+        match patiently(self.patience, rx).await {
+            Some(Ok(result)) => result.map_err(|why| Unavailable::new(self.service, why)),
+            Some(Err(_)) => Err(Unavailable::new(
                 self.service,
                 "a coalesced read was dropped",
             )),
+            None => Err(gave_up(self.service, self.patience)),
         }
     }
+}
+
+/// `rx`'s answer, or `None` when `patience` ran out first.
+async fn patiently<T>(
+    patience: Option<Duration>,
+    rx: oneshot::Receiver<T>,
+) -> Option<Result<T, oneshot::error::RecvError>> {
+    match patience {
+        Some(patience) => tokio::time::timeout(patience, rx).await.ok(),
+        None => Some(rx.await),
+    }
+}
+
+fn gave_up(service: &'static str, patience: Option<Duration>) -> Unavailable {
+    Unavailable::new(
+        service,
+        format!("a coalesced read waited {patience:?} without an answer"),
+    )
 }
 
 /// Runs queries for `key` while reads wait for one; each query answers the
@@ -148,6 +189,8 @@ pub struct Batcher<K, V> {
     load: Load<K, V>,
     key_of: fn(&V) -> K,
     service: &'static str,
+    /// How long a read waits in all; `None`: as long as the queries take.
+    patience: Option<Duration>,
 }
 
 /// `Some` while a query loop runs: the reads waiting for its next query.
@@ -183,6 +226,16 @@ where
             load: Arc::new(move |keys| Box::pin(load(keys))),
             key_of,
             service,
+            patience: None,
+        }
+    }
+
+    /// The same batcher, whose reads wait at most `patience` in all.
+    #[must_use]
+    pub fn within(self, patience: Duration) -> Self {
+        Self {
+            patience: Some(patience),
+            ..self
         }
     }
 
@@ -209,9 +262,10 @@ where
                 self.key_of,
             ));
         }
-        match rx.await {
-            Ok(result) => result.map_err(|why| Unavailable::new(self.service, why)),
-            Err(_) => Err(Unavailable::new(self.service, "a batched read was dropped")),
+        match patiently(self.patience, rx).await {
+            Some(Ok(result)) => result.map_err(|why| Unavailable::new(self.service, why)),
+            Some(Err(_)) => Err(Unavailable::new(self.service, "a batched read was dropped")),
+            None => Err(gave_up(self.service, self.patience)),
         }
     }
 }
@@ -307,6 +361,17 @@ impl CoalescedCatalog {
             pages: Coalescer::new("postgres"),
         }
     }
+
+    /// The same catalogue, whose coalesced reads wait at most `patience` in
+    /// all (the operation timeout of the store behind it).
+    #[must_use]
+    pub fn within(self, patience: Duration) -> Self {
+        Self {
+            by_id: self.by_id.within(patience),
+            pages: self.pages.within(patience),
+            ..self
+        }
+    }
 }
 
 #[async_trait]
@@ -369,6 +434,37 @@ mod tests {
                 Ok(seen)
             })
         }
+    }
+
+    #[tokio::test]
+    async fn a_read_behind_a_hung_query_gives_up_after_its_patience_and_the_query_goes_on() {
+        // Each query hangs for a second, as on a paused Postgres.
+        let slow = || async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<_, Unavailable>(7_usize)
+        };
+        let patient = Arc::new(Coalescer::<u8, usize>::new("postgres"));
+        let hurried = Coalescer::<u8, usize>::new("postgres").within(Duration::from_millis(100));
+        let gave_up = hurried.read(1, slow).await;
+        assert_eq!(
+            gave_up
+                .expect_err("the query takes longer than the patience")
+                .service(),
+            "postgres"
+        );
+        // Without a patience, the same read waits for its answer.
+        assert_eq!(patient.read(1, slow).await.expect("answered"), 7);
+
+        let batcher = Batcher::new(
+            "postgres",
+            |v: &usize| *v,
+            |keys: Vec<usize>| async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok(keys)
+            },
+        )
+        .within(Duration::from_millis(100));
+        assert!(batcher.read(vec![3]).await.is_err(), "a batched read too");
     }
 
     #[tokio::test]

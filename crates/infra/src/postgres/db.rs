@@ -72,6 +72,11 @@ impl Postgres {
         }
     }
 
+    /// How long one repository operation may take ([`timed`](Self::timed)).
+    pub fn op_timeout(&self) -> Duration {
+        self.op_timeout
+    }
+
     /// A pooled connection, within the pool's own wait and connect timeouts.
     ///
     /// # Errors

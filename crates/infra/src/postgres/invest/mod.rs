@@ -83,10 +83,11 @@ impl PgInvestStore {
     /// # Panics
     /// Outside a Tokio runtime.
     pub fn with_lanes(db: Postgres, lanes: &Postgres, retention: Duration) -> Self {
+        let patience = db.op_timeout();
         Self {
             db,
             lanes: Lanes::start(InvestBatch, lanes, retention),
-            products: Arc::new(Coalescer::new("postgres")),
+            products: Arc::new(Coalescer::new("postgres").within(patience)),
         }
     }
 }
