@@ -21,6 +21,8 @@ pub struct RawAnswer {
     pub body: Value,
     /// `Idempotent-Replayed: true`: the stored answer of an earlier request.
     pub replayed: bool,
+    /// The answer carried a `Retry-After` header.
+    pub retry_after: bool,
 }
 
 impl Answer {
@@ -181,6 +183,7 @@ impl Api {
             .headers()
             .get("idempotent-replayed")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        let retry_after = res.headers().contains_key("retry-after");
         let bytes = res.bytes().await?;
         let body = if bodies == Bodies::All || status >= 400 {
             serde_json::from_slice(&bytes).unwrap_or(Value::Null)
@@ -191,6 +194,7 @@ impl Api {
             status,
             body,
             replayed,
+            retry_after,
         })
     }
 
@@ -214,6 +218,30 @@ impl Api {
             idempotency_key,
             body,
             Bodies::All,
+        )
+        .await
+    }
+
+    /// Like [`user_raw`](Self::user_raw), parsing only an error answer's
+    /// body (for its code), as [`fire_user`](Self::fire_user) does.
+    ///
+    /// # Errors
+    /// The transport error when no answer came.
+    pub async fn fire_user_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        login: &str,
+        idempotency_key: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<RawAnswer, reqwest::Error> {
+        self.send_raw(
+            method,
+            path,
+            Some((&self.user_header, login)),
+            idempotency_key,
+            body,
+            Bodies::Errors,
         )
         .await
     }
