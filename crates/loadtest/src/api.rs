@@ -37,8 +37,9 @@ impl Answer {
 }
 
 /// How often a setup request (a user's charge) is tried when the service
-/// answers that it is busy.
-const SETUP_ATTEMPTS: u64 = 5;
+/// answers that it is busy (a pool wait, or a charge shed at its in-flight
+/// bound: that one was not run, so it is always safe to send again).
+const SETUP_ATTEMPTS: u64 = 20;
 
 /// Which answers' bodies are parsed as JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,7 +356,7 @@ impl Api {
             if !transient || attempt >= SETUP_ATTEMPTS {
                 bail!("charging {login}: {} {}", a.status, a.body);
             }
-            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            tokio::time::sleep(Duration::from_millis((200 * attempt).min(1_000))).await;
         }
     }
 

@@ -343,6 +343,9 @@ pub struct Sent {
     /// The problem code of an error answer.
     pub code: String,
     pub retry_after: bool,
+    /// A `503` of admission control (its detail says it was not run), as
+    /// opposed to one of a backing service.
+    pub shed: bool,
 }
 
 impl Sent {
@@ -421,6 +424,10 @@ pub async fn fire_for(
                             timeout: false,
                             code: a.body["code"].as_str().unwrap_or_default().to_owned(),
                             retry_after: a.retry_after,
+                            shed: a.status == 503
+                                && a.body["detail"]
+                                    .as_str()
+                                    .is_some_and(|d| d.contains("was not run")),
                         },
                         Err(e) => Sent {
                             shot,
@@ -430,6 +437,7 @@ pub async fn fire_for(
                             timeout: e.is_timeout(),
                             code: String::new(),
                             retry_after: false,
+                            shed: false,
                         },
                     };
                     if let Some(observer) = &observer {
