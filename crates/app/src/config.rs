@@ -91,7 +91,15 @@ pub struct Config {
     pub limits: application::throttle::Limits,
     /// Trusted proxies in front that append to `X-Forwarded-For`.
     pub proxy_hops: usize,
+    /// The money writes' in-flight bounds (`APP_MAX_IN_FLIGHT`, per family
+    /// `APP_MAX_IN_FLIGHT_ORDERS` … ; `APP_ADMISSION_WAIT`).
+    pub admission: web::AdmissionLimits,
 }
+
+/// Money writes of one family in flight on one instance, unless
+/// `APP_MAX_IN_FLIGHT` or the family's own variable says otherwise
+/// (`docs/reliability.md`, "Overload").
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 
 impl Config {
     /// The Redis pool this configuration names: the cluster's nodes when
@@ -281,7 +289,44 @@ impl Config {
                 attempts_per_user: quota(&get, "APP_ATTEMPT_LIMIT_PER_USER", "300/1m")?,
             },
             proxy_hops: number(&get, "APP_PROXY_HOPS", 0, 0..=10)?,
+            admission: admission(&get)?,
         })
+    }
+}
+
+/// The in-flight bounds: `APP_MAX_IN_FLIGHT` for every family, each
+/// family's own variable over it; and the wait for a place.
+fn admission(get: &impl Fn(&str) -> Option<String>) -> Result<web::AdmissionLimits, ConfigError> {
+    let all = bound(get, "APP_MAX_IN_FLIGHT", Some(DEFAULT_MAX_IN_FLIGHT))?;
+    let wait = match get("APP_ADMISSION_WAIT").as_deref().map(str::trim) {
+        Some("0") => Duration::ZERO,
+        _ => duration(get, "APP_ADMISSION_WAIT", "20ms")?,
+    };
+    if wait > Duration::from_secs(1) {
+        return Err(invalid(
+            "APP_ADMISSION_WAIT",
+            "must be at most 1s (0 sheds at once)",
+        ));
+    }
+    Ok(web::AdmissionLimits {
+        orders: bound(get, "APP_MAX_IN_FLIGHT_ORDERS", all)?,
+        investments: bound(get, "APP_MAX_IN_FLIGHT_INVESTMENTS", all)?,
+        charges: bound(get, "APP_MAX_IN_FLIGHT_CHARGES", all)?,
+        coupon_issues: bound(get, "APP_MAX_IN_FLIGHT_COUPON_ISSUES", all)?,
+        wait,
+    })
+}
+
+/// A bound on requests in flight (1..=1,000,000), or `off` (`None`).
+fn bound(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: Option<usize>,
+) -> Result<Option<usize>, ConfigError> {
+    match get(var) {
+        None => Ok(default),
+        Some(raw) if raw.trim().eq_ignore_ascii_case("off") => Ok(None),
+        Some(_) => number(get, var, 0, 1..=1_000_000).map(Some),
     }
 }
 
@@ -438,6 +483,16 @@ mod tests {
             }
         );
         assert_eq!(c.proxy_hops, 0);
+        assert_eq!(
+            c.admission,
+            web::AdmissionLimits {
+                orders: Some(DEFAULT_MAX_IN_FLIGHT),
+                investments: Some(DEFAULT_MAX_IN_FLIGHT),
+                charges: Some(DEFAULT_MAX_IN_FLIGHT),
+                coupon_issues: Some(DEFAULT_MAX_IN_FLIGHT),
+                wait: Duration::from_millis(20),
+            }
+        );
         assert_eq!(c.notice_claim_ttl, Duration::from_secs(600));
         assert_eq!(
             config(&[("APP_NOTICE_CLAIM_TTL", "2")])
@@ -611,6 +666,44 @@ mod tests {
             c.admin.map(|a| a.login_id.as_str().to_owned()),
             Some("admin".into())
         );
+    }
+
+    #[test]
+    fn in_flight_bounds_take_a_number_or_off_and_a_family_overrides_the_rest() {
+        let c = config(&[
+            ("APP_MAX_IN_FLIGHT", "100"),
+            ("APP_MAX_IN_FLIGHT_ORDERS", "7"),
+            ("APP_MAX_IN_FLIGHT_CHARGES", "off"),
+            ("APP_ADMISSION_WAIT", "0"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.admission,
+            web::AdmissionLimits {
+                orders: Some(7),
+                investments: Some(100),
+                charges: None,
+                coupon_issues: Some(100),
+                wait: Duration::ZERO,
+            }
+        );
+        let off = config(&[("APP_MAX_IN_FLIGHT", "off")]).expect("valid");
+        assert_eq!(off.admission.orders, None);
+        assert_eq!(
+            config(&[("APP_ADMISSION_WAIT", "50ms")])
+                .expect("valid")
+                .admission
+                .wait,
+            Duration::from_millis(50)
+        );
+        for (var, value) in [
+            ("APP_MAX_IN_FLIGHT", "0"),
+            ("APP_MAX_IN_FLIGHT_INVESTMENTS", "many"),
+            ("APP_ADMISSION_WAIT", "2s"),
+            ("APP_ADMISSION_WAIT", "soon"),
+        ] {
+            assert_eq!(config(&[(var, value)]).expect_err(var).var, var);
+        }
     }
 
     #[test]

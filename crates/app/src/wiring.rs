@@ -304,6 +304,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         json_limit: JsonLimit(config.json_body_limit),
         proxy_hops: ProxyHops(config.proxy_hops),
         throttle,
+        admission: web::Admission::new(config.admission),
         legacy_invest: config.legacy_invest.clone(),
     };
     if config.demo_data {

@@ -21,6 +21,8 @@ pub struct RawAnswer {
     pub body: Value,
     /// `Idempotent-Replayed: true`: the stored answer of an earlier request.
     pub replayed: bool,
+    /// The answer carried a `Retry-After` header.
+    pub retry_after: bool,
 }
 
 impl Answer {
@@ -35,8 +37,9 @@ impl Answer {
 }
 
 /// How often a setup request (a user's charge) is tried when the service
-/// answers that it is busy.
-const SETUP_ATTEMPTS: u64 = 5;
+/// answers that it is busy (a pool wait, or a charge shed at its in-flight
+/// bound: that one was not run, so it is always safe to send again).
+const SETUP_ATTEMPTS: u64 = 20;
 
 /// Which answers' bodies are parsed as JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +184,7 @@ impl Api {
             .headers()
             .get("idempotent-replayed")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        let retry_after = res.headers().contains_key("retry-after");
         let bytes = res.bytes().await?;
         let body = if bodies == Bodies::All || status >= 400 {
             serde_json::from_slice(&bytes).unwrap_or(Value::Null)
@@ -191,6 +195,7 @@ impl Api {
             status,
             body,
             replayed,
+            retry_after,
         })
     }
 
@@ -214,6 +219,30 @@ impl Api {
             idempotency_key,
             body,
             Bodies::All,
+        )
+        .await
+    }
+
+    /// Like [`user_raw`](Self::user_raw), parsing only an error answer's
+    /// body (for its code), as [`fire_user`](Self::fire_user) does.
+    ///
+    /// # Errors
+    /// The transport error when no answer came.
+    pub async fn fire_user_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        login: &str,
+        idempotency_key: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<RawAnswer, reqwest::Error> {
+        self.send_raw(
+            method,
+            path,
+            Some((&self.user_header, login)),
+            idempotency_key,
+            body,
+            Bodies::Errors,
         )
         .await
     }
@@ -327,7 +356,7 @@ impl Api {
             if !transient || attempt >= SETUP_ATTEMPTS {
                 bail!("charging {login}: {} {}", a.status, a.body);
             }
-            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            tokio::time::sleep(Duration::from_millis((200 * attempt).min(1_000))).await;
         }
     }
 

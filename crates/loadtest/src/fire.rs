@@ -173,6 +173,10 @@ pub struct Report {
     pub checks: Vec<Check>,
     /// Anything else worth printing (`elapsed_ms` of a burst, RSS, …).
     pub notes: BTreeMap<String, String>,
+    /// Figures for machines (`--json`): the overload's ratios, the soak's
+    /// minutes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
 }
 
 impl Report {
@@ -201,6 +205,7 @@ impl Report {
             statuses,
             checks: Vec::new(),
             notes: BTreeMap::new(),
+            data: None,
         }
     }
 

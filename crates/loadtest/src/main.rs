@@ -11,7 +11,10 @@
 mod api;
 mod fault;
 mod fire;
+mod mix;
+mod overload;
 mod scenarios;
+mod soak;
 mod targets;
 
 use std::process::ExitCode;
@@ -37,6 +40,15 @@ enum Scenario {
     /// `--duration`, tolerating failures, for the fault runner
     /// (`tests/faults/run.sh`); not part of `all`.
     Fault,
+    /// Orders and investments at 4x the standard concurrency (1,024
+    /// connections, `--duration` 60 s), after an unloaded run at 256 for
+    /// `--baseline-duration`; checks load shedding and recovery. Not part
+    /// of `all`.
+    Overload,
+    /// A mixed load at about half capacity (128 connections) for
+    /// `--minutes`, one row a minute (RSS, sockets, p99, 5xx). Not part of
+    /// `all`.
+    Soak,
 }
 
 #[derive(Debug, Parser)]
@@ -46,9 +58,10 @@ struct Args {
     /// The service's base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080", env = "LOADTEST_BASE")]
     base: String,
-    /// Requests in flight at once (keep-alive connections).
-    #[arg(long, default_value_t = 256)]
-    connections: usize,
+    /// Requests in flight at once (keep-alive connections); 256, but 1,024
+    /// for `overload` and 128 for `soak`.
+    #[arg(long)]
+    connections: Option<usize>,
     #[arg(long, default_value = "admin", env = "LOADTEST_ADMIN_LOGIN")]
     admin_login: String,
     #[arg(long, default_value = "change-me-now", env = "LOADTEST_ADMIN_PASSWORD")]
@@ -80,15 +93,27 @@ struct Args {
     /// The baselines script.
     #[arg(long, default_value_os_t = targets::default_script())]
     baselines_script: std::path::PathBuf,
-    /// The client timeout of every request, in seconds.
-    #[arg(long, default_value_t = 30.0)]
-    request_timeout: f64,
+    /// The client timeout of every request, in seconds: 30, but 10 for
+    /// `overload` and `soak`.
+    #[arg(long)]
+    request_timeout: Option<f64>,
     /// fault: the fault's name in the report.
     #[arg(long, default_value = "fault")]
     fault_name: String,
-    /// fault: how long to fire, in seconds.
-    #[arg(long, default_value_t = 30.0)]
-    duration: f64,
+    /// fault, overload: how long to fire, in seconds (fault 30, overload 60).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// overload: how long the unloaded run at 256 connections fires first,
+    /// in seconds.
+    #[arg(long, default_value_t = 15.0)]
+    baseline_duration: f64,
+    /// overload: how long a client waits after a 503, in ms (default: what
+    /// its `Retry-After` says).
+    #[arg(long)]
+    shed_pause_ms: Option<u64>,
+    /// soak: how long to fire, in minutes.
+    #[arg(long, default_value_t = 60)]
+    minutes: u32,
     /// fault: a file written when the measured firing starts.
     #[arg(long)]
     ready_file: Option<std::path::PathBuf>,
@@ -146,10 +171,20 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: &Args) -> anyhow::Result<bool> {
+    let connections = args.connections.unwrap_or(match args.scenario {
+        Scenario::Overload => 1_024,
+        Scenario::Soak => 128,
+        _ => 256,
+    });
+    let request_timeout =
+        std::time::Duration::from_secs_f64(args.request_timeout.unwrap_or(match args.scenario {
+            Scenario::Overload | Scenario::Soak => 10.0,
+            _ => 30.0,
+        }));
     let api = api::Api::connect(
         &args.base,
-        args.connections,
-        std::time::Duration::from_secs_f64(args.request_timeout),
+        connections.max(256),
+        request_timeout,
         &args.admin_login,
         &args.admin_password,
         &args.user_header,
@@ -160,15 +195,15 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     api.check_gateway(&format!("{run}-probe")).await?;
     let ctx = Ctx {
         api: Arc::new(api),
-        connections: args.connections,
+        connections,
         run,
         scale: args.scale,
     };
     if args.scenario == Scenario::Fault {
         let opts = fault::FaultOptions {
             name: args.fault_name.clone(),
-            duration: std::time::Duration::from_secs_f64(args.duration),
-            timeout: std::time::Duration::from_secs_f64(args.request_timeout),
+            duration: std::time::Duration::from_secs_f64(args.duration.unwrap_or(30.0)),
+            timeout: request_timeout,
             ready_file: args.ready_file.clone(),
             marks: args.marks.clone(),
             report: args.report.clone(),
@@ -182,6 +217,46 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             known_slow_requests: args.known_slow_requests,
         };
         return fault::run(&ctx, &opts).await;
+    }
+    if matches!(args.scenario, Scenario::Overload | Scenario::Soak) {
+        let mut report = if args.scenario == Scenario::Overload {
+            let opts = overload::OverloadOptions {
+                connections,
+                duration: std::time::Duration::from_secs_f64(args.duration.unwrap_or(60.0)),
+                baseline_duration: std::time::Duration::from_secs_f64(args.baseline_duration),
+                shed_pause: args.shed_pause_ms.map(std::time::Duration::from_millis),
+                app_pid: args.app_pid,
+                request_timeout,
+            };
+            overload::run(&ctx, &opts).await?
+        } else {
+            let opts = soak::SoakOptions {
+                minutes: args.minutes,
+                connections,
+                app_pid: args.app_pid,
+            };
+            soak::run(&ctx, &opts, args.json).await?
+        };
+        if let Some(pid) = args.app_pid {
+            report
+                .notes
+                .insert("app memory".to_owned(), describe_memory(memory_of(pid)));
+        }
+        let passed = report.passed();
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            report.print();
+            println!(
+                "{}",
+                if passed {
+                    "ALL PASS"
+                } else {
+                    "SOME CHECKS FAILED"
+                }
+            );
+        }
+        return Ok(passed);
     }
     let order = match args.scenario {
         Scenario::All => vec![
@@ -205,7 +280,9 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             Scenario::Orders => scenarios::orders(&ctx).await?,
             Scenario::Catalog => scenarios::catalog(&ctx).await?,
             Scenario::Burst100 => scenarios::burst_100(&ctx).await?,
-            Scenario::All | Scenario::Fault => unreachable!("expanded or run above"),
+            Scenario::All | Scenario::Fault | Scenario::Overload | Scenario::Soak => {
+                unreachable!("expanded or run above")
+            }
         };
         if let Some(pid) = args.app_pid {
             report

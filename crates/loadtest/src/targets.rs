@@ -288,6 +288,7 @@ mod tests {
                 .collect(),
             checks: Vec::new(),
             notes: BTreeMap::new(),
+            data: None,
         }
     }
 

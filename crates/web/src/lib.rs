@@ -1,5 +1,6 @@
-//! The HTTP edge on actix-web: routes, extractors, problem+json errors and
-//! the request-id/access-log middleware.
+//! The HTTP edge on actix-web: routes, extractors, problem+json errors, the
+//! request-id/access-log middleware and the money writes' in-flight bounds
+//! ([`admission`]).
 //!
 //! Handlers are thin: they turn a request into a validated command
 //! (`try_into_domain`), call one use case from `application`, and turn the
@@ -8,6 +9,7 @@
 //! patterns that need more than an attribute in [`schema`]). `app` builds
 //! a [`WebState`] and serves [`app`].
 
+pub mod admission;
 pub mod edge;
 pub mod errors;
 pub mod extract;
@@ -22,6 +24,7 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpResponse, web};
 
+pub use admission::{Admission, AdmissionLimits};
 pub use extract::{AuthContext, JsonLimit, ProxyHops};
 pub use metrics::{Metrics, MetricsApi, PoolStatus, PoolStatusFn};
 pub use routes::catalog::CatalogApi;
@@ -51,6 +54,8 @@ pub struct WebState {
     pub proxy_hops: ProxyHops,
     /// The per-user attempt limits of orders, coupon issues and investments.
     pub throttle: std::sync::Arc<application::throttle::Throttle>,
+    /// The in-flight bounds of the money writes (`admission`).
+    pub admission: Admission,
     /// The first-generation investment routes (`APP_LEGACY_INVEST_API`),
     /// when they are on.
     pub legacy_invest: Option<LegacyInvest>,
@@ -87,6 +92,7 @@ pub fn app(
         .app_data(state.json_limit)
         .app_data(state.proxy_hops)
         .app_data(web::Data::from(state.throttle))
+        .app_data(web::Data::new(state.admission))
         .app_data(web::PathConfig::default().error_handler(|err, _| {
             ApiError::validation(format!("invalid path parameter: {err}")).into()
         }))

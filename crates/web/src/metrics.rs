@@ -14,13 +14,18 @@
 //! - `outbox_unpublished_events` and `outbox_oldest_unpublished_age_seconds`
 //!   by sink (`stream`; `kafka` when configured): each sink's lag;
 //! - `refusals_queued`: gate refusals recorded in Redis and not yet written
-//!   to Postgres (`docs/idempotency.md`).
+//!   to Postgres (`docs/idempotency.md`);
+//! - `requests_shed_total` by family (`orders`, `investments`, `charges`,
+//!   `coupon_issues`): money writes answered `503` at once because their
+//!   family was at its in-flight bound (`admission`), and
+//!   `admission_in_flight` by family, sampled at scrape time.
 //!
 //! Every app has its own [`Metrics`] registry (no globals), so several apps in
 //! one test process do not mix their counts.
 
 use std::sync::Arc;
 
+use crate::admission::{Admission, Family};
 use crate::problem::ApiError;
 use actix_web::{HttpResponse, web};
 use application::events::RelayOutbox;
@@ -54,6 +59,8 @@ pub struct Metrics {
     outbox_unpublished: IntGaugeVec,
     outbox_oldest_age: GaugeVec,
     refusals_queued: IntGauge,
+    requests_shed: IntCounterVec,
+    admission_in_flight: IntGaugeVec,
 }
 
 /// A pool's state at one moment.
@@ -169,6 +176,29 @@ impl Metrics {
         registry
             .register(Box::new(refusals_queued.clone()))
             .expect("unique metric");
+        let requests_shed = counter_vec(
+            &registry,
+            "requests_shed_total",
+            "Money writes answered 503 at once, not run: their family was at its in-flight bound",
+            &["family"],
+        );
+        let admission_in_flight = IntGaugeVec::new(
+            Opts::new(
+                "admission_in_flight",
+                "Money writes in flight, by family (0 for an unbounded family)",
+            ),
+            &["family"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(admission_in_flight.clone()))
+            .expect("unique metric");
+        // Every family has its series from the start, so a dashboard shows
+        // 0 rather than no data before the first shed request.
+        for family in Family::ALL {
+            requests_shed.with_label_values(&[family.name()]);
+            admission_in_flight.with_label_values(&[family.name()]);
+        }
         Self {
             http_requests: counter_vec(
                 &registry,
@@ -207,6 +237,8 @@ impl Metrics {
             outbox_unpublished,
             outbox_oldest_age,
             refusals_queued,
+            requests_shed,
+            admission_in_flight,
             registry,
         }
     }
@@ -248,6 +280,19 @@ impl Metrics {
         match refusal {
             None => self.coupons_issued.inc(),
             Some(code) => self.coupon_refusals.with_label_values(&[code]).inc(),
+        }
+    }
+
+    /// A money write shed by admission control.
+    pub fn record_shed(&self, family: Family) {
+        self.requests_shed.with_label_values(&[family.name()]).inc();
+    }
+
+    fn set_admission(&self, admission: &Admission) {
+        for family in Family::ALL {
+            self.admission_in_flight
+                .with_label_values(&[family.name()])
+                .set(i64::try_from(admission.in_flight(family)).unwrap_or(i64::MAX));
         }
     }
 
@@ -301,7 +346,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     tag = "operations",
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8")),
 )]
-async fn scrape(api: web::Data<MetricsApi>) -> HttpResponse {
+async fn scrape(
+    api: web::Data<MetricsApi>,
+    admission: Option<web::Data<Admission>>,
+) -> HttpResponse {
+    if let Some(admission) = admission {
+        api.metrics.set_admission(&admission);
+    }
     for (name, status) in &api.pools {
         api.metrics.set_pool(name, status());
     }

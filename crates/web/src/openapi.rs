@@ -40,7 +40,9 @@ Every response carries `X-Request-Id` (echoed when the request sends a sane one)
 
 **Errors** are `application/problem+json` (RFC 9457) with a stable UPPER_SNAKE \
 `code`; unknown routes are `404 NOT_FOUND` problems. A backing service that is \
-down answers `503 SERVICE_UNAVAILABLE` with `Retry-After`.
+down answers `503 SERVICE_UNAVAILABLE` with `Retry-After`, and so does a money \
+write (order, investment, charge, coupon issue) that finds too many of its kind \
+in flight: that one is answered at once and was not run.
 
 **Authentication.** `Authorization: Bearer <token>` from sign-up or sign-in, on \
 every endpoint but sign-up, sign-in, health, metrics and these docs. When the \
@@ -160,7 +162,7 @@ impl Modify for CommonResponses {
             (FORBIDDEN, "`FORBIDDEN`: the caller is not an admin"),
             (
                 UNAVAILABLE,
-                "`SERVICE_UNAVAILABLE`: Postgres or Redis is down; retry after `Retry-After` seconds. On an idempotent write the outcome is unknown (it may have committed): retry with the same `Idempotency-Key`",
+                "`SERVICE_UNAVAILABLE`: Postgres or Redis is down, or (on a money write) too many writes of its kind are in flight; retry after `Retry-After` seconds. On an idempotent write the outcome is unknown when a backing service failed (it may have committed); a write shed for load says in its `detail` that it was not run. Either way, retry with the same `Idempotency-Key`",
             ),
             (
                 TOO_LARGE,

@@ -204,6 +204,22 @@ impl ApiError {
         .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
     }
 
+    /// `503 SERVICE_UNAVAILABLE`: too many requests of this kind in flight
+    /// on this instance (`admission`). The request was shed before it ran,
+    /// so nothing of it is stored and a retry with the same key is safe.
+    pub fn overloaded(what: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "Service unavailable",
+            format!(
+                "too many {what} in progress; this request was not run, so retrying it \
+                 (with the same Idempotency-Key) is safe; retry after 1 s"
+            ),
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+    }
+
     /// `429 RATE_LIMITED`: over a quota; `Retry-After` says when the next
     /// attempt is admitted (whole seconds, rounded up, at least 1).
     pub fn rate_limited(retry_after: std::time::Duration) -> Self {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::admission::{Family, bounded};
 use crate::extract::{
     AdminUser, AuthUser, IdempotencyKeyHeader, IdempotentJson, Json, PageParams, PageQuery, render,
     respond, write_failed,
@@ -37,7 +38,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/admin/invest-products").route(web::post().to(create)))
         .service(web::resource("/invest-products").route(web::get().to(list)))
         .service(web::resource("/invest-products/{id}").route(web::get().to(detail)))
-        .service(web::resource("/investments").route(web::post().to(invest)))
+        .service(
+            web::resource("/investments")
+                .route(web::post().to(invest).wrap(bounded(Family::Investments))),
+        )
         .service(web::resource("/investments/me").route(web::get().to(mine)));
 }
 

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::admission::{Family, bounded};
 use crate::extract::{AuthContext, GatewaySecret, fingerprint_of, respond, write_failed};
 use crate::metrics::Metrics;
 use crate::problem::ApiError;
@@ -47,7 +48,13 @@ pub struct LegacyInvest {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/api/product").route(web::get().to(products)))
-        .service(web::resource("/api/invest").route(web::post().to(invest)))
+        .service(
+            web::resource("/api/invest").route(
+                web::post()
+                    .to(invest)
+                    .wrap(bounded(Family::Investments).rendered_by(refused)),
+            ),
+        )
         .service(web::resource("/api/product/my/invest").route(web::get().to(my_invest)));
 }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::admission::{Family, bounded};
 use crate::extract::{
     AuthUser, IdempotencyKeyHeader, IdempotentJson, PageParams, PageQuery, render, respond,
     write_failed,
@@ -32,7 +33,7 @@ pub struct OrderingApi {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/orders")
-            .route(web::post().to(place))
+            .route(web::post().to(place).wrap(bounded(Family::Orders)))
             .route(web::get().to(list)),
     )
     .service(web::resource("/orders/{id}").route(web::get().to(detail)));

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::admission::{Family, bounded};
 use crate::extract::{
     AuthUser, IdempotencyKeyHeader, IdempotentJson, PageParams, PageQuery, render, respond,
     write_failed,
@@ -28,7 +29,10 @@ pub struct PointsApi {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/points").route(web::get().to(balance)))
-        .service(web::resource("/points/charge").route(web::post().to(charge)))
+        .service(
+            web::resource("/points/charge")
+                .route(web::post().to(charge).wrap(bounded(Family::Charges))),
+        )
         .service(web::resource("/points/history").route(web::get().to(history)));
 }
 

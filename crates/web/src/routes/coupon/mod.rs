@@ -20,6 +20,8 @@ use domain::coupon::DiscountKind;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::admission::{Family, bounded};
+
 /// The coupon use cases the routes call.
 #[derive(Debug, Clone)]
 pub struct CouponApi {
@@ -47,7 +49,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/coupon-campaigns/{id}").route(web::get().to(campaigns::view)))
         .service(
-            web::resource("/coupon-campaigns/{id}/issue").route(web::post().to(holders::issue)),
+            web::resource("/coupon-campaigns/{id}/issue").route(
+                web::post()
+                    .to(holders::issue)
+                    .wrap(bounded(Family::CouponIssues)),
+            ),
         )
         .service(web::resource("/coupons").route(web::get().to(holders::mine)))
         .service(web::resource("/admin/coupons/expiring").route(web::get().to(expiry::expiring)))
