@@ -268,14 +268,13 @@ impl Pipeline {
             Gate::Recorded(record) => return Ok(self.replay(&request, record).await),
             Gate::Failed(err) => return Err(err),
         };
-        let (written, tried) = match write.prepare().await {
-            Ok(Ok(ready)) => (write.run(ready, request).await, true),
-            Ok(Err(refusal)) => (self.refuse(&request, Early::Rules(refusal)).await, false),
-            Err(err) => (Err(err), false),
+        let written = match write.prepare().await {
+            Ok(Ok(ready)) => write.run(ready, request).await,
+            Ok(Err(refusal)) => self.refuse(&request, Early::Rules(refusal)).await,
+            Err(err) => Err(err),
         };
         let outcome = match &written {
             Ok(written) => written.executed().map_or(Outcome::NotRun, Outcome::Ran),
-            Err(_) if tried => Outcome::Unknown,
             Err(_) => Outcome::NotRun,
         };
         settle(write, holder, held, outcome).await;
@@ -403,14 +402,13 @@ pub async fn gated<W: UnkeyedWrite>(
         Gate::Recorded(_) => Held::Nothing,
         Gate::Failed(err) => return Err(err),
     };
-    let (result, tried) = match write.prepare().await {
-        Ok(Ok(ready)) => (write.run(ready).await, true),
-        Ok(Err(refusal)) => (Ok(Err(refusal)), false),
-        Err(err) => (Err(err), false),
+    let result = match write.prepare().await {
+        Ok(Ok(ready)) => write.run(ready).await,
+        Ok(Err(refusal)) => Ok(Err(refusal)),
+        Err(err) => Err(err),
     };
     let outcome = match &result {
         Ok(ran) => Outcome::Ran(ran),
-        Err(_) if tried => Outcome::Unknown,
         Err(_) => Outcome::NotRun,
     };
     settle(write, holder, held, outcome).await;
@@ -464,30 +462,28 @@ pub const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_millis(
 enum Outcome<'a, V, R> {
     /// It ran and answered: committed (`Ok`) or refused.
     Ran(&'a Result<V, R>),
-    /// It did not run for this request: refused before it, answered from
-    /// the key (a replay, in progress, reused), or failed before it began.
+    /// It did not commit for this request: refused before it, answered
+    /// from the key (a replay, in progress, reused), or failed. A failure
+    /// inside the effect leaves its outcome unknown (an order's batch goes
+    /// on after its caller gave up); it is given back all the same.
     NotRun,
-    /// It began and failed with `Unavailable`: it may still commit (an
-    /// order's batch goes on after its caller gave up), so the caller is
-    /// told "outcome unknown" (docs/idempotency.md).
-    Unknown,
 }
 
 /// Settles what the gate holds for this request: confirms it when the
-/// effect committed; gives it back when the effect did not run or was
-/// refused, and makes the gate forget an item Postgres refused although
-/// the gate admitted it. With the outcome unknown it is left as it is: the
-/// holder's mark stays, so a retry of the key is not refused by the gate
-/// while its first copy may still commit (it goes to the store, which
-/// answers it from the key), and the reservation is a lease that the gate
-/// gives back when it expires. Within [`SETTLE_WITHIN`].
+/// effect committed; otherwise gives it back, and makes the gate forget an
+/// item Postgres refused although the gate admitted it. Giving back keeps
+/// the holder's mark (as "holds nothing"): a retry of the key goes to the
+/// store, which answers it from the key, instead of being refused by the
+/// gate while a first copy whose outcome is unknown commits. If that copy
+/// does commit, the counter is above Postgres by its units, the drift
+/// Postgres absorbs. Within [`SETTLE_WITHIN`].
 async fn settle<W: GatedWrite>(
     write: &W,
     holder: Holder<'_>,
     held: Held,
     outcome: Outcome<'_, W::Value, W::Refusal>,
 ) {
-    if held == Held::Nothing || matches!(outcome, Outcome::Unknown) {
+    if held == Held::Nothing {
         return;
     }
     if tokio::time::timeout(SETTLE_WITHIN, settle_now(write, holder, outcome))
@@ -879,13 +875,11 @@ mod tests {
         );
     }
 
-    /// Found by the fault runner (postgres-hang): an order's batch commits
-    /// after its caller gave up. Giving the reservation and the mark back
-    /// then let the key's retry be refused by the gate (its refusal
-    /// recorded under the key) while the first copy committed: an
-    /// investment in Postgres whose key answered 409.
+    /// A store failing in the effect: the outcome is unknown, the
+    /// reservation is given back (the gate keeps the holder's mark, see
+    /// `infra::redis::counter`), nothing is stored.
     #[tokio::test]
-    async fn a_store_failing_in_the_effect_leaves_the_reservation_and_the_mark_stores_nothing() {
+    async fn a_failing_store_gives_the_reservation_back_and_stores_nothing() {
         let mut store = MockIdempotencyStore::new();
         store.expect_refuse().never();
         let mut script = Script::new(Admission::Reserved);
@@ -894,11 +888,7 @@ mod tests {
             .keyed(&script, request())
             .await;
         assert!(matches!(result, Err(u) if u.service() == "postgres"));
-        assert_eq!(
-            script.calls(),
-            ["reserve", "prepare", "run"],
-            "the outcome is unknown: neither released nor confirmed"
-        );
+        assert_eq!(script.calls(), ["reserve", "prepare", "run", "release"]);
     }
 
     #[tokio::test]

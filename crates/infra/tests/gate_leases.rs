@@ -199,6 +199,16 @@ async fn a_confirmed_order_keeps_its_stock_after_the_lease_and_a_released_one_gi
         Some(2),
         "the released unit is back"
     );
+    // The holder's mark outlives the release: a retry of that key (its
+    // first copy's outcome may be unknown to its caller) goes to the store,
+    // never refused by the gate, and takes nothing.
+    assert_eq!(
+        gate.reserve(Holder::keyed(user, &failed), &[line(5, 1)])
+            .await
+            .expect("gate"),
+        Admission::Repeated
+    );
+    assert_eq!(f.get("stock:{5}").await, Some(2));
 
     past_the_lease().await;
     assert_eq!(

@@ -302,8 +302,10 @@ mod tests {
         let mut gate = MockIssueGate::new();
         gate.expect_reserve()
             .returning(|_, _| Ok(Admission::Reserved));
-        // The outcome is unknown: the hold is left to its lease.
-        gate.expect_release().never();
+        gate.expect_release()
+            .withf(|holder, c| c.get() == 4 && *holder == Holder::user(UserId::new(1)))
+            .times(1)
+            .returning(|_, _| Ok(()));
         gate.expect_confirm().never();
         gate.expect_forget().never();
         let issue = IssueCoupon::new(Arc::new(store), Arc::new(gate), Arc::new(clock(at(23, 12))));

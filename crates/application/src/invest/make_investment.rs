@@ -561,14 +561,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reservation_is_left_to_its_lease_when_postgres_fails_in_the_write() {
-        // The outcome is unknown (a batch may commit after its caller gave
-        // up): neither given back nor confirmed; the lease expires.
-        let mut gate = MockInvestGate::new();
-        gate.expect_reserve()
-            .returning(|_, _, _| Ok(Admission::Reserved));
-        gate.expect_release().never();
-        gate.expect_confirm().never();
+    async fn a_reservation_is_given_back_when_postgres_fails() {
+        let mut gate = reserving_gate(1);
         gate.expect_forget().never();
         let mut store = MockInvestStore::new();
         store

@@ -6,9 +6,10 @@
 //!
 //! The holder's mark says what the holder holds: `r` when its amounts were
 //! taken, `b` when it went past the gate without them (the gate did not
-//! know the item). Release reads the mark and deletes it in the same
+//! know the item). Release reads the mark and turns it to `b` in the same
 //! script, so what was taken is given back once, however often a release
-//! is repeated, and a holder that only passed gives back nothing.
+//! is repeated, and a holder that only passed gives back nothing; the
+//! mark lives on, so a retry of the key still goes to the store.
 //!
 //! Every amount taken is also a lease: a member `amount:mark` of the
 //! counter's lease set (`<counter>:leases`, a sorted set scored by its
@@ -136,11 +137,15 @@ return {1, 0, 0, ''}";
 /// ARGV: the amounts. Gives back, once, what a mark of `r` took: only an
 /// amount whose lease is still there (an expired one was given back by a
 /// reservation already), only to a counter that still exists (a forgotten
-/// one is rebuilt from Postgres, which never lost those units).
+/// one is rebuilt from Postgres, which never lost those units). The mark
+/// stays, as `b` (holds nothing), for the rest of its life: a copy of the
+/// request is still recognised and goes to the store, which answers it
+/// from the key, rather than being refused by the gate while its first
+/// copy, whose outcome its caller did not learn, may still commit.
 const RELEASE: &str = r"
 local held = redis.call('GET', KEYS[1])
-redis.call('DEL', KEYS[1])
 if held ~= 'r' then return 0 end
+redis.call('SET', KEYS[1], 'b', 'KEEPTTL')
 local n = (#KEYS - 1) / 2
 for i = 1, n do
   if redis.call('ZREM', KEYS[1 + n + i], ARGV[i] .. ':' .. KEYS[1]) == 1
