@@ -13,9 +13,8 @@
 # may take their sum). Then:
 # - the load generator's checks (throughput back within 10 s), plus: the
 #   drop is answered with 503s, no request waited longer than the two
-#   timeouts + 1 s (KNOWN for now, see below), and every
-#   request sent 2 s after the return was served (the pools replaced their
-#   dead connections, no restart);
+#   timeouts + 1 s, and every request sent 2 s after the return was
+#   served (the pools replaced their dead connections, no restart);
 # - /health/ready: 503 naming both as not answering while it lasts, each
 #   answer within its own short timeout, and 200 again after;
 # - the invariants in Postgres, no advisory lock left behind, the outbox
@@ -33,13 +32,9 @@ STATEMENT_S=${FAULTS_STATEMENT_TIMEOUT:-2}
 export APP_DEPENDENCY_TIMEOUT="${TIMEOUT_S}s" APP_STATEMENT_TIMEOUT="${STATEMENT_S}s" FAULT_DURATION=${FAULTS_HANG_DURATION:-20} FAULT_CLIENT_TIMEOUT=15
 trap proxies_stop EXIT
 
-# A request makes its dependency calls one after another, each bounded on
-# its own (a gate's Redis script or its counter's rebuild from Postgres, the
-# Postgres write, a reservation given back to Redis), so on a hung Postgres
-# one request may wait the sum: a known limitation (docs/reliability.md),
-# reported as KNOWN; FAULTS_STRICT=1 fails it.
-known=()
-[ "${FAULTS_STRICT:-0}" = 1 ] || known=(--known-slow-requests)
+# A request makes its dependency calls one after another (the gate, the
+# write, settling the reservation); a money write has one budget for them
+# all, the two timeouts (domain::deadline), so it never waits their sum.
 # With Redis unreachable too, a reservation whose write then failed in
 # Postgres cannot be given back; it is a lease (4 s), which the first
 # reservation after the drop gives back. So a stale refusal (the gate
@@ -52,7 +47,7 @@ export APP_REDIS_PORT=$PROXY_PORT_REDIS APP_PG_PORT=$PROXY_PORT_POSTGRES
 app_start "$NAME"
 wait_for 60 app_ready || die "the app did not become ready (see $FAULTS_DIR/app-$NAME.log)"
 load_start "$NAME" --expect-503 --recovery-within 10 --max-wait $((TIMEOUT_S + STATEMENT_S + 1)) --clean-after 2 \
-  --stale-refusals-within "$stale_within" "${known[@]}"
+  --stale-refusals-within "$stale_within"
 ready_poll_start
 
 sleep_until 5

@@ -289,14 +289,22 @@ impl Config {
                 attempts_per_user: quota(&get, "APP_ATTEMPT_LIMIT_PER_USER", "300/1m")?,
             },
             proxy_hops: number(&get, "APP_PROXY_HOPS", 0, 0..=10)?,
-            admission: admission(&get)?,
+            admission: admission(&get, {
+                // One Postgres operation may take both; a money write waits
+                // at most that in all (domain::deadline).
+                duration(&get, "APP_DEPENDENCY_TIMEOUT", "2s")?
+                    + duration(&get, "APP_STATEMENT_TIMEOUT", "5s")?
+            })?,
         })
     }
 }
 
 /// The in-flight bounds: `APP_MAX_IN_FLIGHT` for every family, each
 /// family's own variable over it; and the wait for a place.
-fn admission(get: &impl Fn(&str) -> Option<String>) -> Result<web::AdmissionLimits, ConfigError> {
+fn admission(
+    get: &impl Fn(&str) -> Option<String>,
+    budget: Duration,
+) -> Result<web::AdmissionLimits, ConfigError> {
     let all = bound(get, "APP_MAX_IN_FLIGHT", Some(DEFAULT_MAX_IN_FLIGHT))?;
     let wait = match get("APP_ADMISSION_WAIT").as_deref().map(str::trim) {
         Some("0") => Duration::ZERO,
@@ -314,6 +322,7 @@ fn admission(get: &impl Fn(&str) -> Option<String>) -> Result<web::AdmissionLimi
         charges: bound(get, "APP_MAX_IN_FLIGHT_CHARGES", all)?,
         coupon_issues: bound(get, "APP_MAX_IN_FLIGHT_COUPON_ISSUES", all)?,
         wait,
+        budget: Some(budget),
     })
 }
 
@@ -491,6 +500,7 @@ mod tests {
                 charges: Some(DEFAULT_MAX_IN_FLIGHT),
                 coupon_issues: Some(DEFAULT_MAX_IN_FLIGHT),
                 wait: Duration::from_millis(20),
+                budget: Some(Duration::from_secs(7)),
             }
         );
         assert_eq!(c.notice_claim_ttl, Duration::from_secs(600));
@@ -685,6 +695,7 @@ mod tests {
                 charges: None,
                 coupon_issues: Some(100),
                 wait: Duration::ZERO,
+                budget: Some(Duration::from_secs(7)),
             }
         );
         let off = config(&[("APP_MAX_IN_FLIGHT", "off")]).expect("valid");

@@ -19,10 +19,12 @@
 //! - [`clock`]: the [`Clock`](clock::Clock) port; time is never read directly.
 //! - [`health`]: the readiness probe port for backing services.
 //! - [`error`]: the one error every port may return when a backing service fails.
+//! - [`deadline`]: one time budget per request for all its backing-service calls.
 
 pub mod catalog;
 pub mod clock;
 pub mod coupon;
+pub mod deadline;
 pub mod error;
 pub mod events;
 pub mod gate;

@@ -117,13 +117,19 @@ where
     }
 }
 
-/// `rx`'s answer, or `None` when `patience` ran out first.
+/// `rx`'s answer, or `None` when `patience`, or the request's budget, ran
+/// out first.
 async fn patiently<T>(
     patience: Option<Duration>,
     rx: oneshot::Receiver<T>,
 ) -> Option<Result<T, oneshot::error::RecvError>> {
-    match patience {
-        Some(patience) => tokio::time::timeout(patience, rx).await.ok(),
+    // Within the request's budget too (`domain::deadline`).
+    let limit = match patience {
+        Some(patience) => Some(domain::deadline::remaining(patience)),
+        None => domain::deadline::left(),
+    };
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, rx).await.ok(),
         None => Some(rx.await),
     }
 }

@@ -117,10 +117,6 @@ pub struct Check {
     pub name: String,
     pub pass: bool,
     pub detail: String,
-    /// A failure that is a known, documented limitation: reported as KNOWN
-    /// and not counted as a failure (see the fault scripts that ask for it).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub known: bool,
 }
 
 impl Check {
@@ -130,7 +126,6 @@ impl Check {
             name: name.to_owned(),
             pass: actual == expected,
             detail: format!("{actual:?} (expected {expected:?})"),
-            known: false,
         }
     }
 
@@ -139,20 +134,11 @@ impl Check {
             name: name.to_owned(),
             pass,
             detail: detail.into(),
-            known: false,
         }
     }
 
-    /// The counts of a known limitation: a failure is reported, not failed.
-    #[must_use]
-    pub fn known_limitation(mut self, known: bool) -> Self {
-        self.known = known && !self.pass;
-        self
-    }
-
-    /// Passed, or failed only as a known limitation.
     pub fn ok(&self) -> bool {
-        self.pass || self.known
+        self.pass
     }
 }
 

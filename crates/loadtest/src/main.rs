@@ -151,10 +151,6 @@ struct Args {
     /// served (no 503, no transport error).
     #[arg(long)]
     clean_after: Option<f64>,
-    /// fault: report requests over `--max-wait` as a known limitation
-    /// instead of failing.
-    #[arg(long)]
-    known_slow_requests: bool,
 }
 
 #[tokio::main]
@@ -214,7 +210,6 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             stale_refusals_within: args.stale_refusals_within,
             max_wait: args.max_wait.map(std::time::Duration::from_secs_f64),
             clean_after: args.clean_after.map(std::time::Duration::from_secs_f64),
-            known_slow_requests: args.known_slow_requests,
         };
         return fault::run(&ctx, &opts).await;
     }

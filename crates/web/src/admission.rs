@@ -14,6 +14,11 @@
 //! same key runs as if it were the first (`docs/reliability.md`,
 //! "Overload").
 //!
+//! An admitted request runs within its time budget
+//! ([`AdmissionLimits::budget`], `domain::deadline`): its calls to Redis
+//! and Postgres, one after another (the gate, the write, settling the
+//! reservation), together wait at most that long, not each its own timeout.
+//!
 //! The bound is a [`tokio::sync::Semaphore`] per family, shared by every
 //! worker thread; a request holds a permit until its handler has answered.
 //! Each money-write route is wrapped in [`bounded`] (see the route modules);
@@ -91,6 +96,11 @@ pub struct AdmissionLimits {
     pub charges: Option<usize>,
     pub coupon_issues: Option<usize>,
     pub wait: Duration,
+    /// The time an admitted request has in all for its calls to Postgres
+    /// and Redis (`domain::deadline`): `APP_DEPENDENCY_TIMEOUT` +
+    /// `APP_STATEMENT_TIMEOUT`, what one Postgres operation may take.
+    /// `None`: each call is bounded on its own only.
+    pub budget: Option<Duration>,
 }
 
 impl AdmissionLimits {
@@ -245,7 +255,11 @@ where
             };
             match admission.enter(family).await {
                 Ok(permit) => {
-                    let res = service.call(req).await;
+                    let call = service.call(req);
+                    let res = match admission.limits().budget {
+                        Some(budget) => domain::deadline::within(budget, call).await,
+                        None => call.await,
+                    };
                     drop(permit);
                     res
                 }
@@ -276,6 +290,7 @@ mod tests {
             charges: None,
             coupon_issues: None,
             wait: Duration::from_millis(wait_ms),
+            budget: None,
         }
     }
 

@@ -103,11 +103,11 @@ impl Postgres {
         &self,
         op: impl Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
-        match tokio::time::timeout(self.op_timeout, op).await {
+        // The operation timeout, or what is left of the request's budget.
+        let limit = domain::deadline::remaining(self.op_timeout);
+        match tokio::time::timeout(limit, op).await {
             Ok(result) => result,
-            Err(_) => {
-                Err(unavailable(format!("operation timed out after {:?}", self.op_timeout)).into())
-            }
+            Err(_) => Err(unavailable(format!("operation timed out after {limit:?}")).into()),
         }
     }
 }

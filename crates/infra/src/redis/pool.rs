@@ -220,7 +220,8 @@ impl RedisPool {
     pub async fn get(&self) -> Result<Connection, managed::PoolError<RedisError>> {
         match &self.kind {
             Kind::Single(sets, timeout) => {
-                let got = tokio::time::timeout(*timeout, sets.local().get())
+                let limit = domain::deadline::remaining(*timeout);
+                let got = tokio::time::timeout(limit, sets.local().get())
                     .await
                     .unwrap_or(Err(managed::PoolError::Timeout(managed::TimeoutType::Wait)));
                 match got {
@@ -238,8 +239,11 @@ impl RedisPool {
                 let opened = set
                     .conn
                     .get_or_try_init(|| async {
-                        match tokio::time::timeout(set.timeout, set.client.get_async_connection())
-                            .await
+                        match tokio::time::timeout(
+                            domain::deadline::remaining(set.timeout),
+                            set.client.get_async_connection(),
+                        )
+                        .await
                         {
                             Ok(result) => result,
                             Err(_) => Err(RedisError::from(std::io::Error::new(
@@ -312,6 +316,22 @@ impl Connection {
     }
 }
 
+/// A command's reply, within what is left of the request's budget
+/// (`domain::deadline`); the connection's own reply timeout applies too.
+async fn within_budget<T>(
+    reply: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    match domain::deadline::left() {
+        None => reply.await,
+        Some(left) => tokio::time::timeout(left, reply).await.unwrap_or_else(|_| {
+            Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the request's time budget ran out",
+            )))
+        }),
+    }
+}
+
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(
         &'a mut self,
@@ -319,9 +339,11 @@ impl ConnectionLike for Connection {
     ) -> redis::RedisFuture<'a, redis::Value> {
         match &mut self.conn {
             Conn::Single(conn) => {
-                Box::pin(async move { Self::noted(conn.req_packed_command(cmd).await) })
+                Box::pin(
+                    async move { Self::noted(within_budget(conn.req_packed_command(cmd)).await) },
+                )
             }
-            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => Box::pin(within_budget(conn.req_packed_command(cmd))),
         }
     }
 
@@ -332,12 +354,12 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
         match &mut self.conn {
-            Conn::Single(conn) => {
-                Box::pin(
-                    async move { Self::noted(conn.req_packed_commands(cmd, offset, count).await) },
-                )
+            Conn::Single(conn) => Box::pin(async move {
+                Self::noted(within_budget(conn.req_packed_commands(cmd, offset, count)).await)
+            }),
+            Conn::Cluster(conn) => {
+                Box::pin(within_budget(conn.req_packed_commands(cmd, offset, count)))
             }
-            Conn::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
         }
     }
 
