@@ -44,18 +44,16 @@ async fn burst(
 /// Checks the shed answers and returns their keys.
 fn shed_keys(writes: &[(String, Value, String)], replies: &[(Reply, Duration)]) -> Vec<usize> {
     let mut shed = Vec::new();
-    for (i, (reply, took)) in replies.iter().enumerate() {
+    for (i, (reply, _took)) in replies.iter().enumerate() {
         match reply.status {
             201 => {}
             503 => {
                 reply.assert_problem(503, "SERVICE_UNAVAILABLE");
                 assert_eq!(reply.header("retry-after"), Some("1"), "{}", reply.text);
                 let detail = reply.body["detail"].as_str().unwrap_or_default();
+                // Shed, not a timeout's 503 ("outcome unknown"); how fast
+                // it is shed is the overload scenario's to measure.
                 assert!(detail.contains("not run"), "{detail}");
-                assert!(
-                    *took < Duration::from_secs(2),
-                    "shed at once, not after a wait: {took:?}"
-                );
                 shed.push(i);
             }
             other => panic!("{} got {other}: {}", writes[i].0, reply.text),
