@@ -403,3 +403,103 @@ async fn legacy_and_v1_investors_together_never_pass_the_target() {
         2_000
     );
 }
+
+/// Over the investments' in-flight bound, a first-generation investment is
+/// shed in its envelope (HTTP 503, `Retry-After`, "not run"), stores nothing
+/// under its key, and runs as a first request when retried with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shed_investment_answers_in_the_envelope_and_runs_when_retried() {
+    let app = TestApp::spawn_with(Options {
+        extra: vec![
+            (
+                "APP_TRUSTED_GATEWAY_SECRET".to_owned(),
+                support::GATEWAY_SECRET.to_owned(),
+            ),
+            ("APP_LEGACY_INVEST_API".to_owned(), "true".to_owned()),
+            ("APP_MAX_IN_FLIGHT_INVESTMENTS".to_owned(), "1".to_owned()),
+            ("APP_ADMISSION_WAIT".to_owned(), "0".to_owned()),
+            ("APP_DEPENDENCY_TIMEOUT".to_owned(), "30s".to_owned()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let product = open_product(&app, "Crowded", 1_000_000).await;
+    let body = json!({"investAmount": 10, "productId": product}).to_string();
+    let send = |i: usize| {
+        let (app, body) = (&app, &body);
+        async move {
+            let user = format!("crowd-{}", i % 10);
+            let key = format!("legacy-busy-{i}");
+            let headers = [
+                ("X-USER-ID", user.as_str()),
+                ("X-Gateway-Secret", support::GATEWAY_SECRET),
+                ("content-type", "application/json"),
+                ("Idempotency-Key", key.as_str()),
+            ];
+            app.send(Method::POST, "/api/invest", &headers, Some(body))
+                .await
+        }
+    };
+
+    let replies = join_all((0..100).map(send)).await;
+
+    let ok = json!({"result": true, "code": "01", "message": null, "data": "OK", "status": 200});
+    let mut shed = Vec::new();
+    for (i, reply) in replies.iter().enumerate() {
+        if reply.body == ok {
+            continue;
+        }
+        assert_eq!(reply.status, 503, "{i}: {}", reply.text);
+        assert_eq!(reply.header("retry-after"), Some("1"), "{}", reply.text);
+        assert_eq!(
+            (
+                &reply.body["result"],
+                &reply.body["code"],
+                &reply.body["status"]
+            ),
+            (&json!(false), &json!("SERVICE_UNAVAILABLE"), &json!(503)),
+            "{}",
+            reply.text
+        );
+        let message = reply.body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("not run"), "{message}");
+        shed.push(i);
+    }
+    assert!(
+        !shed.is_empty(),
+        "a burst of 100 over a bound of 1 sheds some"
+    );
+    let keys = shed
+        .iter()
+        .map(|i| format!("'legacy-busy-{i}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT count(*) AS n FROM idempotency_keys WHERE key IN ({keys})"
+        ))
+        .await,
+        0,
+        "a shed request left a record under its key"
+    );
+    // Retried one at a time (under the bound), each runs as a first request.
+    for i in &shed {
+        let reply = send(*i).await;
+        assert_eq!(reply.body, ok, "{i}: {}", reply.text);
+        assert_eq!(reply.header("idempotent-replayed"), None, "{i} ran afresh");
+    }
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT current_amount AS n FROM invest_products WHERE id = {product}"
+        ))
+        .await,
+        100 * 10
+    );
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT count(*) AS n FROM investments WHERE product_id = {product}"
+        ))
+        .await,
+        100
+    );
+}

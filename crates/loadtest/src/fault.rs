@@ -1321,7 +1321,7 @@ pub async fn run(ctx: &Ctx, opts: &FaultOptions) -> anyhow::Result<bool> {
         ),
         Some(within) => (
             format!(
-                "no stale refusal later than {within} s after the fault (reservations the killed instance held are leases)"
+                "no stale refusal later than {within} s after the fault (the reservations held when it struck are leases)"
             ),
             stale_window_s.is_none_or(|w| w <= within),
         ),
