@@ -447,7 +447,7 @@ async fn issue_rush(app: &TestApp, warm: bool) -> i64 {
 async fn three_hundred_attempts_by_a_hundred_users_on_a_pool_of_25() {
     let app = TestApp::spawn_with(support::Options {
         trusted_user_header: Some("X-USER-ID".into()),
-        ..support::Options::default()
+        ..support::Options::headroom()
     })
     .await;
 
@@ -476,7 +476,7 @@ async fn the_same_rush_with_redis_unreachable_is_decided_by_postgres() {
     let app = TestApp::spawn_with(support::Options {
         trusted_user_header: Some("X-USER-ID".into()),
         redis_via: Some(redis.addr()),
-        ..support::Options::default()
+        ..support::Options::headroom()
     })
     .await;
     redis.cut();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use support::TestApp;
+use support::{Options, TestApp};
 
 const ORDERS: &str = "/api/v1/orders";
 
@@ -59,7 +59,7 @@ async fn recorded_in_redis(app: &TestApp, token: &str, key: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rush_of_gate_refusals_is_replayed_byte_for_byte_and_reaches_postgres() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(Options::headroom()).await;
     let token = app.sign_up("late-crowd").await;
     let item = sold_out(&app, &token).await;
 

@@ -488,7 +488,7 @@ async fn a_gate_that_drifted_above_postgres_is_overruled_and_forgotten() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_hundred_concurrent_investments_never_exceed_the_target() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(Options::headroom()).await;
     let product = open_product(&app, 5_000).await;
 
     let answers = rush(&app, product, 300).await;
@@ -508,7 +508,7 @@ async fn with_redis_unreachable_postgres_alone_never_exceeds_the_target() {
     let redis = TcpProxy::start(target_of(&services.redis_url)).await;
     let app = TestApp::spawn_with(Options {
         redis_via: Some(redis.addr()),
-        ..Options::default()
+        ..Options::headroom()
     })
     .await;
     let product = open_product(&app, 5_000).await;

@@ -11,11 +11,13 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use support::{Options, Reply, TestApp};
 
+/// With headroom: the concurrency test fires 40 investments at once.
 async fn spawn(on: bool) -> TestApp {
-    let mut extra = vec![(
+    let mut extra = Options::headroom().extra;
+    extra.push((
         "APP_TRUSTED_GATEWAY_SECRET".to_owned(),
         support::GATEWAY_SECRET.to_owned(),
-    )];
+    ));
     if on {
         extra.push(("APP_LEGACY_INVEST_API".to_owned(), "true".to_owned()));
     }

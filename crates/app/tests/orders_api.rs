@@ -410,7 +410,7 @@ async fn gate_counter(app: &TestApp, product: i64) -> Option<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_concurrent_orders_for_ten_units_sell_exactly_ten() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(Options::headroom()).await;
     let hot = app.create_product("Hot item", 1_000, 10).await;
 
     let (paid, sold_out) = rush(&app, hot).await;
@@ -431,7 +431,7 @@ async fn with_redis_unreachable_postgres_alone_still_sells_exactly_ten() {
     let redis = TcpProxy::start(target_of(&services.redis_url)).await;
     let app = TestApp::spawn_with(Options {
         redis_via: Some(redis.addr()),
-        ..Options::default()
+        ..Options::headroom()
     })
     .await;
     let hot = app.create_product("Hot item", 1_000, 10).await;
@@ -559,7 +559,7 @@ async fn orders_taking_two_products_in_opposite_orders_never_deadlock() {
     let redis = TcpProxy::start(target_of(&services.redis_url)).await;
     let app = TestApp::spawn_with(Options {
         redis_via: Some(redis.addr()),
-        ..Options::default()
+        ..Options::headroom()
     })
     .await;
     redis.cut();

@@ -331,7 +331,7 @@ async fn the_balance_cap_refusal_is_stored_and_replayed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_concurrent_requests_with_one_key_charge_exactly_once() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(Options::headroom()).await;
     let token = app.sign_up("racer").await;
 
     let replies = join_all((0..64).map(|_| async {
@@ -364,7 +364,7 @@ async fn sixty_four_concurrent_requests_with_one_key_charge_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_concurrent_charges_sum_exactly() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(Options::headroom()).await;
     let token = app.sign_up("many").await;
     let amounts: Vec<i64> = (0..200).map(|i| 1_000 + i * 37).collect();
 

@@ -11,7 +11,7 @@ mod support;
 use chrono::{Duration, SecondsFormat, Utc};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use support::{Reply, Sibling, TestApp};
+use support::{Options, Reply, Sibling, TestApp};
 
 /// Copies of one request per round, and fresh keys (rounds) per write.
 const COPIES: usize = 32;
@@ -25,7 +25,7 @@ struct Pair {
 
 impl Pair {
     async fn start() -> Self {
-        let app = TestApp::spawn().await;
+        let app = TestApp::spawn_with(Options::headroom()).await;
         let sibling = app.spawn_sibling().await;
         Self { app, sibling }
     }
