@@ -71,22 +71,6 @@ async fn metric(app: &TestApp, family: &str) -> i64 {
         .unwrap_or_else(|| panic!("no {line} in the metrics"))
 }
 
-async fn no_record_under(app: &TestApp, keys: &[&str]) {
-    let list = keys
-        .iter()
-        .map(|k| format!("'{k}'"))
-        .collect::<Vec<_>>()
-        .join(",");
-    assert_eq!(
-        app.scalar(&format!(
-            "SELECT count(*) AS n FROM idempotency_keys WHERE key IN ({list})"
-        ))
-        .await,
-        0,
-        "a shed request left a record under its key"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn orders_over_the_bound_are_shed_at_once_store_nothing_and_run_when_retried() {
     let app = TestApp::spawn_with(tiny_bounds()).await;
@@ -115,7 +99,7 @@ async fn orders_over_the_bound_are_shed_at_once_store_nothing_and_run_when_retri
         "a burst of 150 over a bound of 2 sheds some"
     );
     let keys: Vec<&str> = shed.iter().map(|i| writes[*i].0.as_str()).collect();
-    no_record_under(&app, &keys).await;
+    app.assert_no_record_under(&keys).await;
     assert_eq!(metric(&app, "orders").await, shed.len() as i64);
     // Retried one at a time (under the bound), each runs as a first request.
     for i in &shed {
@@ -191,7 +175,7 @@ async fn investments_over_the_bound_are_shed_and_the_amount_invested_is_exact() 
         "a burst of 100 over a bound of 1 sheds some"
     );
     let keys: Vec<&str> = shed.iter().map(|i| writes[*i].0.as_str()).collect();
-    no_record_under(&app, &keys).await;
+    app.assert_no_record_under(&keys).await;
     assert_eq!(metric(&app, "investments").await, shed.len() as i64);
     assert_eq!(
         metric(&app, "orders").await,

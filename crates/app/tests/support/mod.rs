@@ -238,6 +238,23 @@ impl TestApp {
     }
 
     /// One `bigint` from a query on the test database (`SELECT … AS n`).
+    /// Asserts that nothing is stored under any of `keys` (a shed write).
+    pub async fn assert_no_record_under(&self, keys: &[&str]) {
+        let list = keys
+            .iter()
+            .map(|k| format!("'{k}'"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(
+            self.scalar(&format!(
+                "SELECT count(*) AS n FROM idempotency_keys WHERE key IN ({list})"
+            ))
+            .await,
+            0,
+            "a shed request left a record under its key"
+        );
+    }
+
     pub async fn scalar(&self, sql: &str) -> i64 {
         use diesel::QueryableByName;
         use diesel_async::RunQueryDsl as _;
