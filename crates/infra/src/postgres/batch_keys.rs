@@ -118,11 +118,16 @@ pub(crate) async fn read_records<T, E>(
         });
     }
     let (users, keys) = user_keys(requests, &held);
+    // Both statements probe the primary key once per request, in a shape
+    // whose plan is an index lookup even when it is first planned on an
+    // empty table: the lanes pin each statement's first plan for the
+    // connection's life (see `invest::batch::lock_books`).
     let records: Vec<Record> = prepared(
         "SELECT t.n, k.fingerprint, k.response_status, k.response_content_type, k.response_body, \
                 k.created_at > now() - make_interval(secs => $1) AS fresh \
            FROM unnest($2::int8[], $3::text[]) WITH ORDINALITY AS t(user_id, key, n) \
-           JOIN idempotency_keys k ON k.user_id = t.user_id AND k.key = t.key",
+           CROSS JOIN LATERAL (SELECT * FROM idempotency_keys i \
+                                WHERE i.user_id = t.user_id AND i.key = t.key LIMIT 1) AS k",
     )
     .bind::<Double, _>(retention.as_secs_f64())
     .bind::<Array<Int8>, _>(&users)
@@ -143,8 +148,10 @@ pub(crate) async fn read_records<T, E>(
     if !stale.is_empty() {
         let (users, keys) = user_keys(requests, &stale);
         prepared(
-            "DELETE FROM idempotency_keys k USING unnest($1::int8[], $2::text[]) AS t(user_id, key) \
-              WHERE k.user_id = t.user_id AND k.key = t.key",
+            "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY( \
+               SELECT k.ctid FROM unnest($1::int8[], $2::text[]) AS t(user_id, key) \
+               CROSS JOIN LATERAL (SELECT ctid FROM idempotency_keys i \
+                                    WHERE i.user_id = t.user_id AND i.key = t.key LIMIT 1) AS k))",
         )
         .bind::<Array<Int8>, _>(&users)
         .bind::<Array<Text>, _>(&keys)

@@ -1,13 +1,14 @@
 //! Start-up plumbing for Postgres: create the database when it is missing,
 //! run the embedded migrations (one instance at a time), build the pool.
 
-use std::time::Duration;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use diesel::QueryableByName;
 use diesel::sql_types::{Bool, Text};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::deadpool::{Hook, HookError, Pool};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
@@ -24,6 +25,33 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations")
 
 /// Advisory lock key that serialises migrations across instances ("migrate" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x006d_6967_7261_7465;
+
+/// How long a connection serves before the pool closes it and opens a fresh
+/// one, at its next checkout: [`RETIRE_AFTER`] plus up to [`RETIRE_SPREAD`],
+/// so a pool's connections, opened together at start-up, are not all
+/// reopened in the same second.
+///
+/// Postgres keeps a prepared statement's plan for the life of the
+/// connection, re-planning only when the tables' statistics change. The lanes
+/// pin plans outright (`force_generic_plan`), and a server without
+/// autovacuum never updates statistics: a plan made on the empty tables of
+/// the first minute then serves for as long as the connection lives, however
+/// the tables grow. Retiring connections bounds that to minutes, for every
+/// statement, including ones whose plan nobody has checked yet
+/// (docs/reliability.md, "Soak").
+pub const RETIRE_AFTER: Duration = Duration::from_secs(10 * 60);
+/// See [`RETIRE_AFTER`].
+pub const RETIRE_SPREAD: Duration = Duration::from_secs(60);
+
+/// Whether a connection created at `created` is due for retirement.
+fn retired(created: Instant) -> bool {
+    static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+    // A spread that differs between connections: the sub-second part of its
+    // creation time, mapped onto 0..RETIRE_SPREAD.
+    let nanos = created.saturating_duration_since(*EPOCH).subsec_nanos();
+    let spread = RETIRE_SPREAD.mul_f64(f64::from(nanos) / 1e9);
+    created.elapsed() > RETIRE_AFTER + spread
+}
 
 /// The pool every Postgres adapter shares.
 pub type PgPool = Pool<AsyncPgConnection>;
@@ -136,6 +164,13 @@ fn build_pool(settings: &PgPoolSettings, extra: &'static [&'static str]) -> anyh
         .wait_timeout(Some(settings.timeout))
         .create_timeout(Some(settings.timeout))
         .recycle_timeout(Some(settings.timeout))
+        .pre_recycle(Hook::sync_fn(|_, metrics| {
+            if retired(metrics.created) {
+                Err(HookError::message("connection retired (RETIRE_AFTER)"))
+            } else {
+                Ok(())
+            }
+        }))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .context("building the Postgres pool")
