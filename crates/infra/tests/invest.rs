@@ -522,3 +522,86 @@ async fn concurrent_reservations_never_refuse_an_amount_that_fits() {
         "demand exceeded the target"
     );
 }
+
+/// The lanes plan each statement once per connection, on the tables as they
+/// are then; here, empty. Every plan they cached must still probe the
+/// tables that grow with each investment by index, or a sale's investments
+/// get slower with every one before them (docs/reliability.md, "Soak").
+#[tokio::test]
+async fn the_lanes_plans_made_on_empty_tables_probe_the_growing_ones_by_index() {
+    let f = fixture().await;
+    let lanes = infra::postgres::connect_batch_pool(&PgPoolSettings {
+        url: f.db.url.clone(),
+        max_size: 2,
+        timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(5),
+    })
+    .expect("lanes pool");
+    let store = PgInvestStore::with_lanes(f.pg.clone(), &lanes, Duration::from_secs(86_400));
+    let product = open_product(&f.pg, 1_000).await;
+    let user = a_user(&f.pg).await;
+    // A first investment, a second by the same investor, a retry of the
+    // first (answered from its stored record) and one of the second past the
+    // retention (run again): every statement of a batch.
+    invest_through(&store, user, "first", product, 10)
+        .await
+        .expect("invested");
+    invest_through(&store, user, "second", product, 20)
+        .await
+        .expect("invested");
+    let retry = store
+        .invest(
+            InvestOrder {
+                user_id: user,
+                product_id: product,
+                amount: amount(10),
+            },
+            IdempotentRequest {
+                user_id: user,
+                key: IdempotencyKey::parse("first").expect("valid"),
+                fingerprint: Fingerprint::new("first".to_owned()),
+                render: Arc::new(|_: &Result<Investment, InvestError>| StoredResponse {
+                    status: 201,
+                    content_type: "text/plain".into(),
+                    body: Vec::new(),
+                }),
+            },
+        )
+        .await
+        .expect("postgres");
+    assert!(
+        matches!(retry, Written::Replayed(_)),
+        "the retry is answered from the record, got {retry:?}"
+    );
+    // A key whose record outlived the retention is a new request: its
+    // record is deleted and the investment made again.
+    let mut conn = f.db.connect().await;
+    diesel::sql_query(
+        "UPDATE idempotency_keys SET created_at = now() - interval '2 days' WHERE key = 'second'",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("aged");
+    invest_through(&store, user, "second", product, 20)
+        .await
+        .expect("invested again");
+    let product_row = store
+        .get(product)
+        .await
+        .expect("postgres")
+        .expect("product");
+    assert_eq!(product_row.investors, 1, "one investor, counted once");
+    assert_eq!(
+        product_row.current,
+        Points::new(50).expect("valid"),
+        "three investments, the retry not again"
+    );
+
+    let scans = infra::postgres::plan_audit::unkeyed_scans(&lanes)
+        .await
+        .expect("plans");
+    assert!(
+        scans.is_empty(),
+        "plans that scan a growing table: {scans:#?}"
+    );
+}

@@ -32,6 +32,8 @@ fn ran(p: &Placement) -> Option<Result<OrderId, PlaceOrderError>> {
 struct Fixture {
     db: TestDb,
     store: Arc<PgOrderStore>,
+    /// The lanes' pool, to look at the plans its connections cached.
+    lanes: Postgres,
 }
 
 async fn fixture() -> Fixture {
@@ -46,7 +48,7 @@ async fn fixture() -> Fixture {
     // The lanes' own pool, planned as the service plans it.
     let lanes = connect_batch_pool(&settings).expect("postgres pool");
     let store = Arc::new(PgOrderStore::new(pg, &lanes, Duration::from_secs(86_400)));
-    Fixture { db, store }
+    Fixture { db, store, lanes }
 }
 
 #[derive(diesel::QueryableByName)]
@@ -551,5 +553,62 @@ async fn a_coupon_that_expires_while_its_order_waits_for_the_coupon_lock_is_refu
         f.number("SELECT count(*) FROM coupons WHERE used_at IS NULL")
             .await,
         1
+    );
+}
+
+/// The lanes plan each statement once per connection, on the tables as they
+/// are then; here, nearly empty. Every plan they cached must still probe the
+/// tables that grow with each order (orders, their lines, the ledger, the
+/// outbox, the coupons, the stored answers) by index, or a sale's orders get
+/// slower with every one before them (docs/reliability.md, "Soak").
+#[tokio::test]
+async fn the_lanes_plans_made_on_empty_tables_probe_the_growing_ones_by_index() {
+    let f = fixture().await;
+    let users = f.users(2, 10_000).await;
+    let hot = f.product(100, 100).await;
+    f.exec(
+        "INSERT INTO coupon_campaigns (name, discount_type, discount_value, valid_days) \
+         VALUES ('c', 'AMOUNT', 10, 7)",
+    )
+    .await;
+    f.exec(&format!(
+        "INSERT INTO coupons (campaign_id, code, owner_id, issued_at, expires_at) \
+         SELECT id, 'PLAN-CODE', {}, now(), now() + interval '7 days' FROM coupon_campaigns",
+        users[0].get()
+    ))
+    .await;
+    // An order with a coupon, one without, a refusal (the coupon used up),
+    // a retry answered from its record and one past the retention: every
+    // statement of a batch.
+    let with_coupon = f
+        .place(order(users[0], hot, 100, Some("PLAN-CODE")), "a".into())
+        .await;
+    assert!(with_coupon.committed(), "{with_coupon:?}");
+    let plain = f.place(order(users[1], hot, 100, None), "b".into()).await;
+    assert!(plain.committed(), "{plain:?}");
+    let refused = f
+        .place(order(users[0], hot, 100, Some("PLAN-CODE")), "c".into())
+        .await;
+    assert_eq!(
+        ran(&refused),
+        Some(Err(PlaceOrderError::CouponNotApplicable))
+    );
+    let retry = f.place(order(users[1], hot, 100, None), "b".into()).await;
+    assert!(matches!(retry, Written::Replayed(_)), "{retry:?}");
+    // A key whose record outlived the retention is a new request: its
+    // record is deleted and the order placed again.
+    f.exec("UPDATE idempotency_keys SET created_at = now() - interval '2 days' WHERE key = 'b'")
+        .await;
+    let after_retention = f.place(order(users[1], hot, 100, None), "b".into()).await;
+    assert!(after_retention.committed(), "{after_retention:?}");
+    assert_eq!(f.number("SELECT count(*) FROM orders").await, 3);
+    assert_eq!(f.number("SELECT stock FROM products").await, 97);
+
+    let scans = infra::postgres::plan_audit::unkeyed_scans(&f.lanes)
+        .await
+        .expect("plans");
+    assert!(
+        scans.is_empty(),
+        "plans that scan a growing table: {scans:#?}"
     );
 }

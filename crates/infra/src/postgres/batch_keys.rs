@@ -148,10 +148,12 @@ pub(crate) async fn read_records<T, E>(
     if !stale.is_empty() {
         let (users, keys) = user_keys(requests, &stale);
         prepared(
-            "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY( \
-               SELECT k.ctid FROM unnest($1::int8[], $2::text[]) AS t(user_id, key) \
-               CROSS JOIN LATERAL (SELECT ctid FROM idempotency_keys i \
-                                    WHERE i.user_id = t.user_id AND i.key = t.key LIMIT 1) AS k))",
+            "DELETE FROM idempotency_keys d \
+              USING (SELECT k.row FROM unnest($1::int8[], $2::text[]) AS t(user_id, key) \
+                     CROSS JOIN LATERAL (SELECT ctid AS row FROM idempotency_keys i \
+                                          WHERE i.user_id = t.user_id AND i.key = t.key \
+                                          LIMIT 1) AS k) AS found \
+              WHERE d.ctid = found.row",
         )
         .bind::<Array<Int8>, _>(&users)
         .bind::<Array<Text>, _>(&keys)

@@ -14,6 +14,7 @@ mod lanes;
 mod ordering;
 mod outbox;
 mod paging;
+pub mod plan_audit;
 mod points;
 mod pool;
 mod popular;
@@ -41,7 +42,7 @@ pub use ordering::PgOrderStore;
 pub use outbox::PgOutbox;
 pub use points::{PgIdempotencyStore, PgPointsStore};
 pub use pool::{
-    MIGRATIONS, PgPool, PgPoolSettings, connect_batch_pool, connect_pool, connect_pool_per_thread,
-    ensure_database, run_migrations,
+    MIGRATIONS, PgPool, PgPoolSettings, RETIRE_AFTER, connect_batch_pool, connect_pool,
+    connect_pool_per_thread, ensure_database, run_migrations,
 };
 pub use popular::PgSalesRanking;

@@ -27,9 +27,8 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations")
 const MIGRATION_LOCK_KEY: i64 = 0x006d_6967_7261_7465;
 
 /// How long a connection serves before the pool closes it and opens a fresh
-/// one, at its next checkout: [`RETIRE_AFTER`] plus up to [`RETIRE_SPREAD`],
-/// so a pool's connections, opened together at start-up, are not all
-/// reopened in the same second.
+/// one, at its next checkout: this plus up to a tenth more, so that a pool's
+/// connections, opened together at start-up, are not all reopened at once.
 ///
 /// Postgres keeps a prepared statement's plan for the life of the
 /// connection, re-planning only when the tables' statistics change. The lanes
@@ -37,20 +36,26 @@ const MIGRATION_LOCK_KEY: i64 = 0x006d_6967_7261_7465;
 /// autovacuum never updates statistics: a plan made on the empty tables of
 /// the first minute then serves for as long as the connection lives, however
 /// the tables grow. Retiring connections bounds that to minutes, for every
-/// statement, including ones whose plan nobody has checked yet
+/// statement, including ones whose plan nobody has checked
 /// (docs/reliability.md, "Soak").
 pub const RETIRE_AFTER: Duration = Duration::from_secs(10 * 60);
-/// See [`RETIRE_AFTER`].
-pub const RETIRE_SPREAD: Duration = Duration::from_secs(60);
 
-/// Whether a connection created at `created` is due for retirement.
-fn retired(created: Instant) -> bool {
-    static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-    // A spread that differs between connections: the sub-second part of its
-    // creation time, mapped onto 0..RETIRE_SPREAD.
-    let nanos = created.saturating_duration_since(*EPOCH).subsec_nanos();
-    let spread = RETIRE_SPREAD.mul_f64(f64::from(nanos) / 1e9);
-    created.elapsed() > RETIRE_AFTER + spread
+/// The instant the spreads of [`retired`] count from: before any pool's
+/// first connection (`build_retiring_pool` takes it).
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// Whether a connection created at `created` is due for retirement at `now`,
+/// connections serving `after` plus a spread of up to a tenth of it.
+fn retired(created: Instant, now: Instant, after: Duration) -> bool {
+    // A spread that differs between connections, even ones opened within a
+    // millisecond of each other: their creation times' nanoseconds, hashed
+    // (Fibonacci hashing) onto 0..after/10.
+    let nanos = created.saturating_duration_since(*EPOCH).as_nanos();
+    #[allow(clippy::cast_possible_truncation)] // only the low bits are hashed
+    let hashed = (nanos as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+    #[allow(clippy::cast_precision_loss)] // 53 bits, exact in an f64
+    let fraction = hashed as f64 / (1u64 << 53) as f64;
+    now.saturating_duration_since(created) > after + (after / 10).mul_f64(fraction)
 }
 
 /// The pool every Postgres adapter shares.
@@ -116,8 +121,19 @@ pub fn connect_pool_per_thread(settings: &PgPoolSettings) -> anyhow::Result<Post
 }
 
 /// The pool, each new connection set up with the service's settings and
-/// then `extra`.
+/// then `extra`, and retired after [`RETIRE_AFTER`].
 fn build_pool(settings: &PgPoolSettings, extra: &'static [&'static str]) -> anyhow::Result<PgPool> {
+    build_retiring_pool(settings, extra, RETIRE_AFTER)
+}
+
+/// As [`build_pool`], connections retired after `retire_after` (and a
+/// tenth more at most).
+fn build_retiring_pool(
+    settings: &PgPoolSettings,
+    extra: &'static [&'static str],
+    retire_after: Duration,
+) -> anyhow::Result<PgPool> {
+    LazyLock::force(&EPOCH);
     let statement_timeout_ms = settings.statement_timeout.as_millis();
     let connect_timeout = settings.timeout;
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
@@ -164,9 +180,13 @@ fn build_pool(settings: &PgPoolSettings, extra: &'static [&'static str]) -> anyh
         .wait_timeout(Some(settings.timeout))
         .create_timeout(Some(settings.timeout))
         .recycle_timeout(Some(settings.timeout))
-        .pre_recycle(Hook::sync_fn(|_, metrics| {
-            if retired(metrics.created) {
-                Err(HookError::message("connection retired (RETIRE_AFTER)"))
+        .pre_recycle(Hook::sync_fn(move |_, metrics| {
+            if retired(metrics.created, Instant::now(), retire_after) {
+                tracing::debug!(
+                    age_s = metrics.age().as_secs(),
+                    "retiring a Postgres connection"
+                );
+                Err(HookError::message("connection retired"))
             } else {
                 Ok(())
             }
@@ -264,4 +284,63 @@ pub async fn run_migrations(url: &str) -> anyhow::Result<()> {
     })
     .await
     .context("migration task panicked")?
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::sql_types::Int4;
+
+    use super::*;
+
+    #[test]
+    fn a_connection_retires_after_its_lifetime_and_a_tenth_at_most() {
+        let created = Instant::now();
+        let after = Duration::from_secs(600);
+        assert!(!retired(created, created, after));
+        assert!(!retired(created, created + after, after));
+        assert!(retired(
+            created,
+            created + after + after / 10 + Duration::from_millis(1),
+            after
+        ));
+    }
+
+    #[derive(QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = Int4)]
+        pid: i32,
+    }
+
+    async fn backend_pid(pool: &PgPool) -> i32 {
+        let mut conn = pool.get().await.expect("connection");
+        diesel::sql_query("SELECT pg_backend_pid() AS pid")
+            .get_result::<Pid>(&mut *conn)
+            .await
+            .expect("pid")
+            .pid
+    }
+
+    /// The pool keeps a connection (and the plans it cached) until its
+    /// lifetime is over, then serves a new server process.
+    #[tokio::test]
+    async fn the_pool_reopens_a_connection_past_its_lifetime() {
+        let db = testkit::TestDb::create().await;
+        let settings = PgPoolSettings {
+            url: db.url.clone(),
+            max_size: 1,
+            timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+        };
+        let pool = build_retiring_pool(&settings, &[], Duration::from_secs(2)).expect("pool");
+        let first = backend_pid(&pool).await;
+        assert_eq!(
+            backend_pid(&pool).await,
+            first,
+            "reused within its lifetime"
+        );
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let second = backend_pid(&pool).await;
+        assert_ne!(second, first, "a connection past its lifetime is reopened");
+        assert_eq!(backend_pid(&pool).await, second, "and the new one is kept");
+    }
 }

@@ -66,16 +66,24 @@ pub(super) async fn lock_books(
     // above it, on rows already locked (`clock_timestamp()` is read per
     // row, as each lock is taken). Owner and use are in the `WHERE`: a
     // transaction that changes them updates the row, and the lock wait
-    // then re-reads it.
+    // then re-reads it. Each code is locked through its own index probe, in
+    // the order of `codes` (sorted, as every batch sorts them, so batches
+    // never wait for each other in a cycle): a `code = ANY($1)` first
+    // planned on a pool of one coupon read the whole index of issued
+    // coupons (`plan_audit`).
     let coupons = async {
         if codes.is_empty() {
             return Ok::<_, diesel::result::Error>(Vec::new());
         }
         prepared(
             "WITH locked AS MATERIALIZED ( \
-               SELECT code, owner_id, expires_at FROM coupons \
-                WHERE code = ANY($1) AND owner_id IS NOT NULL AND used_at IS NULL \
-                ORDER BY code FOR UPDATE) \
+               SELECT c.code, c.owner_id, c.expires_at \
+                 FROM unnest($1::text[]) WITH ORDINALITY AS want(code, n) \
+                 CROSS JOIN LATERAL ( \
+                   SELECT code, owner_id, expires_at FROM coupons \
+                    WHERE code = want.code AND owner_id IS NOT NULL AND used_at IS NULL \
+                    LIMIT 1 FOR UPDATE) AS c \
+                ORDER BY want.n) \
              SELECT code, owner_id FROM locked WHERE expires_at > clock_timestamp()",
         )
         .bind::<Array<Text>, _>(&codes)

@@ -25,7 +25,11 @@ use crate::postgres::prepared::prepared;
 /// the primary key would fail the batch. A coupon's expiry is checked
 /// against `now()`, the transaction's start: never later than the clock the
 /// batch decided on when it locked the coupon, so this repeats that guard
-/// without refusing what it accepted.
+/// without refusing what it accepted. A coupon is found by its code's index
+/// and updated by its row id (the batch holds its lock since `lock_books`,
+/// so the row id cannot change): an `UPDATE … FROM unnest(…)` first planned
+/// on a pool of one coupon read the whole index of issued coupons
+/// (`plan_audit`).
 const WRITE: &str = "\
 WITH stock AS ( \
    UPDATE products p SET stock = p.stock - take.quantity, updated_at = now() \
@@ -52,10 +56,15 @@ WITH stock AS ( \
           AS payment(user_id, amount, balance_after, order_id) \
    RETURNING 1), \
  used AS ( \
-   UPDATE coupons c SET used_at = now(), used_order_id = coupon_use.order_id \
-     FROM unnest($21::text[], $22::int8[], $23::int8[]) AS coupon_use(code, owner_id, order_id) \
-    WHERE c.code = coupon_use.code AND c.owner_id = coupon_use.owner_id \
-      AND c.used_at IS NULL AND c.expires_at > now() \
+   UPDATE coupons c SET used_at = now(), used_order_id = found.order_id \
+     FROM (SELECT coupon_use.order_id, k.row \
+             FROM unnest($21::text[], $22::int8[], $23::int8[]) \
+                  AS coupon_use(code, owner_id, order_id) \
+             CROSS JOIN LATERAL (SELECT ctid AS row FROM coupons \
+                                  WHERE code = coupon_use.code AND owner_id = coupon_use.owner_id \
+                                  LIMIT 1) AS k \
+          ) AS found \
+    WHERE c.ctid = found.row AND c.used_at IS NULL AND c.expires_at > now() \
    RETURNING 1), \
  events AS ( \
    INSERT INTO outbox (event_id, event_type, payload) \
