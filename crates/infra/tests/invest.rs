@@ -117,15 +117,9 @@ async fn invest(
     invest_through(&store(pg), user_id, key, product_id, amount_of).await
 }
 
-/// Invests through `store` under `key`; the investment must run now.
-async fn invest_through(
-    store: &PgInvestStore,
-    user_id: UserId,
-    key: &str,
-    product_id: InvestProductId,
-    amount_of: i64,
-) -> Result<Investment, InvestError> {
-    let request = IdempotentRequest {
+/// The store's request for an investment under `key`.
+fn invest_request(user_id: UserId, key: &str) -> IdempotentRequest<Investment, InvestError> {
+    IdempotentRequest {
         user_id,
         key: IdempotencyKey::parse(key).expect("valid"),
         fingerprint: Fingerprint::new(key.to_owned()),
@@ -134,7 +128,18 @@ async fn invest_through(
             content_type: "text/plain".into(),
             body: Vec::new(),
         }),
-    };
+    }
+}
+
+/// Invests through `store` under `key`; the investment must run now.
+async fn invest_through(
+    store: &PgInvestStore,
+    user_id: UserId,
+    key: &str,
+    product_id: InvestProductId,
+    amount_of: i64,
+) -> Result<Investment, InvestError> {
+    let request = invest_request(user_id, key);
     let order = InvestOrder {
         user_id,
         product_id,
@@ -556,16 +561,7 @@ async fn the_lanes_plans_made_on_empty_tables_probe_the_growing_ones_by_index() 
                 product_id: product,
                 amount: amount(10),
             },
-            IdempotentRequest {
-                user_id: user,
-                key: IdempotencyKey::parse("first").expect("valid"),
-                fingerprint: Fingerprint::new("first".to_owned()),
-                render: Arc::new(|_: &Result<Investment, InvestError>| StoredResponse {
-                    status: 201,
-                    content_type: "text/plain".into(),
-                    body: Vec::new(),
-                }),
-            },
+            invest_request(user, "first"),
         )
         .await
         .expect("postgres");

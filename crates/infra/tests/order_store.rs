@@ -109,6 +109,19 @@ impl Fixture {
         ProductId::new(row.id)
     }
 
+    /// A coupon `code` of 10 points off, issued to `owner`, valid for 7 days
+    /// (in a campaign of its own).
+    async fn owned_coupon(&self, owner: UserId, code: &str) {
+        self.exec(&format!(
+            "WITH c AS (INSERT INTO coupon_campaigns (name, discount_type, discount_value, valid_days) \
+                        VALUES ('c', 'AMOUNT', 10, 7) RETURNING id) \
+             INSERT INTO coupons (campaign_id, code, owner_id, issued_at, expires_at) \
+             SELECT id, '{code}', {}, now(), now() + interval '7 days' FROM c",
+            owner.get()
+        ))
+        .await;
+    }
+
     async fn place(&self, order: PricedOrder, key: String) -> Placement {
         self.store
             .place(order.clone(), request(order.user_id, &key))
@@ -336,17 +349,7 @@ async fn a_coupon_raced_by_simultaneous_orders_is_consumed_once() {
     let f = fixture().await;
     let users = f.users(1, 100_000).await;
     let hot = f.product(100, 100).await;
-    f.exec(
-        "INSERT INTO coupon_campaigns (name, discount_type, discount_value, valid_days) \
-         VALUES ('c', 'AMOUNT', 10, 7)",
-    )
-    .await;
-    f.exec(&format!(
-        "INSERT INTO coupons (campaign_id, code, owner_id, issued_at, expires_at) \
-         SELECT id, 'RACE-CODE', {}, now(), now() + interval '7 days' FROM coupon_campaigns",
-        users[0].get()
-    ))
-    .await;
+    f.owned_coupon(users[0], "RACE-CODE").await;
 
     let placements = join_all((0..8).map(|i| {
         f.place(
@@ -566,17 +569,7 @@ async fn the_lanes_plans_made_on_empty_tables_probe_the_growing_ones_by_index() 
     let f = fixture().await;
     let users = f.users(2, 10_000).await;
     let hot = f.product(100, 100).await;
-    f.exec(
-        "INSERT INTO coupon_campaigns (name, discount_type, discount_value, valid_days) \
-         VALUES ('c', 'AMOUNT', 10, 7)",
-    )
-    .await;
-    f.exec(&format!(
-        "INSERT INTO coupons (campaign_id, code, owner_id, issued_at, expires_at) \
-         SELECT id, 'PLAN-CODE', {}, now(), now() + interval '7 days' FROM coupon_campaigns",
-        users[0].get()
-    ))
-    .await;
+    f.owned_coupon(users[0], "PLAN-CODE").await;
     // An order with a coupon, one without, a refusal (the coupon used up),
     // a retry answered from its record and one past the retention: every
     // statement of a batch.
