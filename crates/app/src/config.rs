@@ -94,6 +94,10 @@ pub struct Config {
     /// The money writes' in-flight bounds (`APP_MAX_IN_FLIGHT`, per family
     /// `APP_MAX_IN_FLIGHT_ORDERS` … ; `APP_ADMISSION_WAIT`).
     pub admission: web::AdmissionLimits,
+    /// The shared read cache's bound (`APP_READ_CACHE_BOUND`, default 1s,
+    /// at most 1m): the oldest answer a cached read gives (docs/caching.md).
+    /// `None` (`off`) reads everything from Postgres.
+    pub read_cache_bound: Option<Duration>,
 }
 
 /// Money writes of one family in flight on one instance, unless
@@ -283,6 +287,7 @@ impl Config {
             .map_err(|_| invalid("APP_NOTICE_TIME", "must be HH:MM (UTC)"))?,
             notice_claim_ttl,
             demo_data: flag(&get, "APP_DEMO_DATA")?,
+            read_cache_bound: read_cache_bound(&get)?,
             limits: application::throttle::Limits {
                 sign_in_per_login: quota(&get, "APP_SIGNIN_LIMIT_PER_LOGIN", "10/5m")?,
                 sign_in_per_address: quota(&get, "APP_SIGNIN_LIMIT_PER_ADDRESS", "100/5m")?,
@@ -417,6 +422,21 @@ fn quota(
     domain::throttle::Quota::new(limit, period)
         .map(Some)
         .map_err(|e| invalid(var, e.to_string()))
+}
+
+/// `APP_READ_CACHE_BOUND`: a duration from 10ms to 1m, or `off`.
+fn read_cache_bound(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<Duration>, ConfigError> {
+    const VAR: &str = "APP_READ_CACHE_BOUND";
+    if get(VAR).is_some_and(|v| v.trim() == "off") {
+        return Ok(None);
+    }
+    let bound = duration(get, VAR, "1s")?;
+    if bound < Duration::from_millis(10) || bound > Duration::from_secs(60) {
+        return Err(invalid(VAR, "must be between 10ms and 1m, or off"));
+    }
+    Ok(Some(bound))
 }
 
 /// `true`/`false` (also `1`/`0`, `yes`/`no`); unset is `false`.
@@ -714,6 +734,24 @@ mod tests {
             ("APP_ADMISSION_WAIT", "soon"),
         ] {
             assert_eq!(config(&[(var, value)]).expect_err(var).var, var);
+        }
+    }
+
+    #[test]
+    fn the_read_cache_bound_defaults_to_a_second_and_can_be_turned_off() {
+        let bound = |v: &str| config(&[("APP_READ_CACHE_BOUND", v)]).map(|c| c.read_cache_bound);
+        assert_eq!(
+            config(&[]).expect("valid").read_cache_bound,
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            bound("250ms").expect("valid"),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(bound("off").expect("valid"), None);
+        for refused in ["5ms", "2m", "soon"] {
+            let err = bound(refused).expect_err(refused);
+            assert!(err.to_string().contains("APP_READ_CACHE_BOUND"), "{err}");
         }
     }
 

@@ -51,7 +51,7 @@ pub(crate) async fn seed(s: &Seeders<'_>) -> anyhow::Result<bool> {
 
 async fn seed_locked(s: &Seeders<'_>) -> anyhow::Result<bool> {
     let first = PageRequest::new(Some(0), Some(1))?;
-    if s.products.list(first).await?.total_count > 0 {
+    if !s.products.list(first).await?.items.is_empty() {
         tracing::info!("APP_DEMO_DATA: the database has products already; not seeding");
         return Ok(false);
     }

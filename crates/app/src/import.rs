@@ -11,7 +11,7 @@ use application::coupon::ImportCodes;
 use domain::coupon::CampaignId;
 use futures_util::stream;
 use indicatif::{ProgressBar, ProgressStyle};
-use infra::postgres::{PgCouponStore, PgPoolSettings, connect_pool};
+use infra::postgres::{PgPoolSettings, connect_pool};
 use infra::redis::{RedisIssueGate, RedisKeys};
 use serde_json::json;
 use tokio::io::AsyncReadExt as _;
@@ -37,12 +37,18 @@ pub async fn coupons_import(
         statement_timeout: config.statement_timeout,
     })?;
     let redis = config.redis_pool(1)?;
-    let store = Arc::new(PgCouponStore::new(pg.clone()));
-    let gate = Arc::new(RedisIssueGate::new(
-        redis,
-        RedisKeys::new(config.redis_key_prefix.clone()),
-        pg,
-    ));
+    let keys = RedisKeys::new(config.redis_key_prefix.clone());
+    // The service may cache the pool's counts even if this process's
+    // environment says off: the codes added here must invalidate them.
+    let config = Config {
+        read_cache_bound: config
+            .read_cache_bound
+            .or(Some(std::time::Duration::from_secs(1))),
+        ..config.clone()
+    };
+    let counts = crate::wiring::read_cache(&config, &pg, &redis, &keys, "campaign_counts");
+    let store = crate::wiring::coupon_store(&pg, counts);
+    let gate = Arc::new(RedisIssueGate::new(redis, keys, pg));
     let import = ImportCodes::new(store, gate);
 
     let handle = tokio::fs::File::open(file)

@@ -16,6 +16,7 @@ use application::points::{ChargePoints, PointsQueries};
 use application::throttle::Throttle;
 use domain::catalog::CatalogStore;
 use domain::clock::Clock;
+use domain::coupon::CouponStore;
 use domain::events::Sink;
 use domain::health::HealthProbe;
 use domain::idempotency::FastRefusals;
@@ -24,6 +25,7 @@ use domain::ordering::OrderStore;
 use domain::ordering::StockGate;
 use domain::points::PointsStore;
 use infra::auth::{Argon2Hasher, JwtSecret, JwtTokenService};
+use infra::cached::{CachedCatalog, CachedCoupons};
 use infra::clock::SystemClock;
 use infra::postgres::{
     self, PgCatalogStore, PgCouponQuotes, PgCouponStore, PgExpiryStore, PgIdempotencyStore,
@@ -31,13 +33,13 @@ use infra::postgres::{
     PgUserRepository, PostgresProbe,
 };
 use infra::redis::{
-    self, LocalRateLimiter, RedisEventStream, RedisInvestGate, RedisIssueGate, RedisKeys,
-    RedisLock, RedisProbe, RedisRateLimiter, RedisSalesRanking, RedisStockGate,
+    self, LocalRateLimiter, ReadCache, RedisEventStream, RedisInvestGate, RedisIssueGate,
+    RedisKeys, RedisLock, RedisProbe, RedisRateLimiter, RedisSalesRanking, RedisStockGate,
 };
 use infra::thread_sets::share_per_thread;
 use web::{
-    AuthContext, CatalogApi, CouponApi, IdentityApi, InvestApi, JsonLimit, Metrics, MetricsApi,
-    OrderingApi, PointsApi, PoolStatus, PoolStatusFn, ProxyHops, Readiness, WebState,
+    AuthContext, CacheCountsFn, CatalogApi, CouponApi, IdentityApi, InvestApi, JsonLimit, Metrics,
+    MetricsApi, OrderingApi, PointsApi, PoolStatus, PoolStatusFn, ProxyHops, Readiness, WebState,
 };
 
 use crate::config::Config;
@@ -85,11 +87,18 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
     let points: Arc<dyn PointsStore> =
         Arc::new(PgPointsStore::new(pg.clone(), config.idempotency_retention));
     let idempotency = PgIdempotencyStore::new(pg.clone(), config.idempotency_retention);
+    let keys = RedisKeys::new(config.redis_key_prefix.clone());
+    // The reads docs/caching.md caches go through Redis, shared by every
+    // instance, unless APP_READ_CACHE_BOUND=off.
+    let product_count = read_cache(config, &pg, &redis_pool, &keys, "product_count");
+    let campaign_counts = read_cache(config, &pg, &redis_pool, &keys, "campaign_counts");
+    let mut catalog: Arc<dyn CatalogStore> = Arc::new(PgCatalogStore::new(pg.clone()));
+    if let Some(cache) = &product_count {
+        catalog = Arc::new(CachedCatalog::new(catalog, Arc::clone(cache)));
+    }
     // Simultaneous reads of one product or page share a query (see infra::coalesce).
-    let catalog: Arc<dyn CatalogStore> = Arc::new(
-        infra::coalesce::CoalescedCatalog::new(Arc::new(PgCatalogStore::new(pg.clone())))
-            .within(pg.op_timeout()),
-    );
+    let catalog: Arc<dyn CatalogStore> =
+        Arc::new(infra::coalesce::CoalescedCatalog::new(catalog).within(pg.op_timeout()));
     // The order and investment batches run on connections of their own
     // (see PgOrderStore, PgInvestStore): a pool each, one connection a lane.
     let lanes_pool = || {
@@ -108,7 +117,6 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         config.idempotency_retention,
     ));
 
-    let keys = RedisKeys::new(config.redis_key_prefix.clone());
     // A gate's refusals: recorded in Redis, written to Postgres behind.
     let (refusals, refusal_writer) = redis::write_behind(
         redis_pool.clone(),
@@ -171,7 +179,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         )));
     }
     let ranking = RedisSalesRanking::new(redis_pool.clone(), keys.clone());
-    let lock = RedisLock::new(redis_pool.clone(), keys);
+    let lock = RedisLock::new(redis_pool.clone(), keys.clone());
 
     let pg_status: PoolStatusFn = {
         let pg = pg.clone();
@@ -196,7 +204,18 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         ],
         relays: relays.clone(),
         refusals_queued: Arc::new(move || refusals.queued()),
+        caches: product_count
+            .iter()
+            .chain(&campaign_counts)
+            .map(|cache| {
+                let name = cache.name();
+                let cache = Arc::clone(cache);
+                let counts: CacheCountsFn = Arc::new(move || cache.counts().named());
+                (name, counts)
+            })
+            .collect(),
     };
+    let coupons = coupon_store(&pg, campaign_counts);
     let probes: Vec<Arc<dyn HealthProbe>> = vec![
         Arc::new(PostgresProbe::new(pg.clone())),
         Arc::new(RedisProbe::new(redis_pool)),
@@ -220,7 +239,6 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
             Arc::clone(&clock),
         )),
     };
-    let coupons: Arc<dyn domain::coupon::CouponStore> = Arc::new(PgCouponStore::new(pg.clone()));
     let web = WebState {
         invest,
         metrics,
@@ -331,6 +349,39 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
             notice_time: config.notice_time,
         },
     })
+}
+
+/// The shared read cache named `name` (docs/caching.md), unless
+/// `APP_READ_CACHE_BOUND=off`.
+pub(crate) fn read_cache(
+    config: &Config,
+    pg: &postgres::Postgres,
+    redis: &redis::RedisPool,
+    keys: &RedisKeys,
+    name: &'static str,
+) -> Option<Arc<ReadCache>> {
+    config.read_cache_bound.map(|bound| {
+        Arc::new(ReadCache::new(
+            redis.clone(),
+            keys.clone(),
+            name,
+            bound,
+            pg.op_timeout(),
+        ))
+    })
+}
+
+/// The coupon store of every process (the service and `coupons import`,
+/// so that codes added by either invalidate the cached pool counts).
+pub(crate) fn coupon_store(
+    pg: &postgres::Postgres,
+    campaign_counts: Option<Arc<ReadCache>>,
+) -> Arc<dyn CouponStore> {
+    let store: Arc<dyn CouponStore> = Arc::new(PgCouponStore::new(pg.clone()));
+    match campaign_counts {
+        Some(cache) => Arc::new(CachedCoupons::new(store, cache)),
+        None => store,
+    }
 }
 
 fn pool_status(s: infra::PoolState) -> PoolStatus {

@@ -31,7 +31,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use domain::catalog::{CatalogStore, NewProduct, PatchRefused, Product, ProductId, ProductPatch};
 use domain::error::Unavailable;
-use domain::paging::{Page, PageRequest};
+use domain::paging::PageRequest;
 use futures_util::FutureExt as _;
 use tokio::sync::oneshot;
 
@@ -342,7 +342,8 @@ pub struct CoalescedCatalog {
     /// Product reads by id, of one product (a product page) or several (an
     /// order's pricing), combined into one query.
     by_id: Batcher<ProductId, Product>,
-    pages: Coalescer<(i64, i64), Page<Product>>,
+    pages: Coalescer<(i64, i64), Vec<Product>>,
+    counts: Coalescer<(), u64>,
 }
 
 impl std::fmt::Debug for CoalescedCatalog {
@@ -365,6 +366,7 @@ impl CoalescedCatalog {
                 },
             ),
             pages: Coalescer::new("postgres"),
+            counts: Coalescer::new("postgres"),
         }
     }
 
@@ -375,6 +377,7 @@ impl CoalescedCatalog {
         Self {
             by_id: self.by_id.within(patience),
             pages: self.pages.within(patience),
+            counts: self.counts.within(patience),
             ..self
         }
     }
@@ -404,12 +407,22 @@ impl CatalogStore for CoalescedCatalog {
         self.by_id.read(ids).await
     }
 
-    async fn list(&self, page: PageRequest) -> Result<Page<Product>, Unavailable> {
+    async fn count(&self) -> Result<u64, Unavailable> {
+        let inner = Arc::clone(&self.inner);
+        self.counts
+            .read((), move || {
+                let inner = Arc::clone(&inner);
+                async move { inner.count().await }
+            })
+            .await
+    }
+
+    async fn page(&self, page: PageRequest) -> Result<Vec<Product>, Unavailable> {
         let inner = Arc::clone(&self.inner);
         self.pages
             .read((page.offset(), page.limit()), move || {
                 let inner = Arc::clone(&inner);
-                async move { inner.list(page).await }
+                async move { inner.page(page).await }
             })
             .await
     }

@@ -12,6 +12,7 @@
 //! [`domain::error::Unavailable`].
 
 pub mod auth;
+pub mod cached;
 pub mod clock;
 pub mod coalesce;
 pub mod codes;

@@ -2,6 +2,8 @@
 //! with a token, and users who are provisioned by the trusted-gateway header
 //! on first sight (so 20,000 users cost no password hashing).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -51,9 +53,14 @@ enum Bodies {
 
 #[derive(Debug, Clone)]
 pub struct Api {
-    base: String,
+    /// One instance's base URL, or several: requests go to each in turn.
+    bases: Arc<[String]>,
+    next: Arc<AtomicUsize>,
     http: reqwest::Client,
-    admin: String,
+    /// The admin's token, replaced when it expires (a soak outlives it).
+    admin: Arc<std::sync::RwLock<String>>,
+    /// The admin's login id and password, to sign in again.
+    admin_credentials: Arc<(String, String)>,
     user_header: String,
     /// Sent as `X-Gateway-Secret` with each request that names its user in
     /// `user_header`.
@@ -62,7 +69,9 @@ pub struct Api {
 
 impl Api {
     /// A client keeping up to `connections` keep-alive connections open,
-    /// giving up on any request after `timeout`.
+    /// giving up on any request after `timeout`. `base` is one URL, or
+    /// several separated by commas (instances of one deployment, sent
+    /// requests in turn).
     ///
     /// # Errors
     /// When the admin cannot sign in.
@@ -85,20 +94,34 @@ impl Api {
             .connect_timeout(timeout.min(Duration::from_secs(2)))
             .timeout(timeout)
             .build()?;
-        let mut api = Self {
-            base: base.trim_end_matches('/').to_owned(),
+        let api = Self {
+            bases: base
+                .split(',')
+                .map(|b| b.trim().trim_end_matches('/').to_owned())
+                .filter(|b| !b.is_empty())
+                .collect(),
+            next: Arc::new(AtomicUsize::new(0)),
             http,
-            admin: String::new(),
+            admin: Arc::default(),
+            admin_credentials: Arc::new((admin_login.to_owned(), admin_password.to_owned())),
             user_header: user_header.to_owned(),
             gateway_secret: gateway_secret.to_owned(),
         };
-        let signed_in = api
+        anyhow::ensure!(!api.bases.is_empty(), "--base names no URL");
+        api.sign_in_admin().await?;
+        Ok(api)
+    }
+
+    /// Signs the admin in (again) and keeps the token.
+    async fn sign_in_admin(&self) -> anyhow::Result<()> {
+        let (login, password) = &*self.admin_credentials;
+        let signed_in = self
             .send(
                 reqwest::Method::POST,
                 "/api/v1/auth/signin",
                 None,
                 None,
-                Some(&json!({"loginId": admin_login, "password": admin_password})),
+                Some(&json!({"loginId": login, "password": password})),
                 Bodies::All,
             )
             .await
@@ -110,11 +133,15 @@ impl Api {
                 signed_in.status
             );
         }
-        api.admin = signed_in.body["token"]
+        let token = signed_in.body["token"]
             .as_str()
             .context("no token in the sign-in answer")?
             .to_owned();
-        Ok(api)
+        *self
+            .admin
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = token;
+        Ok(())
     }
 
     /// Checks that users can be provisioned through the gateway header.
@@ -165,7 +192,8 @@ impl Api {
         body: Option<&Value>,
         bodies: Bodies,
     ) -> Result<RawAnswer, reqwest::Error> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        let base = &self.bases[self.next.fetch_add(1, Ordering::Relaxed) % self.bases.len()];
+        let mut req = self.http.request(method, format!("{base}{path}"));
         if let Some((name, value)) = auth {
             req = req.header(name, value);
             if name.eq_ignore_ascii_case(&self.user_header) {
@@ -278,9 +306,38 @@ impl Api {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Answer> {
-        let bearer = format!("Bearer {}", self.admin);
-        let auth = Some(("authorization", bearer.as_str()));
-        self.send(method, path, auth, None, body, Bodies::All).await
+        let token = || {
+            self.admin
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        };
+        let bearer = format!("Bearer {}", token());
+        let answer = self
+            .send(
+                method.clone(),
+                path,
+                Some(("authorization", bearer.as_str())),
+                None,
+                body,
+                Bodies::All,
+            )
+            .await?;
+        if answer.status != 401 {
+            return Ok(answer);
+        }
+        // The token expired (APP_JWT_TTL, an hour by default): sign in again.
+        self.sign_in_admin().await?;
+        let bearer = format!("Bearer {}", token());
+        self.send(
+            method,
+            path,
+            Some(("authorization", bearer.as_str())),
+            None,
+            body,
+            Bodies::All,
+        )
+        .await
     }
 
     /// A request as the user `login` (provisioned on first sight).

@@ -33,6 +33,10 @@ enum Scenario {
     InvestRush,
     Orders,
     Catalog,
+    /// The catalogue's reads (products, popular, a campaign's counts)
+    /// spread over every `--base`, for the shared read cache; not part of
+    /// `all`.
+    Reads,
     #[value(name = "burst-100")]
     Burst100,
     All,
@@ -55,7 +59,8 @@ enum Scenario {
 #[command(about = "Load scenarios against a running service, with invariant checks")]
 struct Args {
     scenario: Scenario,
-    /// The service's base URL.
+    /// The service's base URL; several, separated by commas, are sent
+    /// requests in turn (instances of one deployment).
     #[arg(long, default_value = "http://127.0.0.1:8080", env = "LOADTEST_BASE")]
     base: String,
     /// Requests in flight at once (keep-alive connections); 256, but 1,024
@@ -274,6 +279,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             Scenario::InvestRush => scenarios::invest_rush(&ctx).await?,
             Scenario::Orders => scenarios::orders(&ctx).await?,
             Scenario::Catalog => scenarios::catalog(&ctx).await?,
+            Scenario::Reads => scenarios::reads(&ctx).await?,
             Scenario::Burst100 => scenarios::burst_100(&ctx).await?,
             Scenario::All | Scenario::Fault | Scenario::Overload | Scenario::Soak => {
                 unreachable!("expanded or run above")

@@ -192,6 +192,8 @@ impl Mix {
             if self.campaigns.read().await.len() < used + 3 {
                 if let Err(err) = self.add_campaign(&api, &run).await {
                     eprintln!("   creating a campaign: {err:#}");
+                    // Not in a tight loop: the next try after a pause.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 continue;
             }

@@ -452,6 +452,57 @@ pub async fn catalog(ctx: &Ctx) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// The catalogue's reads as a shop front makes them, spread over every
+/// `--base` (instances of one deployment): a page of products (with its
+/// `totalCount`), a product, the popular list and a campaign's counts, a
+/// quarter each. For measuring the shared read cache
+/// (`scripts/read-cache-bench.sh`); not part of `all`.
+pub async fn reads(ctx: &Ctx) -> anyhow::Result<Report> {
+    let product = ctx
+        .api
+        .create_product(&format!("front {}", ctx.run), 100, 10)
+        .await?;
+    let campaign = ctx
+        .api
+        .admin(
+            Method::POST,
+            "/api/v1/admin/coupon-campaigns",
+            Some(&json!({"name": format!("front {}", ctx.run), "discountType": "AMOUNT", "discountValue": 1_000, "validDays": 7})),
+        )
+        .await?;
+    let campaign = campaign.body["id"].as_i64().context("campaign id")?;
+    let generated = ctx
+        .api
+        .admin(
+            Method::POST,
+            &format!("/api/v1/admin/coupon-campaigns/{campaign}/codes"),
+            Some(&json!({"count": 100_000})),
+        )
+        .await?;
+    anyhow::ensure!(
+        generated.status < 300,
+        "generating codes: {}",
+        generated.body
+    );
+    let reader = ctx.users("rd", 1, None).await?.remove(0);
+    let api = Arc::clone(&ctx.api);
+    firing("reads");
+    let fired = fire(ctx.n(100_000), ctx.connections, move |i| {
+        let (api, reader) = (Arc::clone(&api), reader.clone());
+        let path = match i % 4 {
+            0 => format!("/api/v1/products?page={}&size=20", i % 5),
+            1 => format!("/api/v1/products/{product}"),
+            2 => "/api/v1/products/popular".to_owned(),
+            _ => format!("/api/v1/coupon-campaigns/{campaign}"),
+        };
+        async move { api.fire_user(Method::GET, &path, &reader, None, None).await }
+    })
+    .await;
+    let mut report = Report::new("reads", ctx.connections, &fired);
+    report.checks.push(only(&fired, &[(200, "")]));
+    Ok(report)
+}
+
 /// 100 simultaneous orders for a product with stock 100.
 pub async fn burst_100(ctx: &Ctx) -> anyhow::Result<Report> {
     let product = ctx

@@ -26,7 +26,7 @@ use actix_web::{App, HttpRequest, HttpResponse, web};
 
 pub use admission::{Admission, AdmissionLimits};
 pub use extract::{AuthContext, JsonLimit, ProxyHops};
-pub use metrics::{Metrics, MetricsApi, PoolStatus, PoolStatusFn};
+pub use metrics::{CacheCountsFn, Metrics, MetricsApi, PoolStatus, PoolStatusFn};
 pub use routes::catalog::CatalogApi;
 pub use routes::coupon::CouponApi;
 pub use routes::health::Readiness;

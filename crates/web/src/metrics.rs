@@ -61,6 +61,10 @@ pub struct Metrics {
     refusals_queued: IntGauge,
     requests_shed: IntCounterVec,
     admission_in_flight: IntGaugeVec,
+    read_cache: IntCounterVec,
+    /// Serialises bringing `read_cache` up to the caches' counts, so two
+    /// scrapes at once do not both add the same difference.
+    read_cache_sync: Arc<std::sync::Mutex<()>>,
 }
 
 /// A pool's state at one moment.
@@ -75,6 +79,10 @@ pub struct PoolStatus {
 /// Reads a pool's state; the composition root provides one per pool.
 pub type PoolStatusFn = Arc<dyn Fn() -> PoolStatus + Send + Sync>;
 
+/// How one shared read cache has answered since the process started, as
+/// `(outcome, count)` pairs; the composition root provides one per cache.
+pub type CacheCountsFn = Arc<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
+
 /// What `GET /metrics` samples besides the counters.
 #[derive(Clone)]
 pub struct MetricsApi {
@@ -84,6 +92,8 @@ pub struct MetricsApi {
     pub relays: Vec<Arc<RelayOutbox>>,
     /// Reads how many gate refusals wait to be written to Postgres.
     pub refusals_queued: Arc<dyn Fn() -> usize + Send + Sync>,
+    /// The shared read caches, by name (none when the cache is off).
+    pub caches: Vec<(&'static str, CacheCountsFn)>,
 }
 
 impl std::fmt::Debug for MetricsApi {
@@ -239,6 +249,14 @@ impl Metrics {
             refusals_queued,
             requests_shed,
             admission_in_flight,
+            read_cache: counter_vec(
+                &registry,
+                "read_cache_reads_total",
+                "Reads through the shared cache, by cache and outcome (hit, stale, load, \
+                 waited, bypassed: Redis failed and the database answered)",
+                &["cache", "outcome"],
+            ),
+            read_cache_sync: Arc::default(),
             registry,
         }
     }
@@ -293,6 +311,18 @@ impl Metrics {
             self.admission_in_flight
                 .with_label_values(&[family.name()])
                 .set(i64::try_from(admission.in_flight(family)).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Brings a cache's counters up to the counts it reports.
+    fn set_cache(&self, cache: &str, counts: &[(&'static str, u64)]) {
+        let _one_at_a_time = self
+            .read_cache_sync
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (outcome, count) in counts {
+            let counter = self.read_cache.with_label_values(&[cache, outcome]);
+            counter.inc_by(count.saturating_sub(counter.get()));
         }
     }
 
@@ -355,6 +385,9 @@ async fn scrape(
     }
     for (name, status) in &api.pools {
         api.metrics.set_pool(name, status());
+    }
+    for (name, counts) in &api.caches {
+        api.metrics.set_cache(name, &counts());
     }
     let queued = (api.refusals_queued)();
     api.metrics

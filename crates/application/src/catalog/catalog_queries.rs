@@ -29,10 +29,20 @@ impl CatalogQueries {
         self.store.get(id).await?.ok_or(ProductError::NotFound(id))
     }
 
+    /// A page of products by id, with how many there are in all (two
+    /// reads, as two statements were before: the count may be a moment
+    /// older than the page, by up to the shared cache's bound).
+    ///
     /// # Errors
     /// [`Unavailable`] when the store fails.
     pub async fn list(&self, page: PageRequest) -> Result<Page<Product>, Unavailable> {
-        self.store.list(page).await
+        let total_count = self.store.count().await?;
+        let items = self.store.page(page).await?;
+        Ok(Page {
+            items,
+            request: page,
+            total_count,
+        })
     }
 }
 

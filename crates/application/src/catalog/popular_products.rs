@@ -1,6 +1,9 @@
 //! Popular products: the ranking from the event consumer (Redis), or from
 //! Postgres when Redis is down, joined with the catalogue and cached for a
 //! second so a busy front page costs one ranking read per second per instance.
+//! One caller refills it while the others wait for its answer: with Redis
+//! down, the refill is Postgres adding up 72 hours of orders, which a
+//! front page's callers must not all start at once.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +18,9 @@ pub struct PopularProducts {
     fallback: Arc<dyn SalesRanking>,
     catalog: Arc<dyn CatalogStore>,
     cache: Mutex<Option<(Instant, Vec<PopularProduct>)>>,
+    refill: futures_util::lock::Mutex<()>,
+    /// When the last refill failed, and which service failed it.
+    failed: Mutex<Option<(Instant, &'static str)>>,
 }
 
 impl std::fmt::Debug for PopularProducts {
@@ -34,6 +40,8 @@ impl PopularProducts {
             fallback,
             catalog,
             cache: Mutex::new(None),
+            refill: futures_util::lock::Mutex::new(()),
+            failed: Mutex::new(None),
         }
     }
 
@@ -42,12 +50,34 @@ impl PopularProducts {
     /// # Errors
     /// [`Unavailable`] when both rankings (or the catalogue) fail.
     pub async fn get(&self) -> Result<Vec<PopularProduct>, Unavailable> {
-        if let Ok(cache) = self.cache.lock()
-            && let Some((at, top)) = cache.as_ref()
-            && at.elapsed() < CACHE_TTL
-        {
-            return Ok(top.clone());
+        if let Some(top) = self.cached() {
+            return Ok(top);
         }
+        let arrived = Instant::now();
+        let _refilling = self.refill.lock().await;
+        // Refilled by the caller this one waited for.
+        if let Some(top) = self.cached() {
+            return Ok(top);
+        }
+        // Or that refill failed: its answer is this one's too, rather than
+        // every waiter trying the failing dependency again in turn.
+        if let Ok(failed) = self.failed.lock()
+            && let Some((at, service)) = *failed
+            && at > arrived
+        {
+            return Err(Unavailable::new(
+                service,
+                "the popular-products refill this read waited for failed",
+            ));
+        }
+        let refilled = self.refill().await;
+        if let (Err(err), Ok(mut failed)) = (&refilled, self.failed.lock()) {
+            *failed = Some((Instant::now(), err.service()));
+        }
+        refilled
+    }
+
+    async fn refill(&self) -> Result<Vec<PopularProduct>, Unavailable> {
         let sales = match self.ranking.top(POPULAR_LIMIT).await {
             Ok(sales) => sales,
             Err(err) => {
@@ -71,6 +101,12 @@ impl PopularProducts {
             *cache = Some((Instant::now(), top.clone()));
         }
         Ok(top)
+    }
+
+    fn cached(&self) -> Option<Vec<PopularProduct>> {
+        let cache = self.cache.lock().ok()?;
+        let (at, top) = cache.as_ref()?;
+        (at.elapsed() < CACHE_TTL).then(|| top.clone())
     }
 }
 
@@ -129,6 +165,87 @@ mod tests {
         assert_eq!(ids, [2, 1]);
         assert_eq!(first[0].sold, 5);
         assert_eq!(cached, first);
+    }
+
+    /// Postgres adding up the orders: slow, and counting its calls.
+    #[derive(Default)]
+    struct SlowRanking {
+        calls: std::sync::atomic::AtomicUsize,
+        fails: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl SalesRanking for SlowRanking {
+        async fn top(&self, _limit: usize) -> Result<Vec<ProductSales>, Unavailable> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if self.fails {
+                return Err(Unavailable::new("postgres", "statement timeout"));
+            }
+            Ok(sales(&[(3, 9)]))
+        }
+    }
+
+    #[tokio::test]
+    async fn simultaneous_misses_share_one_refill() {
+        let mut ranking = MockSalesRanking::new();
+        ranking
+            .expect_top()
+            .returning(|_| Err(Unavailable::new("redis", "down")));
+        let fallback = Arc::new(SlowRanking::default());
+        let popular = PopularProducts::new(
+            Arc::new(ranking),
+            Arc::clone(&fallback) as Arc<dyn SalesRanking>,
+            Arc::new(catalog()),
+        );
+
+        let answers = futures_util::future::join_all((0..20).map(|_| popular.get())).await;
+
+        for answer in answers {
+            let top = answer.expect("ranked");
+            assert_eq!(
+                top.iter().map(|p| p.product.id.get()).collect::<Vec<_>>(),
+                [3]
+            );
+        }
+        assert_eq!(
+            fallback.calls.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one refill for twenty simultaneous misses"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_refill_answers_everyone_who_waited_for_it() {
+        let mut ranking = MockSalesRanking::new();
+        ranking
+            .expect_top()
+            .returning(|_| Err(Unavailable::new("redis", "down")));
+        let fallback = Arc::new(SlowRanking {
+            fails: true,
+            ..SlowRanking::default()
+        });
+        let popular = PopularProducts::new(
+            Arc::new(ranking),
+            Arc::clone(&fallback) as Arc<dyn SalesRanking>,
+            Arc::new(catalog()),
+        );
+
+        let answers = futures_util::future::join_all((0..20).map(|_| popular.get())).await;
+
+        assert!(
+            answers
+                .iter()
+                .all(|a| a.as_ref().is_err_and(|e| e.service() == "postgres"))
+        );
+        assert_eq!(
+            fallback.calls.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the waiters share the failure instead of queueing to repeat it"
+        );
+        // A later read tries again.
+        assert!(popular.get().await.is_err());
+        assert_eq!(fallback.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

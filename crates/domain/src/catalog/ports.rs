@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::models::{NewProduct, PatchRefused, Product, ProductId, ProductPatch};
 use crate::error::Unavailable;
-use crate::paging::{Page, PageRequest};
+use crate::paging::PageRequest;
 
 /// Products.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
@@ -35,9 +35,15 @@ pub trait CatalogStore: Send + Sync {
     /// [`Unavailable`] when the store fails.
     async fn get_many(&self, ids: &[ProductId]) -> Result<Vec<Product>, Unavailable>;
 
-    /// Products ordered by id.
+    /// How many products there are.
     ///
     /// # Errors
     /// [`Unavailable`] when the store fails.
-    async fn list(&self, page: PageRequest) -> Result<Page<Product>, Unavailable>;
+    async fn count(&self) -> Result<u64, Unavailable>;
+
+    /// One page of the products ordered by id.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when the store fails.
+    async fn page(&self, page: PageRequest) -> Result<Vec<Product>, Unavailable>;
 }

@@ -11,9 +11,8 @@ use domain::catalog::{
 };
 use domain::error::Unavailable;
 use domain::money::Points;
-use domain::paging::{Page, PageRequest};
+use domain::paging::PageRequest;
 
-use super::paging::page_of;
 use super::schema::products;
 use super::{Postgres, unavailable};
 
@@ -206,7 +205,7 @@ impl CatalogStore for PgCatalogStore {
             .await
     }
 
-    async fn list(&self, page: PageRequest) -> Result<Page<Product>, Unavailable> {
+    async fn count(&self) -> Result<u64, Unavailable> {
         self.db
             .timed(async {
                 let mut conn = self.db.conn().await?;
@@ -215,15 +214,26 @@ impl CatalogStore for PgCatalogStore {
                     .get_result(&mut *conn)
                     .await
                     .map_err(unavailable)?;
-                let rows = products::table
+                Ok(u64::try_from(total).unwrap_or(0))
+            })
+            .await
+    }
+
+    async fn page(&self, page: PageRequest) -> Result<Vec<Product>, Unavailable> {
+        self.db
+            .timed(async {
+                let mut conn = self.db.conn().await?;
+                products::table
                     .order(products::id.asc())
                     .offset(page.offset())
                     .limit(page.limit())
                     .select((ProductRow::as_select(), version()))
                     .load(&mut *conn)
                     .await
-                    .map_err(unavailable)?;
-                page_of(rows, ProductRow::into_product, page, total)
+                    .map_err(unavailable)?
+                    .into_iter()
+                    .map(ProductRow::into_product)
+                    .collect()
             })
             .await
     }
