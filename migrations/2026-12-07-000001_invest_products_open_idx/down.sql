@@ -1,0 +1,1 @@
+DROP INDEX invest_products_open_idx;
