@@ -111,14 +111,17 @@ async fn a_get_on_a_hung_redis_takes_the_timeout_at_most_whatever_it_has_to_chec
     drop(conns);
 
     proxy.stall();
-    // A command times out: every idle connection is now checked on its next get.
-    let mut conn = pool.get().await.expect("no check yet: handed out at once");
-    let err = redis::cmd("PING")
-        .query_async::<String>(&mut conn)
-        .await
-        .expect_err("a hung Redis does not answer");
-    assert!(err.is_timeout(), "{err}");
-    drop(conn);
+    // A command times out: every idle connection is now checked on its next
+    // get. (Failures are noted process-wide, so when another test of this
+    // binary has just seen a dead Redis, the checks have begun already and
+    // this first get fails its check instead: the same state either way.)
+    if let Ok(mut conn) = pool.get().await {
+        let err = redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .expect_err("a hung Redis does not answer");
+        assert!(err.is_timeout(), "{err}");
+    }
 
     let started = Instant::now();
     let got = pool.get().await;
