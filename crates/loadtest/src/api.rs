@@ -3,7 +3,6 @@
 //! on first sight (so 20,000 users cost no password hashing).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -53,9 +52,9 @@ enum Bodies {
 
 #[derive(Debug, Clone)]
 pub struct Api {
-    /// One instance's base URL, or several: requests go to each in turn.
+    /// One instance's base URL, or several: each request goes to one of
+    /// them at random.
     bases: Arc<[String]>,
-    next: Arc<AtomicUsize>,
     http: reqwest::Client,
     /// The admin's token, replaced when it expires (a soak outlives it).
     admin: Arc<std::sync::RwLock<String>>,
@@ -70,8 +69,8 @@ pub struct Api {
 impl Api {
     /// A client keeping up to `connections` keep-alive connections open,
     /// giving up on any request after `timeout`. `base` is one URL, or
-    /// several separated by commas (instances of one deployment, sent
-    /// requests in turn).
+    /// several separated by commas (instances of one deployment, each
+    /// request sent to one of them at random).
     ///
     /// # Errors
     /// When the admin cannot sign in.
@@ -100,7 +99,6 @@ impl Api {
                 .map(|b| b.trim().trim_end_matches('/').to_owned())
                 .filter(|b| !b.is_empty())
                 .collect(),
-            next: Arc::new(AtomicUsize::new(0)),
             http,
             admin: Arc::default(),
             admin_credentials: Arc::new((admin_login.to_owned(), admin_password.to_owned())),
@@ -192,7 +190,9 @@ impl Api {
         body: Option<&Value>,
         bodies: Bodies,
     ) -> Result<RawAnswer, reqwest::Error> {
-        let base = &self.bases[self.next.fetch_add(1, Ordering::Relaxed) % self.bases.len()];
+        // At random, not in turn: a scenario that cycles through kinds of
+        // request would otherwise send each kind to one instance.
+        let base = &self.bases[rand::random_range(0..self.bases.len())];
         let mut req = self.http.request(method, format!("{base}{path}"));
         if let Some((name, value)) = auth {
             req = req.header(name, value);

@@ -59,8 +59,8 @@ enum Scenario {
 #[command(about = "Load scenarios against a running service, with invariant checks")]
 struct Args {
     scenario: Scenario,
-    /// The service's base URL; several, separated by commas, are sent
-    /// requests in turn (instances of one deployment).
+    /// The service's base URL; several, separated by commas, are each sent
+    /// a share of the requests at random (instances of one deployment).
     #[arg(long, default_value = "http://127.0.0.1:8080", env = "LOADTEST_BASE")]
     base: String,
     /// Requests in flight at once (keep-alive connections); 256, but 1,024
