@@ -361,13 +361,11 @@ pub(crate) fn read_cache(
     name: &'static str,
 ) -> Option<Arc<ReadCache>> {
     config.read_cache_bound.map(|bound| {
-        Arc::new(ReadCache::new(
-            redis.clone(),
-            keys.clone(),
-            name,
-            bound,
-            pg.op_timeout(),
-        ))
+        Arc::new(
+            ReadCache::new(redis.clone(), keys.clone(), name, bound, pg.op_timeout())
+                // 250 ms at the default 2 s.
+                .with_redis_wait(config.dependency_timeout / 8),
+        )
     })
 }
 

@@ -30,7 +30,7 @@ pub use lock::{Lease, RedisLock, credentials_of, forge_release_of, release_as};
 pub use pool::{Connection as RedisConnection, RedisPool};
 pub use ranking::RedisSalesRanking;
 pub use rate_limit::{LocalRateLimiter, RedisRateLimiter};
-pub use read_cache::{ReadCache, ReadCacheCounts};
+pub use read_cache::{REDIS_WAIT as READ_CACHE_REDIS_WAIT, ReadCache, ReadCacheCounts};
 pub use refusals::{REFUSAL_QUEUE, RedisRefusals, RefusalWriter, write_behind};
 pub use stock_gate::RedisStockGate;
 pub use stream::{ORDER_EVENTS, RedisEventStream, StreamEntry};
