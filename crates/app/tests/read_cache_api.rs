@@ -40,6 +40,17 @@ async fn add_codes(app: &TestApp, admin: &str, id: i64, codes: i64) {
     assert_eq!(generated.status, 201, "{}", generated.text);
 }
 
+async fn issue(app: &TestApp, id: i64, user: &str) {
+    let issued = app
+        .post(
+            &format!("/api/v1/coupon-campaigns/{id}/issue"),
+            &json!({}),
+            Some(user),
+        )
+        .await;
+    assert_eq!(issued.status, 201, "{}", issued.text);
+}
+
 /// `(totalCodes, issuedCount, remainingCount)` as the instance at `base` answers.
 async fn counts(http: &reqwest::Client, base: &str, id: i64, token: &str) -> (i64, i64, i64) {
     let reply = http
@@ -136,6 +147,44 @@ async fn codes_added_through_one_instance_show_on_the_next_view_on_the_other() {
     assert_eq!(counts(&app.http, &app.base, id, &admin).await, (15, 0, 15));
 }
 
+/// A products page's `totalCount` as the instance at `base` answers.
+async fn product_total(http: &reqwest::Client, base: &str, token: &str) -> i64 {
+    let reply = http
+        .get(format!("{base}/api/v1/products?page=0&size=1"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(reply.status(), 200);
+    let body: Value = reply.json().await.expect("json");
+    body["totalCount"].as_i64().expect("totalCount")
+}
+
+#[tokio::test]
+async fn a_product_created_through_one_instance_counts_on_the_next_page_of_the_other() {
+    let mut options = Options::headroom();
+    options
+        .extra
+        .push(("APP_READ_CACHE_BOUND".into(), "1m".into()));
+    let app = TestApp::spawn_with(options).await;
+    let sibling = app.spawn_sibling().await;
+    let admin = app.admin_token().await;
+    app.create_product("first", 100, 1).await;
+
+    assert_eq!(product_total(&app.http, &sibling.base, &admin).await, 1);
+    assert_eq!(product_total(&app.http, &sibling.base, &admin).await, 1);
+    assert_eq!(
+        cache_reads(&app.http, &sibling.base, "product_count", "hit").await,
+        1,
+        "the count came from the cache"
+    );
+
+    app.create_product("second", 100, 1).await;
+
+    assert_eq!(product_total(&app.http, &sibling.base, &admin).await, 2);
+    assert_eq!(product_total(&app.http, &app.base, &admin).await, 2);
+}
+
 #[tokio::test]
 async fn an_issue_shows_in_the_view_once_the_bound_has_passed() {
     let bound = Duration::from_millis(500);
@@ -149,14 +198,7 @@ async fn an_issue_shows_in_the_view_once_the_bound_has_passed() {
     let user = app.sign_up("early-bird").await;
     assert_eq!(counts(&app.http, &app.base, id, &admin).await, (10, 0, 10));
 
-    let issued = app
-        .post(
-            &format!("/api/v1/coupon-campaigns/{id}/issue"),
-            &json!({}),
-            Some(&user),
-        )
-        .await;
-    assert_eq!(issued.status, 201, "{}", issued.text);
+    issue(&app, id, &user).await;
     // Within the bound the view may still say 0 issued (docs/caching.md);
     // once the bound has passed since the issue answered, it may not.
     let right_after = counts(&app.http, &app.base, id, &admin).await;
@@ -184,14 +226,7 @@ async fn with_redis_unreachable_views_come_from_postgres_and_are_exact() {
     redis.cut();
 
     assert_eq!(counts(&app.http, &app.base, id, &admin).await, (10, 0, 10));
-    let issued = app
-        .post(
-            &format!("/api/v1/coupon-campaigns/{id}/issue"),
-            &json!({}),
-            Some(&user),
-        )
-        .await;
-    assert_eq!(issued.status, 201, "{}", issued.text);
+    issue(&app, id, &user).await;
     // No cache to lag behind: the next view counts the issue.
     assert_eq!(counts(&app.http, &app.base, id, &admin).await, (10, 1, 9));
     assert_eq!(
@@ -211,14 +246,7 @@ async fn with_the_cache_off_every_view_counts_the_pool() {
     let id = campaign_with_codes(&app, &admin, 10).await;
     let user = app.sign_up("uncached").await;
     assert_eq!(counts(&app.http, &app.base, id, &admin).await, (10, 0, 10));
-    let issued = app
-        .post(
-            &format!("/api/v1/coupon-campaigns/{id}/issue"),
-            &json!({}),
-            Some(&user),
-        )
-        .await;
-    assert_eq!(issued.status, 201, "{}", issued.text);
+    issue(&app, id, &user).await;
 
     assert_eq!(counts(&app.http, &app.base, id, &admin).await, (10, 1, 9));
     let metrics = app.get("/metrics", None).await.text;

@@ -163,6 +163,9 @@ pub(super) async fn create(
 }
 
 /// A campaign and its pool
+///
+/// The counts may lag the latest issues by up to the service's read-cache
+/// bound (`APP_READ_CACHE_BOUND`, 1 s by default); codes added show at once.
 #[utoipa::path(
     get,
     path = "/api/v1/coupon-campaigns/{id}",
