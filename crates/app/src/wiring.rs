@@ -117,13 +117,14 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Components> {
         config.idempotency_retention,
     ));
 
-    // A gate's refusals: recorded in Redis, written to Postgres behind.
+    // A gate's refusals: recorded in Redis, landed in Postgres in batches.
     let (refusals, refusal_writer) = redis::write_behind(
         redis_pool.clone(),
         keys.clone(),
         idempotency.clone(),
         config.idempotency_retention,
         redis::REFUSAL_QUEUE,
+        config.dependency_timeout,
     );
     let fast_refusals: Arc<dyn FastRefusals> = Arc::new(refusals.clone());
     // Sign-ins count in Redis (one budget for all instances); attempts count

@@ -167,6 +167,43 @@ async fn a_retry_of_a_refusal_only_redis_holds_is_answered_from_it_after_a_resto
 }
 
 #[tokio::test]
+async fn a_paid_order_retried_after_redis_lost_its_data_is_replayed_though_sold_out() {
+    // Redis knows nothing of the key any more (restarted without
+    // persistence, or the gate's mark lapsed): the rebuilt counter says
+    // sold out, the gate refuses and records, and Postgres' record of the
+    // order answers.
+    let app = TestApp::spawn().await;
+    let token = app.sign_up("winner").await;
+    let item = app.create_product("Last one", 1_000, 1).await;
+    app.charge(&token, 10_000).await;
+    let paid = app
+        .post_idempotent(ORDERS, "winner", &one_of(item, 1), &token)
+        .await;
+    assert_eq!(paid.status, 201, "{}", paid.text);
+
+    app.redis.lose_everything().await;
+    let retried = app
+        .post_idempotent(ORDERS, "winner", &one_of(item, 1), &token)
+        .await;
+    let reused = app
+        .post_idempotent(ORDERS, "winner", &one_of(item, 2), &token)
+        .await;
+
+    assert_eq!(
+        (retried.status, retried.text.as_str()),
+        (201, paid.text.as_str()),
+        "the order, not OUT_OF_STOCK"
+    );
+    assert_eq!(retried.header("idempotent-replayed"), Some("true"));
+    reused.assert_problem(422, "IDEMPOTENCY_KEY_REUSED");
+    assert!(
+        !recorded_in_redis(&app, &token, "winner").await,
+        "no refusal stays recorded under a paid key"
+    );
+    assert_eq!(app.scalar("SELECT count(*) AS n FROM orders").await, 1);
+}
+
+#[tokio::test]
 async fn a_refused_investment_is_replayed_and_reaches_postgres() {
     let app = TestApp::spawn().await;
     let admin = app.admin_token().await;

@@ -25,6 +25,9 @@ use testkit::{TestDb, TestRedis};
 use tokio::sync::watch;
 
 const DAY: Duration = Duration::from_secs(86_400);
+/// How long a refusal waits for its batch here: where no writer runs, its
+/// Redis record answers after this.
+const WAIT: Duration = Duration::from_millis(300);
 const USER: UserId = UserId::new(7);
 
 struct Fixture {
@@ -64,13 +67,23 @@ impl Fixture {
     }
 
     fn write_behind(&self, capacity: usize) -> (RedisRefusals, RefusalWriter) {
-        write_behind(
-            self.pool.clone(),
-            self.keys(),
-            PgIdempotencyStore::new(self.pg.clone(), DAY),
-            DAY,
-            capacity,
-        )
+        self.write_behind_to(PgIdempotencyStore::new(self.pg.clone(), DAY), WAIT)
+            .with_capacity(capacity)
+    }
+
+    fn write_behind_to(&self, store: PgIdempotencyStore, wait: Duration) -> WriteBehind {
+        WriteBehind {
+            pool: self.pool.clone(),
+            keys: self.keys(),
+            store,
+            wait,
+        }
+    }
+
+    /// The fast path with its writer running, and the writer's stop.
+    fn running(&self) -> (RedisRefusals, Running) {
+        let (refusals, writer) = self.write_behind(16);
+        (refusals, Running::start(writer))
     }
 
     async fn in_redis(&self, key: &str) -> bool {
@@ -126,6 +139,42 @@ async fn refuse(refusals: &RedisRefusals, raw: &str, fp: &str, body: &str) -> Id
         .expect("recorded")
 }
 
+struct WriteBehind {
+    pool: RedisPool,
+    keys: RedisKeys,
+    store: PgIdempotencyStore,
+    wait: Duration,
+}
+
+impl WriteBehind {
+    fn with_capacity(self, capacity: usize) -> (RedisRefusals, RefusalWriter) {
+        write_behind(self.pool, self.keys, self.store, DAY, capacity, self.wait)
+    }
+}
+
+/// A writer running in the background.
+struct Running {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn start(writer: RefusalWriter) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(writer.run(stopped));
+        Self { stop, task }
+    }
+
+    /// Stops the writer once it has written what is queued.
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("the writer stops")
+            .expect("the writer does not panic");
+    }
+}
+
 /// Runs the writer until it has written everything queued and stopped.
 async fn flush(writer: RefusalWriter) {
     let (_stop, stopped) = watch::channel(true);
@@ -156,41 +205,134 @@ async fn a_key_is_recorded_once_then_replayed_or_refused_as_reused() {
     assert_eq!(refusals.queued(), 1, "queued once");
 }
 
-#[tokio::test]
-async fn the_writer_writes_what_is_queued_and_a_key_postgres_has_keeps_its_record() {
-    let f = fixture().await;
+/// Stores a record of `key`'s effect, as a paid order or investment leaves
+/// it: `fp`, 201, `{}`; `age` old.
+async fn effect_in_postgres(f: &Fixture, key: &str, fp: &str, age: &str) {
     let mut conn = f.db.connect().await;
     diesel::sql_query(format!(
         "INSERT INTO idempotency_keys (user_id, key, fingerprint, response_status, \
-             response_content_type, response_body) \
-         VALUES ({}, 'taken', 'other', 201, 'application/json', '\\x7b7d')",
+             response_content_type, response_body, created_at) \
+         VALUES ({}, '{key}', '{fp}', 201, 'application/json', '\\x7b7d', \
+                 now() - interval '{age}')",
         USER.get()
     ))
     .execute(&mut conn)
     .await
     .expect("a record of the key's effect");
-    let (refusals, writer) = f.write_behind(16);
-    for raw in ["a", "b", "taken"] {
-        refuse(&refusals, raw, "f", "{}").await;
+}
+
+fn paid() -> StoredResponse {
+    StoredResponse {
+        status: 201,
+        content_type: "application/json".into(),
+        body: b"{}".to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_is_answered_once_postgres_holds_it() {
+    let f = fixture().await;
+    let (refusals, writer) = f.running();
+
+    for raw in ["a", "b"] {
+        assert_eq!(
+            refuse(&refusals, raw, "f", "{}").await,
+            IdempotentOutcome::Executed(sold_out("{}"))
+        );
+        assert_eq!(
+            f.in_postgres(raw).await,
+            409,
+            "in Postgres before the answer"
+        );
     }
 
-    flush(writer).await;
+    assert!(f.in_redis("a").await && f.in_redis("b").await);
+    assert_eq!(refusals.queued(), 0);
+    writer.stop().await;
+}
+
+#[tokio::test]
+async fn a_refusal_of_a_key_postgres_has_an_effect_of_is_answered_by_that_effect() {
+    // A paid order's key, retried once its gate mark has lapsed (or Redis
+    // lost its data) and the product has sold out: Redis knows nothing of
+    // the key, so the gate refuses and records; Postgres' record answers.
+    let f = fixture().await;
+    effect_in_postgres(&f, "paid", "f", "1 minute").await;
+    effect_in_postgres(&f, "other", "other", "1 minute").await;
+    let (refusals, writer) = f.running();
+
+    let retried = refuse(&refusals, "paid", "f", "{}").await;
+    let reused = refuse(&refusals, "other", "f", "{}").await;
 
     assert_eq!(
-        (f.in_postgres("a").await, f.in_postgres("b").await),
-        (409, 409)
+        retried,
+        IdempotentOutcome::Replayed(paid()),
+        "the same request: its effect's answer"
+    );
+    assert_eq!(reused, IdempotentOutcome::KeyReused, "another request");
+    assert_eq!(
+        (f.in_postgres("paid").await, f.in_postgres("other").await),
+        (201, 201),
+        "the effects' records stay"
+    );
+    assert!(
+        !f.in_redis("paid").await && !f.in_redis("other").await,
+        "their Redis records are dropped, so Postgres answers the keys"
     );
     assert_eq!(
-        f.in_postgres("taken").await,
-        201,
-        "the effect's record stays"
+        refuse(&refusals, "paid", "f", "{}").await,
+        IdempotentOutcome::Replayed(paid()),
+        "and again"
     );
-    assert!(f.in_redis("a").await && f.in_redis("b").await);
-    assert!(
-        !f.in_redis("taken").await,
-        "its Redis record is dropped, so Postgres answers the key"
+    writer.stop().await;
+}
+
+#[tokio::test]
+async fn a_refusal_replaces_a_record_past_the_retention() {
+    let f = fixture().await;
+    effect_in_postgres(&f, "old", "other", "2 days").await;
+    let (refusals, writer) = f.running();
+
+    let refused = refuse(&refusals, "old", "f", "{}").await;
+
+    assert_eq!(refused, IdempotentOutcome::Executed(sold_out("{}")));
+    assert_eq!(f.in_postgres("old").await, 409, "the refusal replaced it");
+    assert!(f.in_redis("old").await);
+    writer.stop().await;
+}
+
+#[tokio::test]
+async fn a_refusal_does_not_wait_for_a_postgres_that_fails() {
+    let f = fixture().await;
+    let down = connect_pool(&PgPoolSettings {
+        url: "postgres://nobody@127.0.0.1:1/none".into(),
+        max_size: 1,
+        timeout: Duration::from_millis(200),
+        statement_timeout: Duration::from_secs(1),
+    })
+    .expect("a pool is made without connecting");
+    // A wait far past the test's own bound: only Postgres' failure ends it.
+    let (refusals, writer) = f
+        .write_behind_to(PgIdempotencyStore::new(down, DAY), Duration::from_secs(600))
+        .with_capacity(16);
+    let writer = Running::start(writer);
+
+    for raw in ["first", "second"] {
+        let refused =
+            tokio::time::timeout(Duration::from_secs(30), refuse(&refusals, raw, "f", "{}"))
+                .await
+                .expect("answered while Postgres fails");
+        assert_eq!(refused, IdempotentOutcome::Executed(sold_out("{}")));
+        assert!(
+            f.in_redis(raw).await,
+            "its Redis record answers its retries"
+        );
+    }
+    assert_eq!(
+        refuse(&refusals, "first", "f", "{}").await,
+        IdempotentOutcome::Replayed(sold_out("{}"))
     );
-    assert_eq!(refusals.queued(), 0);
+    drop(writer);
 }
 
 #[tokio::test]

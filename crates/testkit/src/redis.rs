@@ -27,6 +27,24 @@ impl TestRedis {
         format!("redis://{addr}")
     }
 
+    /// Deletes every key of this namespace, as a Redis restarted without
+    /// persistence has lost them.
+    pub async fn lose_everything(&self) {
+        let mut conn = self.connect().await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .expect("listing the namespace's keys");
+        for chunk in keys.chunks(500) {
+            let () = redis::cmd("DEL")
+                .arg(chunk)
+                .query_async(&mut conn)
+                .await
+                .expect("deleting the namespace's keys");
+        }
+    }
+
     /// A direct connection for assertions on the keys.
     pub async fn connect(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url.as_str())

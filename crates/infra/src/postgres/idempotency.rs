@@ -375,6 +375,10 @@ async fn finish<T, E>(
 /// key, a transaction that tries it answers "in progress". A row whose key
 /// has this very record already (written through by a retry, `same`; the
 /// statement's snapshot does not see its own inserts) is done, not kept.
+/// `same` reads the statement's snapshot, taken before the key's lock was
+/// tried: a record committed in between conflicts with the insert yet is
+/// not seen there, so a row that is neither written nor `same` is only a
+/// candidate, settled by a statement of its own (`RefusalsWritten::kept`).
 const WRITE_REFUSALS: &str = "WITH t AS MATERIALIZED ( \
          SELECT u.*, pg_try_advisory_xact_lock(hashtextextended(u.lock_name, 0)) AS free \
            FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[], $5::text[], $6::bytea[], \
@@ -411,16 +415,19 @@ struct WrittenKey {
     same: bool,
 }
 
-/// What became of refusals written behind.
+/// What became of refusals written behind: the (user, key) of the rows
+/// not written. Every other row's key holds that very row now.
 #[derive(Default)]
 pub(crate) struct RefusalsWritten {
-    /// The (user, key) of rows not written because the key had another
-    /// record already (the effect of a retry decided while the refusal
-    /// waited, or an expired record not yet purged), which keeps it.
+    /// Not written because the key had a record already that did not look
+    /// like the row to the statement (the effect of a retry decided while
+    /// the refusal waited, an expired record not yet purged, or the same
+    /// row committed by a retry after the statement's snapshot was taken):
+    /// each is settled by [`refuse`], which sees the latest record.
     pub kept: Vec<(i64, String)>,
-    /// Rows not written because a running transaction held the key: to be
+    /// Not written because a running transaction held the key: to be
     /// written again once it ends.
-    pub busy: Vec<AnswerRow>,
+    pub busy: Vec<(i64, String)>,
 }
 
 /// Writes refusals recorded at the fast path, one statement for them all,
@@ -433,23 +440,16 @@ pub(crate) async fn write_refusals(
         .iter()
         .map(|r| lock_name_of(r.user_id, &r.key))
         .collect();
-    let mut pending: std::collections::HashMap<(i64, String), AnswerRow> = rows
-        .iter()
-        .map(|r| ((r.user_id, r.key.clone()), r.clone()))
-        .collect();
     let outcomes: Vec<WrittenKey> = AnswerRow::bind_all(rows, prepared(WRITE_REFUSALS))
         .bind::<diesel::sql_types::Array<Text>, _>(names)
         .load(conn)
         .await?;
     let mut done = RefusalsWritten::default();
     for o in outcomes {
-        let id = (o.user_id, o.key);
         if !o.free {
-            if let Some(row) = pending.remove(&id) {
-                done.busy.push(row);
-            }
+            done.busy.push((o.user_id, o.key));
         } else if !o.written && !o.same {
-            done.kept.push(id);
+            done.kept.push((o.user_id, o.key));
         }
     }
     Ok(done)

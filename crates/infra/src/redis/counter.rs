@@ -379,10 +379,16 @@ impl Counters {
                 (2, _) => return Ok(Admission::Repeated),
                 (0, Some(index)) => return Ok(Admission::Refused(Short { index, left })),
                 (4, Some(index)) => {
-                    if let Some(recording) = recording.take() {
-                        recording.recorded(index);
-                    }
-                    return Ok(Admission::Answered(Short { index, left }));
+                    let other = match recording.take() {
+                        Some(recording) => recording.recorded(index).await,
+                        None => None,
+                    };
+                    // The key had a record in Postgres (a paid order whose
+                    // mark lapsed, say): that record answers.
+                    return Ok(match other {
+                        Some(record) => Admission::Recorded(record),
+                        None => Admission::Answered(Short { index, left }),
+                    });
                 }
                 (-1, Some(index)) => match rebuild(index).await? {
                     Rebuilt::Ready => {}
@@ -523,8 +529,9 @@ impl Counters {
         Ok(
             match recording.record(&mut conn, record, short.index).await? {
                 None => Admission::Answered(short),
-                // A copy of the request recorded first: its record answers.
-                Some(existing) => Admission::Recorded(unpack(&existing)?),
+                // A copy of the request recorded first, or Postgres had a
+                // record of the key: that record answers.
+                Some(existing) => Admission::Recorded(existing),
             },
         )
     }

@@ -1,25 +1,34 @@
-//! A gate's refusals recorded in Redis first and written to Postgres behind
-//! (`docs/idempotency.md`, "Refusals at the fast path").
+//! A gate's refusals recorded in Redis first and landed in Postgres in
+//! batches (`docs/idempotency.md`, "Refusals at the fast path").
 //!
 //! A flash sale refuses most of its requests at a gate, and storing each
-//! refusal under its key in Postgres was most of a refusal's cost. Here a
-//! refusal costs one Redis round trip: a script sets the key's record
-//! (`refusal:{user}:{key}`, kept as long as Postgres keeps records) unless
-//! the key has one, and answers the existing record instead. A recorded
-//! refusal goes on a bounded in-process queue, and [`RefusalWriter`] writes
-//! what is queued to `idempotency_keys` in one statement per batch. An
-//! order's refusal skips even that script: the stock gate's reservation
-//! script records it in the step that refuses ([`Recording`], the same
-//! packing and queue).
+//! refusal under its key in Postgres, one statement each, was most of a
+//! refusal's cost. Here a refusal is recorded with one Redis round trip: a
+//! script sets the key's record (`refusal:{user}:{key}`, kept as long as
+//! Postgres keeps records) unless the key has one, and answers the existing
+//! record instead. A recorded refusal goes on a bounded in-process queue,
+//! and [`RefusalWriter`] writes what is queued to `idempotency_keys` in one
+//! statement per batch. An order's refusal skips even that script: the
+//! stock gate's reservation script records it in the step that refuses
+//! ([`Recording`], the same packing and queue).
+//!
+//! A refusal is answered once its batch has landed ([`Landing`]): Redis
+//! cannot say that a key is new to Postgres (a paid order's key whose mark
+//! lapsed, or any key after Redis lost its data, has no Redis trace), so
+//! the batch's insert is what says it. A key that had another record keeps
+//! it, that record answers the request (a replay, or a reused key), and
+//! the key's Redis record is dropped. The same record (a retry wrote it
+//! through) leaves the Redis record in place. While Postgres fails, or
+//! past the wait, the refusal is answered from its Redis record, and the
+//! writer lands it behind.
 //!
 //! Until its batch lands, a refusal lives only in Redis. The gates' shared
 //! reservation script (`counter.rs`) reads the record before anything else,
 //! so a retry of that key is answered from it and never reaches the effect.
-//! A key that got another Postgres record meanwhile keeps it, and its
-//! Redis record is dropped, so Postgres answers it from then on; the same
-//! record (a retry wrote it through) leaves the Redis record in place.
 
-use std::sync::LazyLock;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use super::RedisPool;
@@ -28,11 +37,12 @@ use deadpool_redis::redis::{Script, cmd};
 use domain::error::Unavailable;
 use domain::gate::RefusalAnswers;
 use domain::idempotency::{
-    FastRefusals, Fingerprint, IdempotencyKey, IdempotentOutcome, Record, StoredResponse,
+    FastRefusals, Fingerprint, IdempotencyKey, IdempotencyStore, IdempotentOutcome, Record,
+    StoredResponse,
 };
 use domain::identity::UserId;
 use tokio::sync::mpsc::OwnedPermit;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::{RedisKeys, unavailable};
@@ -54,6 +64,9 @@ const BUSY_RETRY: Duration = Duration::from_millis(10);
 /// coming: a rush's refusals gather into a few large statements (a flash
 /// sale of 19,000 refusals took some 1,300 statements of about 15 rows
 /// without it), and a lone refusal after a quiet spell is written at once.
+/// A refusal waits for its batch, so this is also up to 20 ms of its
+/// latency; writing as soon as the last write ended (no pace) measured no
+/// faster in a flash sale (`docs/performance.md`, change 15).
 const PACE: Duration = Duration::from_millis(20);
 
 /// KEYS: the record; ARGV: the packed record, its lifetime in ms. Returns
@@ -134,6 +147,43 @@ pub(crate) fn unpack(packed: &[u8]) -> Result<Record, Unavailable> {
     })
 }
 
+/// A refusal on its way to Postgres, and whom to tell when it has landed.
+struct Queued {
+    row: AnswerRow,
+    /// Taken once the request is told (the batch landed, or Postgres
+    /// failed it and the Redis record answers).
+    landed: Option<oneshot::Sender<Landed>>,
+}
+
+/// What a batch made of a refusal: `None` when the key holds it now;
+/// the key's other record otherwise, which answers the request.
+type Landed = Option<Record>;
+
+/// A queued refusal, awaited by the request that made it.
+pub(crate) struct Landing {
+    landed: oneshot::Receiver<Landed>,
+    wait: Duration,
+    failing: Arc<AtomicBool>,
+}
+
+impl Landing {
+    /// Waits for the refusal's batch: the key's other record when it had
+    /// one (it answers the request; the Redis record is dropped). `None`
+    /// when Postgres holds the refusal now, and also while Postgres fails
+    /// or past the wait: then the Redis record answers, and the writer
+    /// lands it behind.
+    pub(crate) async fn landed(self) -> Option<Record> {
+        if self.failing.load(Ordering::Relaxed) {
+            return None;
+        }
+        tokio::time::timeout(self.wait, self.landed)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+    }
+}
+
 /// Records a gate's refusals in Redis and queues them for Postgres.
 #[derive(Clone)]
 pub struct RedisRefusals {
@@ -141,7 +191,13 @@ pub struct RedisRefusals {
     keys: RedisKeys,
     /// How long a record lives: as long as Postgres replays records.
     retention: Duration,
-    queue: mpsc::Sender<AnswerRow>,
+    queue: mpsc::Sender<Queued>,
+    /// How long a refusal waits for its batch before its Redis record
+    /// answers it.
+    wait: Duration,
+    /// Set while the writer's last write failed: a refusal then does not
+    /// wait for its batch.
+    failing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RedisRefusals {
@@ -159,7 +215,8 @@ pub struct RefusalWriter {
     pool: RedisPool,
     keys: RedisKeys,
     store: PgIdempotencyStore,
-    queue: mpsc::Receiver<AnswerRow>,
+    queue: mpsc::Receiver<Queued>,
+    failing: Arc<AtomicBool>,
     /// Set once asked to stop: when the writer gives up on Postgres.
     give_up_at: Option<Instant>,
 }
@@ -173,26 +230,33 @@ impl std::fmt::Debug for RefusalWriter {
 }
 
 /// The fast path's two halves: the recorder the pipeline calls, and the
-/// writer that empties its queue of `capacity` refusals into `store`.
+/// writer that empties its queue of `capacity` refusals into `store`. A
+/// refusal waits up to `wait` for its batch (the dependency timeout in the
+/// service).
 pub fn write_behind(
     pool: RedisPool,
     keys: RedisKeys,
     store: PgIdempotencyStore,
     retention: Duration,
     capacity: usize,
+    wait: Duration,
 ) -> (RedisRefusals, RefusalWriter) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
+    let failing = Arc::new(AtomicBool::new(false));
     let refusals = RedisRefusals {
         pool: pool.clone(),
         keys: keys.clone(),
         retention,
         queue: tx,
+        wait,
+        failing: Arc::clone(&failing),
     };
     let writer = RefusalWriter {
         pool,
         keys,
         store,
         queue: rx,
+        failing,
         give_up_at: None,
     };
     (refusals, writer)
@@ -202,6 +266,21 @@ impl RedisRefusals {
     /// Refusals recorded in Redis and not yet written to Postgres.
     pub fn queued(&self) -> usize {
         self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    /// `row` for the queue, and its landing for the request to await.
+    fn queued_with_landing(&self, row: AnswerRow) -> (Queued, Landing) {
+        let (tx, rx) = oneshot::channel();
+        let landing = Landing {
+            landed: rx,
+            wait: self.wait,
+            failing: Arc::clone(&self.failing),
+        };
+        let queued = Queued {
+            row,
+            landed: Some(tx),
+        };
+        (queued, landing)
     }
 
     /// Readies `answers` for a gate's script to record the one it gives
@@ -227,6 +306,7 @@ impl RedisRefusals {
             .ok()?;
         let place = self.queue.clone().try_reserve_owned().ok()?;
         Some(Recording {
+            refusals: self.clone(),
             place,
             user_id,
             key,
@@ -240,7 +320,8 @@ impl RedisRefusals {
 /// A gate's refusal answers ready to be recorded by its script, holding a
 /// place in the write-behind queue; made by [`RedisRefusals::recording`].
 pub(crate) struct Recording<'a> {
-    place: OwnedPermit<AnswerRow>,
+    refusals: RedisRefusals,
+    place: OwnedPermit<Queued>,
     user_id: UserId,
     key: &'a IdempotencyKey,
     answers: &'a RefusalAnswers<'a>,
@@ -254,7 +335,9 @@ impl Recording<'_> {
     /// Records the answer to item `index` under `record` with a command of
     /// its own (on a Redis Cluster the record is not in the refusing
     /// script's slot), unless the key has a record already, and queues it
-    /// for Postgres when it was set. Returns the record the key had.
+    /// for Postgres when it was set. Returns the record that answers the
+    /// key: the one it had, or the one Postgres had (see [`Landing`]);
+    /// `None` when this refusal answers.
     ///
     /// # Errors
     /// [`Unavailable`] when Redis fails (nothing is queued).
@@ -263,29 +346,29 @@ impl Recording<'_> {
         conn: &mut super::RedisConnection,
         record: &str,
         index: usize,
-    ) -> Result<Option<Vec<u8>>, Unavailable> {
+    ) -> Result<Option<Record>, Unavailable> {
         let Some(packed) = self.packed.get(index) else {
             return Err(unavailable("no answer for the refused item"));
         };
-        let existing = record_unless_recorded(conn, record, packed, self.ttl_ms).await?;
-        if existing.is_none() {
-            self.recorded(index);
+        if let Some(existing) = record_unless_recorded(conn, record, packed, self.ttl_ms).await? {
+            return Ok(Some(unpack(&existing)?));
         }
-        Ok(existing)
+        Ok(self.recorded(index).await)
     }
 
     /// The script recorded the answer to item `index`: queues it for
-    /// Postgres.
-    pub(crate) fn recorded(self, index: usize) {
-        let Some(response) = self.answers.responses.get(index) else {
-            return;
-        };
-        self.place.send(row(
+    /// Postgres and waits for its batch. Returns the key's other record in
+    /// Postgres, when it had one, which answers instead.
+    pub(crate) async fn recorded(self, index: usize) -> Option<Record> {
+        let response = self.answers.responses.get(index)?;
+        let (queued, landing) = self.refusals.queued_with_landing(row(
             self.user_id,
             self.key,
             self.answers.fingerprint,
             response,
         ));
+        self.place.send(queued);
+        landing.landed().await
     }
 }
 
@@ -334,8 +417,13 @@ impl FastRefusals for RedisRefusals {
         if let Some(existing) = record_unless_recorded(&mut conn, &record, &packed, ttl_ms).await? {
             return Ok(unpack(&existing)?.answer(fingerprint));
         }
-        place.send(row(user_id, key, fingerprint, &response));
-        Ok(IdempotentOutcome::Executed(response))
+        drop(conn);
+        let (queued, landing) = self.queued_with_landing(row(user_id, key, fingerprint, &response));
+        place.send(queued);
+        Ok(match landing.landed().await {
+            Some(other) => other.answer(fingerprint),
+            None => IdempotentOutcome::Executed(response),
+        })
     }
 }
 
@@ -389,14 +477,16 @@ impl RefusalWriter {
     }
 
     /// Writes `batch` and empties it: retries until it is written, or
-    /// until the writer is stopping and its time is up.
-    async fn write(&mut self, batch: &mut Vec<AnswerRow>, stopped: &mut watch::Receiver<bool>) {
+    /// until the writer is stopping and its time is up. Each refusal's
+    /// request is told what became of it ([`Landing`]).
+    async fn write(&mut self, batch: &mut Vec<Queued>, stopped: &mut watch::Receiver<bool>) {
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match self.store.write_refusals(batch.clone()).await {
+            let rows = batch.iter().map(|q| q.row.clone()).collect();
+            match self.store.write_refusals(rows).await {
                 Ok(RefusalsWritten { kept, busy }) => {
-                    self.forget(kept).await;
-                    *batch = busy;
+                    self.failing.store(false, Ordering::Relaxed);
+                    *batch = self.landed(std::mem::take(batch), kept, busy).await;
                     if batch.is_empty() {
                         return;
                     }
@@ -421,6 +511,11 @@ impl RefusalWriter {
                         retry_in_ms = backoff.as_millis() as u64,
                         "writing refusals to Postgres failed; retrying"
                     );
+                    // Their Redis records answer them meanwhile.
+                    self.failing.store(true, Ordering::Relaxed);
+                    for queued in batch.iter_mut() {
+                        queued.land(None);
+                    }
                     let stopping = tokio::select! {
                         () = tokio::time::sleep(backoff) => false,
                         _ = stopped.wait_for(|s| *s), if self.give_up_at.is_none() => true,
@@ -434,9 +529,88 @@ impl RefusalWriter {
         }
     }
 
-    /// Drops the Redis records of keys that had another Postgres record already,
-    /// so that Postgres answers them (a retry's effect, say, rather than
-    /// the refusal it replaced).
+    /// Tells each written refusal's request, settles those whose key had
+    /// another record (`kept`), and returns what must be written again:
+    /// the rows a running transaction held (`busy`), and any that could
+    /// not be settled yet.
+    async fn landed(
+        &self,
+        batch: Vec<Queued>,
+        kept: Vec<(i64, String)>,
+        busy: Vec<(i64, String)>,
+    ) -> Vec<Queued> {
+        let kept: HashSet<(i64, String)> = kept.into_iter().collect();
+        let busy: HashSet<(i64, String)> = busy.into_iter().collect();
+        let mut again = Vec::new();
+        let mut answered = Vec::new();
+        let mut dropped = Vec::new();
+        for mut queued in batch {
+            let id = (queued.row.user_id, queued.row.key.clone());
+            if busy.contains(&id) {
+                again.push(queued);
+            } else if !kept.contains(&id) {
+                queued.land(None);
+            } else {
+                match self.settle(&queued.row).await {
+                    None => again.push(queued),
+                    Some(None) => queued.land(None),
+                    Some(Some(other)) => {
+                        dropped.push(id);
+                        answered.push((queued, other));
+                    }
+                }
+            }
+        }
+        // The Redis records go first, so that the key's next retry, and
+        // this request, are both answered by Postgres' record.
+        self.forget(dropped).await;
+        for (mut queued, other) in answered {
+            queued.land(Some(other));
+        }
+        again
+    }
+
+    /// Settles a refusal whose key had a record the batch did not see as
+    /// its own: `Some(None)` when the key's record is this refusal (a
+    /// retry wrote it through) or now holds it (the record had expired),
+    /// `Some(Some(other))` when another record answers the key, `None` when
+    /// it cannot be told yet (a request of the key in progress, Postgres
+    /// failing): written again.
+    async fn settle(&self, row: &AnswerRow) -> Option<Landed> {
+        let user_id = UserId::new(row.user_id);
+        let Ok(key) = IdempotencyKey::parse(&row.key) else {
+            return Some(None);
+        };
+        let fingerprint = Fingerprint::new(row.fingerprint.clone());
+        let response = StoredResponse {
+            status: u16::try_from(row.response_status).unwrap_or(0),
+            content_type: row.response_content_type.clone(),
+            body: row.response_body.clone(),
+        };
+        match self.store.record(user_id, &key).await {
+            Ok(Some(record))
+                if record.fingerprint == fingerprint && record.response == response =>
+            {
+                Some(None)
+            }
+            Ok(Some(other)) => Some(Some(other)),
+            // An expired record not yet purged: replaced, as any write's
+            // answer replaces it.
+            Ok(None) => match self
+                .store
+                .refuse(user_id, &key, &fingerprint, response)
+                .await
+            {
+                Ok(IdempotentOutcome::Executed(_)) => Some(None),
+                Ok(_) | Err(_) => None,
+            },
+            Err(_) => None,
+        }
+    }
+
+    /// Drops the Redis records of keys that had another Postgres record, so
+    /// that Postgres answers them (a retry's effect, say, rather than the
+    /// refusal it replaced).
     async fn forget(&self, kept: Vec<(i64, String)>) {
         if kept.is_empty() {
             return;
@@ -459,6 +633,15 @@ impl RefusalWriter {
         };
         if let Err(err) = dropped.await {
             tracing::warn!(error = %err, "could not drop refusal records Postgres overrides");
+        }
+    }
+}
+
+impl Queued {
+    /// Tells the refusal's request, once.
+    fn land(&mut self, landed: Landed) {
+        if let Some(tell) = self.landed.take() {
+            let _ = tell.send(landed);
         }
     }
 }
