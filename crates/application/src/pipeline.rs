@@ -9,8 +9,8 @@
 //!                 comes first; without one, the gate's is written through),
 //!                 run nothing                               (nothing was taken)
 //!   Answered(r) → the gate refused and recorded r's answer: answer it
-//!   Refused(r)  → record r at the fast path (Redis, written to Postgres
-//!                 behind; Postgres itself if that fails), answer it
+//!   Refused(r)  → record r at the fast path (Redis, answered once its
+//!                 batch lands in Postgres; Postgres itself if that fails)
 //!   Repeated    → go on without a reservation: never refused by the gate
 //!   Reserved / Bypass / gate down → go on
 //! prepare (the use case's own checks: pricing, rules at the clock)

@@ -165,6 +165,10 @@ impl Running {
         Self { stop, task }
     }
 
+    fn abort(self) {
+        self.task.abort();
+    }
+
     /// Stops the writer once it has written what is queued.
     async fn stop(self) {
         self.stop.send_replace(true);
@@ -173,6 +177,18 @@ impl Running {
             .expect("the writer stops")
             .expect("the writer does not panic");
     }
+}
+
+/// Records a refusal with no writer running: it is recorded and queued,
+/// and its request is `Unavailable`, its batch never landing in time.
+async fn recorded_unanswered(refusals: &RedisRefusals, raw: &str, fp: &str, body: &str) {
+    let unanswered = refusals
+        .refuse(USER, &key(raw), &fingerprint(fp), sold_out(body))
+        .await;
+    assert!(
+        unanswered.is_err(),
+        "not answered before Postgres holds it: {unanswered:?}"
+    );
 }
 
 /// Runs the writer until it has written everything queued and stopped.
@@ -186,7 +202,7 @@ async fn flush(writer: RefusalWriter) {
 #[tokio::test]
 async fn a_key_is_recorded_once_then_replayed_or_refused_as_reused() {
     let f = fixture().await;
-    let (refusals, _writer) = f.write_behind(16);
+    let (refusals, writer) = f.running();
 
     let first = refuse(&refusals, "k", "f1", "{\"first\":\n1}").await;
     let again = refuse(&refusals, "k", "f1", "{\"second\":2}").await;
@@ -202,7 +218,8 @@ async fn a_key_is_recorded_once_then_replayed_or_refused_as_reused() {
         "the first bytes, line break included"
     );
     assert_eq!(reused, IdempotentOutcome::KeyReused);
-    assert_eq!(refusals.queued(), 1, "queued once");
+    writer.stop().await;
+    assert_eq!(f.in_postgres("k").await, 409, "written once");
 }
 
 /// Stores a record of `key`'s effect, as a paid order or investment leaves
@@ -302,7 +319,7 @@ async fn a_refusal_replaces_a_record_past_the_retention() {
 }
 
 #[tokio::test]
-async fn a_refusal_does_not_wait_for_a_postgres_that_fails() {
+async fn while_postgres_fails_a_refusal_is_unavailable_and_nothing_more_is_recorded() {
     let f = fixture().await;
     let down = connect_pool(&PgPoolSettings {
         url: "postgres://nobody@127.0.0.1:1/none".into(),
@@ -311,28 +328,33 @@ async fn a_refusal_does_not_wait_for_a_postgres_that_fails() {
         statement_timeout: Duration::from_secs(1),
     })
     .expect("a pool is made without connecting");
-    // A wait far past the test's own bound: only Postgres' failure ends it.
+    // A wait far past the test's own bound: only the failed write ends it.
     let (refusals, writer) = f
         .write_behind_to(PgIdempotencyStore::new(down, DAY), Duration::from_secs(600))
         .with_capacity(16);
     let writer = Running::start(writer);
 
-    for raw in ["first", "second"] {
-        let refused =
-            tokio::time::timeout(Duration::from_secs(30), refuse(&refusals, raw, "f", "{}"))
-                .await
-                .expect("answered while Postgres fails");
-        assert_eq!(refused, IdempotentOutcome::Executed(sold_out("{}")));
-        assert!(
-            f.in_redis(raw).await,
-            "its Redis record answers its retries"
-        );
-    }
-    assert_eq!(
-        refuse(&refusals, "first", "f", "{}").await,
-        IdempotentOutcome::Replayed(sold_out("{}"))
+    let first = tokio::time::timeout(
+        Duration::from_secs(30),
+        refusals.refuse(USER, &key("first"), &fingerprint("f"), sold_out("{}")),
+    )
+    .await
+    .expect("told when its batch fails");
+    let second = refusals
+        .refuse(USER, &key("second"), &fingerprint("f"), sold_out("{}"))
+        .await;
+
+    assert!(first.is_err(), "not answered from Redis alone: {first:?}");
+    assert!(
+        f.in_redis("first").await,
+        "its record stays, to be written once Postgres is back"
     );
-    drop(writer);
+    assert!(second.is_err(), "the caller stores it in Postgres itself");
+    assert!(
+        !f.in_redis("second").await,
+        "nothing recorded while the writes fail"
+    );
+    writer.abort();
 }
 
 #[tokio::test]
@@ -342,7 +364,7 @@ async fn a_refusal_a_retry_wrote_through_first_keeps_its_redis_record() {
     // record, and the key must keep answering from Redis as a replay.
     let f = fixture().await;
     let (refusals, writer) = f.write_behind(16);
-    refuse(&refusals, "k", "f", "{\"code\":\"OUT_OF_STOCK\"}").await;
+    recorded_unanswered(&refusals, "k", "f", "{\"code\":\"OUT_OF_STOCK\"}").await;
     PgIdempotencyStore::new(f.pg.clone(), DAY)
         .refuse(
             USER,
@@ -379,8 +401,8 @@ async fn a_refusal_whose_key_a_running_transaction_holds_waits_for_it_and_never_
             .expect("the transaction runs");
     }
     let (refusals, writer) = f.write_behind(16);
-    refuse(&refusals, "held", "f", "{}").await;
-    refuse(&refusals, "free", "f", "{}").await;
+    recorded_unanswered(&refusals, "held", "f", "{}").await;
+    recorded_unanswered(&refusals, "free", "f", "{}").await;
     let flushing = tokio::spawn(flush(writer));
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -442,7 +464,7 @@ async fn a_stopped_writer_leaves_later_refusals_to_postgres() {
 async fn a_full_queue_records_nothing() {
     let f = fixture().await;
     let (refusals, _writer) = f.write_behind(1);
-    refuse(&refusals, "one", "f", "{}").await;
+    recorded_unanswered(&refusals, "one", "f", "{}").await;
 
     let second = refusals
         .refuse(USER, &key("two"), &fingerprint("f"), sold_out("{}"))
@@ -455,7 +477,7 @@ async fn a_full_queue_records_nothing() {
 #[tokio::test]
 async fn the_gate_answers_a_recorded_key_before_its_counter_or_a_bypass() {
     let f = fixture().await;
-    let (refusals, _writer) = f.write_behind(16);
+    let (refusals, writer) = f.running();
     refuse(&refusals, "k", "f", "{\"code\":\"SOLD_OUT\"}").await;
     // No such product: without the record, the gate would bypass.
     let gate = RedisInvestGate::new(f.pool.clone(), f.keys(), f.pg.clone());
@@ -479,6 +501,7 @@ async fn the_gate_answers_a_recorded_key_before_its_counter_or_a_bypass() {
         })
     );
     assert_eq!(other, Admission::Bypass);
+    writer.stop().await;
 }
 
 /// A stock gate recording on `refusals`, with product 1's counter at 5 and
@@ -513,9 +536,9 @@ fn lines(products: &[i64]) -> Vec<(ProductId, Quantity)> {
 }
 
 #[tokio::test]
-async fn the_stock_gate_records_the_answer_an_order_carries_and_it_is_written_behind() {
+async fn the_stock_gate_records_the_answer_an_order_carries_and_answers_once_postgres_holds_it() {
     let f = fixture().await;
-    let (refusals, writer) = f.write_behind(16);
+    let (refusals, writer) = f.running();
     let gate = stock_gate(&f, &refusals).await;
     let fp = fingerprint("f");
     let answers = RefusalAnswers {
@@ -528,7 +551,11 @@ async fn the_stock_gate_records_the_answer_an_order_carries_and_it_is_written_be
     let refused = gate.reserve(holder, &lines(&[1, 2])).await.expect("gate");
     assert_eq!(refused, Admission::Answered(ProductId::new(2)));
     assert!(f.in_redis("order").await, "recorded in the refusing step");
-    assert_eq!(refusals.queued(), 1, "and queued for Postgres");
+    assert_eq!(
+        f.in_postgres("order").await,
+        409,
+        "and in Postgres before the answer"
+    );
     assert_eq!(stock_left(&f, 1).await, 5, "nothing was taken");
 
     let retry = gate.reserve(holder, &lines(&[1, 2])).await.expect("gate");
@@ -540,7 +567,7 @@ async fn the_stock_gate_records_the_answer_an_order_carries_and_it_is_written_be
         }),
         "the retry is answered with the refused line's answer"
     );
-    assert_eq!(refusals.queued(), 1, "a retry queues nothing");
+    assert_eq!(refusals.queued(), 0, "a retry queues nothing");
 
     let admitted = key("admitted");
     let holder = Holder::keyed(USER, &admitted).answering(Some(&answers));
@@ -551,16 +578,46 @@ async fn the_stock_gate_records_the_answer_an_order_carries_and_it_is_written_be
         "an admitted order records nothing"
     );
 
-    flush(writer).await;
-    assert_eq!(f.in_postgres("order").await, 409, "written behind");
+    writer.stop().await;
     assert_eq!(f.in_postgres("admitted").await, 0);
+}
+
+#[tokio::test]
+async fn the_stock_gate_answers_a_refused_order_of_a_key_postgres_has_with_that_record() {
+    // A paid order's key whose mark lapsed: the counter is short, the
+    // script records the refusal, and the batch finds the order's record.
+    let f = fixture().await;
+    effect_in_postgres(&f, "paid", "f", "1 minute").await;
+    let (refusals, writer) = f.running();
+    let gate = stock_gate(&f, &refusals).await;
+    let fp = fingerprint("f");
+    let answers = RefusalAnswers {
+        fingerprint: &fp,
+        responses: vec![sold_out("{\"p\":2}")],
+    };
+    let paid_key = key("paid");
+    let holder = Holder::keyed(USER, &paid_key).answering(Some(&answers));
+
+    let retried = gate.reserve(holder, &lines(&[2])).await.expect("gate");
+
+    assert_eq!(
+        retried,
+        Admission::Recorded(Record {
+            fingerprint: fp.clone(),
+            response: paid(),
+        }),
+        "the order's record answers, not the refusal"
+    );
+    assert!(!f.in_redis("paid").await, "the refusal's record is dropped");
+    assert_eq!(f.in_postgres("paid").await, 201);
+    writer.stop().await;
 }
 
 #[tokio::test]
 async fn a_stock_gate_whose_queue_is_full_only_refuses_and_the_caller_records() {
     let f = fixture().await;
     let (refusals, _writer) = f.write_behind(1);
-    refuse(&refusals, "first", "f", "{}").await;
+    recorded_unanswered(&refusals, "first", "f", "{}").await;
     let gate = stock_gate(&f, &refusals).await;
     let fp = fingerprint("f");
     let answers = RefusalAnswers {

@@ -54,7 +54,7 @@ use deadpool_redis::redis::{Script, cmd};
 use domain::error::Unavailable;
 use domain::gate::{Admission, Holder};
 
-use super::refusals::{RedisRefusals, record_key, unpack};
+use super::refusals::{Landing, RedisRefusals, record_key, unpack};
 use super::{RedisKeys, RedisLock, slots, unavailable};
 use crate::postgres::Postgres;
 
@@ -210,6 +210,35 @@ fn millis(d: Duration) -> i64 {
 pub(crate) struct Short {
     pub index: usize,
     pub left: i64,
+}
+
+/// What became of a cluster refusal the holder carries the answer to.
+enum Recorded {
+    /// Recorded and queued: answered once it lands.
+    Queued(Landing),
+    /// Not recorded here: the admission to answer.
+    Not(Admission<Short>),
+}
+
+/// The answer to a refusal recorded under the holder's key: `Answered`
+/// once its batch has landed, or `Recorded` when Postgres had another
+/// record of the key (a paid order whose mark lapsed, say), which answers.
+/// Without a landing (nothing was queued), `Answered` at once.
+///
+/// # Errors
+/// [`Unavailable`] when the batch failed or did not land in time.
+async fn once_landed(
+    landing: Option<Landing>,
+    short: Short,
+) -> Result<Admission<Short>, Unavailable> {
+    let other = match landing {
+        Some(landing) => landing.landed().await?,
+        None => None,
+    };
+    Ok(match other {
+        Some(record) => Admission::Recorded(record),
+        None => Admission::Answered(short),
+    })
 }
 
 /// What a rebuild found.
@@ -379,16 +408,8 @@ impl Counters {
                 (2, _) => return Ok(Admission::Repeated),
                 (0, Some(index)) => return Ok(Admission::Refused(Short { index, left })),
                 (4, Some(index)) => {
-                    let other = match recording.take() {
-                        Some(recording) => recording.recorded(index).await,
-                        None => None,
-                    };
-                    // The key had a record in Postgres (a paid order whose
-                    // mark lapsed, say): that record answers.
-                    return Ok(match other {
-                        Some(record) => Admission::Recorded(record),
-                        None => Admission::Answered(Short { index, left }),
-                    });
+                    let landing = recording.take().and_then(|r| r.recorded(index));
+                    return once_landed(landing, Short { index, left }).await;
                 }
                 (-1, Some(index)) => match rebuild(index).await? {
                     Rebuilt::Ready => {}
@@ -434,13 +455,22 @@ impl Counters {
         let mut outcome = self
             .take_each(holder, gate, amounts, &rebuild, &mut taken)
             .await;
+        let mut landing = None;
         if let Ok(Admission::Refused(short)) = outcome {
-            outcome = self.record_refusal(holder, &record, short).await;
+            outcome = match self.record_refusal(holder, &record, short).await {
+                Ok(Recorded::Queued(queued)) => {
+                    landing = Some(queued);
+                    Ok(Admission::Answered(short))
+                }
+                Ok(Recorded::Not(admission)) => Ok(admission),
+                Err(err) => Err(err),
+            };
         }
         if matches!(outcome, Ok(Admission::Reserved)) {
             return outcome;
         }
-        // Every amount or none: give back what this call took.
+        // Every amount or none: give back what this call took, before any
+        // wait for the refusal's batch.
         let given_back = self.release(holder, gate, &amounts[..taken]).await;
         match outcome? {
             Admission::Bypass => {
@@ -448,6 +478,7 @@ impl Counters {
                 let (first, _) = &amounts[0];
                 self.pass(&self.marker(gate, holder, first)).await
             }
+            Admission::Answered(short) => once_landed(landing, short).await,
             other => Ok(other),
         }
     }
@@ -504,7 +535,7 @@ impl Counters {
     }
 
     /// Records a cluster refusal under the holder's key when the holder
-    /// carries its answers and a queue place is free: `Answered`, or the
+    /// carries its answers and a queue place is free: its landing, or the
     /// record a copy of the request set first. Otherwise the plain
     /// refusal, which its caller records.
     async fn record_refusal(
@@ -512,7 +543,7 @@ impl Counters {
         holder: Holder<'_>,
         record: &str,
         short: Short,
-    ) -> Result<Admission<Short>, Unavailable> {
+    ) -> Result<Recorded, Unavailable> {
         let recording = match (&self.refusals, holder.key, holder.answers) {
             (Some(refusals), Some(key), Some(answers)) => {
                 refusals.recording(holder.user_id, key, answers)
@@ -520,18 +551,17 @@ impl Counters {
             _ => None,
         };
         let Some(recording) = recording else {
-            return Ok(Admission::Refused(short));
+            return Ok(Recorded::Not(Admission::Refused(short)));
         };
         if short.index >= recording.packed.len() {
-            return Ok(Admission::Refused(short));
+            return Ok(Recorded::Not(Admission::Refused(short)));
         }
         let mut conn = self.connection().await?;
         Ok(
             match recording.record(&mut conn, record, short.index).await? {
-                None => Admission::Answered(short),
-                // A copy of the request recorded first, or Postgres had a
-                // record of the key: that record answers.
-                Some(existing) => Admission::Recorded(existing),
+                Ok(landing) => Recorded::Queued(landing),
+                // A copy of the request recorded first: its record answers.
+                Err(existing) => Recorded::Not(Admission::Recorded(existing)),
             },
         )
     }

@@ -18,9 +18,11 @@
 //! the batch's insert is what says it. A key that had another record keeps
 //! it, that record answers the request (a replay, or a reused key), and
 //! the key's Redis record is dropped. The same record (a retry wrote it
-//! through) leaves the Redis record in place. While Postgres fails, or
-//! past the wait, the refusal is answered from its Redis record, and the
-//! writer lands it behind.
+//! through) leaves the Redis record in place. A refusal whose batch fails,
+//! or does not land within the request's wait, is not answered from Redis
+//! alone: its request is `Unavailable` (its record stays, and is written
+//! behind). While the writer's last write failed, nothing new is recorded,
+//! and refusals go to Postgres one by one, as without this path.
 //!
 //! Until its batch lands, a refusal lives only in Redis. The gates' shared
 //! reservation script (`counter.rs`) reads the record before anything else,
@@ -54,7 +56,9 @@ pub const REFUSAL_QUEUE: usize = 20_000;
 /// The most rows one write takes.
 const BATCH: usize = 1_000;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Short, so that the writer finds a Postgres that is back within a second
+/// (refusals are not recorded here until it has).
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How long a stopping writer keeps trying to write what is queued.
 const FLUSH_ON_STOP: Duration = Duration::from_secs(10);
 /// How long a refusal whose key a running transaction holds waits before
@@ -155,32 +159,46 @@ struct Queued {
     landed: Option<oneshot::Sender<Landed>>,
 }
 
-/// What a batch made of a refusal: `None` when the key holds it now;
-/// the key's other record otherwise, which answers the request.
-type Landed = Option<Record>;
+/// What a batch made of a refusal.
+enum Landed {
+    /// The key holds this refusal now.
+    Stored,
+    /// The key had another record, which answers the request; the key's
+    /// Redis record was dropped.
+    Other(Record),
+    /// The write failed (or the writer stopped without writing it).
+    Failed,
+}
 
 /// A queued refusal, awaited by the request that made it.
 pub(crate) struct Landing {
     landed: oneshot::Receiver<Landed>,
     wait: Duration,
-    failing: Arc<AtomicBool>,
 }
 
 impl Landing {
-    /// Waits for the refusal's batch: the key's other record when it had
-    /// one (it answers the request; the Redis record is dropped). `None`
-    /// when Postgres holds the refusal now, and also while Postgres fails
-    /// or past the wait: then the Redis record answers, and the writer
-    /// lands it behind.
-    pub(crate) async fn landed(self) -> Option<Record> {
-        if self.failing.load(Ordering::Relaxed) {
-            return None;
+    /// Waits for the refusal's batch, within the request's budget:
+    /// `None` when Postgres holds the refusal now, the key's other record
+    /// when it had one (that record answers; the Redis record was dropped).
+    ///
+    /// # Errors
+    /// [`Unavailable`] (Postgres) when the batch failed or did not land in
+    /// time: whether the key had another record is not known, so the
+    /// refusal is not answered. Its record stays, and is written behind.
+    pub(crate) async fn landed(self) -> Result<Option<Record>, Unavailable> {
+        let wait = domain::deadline::remaining(self.wait);
+        match tokio::time::timeout(wait, self.landed).await {
+            Ok(Ok(Landed::Stored)) => Ok(None),
+            Ok(Ok(Landed::Other(record))) => Ok(Some(record)),
+            Ok(Ok(Landed::Failed) | Err(_)) => Err(Unavailable::new(
+                "postgres",
+                "a refusal's batch could not be written to Postgres",
+            )),
+            Err(_) => Err(Unavailable::new(
+                "postgres",
+                "a refusal's batch did not land in Postgres in time",
+            )),
         }
-        tokio::time::timeout(self.wait, self.landed)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten()
     }
 }
 
@@ -192,11 +210,10 @@ pub struct RedisRefusals {
     /// How long a record lives: as long as Postgres replays records.
     retention: Duration,
     queue: mpsc::Sender<Queued>,
-    /// How long a refusal waits for its batch before its Redis record
-    /// answers it.
+    /// How long a refusal waits for its batch (less when the request's
+    /// budget has less left).
     wait: Duration,
-    /// Set while the writer's last write failed: a refusal then does not
-    /// wait for its batch.
+    /// Set while the writer's last write failed: nothing is recorded then.
     failing: Arc<AtomicBool>,
 }
 
@@ -268,13 +285,16 @@ impl RedisRefusals {
         self.queue.max_capacity() - self.queue.capacity()
     }
 
+    fn failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
     /// `row` for the queue, and its landing for the request to await.
     fn queued_with_landing(&self, row: AnswerRow) -> (Queued, Landing) {
         let (tx, rx) = oneshot::channel();
         let landing = Landing {
             landed: rx,
             wait: self.wait,
-            failing: Arc::clone(&self.failing),
         };
         let queued = Queued {
             row,
@@ -287,15 +307,16 @@ impl RedisRefusals {
     /// (`counter.rs`): packed as [`FastRefusals::refuse`] packs them, with a
     /// place in the queue taken first, as there, so a refusal the script
     /// records is always written behind. `None` when the queue is full or
-    /// an answer cannot be recorded (a 5xx, a line break in a header): the
-    /// gate then only refuses, and the pipeline records the refusal.
+    /// an answer cannot be recorded (a 5xx, a line break in a header), or
+    /// while the writer's last write failed: the gate then only refuses,
+    /// and the pipeline records the refusal.
     pub(crate) fn recording<'a>(
         &self,
         user_id: UserId,
         key: &'a IdempotencyKey,
         answers: &'a RefusalAnswers<'a>,
     ) -> Option<Recording<'a>> {
-        if answers.responses.iter().any(|r| r.status >= 500) {
+        if answers.responses.iter().any(|r| r.status >= 500) || self.failing() {
             return None;
         }
         let packed = answers
@@ -335,9 +356,8 @@ impl Recording<'_> {
     /// Records the answer to item `index` under `record` with a command of
     /// its own (on a Redis Cluster the record is not in the refusing
     /// script's slot), unless the key has a record already, and queues it
-    /// for Postgres when it was set. Returns the record that answers the
-    /// key: the one it had, or the one Postgres had (see [`Landing`]);
-    /// `None` when this refusal answers.
+    /// for Postgres when it was set: its landing, to await, or the record
+    /// the key had.
     ///
     /// # Errors
     /// [`Unavailable`] when Redis fails (nothing is queued).
@@ -346,20 +366,22 @@ impl Recording<'_> {
         conn: &mut super::RedisConnection,
         record: &str,
         index: usize,
-    ) -> Result<Option<Record>, Unavailable> {
+    ) -> Result<Result<Landing, Record>, Unavailable> {
         let Some(packed) = self.packed.get(index) else {
             return Err(unavailable("no answer for the refused item"));
         };
         if let Some(existing) = record_unless_recorded(conn, record, packed, self.ttl_ms).await? {
-            return Ok(Some(unpack(&existing)?));
+            return Ok(Err(unpack(&existing)?));
         }
-        Ok(self.recorded(index).await)
+        self.recorded(index)
+            .map(Ok)
+            .ok_or_else(|| unavailable("no answer for the refused item"))
     }
 
     /// The script recorded the answer to item `index`: queues it for
-    /// Postgres and waits for its batch. Returns the key's other record in
-    /// Postgres, when it had one, which answers instead.
-    pub(crate) async fn recorded(self, index: usize) -> Option<Record> {
+    /// Postgres. Returns its landing, to await before it answers (`None`
+    /// for an index without an answer, which no script records).
+    pub(crate) fn recorded(self, index: usize) -> Option<Landing> {
         let response = self.answers.responses.get(index)?;
         let (queued, landing) = self.refusals.queued_with_landing(row(
             self.user_id,
@@ -368,7 +390,7 @@ impl Recording<'_> {
             response,
         ));
         self.place.send(queued);
-        landing.landed().await
+        Some(landing)
     }
 }
 
@@ -404,6 +426,12 @@ impl FastRefusals for RedisRefusals {
                 "a 5xx is never stored under an idempotency key",
             ));
         }
+        if self.failing() {
+            return Err(Unavailable::new(
+                "postgres",
+                "refusals are not recorded while their writes to Postgres fail",
+            ));
+        }
         // A place in the queue before the record: a refusal recorded here
         // is always written behind.
         let place = self
@@ -420,7 +448,7 @@ impl FastRefusals for RedisRefusals {
         drop(conn);
         let (queued, landing) = self.queued_with_landing(row(user_id, key, fingerprint, &response));
         place.send(queued);
-        Ok(match landing.landed().await {
+        Ok(match landing.landed().await? {
             Some(other) => other.answer(fingerprint),
             None => IdempotentOutcome::Executed(response),
         })
@@ -490,6 +518,15 @@ impl RefusalWriter {
                     if batch.is_empty() {
                         return;
                     }
+                    if self.give_up_at.is_some_and(|t| Instant::now() >= t) {
+                        tracing::error!(
+                            lost = batch.len(),
+                            "stopping without settling these refusals in Postgres; Redis still \
+                             answers them until their records expire"
+                        );
+                        batch.clear();
+                        return;
+                    }
                     // A running transaction holds these keys for a few
                     // milliseconds; write them once it has ended.
                     tokio::time::sleep(BUSY_RETRY).await;
@@ -511,10 +548,11 @@ impl RefusalWriter {
                         retry_in_ms = backoff.as_millis() as u64,
                         "writing refusals to Postgres failed; retrying"
                     );
-                    // Their Redis records answer them meanwhile.
+                    // Their requests are answered Unavailable; their records
+                    // stay, and are written here once Postgres is back.
                     self.failing.store(true, Ordering::Relaxed);
                     for queued in batch.iter_mut() {
-                        queued.land(None);
+                        queued.land(Landed::Failed);
                     }
                     let stopping = tokio::select! {
                         () = tokio::time::sleep(backoff) => false,
@@ -544,16 +582,21 @@ impl RefusalWriter {
         let mut again = Vec::new();
         let mut answered = Vec::new();
         let mut dropped = Vec::new();
+        let mut seen = HashSet::new();
         for mut queued in batch {
             let id = (queued.row.user_id, queued.row.key.clone());
-            if busy.contains(&id) {
+            if busy.contains(&id) || !seen.insert(id.clone()) {
+                // Held by a running transaction; or a second row of one key
+                // (Redis lost the first record meanwhile): the statement
+                // told about the key, not about this row, so it is settled
+                // against the key's record next time.
                 again.push(queued);
             } else if !kept.contains(&id) {
-                queued.land(None);
+                queued.land(Landed::Stored);
             } else {
                 match self.settle(&queued.row).await {
                     None => again.push(queued),
-                    Some(None) => queued.land(None),
+                    Some(None) => queued.land(Landed::Stored),
                     Some(Some(other)) => {
                         dropped.push(id);
                         answered.push((queued, other));
@@ -565,7 +608,7 @@ impl RefusalWriter {
         // this request, are both answered by Postgres' record.
         self.forget(dropped).await;
         for (mut queued, other) in answered {
-            queued.land(Some(other));
+            queued.land(Landed::Other(other));
         }
         again
     }
@@ -576,7 +619,7 @@ impl RefusalWriter {
     /// `Some(Some(other))` when another record answers the key, `None` when
     /// it cannot be told yet (a request of the key in progress, Postgres
     /// failing): written again.
-    async fn settle(&self, row: &AnswerRow) -> Option<Landed> {
+    async fn settle(&self, row: &AnswerRow) -> Option<Option<Record>> {
         let user_id = UserId::new(row.user_id);
         let Ok(key) = IdempotencyKey::parse(&row.key) else {
             return Some(None);
@@ -649,6 +692,76 @@ impl Queued {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::postgres::{PgPoolSettings, connect_pool};
+    use crate::redis::{RedisPoolSettings, connect_pool as connect_redis};
+    use diesel_async::RunQueryDsl as _;
+
+    /// The writer meets a key with a record the batch statement did not
+    /// see as the row's own (a retry's write-through committed after the
+    /// statement's snapshot, or another request's record): it reads the
+    /// record afresh, and only another record answers instead.
+    #[tokio::test]
+    async fn a_kept_row_is_settled_against_the_keys_record_read_afresh() {
+        let db = testkit::TestDb::create().await;
+        let redis = testkit::TestRedis::create().await;
+        let pg = connect_pool(&PgPoolSettings {
+            url: db.url.clone(),
+            max_size: 2,
+            timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+        })
+        .expect("postgres pool");
+        let pool = connect_redis(&RedisPoolSettings {
+            url: redis.url.clone(),
+            max_size: 2,
+            timeout: Duration::from_secs(2),
+        })
+        .expect("redis pool");
+        let day = Duration::from_secs(86_400);
+        let (_refusals, writer) = write_behind(
+            pool,
+            RedisKeys::new(redis.prefix.clone()),
+            PgIdempotencyStore::new(pg, day),
+            day,
+            4,
+            Duration::from_secs(1),
+        );
+        let mut conn = db.connect().await;
+        diesel::sql_query(
+            "INSERT INTO idempotency_keys (user_id, key, fingerprint, response_status, \
+                 response_content_type, response_body) VALUES \
+               (7, 'same', 'f', 409, 'application/problem+json', '\\x7b7d'), \
+               (7, 'other', 'f', 201, 'application/json', '\\x7b7d')",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("records");
+        let row = |key: &str| AnswerRow {
+            user_id: 7,
+            key: key.into(),
+            fingerprint: "f".into(),
+            response_status: 409,
+            response_content_type: "application/problem+json".into(),
+            response_body: b"{}".to_vec(),
+        };
+
+        let same = writer.settle(&row("same")).await;
+        let other = writer.settle(&row("other")).await;
+
+        assert_eq!(same, Some(None), "its own record: stored");
+        assert_eq!(
+            other,
+            Some(Some(Record {
+                fingerprint: Fingerprint::new("f".into()),
+                response: StoredResponse {
+                    status: 201,
+                    content_type: "application/json".into(),
+                    body: b"{}".to_vec(),
+                },
+            })),
+            "another record answers"
+        );
+    }
 
     #[test]
     fn a_record_unpacks_to_what_was_packed_body_line_breaks_included() {
