@@ -10,7 +10,8 @@
 //!                 run nothing                               (nothing was taken)
 //!   Answered(r) → the gate refused and recorded r's answer: answer it
 //!   Refused(r)  → record r at the fast path (Redis, answered once its
-//!                 batch lands in Postgres; Postgres itself if that fails)
+//!                 batch lands in Postgres; Postgres itself if that fails,
+//!                 or if the key has a record there already)
 //!   Repeated    → go on without a reservation: never refused by the gate
 //!   Reserved / Bypass / gate down → go on
 //! prepare (the use case's own checks: pricing, rules at the clock)
@@ -310,8 +311,9 @@ impl Pipeline {
     /// behind. Without a Postgres record, the gate's record is written
     /// through (one statement; the writer behind finds it there) before it
     /// answers, unless the key's first request still runs in Postgres: then
-    /// it is in progress. Postgres failing, the gate's record answers, as
-    /// it does until its write behind lands.
+    /// it is in progress; a record that came meanwhile answers. Postgres
+    /// failing, the gate's record answers (the one answer Postgres has not
+    /// confirmed, `docs/idempotency.md`).
     async fn replay<T, E>(
         &self,
         request: &IdempotentRequest<T, E>,
@@ -328,10 +330,21 @@ impl Pipeline {
                     .await
                 {
                     Ok(IdempotentOutcome::InProgress) => return Written::InProgress,
-                    // Stored now, or written behind meanwhile; a record of
-                    // another request that came meanwhile (KeyReused) is
-                    // rare enough to answer from the gate's record too.
-                    Ok(_) => recorded,
+                    Ok(IdempotentOutcome::Executed(_)) => recorded,
+                    // A record came meanwhile (written behind, or another
+                    // request's): it answers. Of the same request: its
+                    // response; of another: read, as its request is not
+                    // known here (still being decided: in progress).
+                    Ok(IdempotentOutcome::Replayed(response)) => Record {
+                        fingerprint: recorded.fingerprint,
+                        response,
+                    },
+                    Ok(IdempotentOutcome::KeyReused) => {
+                        match self.idempotency.record(user_id, key).await {
+                            Ok(Some(stored)) => stored,
+                            Ok(None) | Err(_) => return Written::InProgress,
+                        }
+                    }
                     Err(err) => {
                         tracing::warn!(error = %err, "could not write a recorded refusal through to Postgres");
                         recorded
@@ -1047,6 +1060,20 @@ mod tests {
         let store = writing_through(Ok(None), |_| IdempotentOutcome::InProgress);
         let written = run_fast(&script, store, recording_nothing()).await;
         assert_eq!(written, Written::InProgress);
+        assert_eq!(script.calls(), ["reserve"], "nothing runs");
+    }
+
+    #[tokio::test]
+    async fn a_recorded_refusal_whose_write_through_meets_a_record_is_answered_by_it() {
+        let recorded = Record {
+            fingerprint: Fingerprint::new("f".into()),
+            response: stored(409, "SOLD_OUT"),
+        };
+        // The same request's record came meanwhile (another response).
+        let script = Script::new(Admission::Recorded(recorded));
+        let store = writing_through(Ok(None), |_| IdempotentOutcome::Replayed(stored(201, "7")));
+        let written = run_fast(&script, store, recording_nothing()).await;
+        assert_eq!(written, Written::Replayed(stored(201, "7")));
         assert_eq!(script.calls(), ["reserve"], "nothing runs");
     }
 

@@ -259,16 +259,21 @@ pub trait IdempotencyStore: Send + Sync {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait::async_trait]
 pub trait FastRefusals: Send + Sync {
-    /// Records `response` under the key and queues it for the idempotency
-    /// records, unless the key already has a record here: then
-    /// [`IdempotentOutcome::Replayed`] (same fingerprint) or
-    /// [`IdempotentOutcome::KeyReused`]. Never `InProgress`.
+    /// Records `response` under the key, queues it for the idempotency
+    /// records and answers once they hold it: [`IdempotentOutcome::Executed`],
+    /// or, when they had another record of the key, that record's answer
+    /// ([`IdempotentOutcome::Replayed`] for the same fingerprint,
+    /// [`IdempotentOutcome::KeyReused`]). Never `InProgress`.
     ///
     /// # Errors
-    /// [`Unavailable`](crate::error::Unavailable) when it cannot both record
-    /// and queue the refusal (the fast store is down, the queue is full, the
-    /// response is a 5xx): nothing was queued, and the caller stores the
-    /// refusal with [`IdempotencyStore::refuse`] itself.
+    /// [`Unavailable`](crate::error::Unavailable) when the refusal is not
+    /// known to be in the idempotency records: it could not be recorded and
+    /// queued (the fast store is down, the queue is full, the response is
+    /// a 5xx, the records failed lately), the key had a record here
+    /// already (another copy's, perhaps not yet in the records), or its
+    /// write failed or did not land in time (it stays queued). The caller
+    /// stores the refusal with [`IdempotencyStore::refuse`] itself, which
+    /// decides the key.
     async fn refuse(
         &self,
         user_id: UserId,

@@ -200,26 +200,28 @@ async fn flush(writer: RefusalWriter) {
 }
 
 #[tokio::test]
-async fn a_key_is_recorded_once_then_replayed_or_refused_as_reused() {
+async fn a_key_is_recorded_once_and_a_copy_that_finds_its_record_is_left_to_postgres() {
     let f = fixture().await;
     let (refusals, writer) = f.running();
 
     let first = refuse(&refusals, "k", "f1", "{\"first\":\n1}").await;
-    let again = refuse(&refusals, "k", "f1", "{\"second\":2}").await;
-    let reused = refuse(&refusals, "k", "f2", "{\"third\":3}").await;
+    // Copies that passed the gate before the first recorded: the first's
+    // record may still wait for its batch, so it is not their answer.
+    let again = refusals
+        .refuse(USER, &key("k"), &fingerprint("f1"), sold_out("{}"))
+        .await;
+    let reused = refusals
+        .refuse(USER, &key("k"), &fingerprint("f2"), sold_out("{}"))
+        .await;
 
     assert_eq!(
         first,
         IdempotentOutcome::Executed(sold_out("{\"first\":\n1}"))
     );
-    assert_eq!(
-        again,
-        IdempotentOutcome::Replayed(sold_out("{\"first\":\n1}")),
-        "the first bytes, line break included"
-    );
-    assert_eq!(reused, IdempotentOutcome::KeyReused);
+    assert!(again.is_err() && reused.is_err(), "Postgres decides them");
     writer.stop().await;
-    assert_eq!(f.in_postgres("k").await, 409, "written once");
+    assert_eq!(f.in_postgres("k").await, 409, "the first, written once");
+    assert_eq!(refusals.queued(), 0);
 }
 
 /// Stores a record of `key`'s effect, as a paid order or investment leaves
@@ -340,9 +342,12 @@ async fn while_postgres_fails_a_refusal_is_unavailable_and_nothing_more_is_recor
     )
     .await
     .expect("told when its batch fails");
-    let second = refusals
-        .refuse(USER, &key("second"), &fingerprint("f"), sold_out("{}"))
-        .await;
+    let second = tokio::time::timeout(
+        Duration::from_secs(30),
+        refusals.refuse(USER, &key("second"), &fingerprint("f"), sold_out("{}")),
+    )
+    .await
+    .expect("not waiting for a batch while the writes fail");
 
     assert!(first.is_err(), "not answered from Redis alone: {first:?}");
     assert!(
@@ -580,6 +585,28 @@ async fn the_stock_gate_records_the_answer_an_order_carries_and_answers_once_pos
 
     writer.stop().await;
     assert_eq!(f.in_postgres("admitted").await, 0);
+}
+
+#[tokio::test]
+async fn the_stock_gate_does_not_answer_a_refusal_whose_batch_does_not_land() {
+    let f = fixture().await;
+    // No writer runs: the batch never lands.
+    let (refusals, _writer) = f.write_behind(16);
+    let gate = stock_gate(&f, &refusals).await;
+    let fp = fingerprint("f");
+    let answers = RefusalAnswers {
+        fingerprint: &fp,
+        responses: vec![sold_out("{\"p\":2}")],
+    };
+    let order = key("order");
+    let holder = Holder::keyed(USER, &order).answering(Some(&answers));
+
+    let refused = gate.reserve(holder, &lines(&[2])).await;
+
+    let err = refused.expect_err("not answered before Postgres holds it");
+    assert_eq!(err.service(), "postgres", "{err}");
+    assert!(f.in_redis("order").await, "recorded, to be written behind");
+    assert_eq!(refusals.queued(), 1);
 }
 
 #[tokio::test]

@@ -154,8 +154,7 @@ pub(crate) fn unpack(packed: &[u8]) -> Result<Record, Unavailable> {
 /// A refusal on its way to Postgres, and whom to tell when it has landed.
 struct Queued {
     row: AnswerRow,
-    /// Taken once the request is told (the batch landed, or Postgres
-    /// failed it and the Redis record answers).
+    /// Taken once the request is told (the batch landed, or failed).
     landed: Option<oneshot::Sender<Landed>>,
 }
 
@@ -442,8 +441,18 @@ impl FastRefusals for RedisRefusals {
         let ttl_ms = u64::try_from(self.retention.as_millis()).unwrap_or(u64::MAX);
         let mut conn = self.pool.get().await.map_err(unavailable)?;
         let record = record_key(&self.keys, user_id, key.as_str());
-        if let Some(existing) = record_unless_recorded(&mut conn, &record, &packed, ttl_ms).await? {
-            return Ok(unpack(&existing)?.answer(fingerprint));
+        if record_unless_recorded(&mut conn, &record, &packed, ttl_ms)
+            .await?
+            .is_some()
+        {
+            // Another copy of the request recorded first, and may still
+            // wait for its batch: its record is not Postgres' word on the
+            // key, so Postgres decides (the gate's own check of a record,
+            // `Admission::Recorded`, asks Postgres too).
+            return Err(Unavailable::new(
+                "redis",
+                "the key has a refusal recorded already; Postgres decides",
+            ));
         }
         drop(conn);
         let (queued, landing) = self.queued_with_landing(row(user_id, key, fingerprint, &response));
